@@ -1,0 +1,199 @@
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrNoBackend means no site in the split has a backend that is up.
+var ErrNoBackend = errors.New("no backend available")
+
+// Options configure a Picker. They are plain data; proxy.Build translates the config file.
+type Options struct {
+	Sites []SiteOptions
+	// IntN returns a uniform random int in [0, n); nil means math/rand/v2.IntN. Injected so
+	// that tests can make the in-site choice exact.
+	IntN func(n int) int
+}
+
+// SiteOptions describe one site of a Picker.
+type SiteOptions struct {
+	Name     string
+	Weight   int      // share of the split; 0 takes none
+	Backends []string // addresses, e.g. "http://10.0.1.10:8080"
+}
+
+// Picker is an immutable snapshot of the sites and their backends, built by the control plane
+// and read by any number of requests at once. Pick takes no lock and does not allocate.
+type Picker struct {
+	reg   *Registry
+	sites []pickerSite
+	// cursor is the splitter's position, shared with every Picker over the same site list.
+	cursor *atomic.Uint64
+	intN   func(n int) int
+
+	plan   atomic.Pointer[plan]
+	replan sync.Mutex // held only while building a plan after a health change
+}
+
+type pickerSite struct {
+	state    *Site
+	weight   int
+	backends []*Backend
+}
+
+// plan is what a Picker derives from health: the split over sites that have a backend up,
+// and, per site, the indexes of the backends that are up.
+type plan struct {
+	epoch uint64
+	seq   []int32
+	up    [][]int
+}
+
+// NewPicker builds a Picker over opts, taking the state of each site and backend from reg
+// (creating what it has not seen). Site names must be unique and backends unique within
+// their site; configs.Validate guarantees both for a loaded config.
+func NewPicker(reg *Registry, opts Options) (*Picker, error) {
+	p := &Picker{reg: reg, intN: opts.IntN}
+	if p.intN == nil {
+		p.intN = rand.IntN
+	}
+	names := make([]string, len(opts.Sites))
+	seen := map[string]bool{}
+	for i, so := range opts.Sites {
+		if seen[so.Name] {
+			return nil, fmt.Errorf("site %q listed twice", so.Name)
+		}
+		seen[so.Name] = true
+		if so.Weight < 0 {
+			return nil, fmt.Errorf("site %q: negative weight %d", so.Name, so.Weight)
+		}
+		names[i] = so.Name
+		ps := pickerSite{state: reg.Site(so.Name), weight: so.Weight}
+		addrs := map[string]bool{}
+		for _, addr := range so.Backends {
+			if addrs[addr] {
+				return nil, fmt.Errorf("site %q: backend %s listed twice", so.Name, addr)
+			}
+			addrs[addr] = true
+			ps.backends = append(ps.backends, reg.Backend(BackendID{Site: so.Name, Addr: addr}))
+		}
+		p.sites = append(p.sites, ps)
+	}
+	p.cursor = reg.cursor(names)
+	p.plan.Store(p.makePlan(reg.epoch.Load()))
+	return p, nil
+}
+
+// makePlan derives the split and the up lists from the backends' health now. A site with
+// no backend up gets weight 0, so its share goes to the others in proportion to theirs.
+func (p *Picker) makePlan(epoch uint64) *plan {
+	pl := &plan{epoch: epoch, up: make([][]int, len(p.sites))}
+	weights := make([]int, len(p.sites))
+	for i, s := range p.sites {
+		for j, b := range s.backends {
+			if b.Up() {
+				pl.up[i] = append(pl.up[i], j)
+			}
+		}
+		if len(pl.up[i]) > 0 {
+			weights[i] = s.weight
+		}
+	}
+	pl.seq = schedule(weights)
+	return pl
+}
+
+// current returns the plan for the registry's latest health. After a health change, the
+// first request to notice builds the new plan; requests that arrive meanwhile use the
+// previous one rather than wait.
+func (p *Picker) current() *plan {
+	pl := p.plan.Load()
+	epoch := p.reg.epoch.Load()
+	if pl.epoch == epoch || !p.replan.TryLock() {
+		return pl
+	}
+	defer p.replan.Unlock()
+	if pl = p.plan.Load(); pl.epoch != epoch {
+		pl = p.makePlan(epoch)
+		p.plan.Store(pl)
+	}
+	return pl
+}
+
+// Lease is one request's hold on a backend: it counts in the backend's and the site's
+// in-flight from Pick until Done. Embed it in per-request state; its zero value is ready.
+type Lease struct {
+	Site    *Site
+	Backend *Backend
+	// SiteIndex and BackendIndex locate the pick in the Options the Picker was built from.
+	SiteIndex, BackendIndex int
+
+	done atomic.Bool
+}
+
+// Result is how a leased request ended, reported to Lease.Done.
+type Result struct {
+	Status int   // HTTP status sent to the client; 0 if none was
+	Err    error // transport error, if any
+}
+
+// Pick chooses a site by the weighted split and a backend inside it by power of two
+// choices on in-flight, and fills l, which must be unused. The caller must call l.Done
+// exactly once after a nil error. Pick never blocks.
+func (p *Picker) Pick(l *Lease) error {
+	pl := p.current()
+	if len(pl.seq) == 0 {
+		return ErrNoBackend
+	}
+	si := int(pl.seq[(p.cursor.Add(1)-1)%uint64(len(pl.seq))])
+	s := &p.sites[si]
+	bi := p.choose(s, pl.up[si])
+	b := s.backends[bi]
+	b.inflight.Add(1)
+	s.state.inflight.Add(1)
+	l.Site, l.Backend, l.SiteIndex, l.BackendIndex = s.state, b, si, bi
+	return nil
+}
+
+// choose is power of two choices: two distinct backends at random among those up, the
+// one with fewer requests in flight. It returns an index into s.backends.
+func (p *Picker) choose(s *pickerSite, up []int) int {
+	n := len(up)
+	if n == 1 {
+		return up[0]
+	}
+	i := p.intN(n)
+	j := p.intN(n - 1)
+	if j >= i {
+		j++
+	}
+	a, b := up[i], up[j]
+	if s.backends[b].Inflight() < s.backends[a].Inflight() {
+		return b
+	}
+	return a
+}
+
+// Done releases the lease and reports how the request ended. Only the first call counts;
+// later calls return false and change nothing, so a deferred Done on every path is safe.
+func (l *Lease) Done(Result) bool {
+	if l.Backend == nil || !l.done.CompareAndSwap(false, true) {
+		return false
+	}
+	l.Backend.inflight.Add(-1)
+	l.Site.inflight.Add(-1)
+	return true
+}
+
+// Sites lists the Picker's site states in Options order.
+func (p *Picker) Sites() []*Site {
+	out := make([]*Site, len(p.sites))
+	for i := range p.sites {
+		out[i] = p.sites[i].state
+	}
+	return out
+}

@@ -1,0 +1,122 @@
+// Package balancer decides where each request goes: which site (the weighted splitter) and
+// which backend inside it (power of two choices on in-flight). It keeps the state that must
+// outlive a config reload (in-flight counts, health, the splitter's position) in a Registry
+// keyed by stable IDs, and builds immutable Pickers from plain option structs.
+//
+// The request path is Picker.Pick, which never blocks and takes no lock, and Lease.Done,
+// which gives back what Pick took, exactly once.
+package balancer
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// BackendID is a backend's stable identity: its site and its address ("http://10.0.1.10:8080").
+// A backend keeps its state across reloads for as long as its ID is unchanged.
+type BackendID struct {
+	Site, Addr string
+}
+
+func (id BackendID) String() string { return id.Site + "/" + id.Addr }
+
+// Backend is one backend's long-lived state. It is shared by reference by every Picker that
+// lists it; all methods are safe for concurrent use.
+type Backend struct {
+	ID BackendID
+
+	inflight atomic.Int64
+	down     atomic.Bool // zero value: up
+}
+
+// Inflight is the number of requests holding a Lease on b.
+func (b *Backend) Inflight() int64 { return b.inflight.Load() }
+
+// Up reports whether b may be picked.
+func (b *Backend) Up() bool { return !b.down.Load() }
+
+// Site is one site's long-lived state.
+type Site struct {
+	Name string
+
+	inflight atomic.Int64
+}
+
+// Inflight is the number of requests holding a Lease on a backend of s.
+func (s *Site) Inflight() int64 { return s.inflight.Load() }
+
+// Registry owns the long-lived state of every site and backend, keyed by stable IDs, so that
+// a new Picker built on a reload finds the in-flight counts, health and splitter position of
+// the old one. The zero value is not usable; call NewRegistry. Safe for concurrent use; its
+// lock is taken only by the control plane (building Pickers, health changes).
+type Registry struct {
+	mu       sync.Mutex
+	backends map[BackendID]*Backend
+	sites    map[string]*Site
+	cursors  map[string]*atomic.Uint64
+
+	// epoch counts health changes; a Picker whose plan is older replans before its next pick.
+	epoch atomic.Uint64
+}
+
+// NewRegistry returns an empty Registry.
+func NewRegistry() *Registry {
+	return &Registry{
+		backends: map[BackendID]*Backend{},
+		sites:    map[string]*Site{},
+		cursors:  map[string]*atomic.Uint64{},
+	}
+}
+
+// Backend returns the state for id, creating it (up, idle) on first use.
+func (r *Registry) Backend(id BackendID) *Backend {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, ok := r.backends[id]
+	if !ok {
+		b = &Backend{ID: id}
+		r.backends[id] = b
+	}
+	return b
+}
+
+// Site returns the state for the site called name, creating it on first use.
+func (r *Registry) Site(name string) *Site {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sites[name]
+	if !ok {
+		s = &Site{Name: name}
+		r.sites[name] = s
+	}
+	return s
+}
+
+// cursor returns the splitter position shared by every Picker over exactly these sites in
+// this order, so that a reload that keeps the site set keeps the split's position.
+func (r *Registry) cursor(sites []string) *atomic.Uint64 {
+	key := strings.Join(sites, "\x00")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.cursors[key]
+	if !ok {
+		c = new(atomic.Uint64)
+		r.cursors[key] = c
+	}
+	return c
+}
+
+// SetUp marks the backend id up or down. A backend the registry does not know is ignored
+// (its generation has gone). Pickers see the change before their next pick.
+func (r *Registry) SetUp(id BackendID, up bool) {
+	r.mu.Lock()
+	b, ok := r.backends[id]
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	if b.down.Swap(!up) != !up {
+		r.epoch.Add(1)
+	}
+}

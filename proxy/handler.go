@@ -1,0 +1,114 @@
+package proxy
+
+import (
+	"net/http"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/spillway/spillway/balancer"
+)
+
+// Handler is the proxy's http.Handler. Each request reads the Table that is current when it
+// starts and keeps it to the end, so Swap never disturbs a request in flight.
+// Safe for concurrent use; the zero value is not usable, call NewHandler.
+type Handler struct {
+	table atomic.Pointer[Table]
+	log   *zap.Logger
+	ids   *requestIDs
+}
+
+// NewHandler returns a Handler serving t. log receives one line per failed request; nil
+// means no logging.
+func NewHandler(t *Table, log *zap.Logger) *Handler {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	h := &Handler{log: log, ids: newRequestIDs()}
+	h.table.Store(t)
+	return h
+}
+
+// Swap makes t the Table for new requests and returns the previous one, which the caller
+// may Close once it no longer wants it.
+func (h *Handler) Swap(t *Table) *Table { return h.table.Swap(t) }
+
+// Table returns the Table new requests use.
+func (h *Handler) Table() *Table { return h.table.Load() }
+
+// exchange is one request's state from pick to release.
+type exchange struct {
+	lease balancer.Lease
+	rw    responseWriter
+	id    string
+	site  string
+	body  *bodyReader
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t := h.table.Load()
+	ex := &exchange{rw: responseWriter{ResponseWriter: w}}
+	ex.rw.ex = ex
+	ex.id = h.ids.ensure(r.Header)
+	if r.Method == http.MethodConnect {
+		writeError(&ex.rw, ex.id, http.StatusMethodNotAllowed, "CONNECT is not supported")
+		return
+	}
+	dropNonWebSocketUpgrade(r.Header)
+	if r.Body != nil && r.Body != http.NoBody {
+		ex.body = &bodyReader{ReadCloser: r.Body}
+		r.Body = ex.body
+	}
+	if err := t.picker.Pick(&ex.lease); err != nil {
+		h.fail(ex, r, err)
+		return
+	}
+	site := &t.sites[ex.lease.SiteIndex]
+	ex.site = site.name
+	defer h.finish(ex, r)
+	site.backends[ex.lease.BackendIndex].ServeHTTP(&ex.rw, r)
+}
+
+// finish releases the lease on every path out of ServeHTTP, including the panic with which
+// ReverseProxy aborts a response whose body the backend broke off.
+func (h *Handler) finish(ex *exchange, r *http.Request) {
+	if v := recover(); v != nil {
+		ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: errAborted})
+		if ce := h.log.Check(zap.WarnLevel, "response aborted"); ce != nil {
+			ce.Write(zap.String("request_id", ex.id), zap.String("site", ex.site),
+				zap.String("backend", ex.lease.Backend.ID.Addr), zap.String("method", r.Method),
+				zap.String("path", r.URL.Path), zap.Int("status", ex.rw.status),
+				zap.Int64("bytes", ex.rw.bytes), zap.Any("reason", v))
+		}
+		panic(v)
+	}
+	ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: ex.rw.err})
+}
+
+// responseWriter records what the Handler sent the client. Unwrap lets
+// http.ResponseController reach the server's writer for Flush and Hijack (WebSocket).
+type responseWriter struct {
+	http.ResponseWriter
+	ex     *exchange
+	status int
+	bytes  int64
+	err    error // the forwarding error, when there was one
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+)
+
+const headerRequestID = "X-Request-Id"
+
+// requestIDs makes request IDs: a random per-process prefix and a counter, unique without a
+// syscall per request.
+type requestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs {
+	var b [8]byte
+	rand.Read(b[:])
+	return &requestIDs{prefix: hex.EncodeToString(b[:]) + "-"}
+}
+
+// ensure returns the request's X-Request-Id, first setting a new one when the request has
+// none or one that is not a plausible ID (at most 128 of [A-Za-z0-9._:-]).
+func (ids *requestIDs) ensure(h http.Header) string {
+	if v := h[headerRequestID]; len(v) == 1 && validRequestID(v[0]) {
+		return v[0]
+	}
+	id := ids.prefix + strconv.FormatUint(ids.n.Add(1), 36)
+	h[headerRequestID] = []string{id}
+	return id
+}
+
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// keepRequestID is every forwarder's ModifyResponse: the client gets the request's ID back,
+// whatever the backend said.
+func keepRequestID(res *http.Response) error {
+	if id := res.Request.Header.Get(headerRequestID); id != "" {
+		res.Header[headerRequestID] = []string{id}
+	}
+	return nil
+}
+
+// dropNonWebSocketUpgrade removes an Upgrade request header that is not a WebSocket
+// handshake, so the request is served as plain HTTP (RFC 9110 lets a server ignore
+// Upgrade). In particular "Upgrade: h2c" is never tunnelled to a backend.
+func dropNonWebSocketUpgrade(h http.Header) {
+	up, ok := h["Upgrade"]
+	if !ok {
+		return
+	}
+	if len(up) == 1 && strings.EqualFold(strings.TrimSpace(up[0]), "websocket") &&
+		hasToken(h["Connection"], "upgrade") {
+		return
+	}
+	delete(h, "Upgrade")
+}
+
+// hasToken reports whether a comma-separated header (e.g. Connection) lists token.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
