@@ -1,0 +1,76 @@
+package configs
+
+import "time"
+
+// Defaults for keys a config leaves out. README.md's config reference lists the same values.
+const (
+	DefaultHTTPListen        = ":8080"
+	DefaultAdminListen       = "127.0.0.1:9901"
+	DefaultConnectTimeout    = 2 * time.Second
+	DefaultResponseHeader    = 30 * time.Second
+	DefaultIdleTimeout       = 90 * time.Second
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultResume            = 0.8
+	DefaultQueueSize         = 1000
+	DefaultQueueTimeout      = 2 * time.Second
+	DefaultRetryAttempts     = 2
+	DefaultRetryBudget       = 0.2
+	DefaultIdempotencyHeader = "Idempotency-Key"
+	DefaultHealthPath        = "/healthz"
+	DefaultHealthInterval    = 2 * time.Second
+	DefaultHealthTimeout     = 1 * time.Second
+	DefaultHealthRise        = 2
+	DefaultHealthFall        = 3
+	DefaultDiscoveryInterval = 10 * time.Second
+)
+
+// SetDefaults fills every key the file left out. A key the file set, even to zero, is kept
+// as written so that Validate can refuse it: "timeout: 0s" is a mistake, not a request for
+// the default.
+func (c *Config) SetDefaults() {
+	if c.Listen.HTTPS == "" {
+		setDefault(c, "listen.http", &c.Listen.HTTP, DefaultHTTPListen)
+	}
+	setDefault(c, "admin.listen", &c.Admin.Listen, DefaultAdminListen)
+
+	t := &c.Timeouts
+	setDefault(c, "timeouts.connect", &t.Connect, DefaultConnectTimeout)
+	setDefault(c, "timeouts.response_header", &t.ResponseHeader, DefaultResponseHeader)
+	setDefault(c, "timeouts.idle", &t.Idle, DefaultIdleTimeout)
+	setDefault(c, "timeouts.read_header", &t.ReadHeader, DefaultReadHeaderTimeout)
+	setDefault(c, "timeouts.shutdown", &t.Shutdown, DefaultShutdownTimeout)
+	setDefault(c, "limits.max_header_bytes", &c.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes)
+
+	setDefault(c, "spillover.resume", &c.Spillover.Resume, DefaultResume)
+	setDefault(c, "spillover.queue.size", &c.Spillover.Queue.Size, DefaultQueueSize)
+	setDefault(c, "spillover.queue.timeout", &c.Spillover.Queue.Timeout, DefaultQueueTimeout)
+
+	setDefault(c, "retries.attempts", &c.Retries.Attempts, DefaultRetryAttempts)
+	setDefault(c, "retries.budget", &c.Retries.Budget, DefaultRetryBudget)
+	setDefault(c, "retries.idempotency_header", &c.Retries.IdempotencyHeader, DefaultIdempotencyHeader)
+
+	for i := range c.Sites {
+		s := &c.Sites[i]
+		p := sitePath(i)
+		if h := s.Health; h != nil {
+			setDefault(c, p+".health.path", &h.Path, DefaultHealthPath)
+			setDefault(c, p+".health.interval", &h.Interval, DefaultHealthInterval)
+			setDefault(c, p+".health.timeout", &h.Timeout, DefaultHealthTimeout)
+			setDefault(c, p+".health.rise", &h.Rise, DefaultHealthRise)
+			setDefault(c, p+".health.fall", &h.Fall, DefaultHealthFall)
+		}
+		if d := s.Discovery; d != nil {
+			setDefault(c, p+".discovery.interval", &d.Interval, DefaultDiscoveryInterval)
+		}
+	}
+}
+
+// setDefault sets *v to def when the file left the key at path out.
+func setDefault[T comparable](c *Config, path string, v *T, def T) {
+	var zero T
+	if *v == zero && !c.Has(path) {
+		*v = def
+	}
+}

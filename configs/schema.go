@@ -1,0 +1,135 @@
+// Package configs holds Spillway's configuration file: the schema as plain data, strict
+// loading, defaults and validation. It knows nothing of the proxy; proxy.Build is the one
+// place a Config becomes runtime state.
+//
+// The names of the YAML keys are a user-facing contract (see README.md, "Config reference").
+package configs
+
+import "time"
+
+// Config is one parsed configuration file. It is plain data: nothing in it changes after
+// Load returns, and it holds no runtime state.
+type Config struct {
+	Listen    Listen    `yaml:"listen"`
+	Admin     Admin     `yaml:"admin"`
+	TLS       *TLS      `yaml:"tls"`
+	Sites     []Site    `yaml:"sites"`
+	Spillover Spillover `yaml:"spillover"`
+	Affinity  Affinity  `yaml:"affinity"`
+	Retries   Retries   `yaml:"retries"`
+	Timeouts  Timeouts  `yaml:"timeouts"`
+	Limits    Limits    `yaml:"limits"`
+
+	// src maps key paths ("sites[1].weight") to where they stand in the file; nil for a
+	// Config built in code. See Config.Pos.
+	src *source `yaml:"-"`
+}
+
+// Listen is where the proxy accepts client traffic.
+type Listen struct {
+	HTTP  string `yaml:"http"`  // HTTP/1.1 and h2c (prior knowledge), e.g. ":8080"
+	HTTPS string `yaml:"https"` // optional; needs tls
+}
+
+// Admin is the admin listener (admin API, /metrics, dashboard).
+type Admin struct {
+	Listen    string `yaml:"listen"`
+	TokenFile string `yaml:"token_file"`
+}
+
+// TLS terminates client TLS, either from ACME or from static files.
+type TLS struct {
+	ACME     *ACME  `yaml:"acme"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// ACME obtains certificates with certmagic.
+type ACME struct {
+	Domains []string `yaml:"domains"`
+	Email   string   `yaml:"email"`
+	CA      string   `yaml:"ca"`
+	Storage string   `yaml:"storage"`
+}
+
+// Site is one deployment (a datacenter or a cloud pool) and its share of traffic.
+type Site struct {
+	Name     string   `yaml:"name"`
+	Weight   int      `yaml:"weight"`
+	Backends []string `yaml:"backends"`
+	// Elastic marks a spillover target (the autoscaling pool).
+	Elastic   bool       `yaml:"elastic"`
+	Discovery *Discovery `yaml:"discovery"`
+	// MaxInflight is the per-backend concurrency limit; 0 means adaptive.
+	MaxInflight int           `yaml:"max_inflight"`
+	Health      *Health       `yaml:"health"`
+	TLS         *BackendTLS   `yaml:"tls"`
+	SlowStart   time.Duration `yaml:"slow_start"`
+}
+
+// Discovery finds an elastic site's members: DNS (A/AAAA "host:port" or SRV) or a targets file.
+type Discovery struct {
+	DNS      string        `yaml:"dns"`
+	File     string        `yaml:"file"`
+	Interval time.Duration `yaml:"interval"`
+}
+
+// Health is a site's active health probe.
+type Health struct {
+	Path     string        `yaml:"path"`
+	Interval time.Duration `yaml:"interval"`
+	Timeout  time.Duration `yaml:"timeout"`
+	Rise     int           `yaml:"rise"`
+	Fall     int           `yaml:"fall"`
+}
+
+// BackendTLS is how the proxy speaks TLS to a site's https backends.
+type BackendTLS struct {
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// Spillover controls what happens when a site is full.
+type Spillover struct {
+	// Resume is the fraction of its limit a spilling site must fall below before it counts
+	// as having headroom again (hysteresis).
+	Resume float64 `yaml:"resume"`
+	Queue  Queue   `yaml:"queue"`
+}
+
+// Queue is the bounded FIFO wait when no site has a free slot.
+type Queue struct {
+	Size    int           `yaml:"size"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Affinity keeps a session on its site, keyed by a cookie or a header (not both).
+type Affinity struct {
+	Cookie string `yaml:"cookie"`
+	Header string `yaml:"header"`
+}
+
+// Retries bounds bank-safe retries.
+type Retries struct {
+	Attempts          int     `yaml:"attempts"`
+	Budget            float64 `yaml:"budget"`
+	IdempotencyHeader string  `yaml:"idempotency_header"`
+}
+
+// Timeouts are the proxy's clocks, client side and backend side.
+type Timeouts struct {
+	Connect        time.Duration `yaml:"connect"`         // dial to a backend
+	ResponseHeader time.Duration `yaml:"response_header"` // backend's response headers
+	Idle           time.Duration `yaml:"idle"`            // keep-alive idle, both sides
+	ReadHeader     time.Duration `yaml:"read_header"`     // client's request headers
+	Shutdown       time.Duration `yaml:"shutdown"`        // grace for in-flight requests on stop
+}
+
+// Limits bound what a client may send.
+type Limits struct {
+	// MaxHeaderBytes caps a request's header block; larger requests get 431.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+}

@@ -1,0 +1,298 @@
+package configs
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxWeight bounds a site's weight. The splitter's schedule is as long as the sum of the
+// weights (after dividing by their greatest common divisor), so the bound keeps it small.
+const MaxWeight = 1000
+
+var (
+	siteNameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+)
+
+// Validate checks c after SetDefaults and returns every problem as Errors, or nil.
+func (c *Config) Validate() error {
+	v := validator{c: c}
+	v.listen()
+	v.tls()
+	v.sites()
+	v.policies()
+	if len(v.errs) == 0 {
+		return nil
+	}
+	sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].before(v.errs[j]) })
+	return v.errs
+}
+
+type validator struct {
+	c    *Config
+	errs Errors
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	v.errs = append(v.errs, v.c.Errorf(path, format, args...))
+}
+
+func (v *validator) positive(path string, d time.Duration) {
+	if d <= 0 {
+		v.add(path, "must be a duration > 0, got %s", d)
+	}
+}
+
+func (v *validator) address(path, addr string) {
+	if addr == "" {
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(path, "want host:port (e.g. \":8080\" or \"127.0.0.1:9901\"), got %q", addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		v.add(path, "port must be a number 0-65535, got %q", port)
+	}
+}
+
+func (v *validator) listen() {
+	c := v.c
+	if c.Listen.HTTP == "" && c.Listen.HTTPS == "" {
+		v.add("listen", "set listen.http or listen.https")
+	}
+	v.address("listen.http", c.Listen.HTTP)
+	v.address("listen.https", c.Listen.HTTPS)
+	v.address("admin.listen", c.Admin.Listen)
+	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.HTTPS {
+		v.add("listen.https", "same address as listen.http")
+	}
+	if c.Admin.Listen != "" && (c.Admin.Listen == c.Listen.HTTP || c.Admin.Listen == c.Listen.HTTPS) {
+		v.add("admin.listen", "same address as a traffic listener")
+	}
+	if c.Listen.HTTPS != "" && c.TLS == nil {
+		v.add("listen.https", "needs a tls section (acme, or cert_file and key_file)")
+	}
+	t := c.Timeouts
+	v.positive("timeouts.connect", t.Connect)
+	v.positive("timeouts.response_header", t.ResponseHeader)
+	v.positive("timeouts.idle", t.Idle)
+	v.positive("timeouts.read_header", t.ReadHeader)
+	v.positive("timeouts.shutdown", t.Shutdown)
+	if m := c.Limits.MaxHeaderBytes; m < 1<<10 || m > 16<<20 {
+		v.add("limits.max_header_bytes", "must be between 1024 and 16777216, got %d", m)
+	}
+}
+
+func (v *validator) tls() {
+	t := v.c.TLS
+	if t == nil {
+		return
+	}
+	static := t.CertFile != "" || t.KeyFile != ""
+	switch {
+	case t.ACME != nil && static:
+		v.add("tls", "use either acme or cert_file/key_file, not both")
+	case t.ACME == nil && !static:
+		v.add("tls", "set acme, or cert_file and key_file")
+	case static && (t.CertFile == "" || t.KeyFile == ""):
+		v.add("tls", "cert_file and key_file go together")
+	}
+	if a := t.ACME; a != nil {
+		if len(a.Domains) == 0 {
+			v.add("tls.acme.domains", "list at least one domain")
+		}
+		for i, d := range a.Domains {
+			if d == "" || strings.ContainsAny(d, "/: ") {
+				v.add(fmt.Sprintf("tls.acme.domains[%d]", i), "want a DNS name, got %q", d)
+			}
+		}
+		if a.CA != "" {
+			if u, err := url.Parse(a.CA); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				v.add("tls.acme.ca", "want the ACME directory URL, got %q", a.CA)
+			}
+		}
+	}
+}
+
+func sitePath(i int) string { return fmt.Sprintf("sites[%d]", i) }
+
+func (v *validator) sites() {
+	c := v.c
+	if len(c.Sites) == 0 {
+		v.add("sites", "list at least one site")
+		return
+	}
+	names := map[string]int{}
+	total, withMembers := 0, 0
+	weightsOK := true // every weight given and in range, so a total of 0 means all are 0
+	for i, s := range c.Sites {
+		p := sitePath(i)
+		switch {
+		case s.Name == "":
+			v.add(p+".name", "every site needs a name")
+		case !siteNameRE.MatchString(s.Name):
+			v.add(p+".name", "%q: use lower-case letters, digits, '-' and '_' (at most 63)", s.Name)
+		}
+		if first, dup := names[s.Name]; dup && s.Name != "" {
+			v.add(p+".name", "%q is already the name of sites[%d]", s.Name, first)
+		} else {
+			names[s.Name] = i
+		}
+		if c.src != nil && !c.Has(p+".weight") {
+			v.add(p+".weight", "site %q: weight is required (0 takes no share of the split)", s.Name)
+			weightsOK = false
+		}
+		if s.Weight < 0 || s.Weight > MaxWeight {
+			v.add(p+".weight", "must be between 0 and %d, got %d", MaxWeight, s.Weight)
+			weightsOK = false
+		} else {
+			total += s.Weight
+		}
+		if len(s.Backends) > 0 || s.Discovery != nil {
+			withMembers++
+		} else if s.Weight > 0 && s.Weight <= MaxWeight {
+			v.add(p, "site %q has weight %d but no backends or discovery; list its backends, or set weight 0", s.Name, s.Weight)
+		}
+		v.backends(p, s)
+		v.site(p, s)
+	}
+	if total == 0 && weightsOK {
+		v.add("sites", "every site has weight 0: at least one must take traffic")
+	}
+	if withMembers == 0 {
+		v.add("sites", "no site has backends or discovery")
+	}
+}
+
+func (v *validator) backends(p string, s Site) {
+	if len(s.Backends) > 0 && s.Discovery != nil {
+		v.add(p+".discovery", "use either backends or discovery, not both")
+	}
+	seen := map[string]int{}
+	for j, raw := range s.Backends {
+		bp := fmt.Sprintf("%s.backends[%d]", p, j)
+		if msg := checkBackendURL(raw); msg != "" {
+			v.add(bp, "%s", msg)
+			continue
+		}
+		key := backendKey(raw)
+		if first, dup := seen[key]; dup {
+			v.add(bp, "%q is listed twice (first as backends[%d])", raw, first)
+			continue
+		}
+		seen[key] = j
+	}
+}
+
+// backendKey is what makes two valid backend URLs the same backend: "http://A:80/" is
+// "http://a".
+func backendKey(raw string) string {
+	u, _ := url.Parse(raw)
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// checkBackendURL says what is wrong with a backend URL, or "".
+func checkBackendURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Sprintf("not a URL: %q", raw)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Sprintf("want http://host:port or https://host:port, got %q", raw)
+	case u.Host == "" || u.Hostname() == "":
+		return fmt.Sprintf("no host in %q", raw)
+	case u.User != nil:
+		return fmt.Sprintf("credentials in a backend URL are not allowed: %q", u.Redacted())
+	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return fmt.Sprintf("a backend is scheme://host:port only; no path, query or fragment: %q", raw)
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Sprintf("port must be 1-65535 in %q", raw)
+		}
+	}
+	return ""
+}
+
+func (v *validator) site(p string, s Site) {
+	if s.MaxInflight < 0 {
+		v.add(p+".max_inflight", "must be >= 0 (0 or omitted: adaptive), got %d", s.MaxInflight)
+	}
+	if s.SlowStart < 0 {
+		v.add(p+".slow_start", "must be >= 0, got %s", s.SlowStart)
+	}
+	if d := s.Discovery; d != nil {
+		if (d.DNS == "") == (d.File == "") {
+			v.add(p+".discovery", "set exactly one of dns or file")
+		}
+		if d.DNS != "" && !strings.HasPrefix(d.DNS, "_") {
+			if _, _, err := net.SplitHostPort(d.DNS); err != nil {
+				v.add(p+".discovery.dns", "want host:port for A/AAAA, or an SRV name like _app._tcp.example; got %q", d.DNS)
+			}
+		}
+		v.positive(p+".discovery.interval", d.Interval)
+	}
+	if h := s.Health; h != nil {
+		if !strings.HasPrefix(h.Path, "/") {
+			v.add(p+".health.path", "must start with /, got %q", h.Path)
+		}
+		v.positive(p+".health.interval", h.Interval)
+		v.positive(p+".health.timeout", h.Timeout)
+		if h.Timeout > h.Interval && h.Interval > 0 {
+			v.add(p+".health.timeout", "%s is longer than the interval %s", h.Timeout, h.Interval)
+		}
+		if h.Rise < 1 {
+			v.add(p+".health.rise", "must be >= 1, got %d", h.Rise)
+		}
+		if h.Fall < 1 {
+			v.add(p+".health.fall", "must be >= 1, got %d", h.Fall)
+		}
+	}
+	if t := s.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
+		v.add(p+".tls", "cert_file and key_file go together")
+	}
+}
+
+func (v *validator) policies() {
+	c := v.c
+	if r := c.Spillover.Resume; !(r > 0 && r <= 1) { // also refuses .nan
+		v.add("spillover.resume", "must be in (0, 1], got %g", r)
+	}
+	if c.Spillover.Queue.Size < 0 {
+		v.add("spillover.queue.size", "must be >= 0, got %d", c.Spillover.Queue.Size)
+	}
+	v.positive("spillover.queue.timeout", c.Spillover.Queue.Timeout)
+	a := c.Affinity
+	if a.Cookie != "" && a.Header != "" {
+		v.add("affinity", "use either cookie or header, not both")
+	}
+	if a.Cookie != "" && !headerNameRE.MatchString(a.Cookie) {
+		v.add("affinity.cookie", "not a valid cookie name: %q", a.Cookie)
+	}
+	if a.Header != "" && !headerNameRE.MatchString(a.Header) {
+		v.add("affinity.header", "not a valid header name: %q", a.Header)
+	}
+	r := c.Retries
+	if r.Attempts < 0 || r.Attempts > 10 {
+		v.add("retries.attempts", "must be between 0 and 10, got %d", r.Attempts)
+	}
+	if !(r.Budget >= 0 && r.Budget <= 1) { // also refuses .nan
+		v.add("retries.budget", "must be in [0, 1], got %g", r.Budget)
+	}
+	if r.IdempotencyHeader != "" && !headerNameRE.MatchString(r.IdempotencyHeader) {
+		v.add("retries.idempotency_header", "not a valid header name: %q", r.IdempotencyHeader)
+	}
+}
