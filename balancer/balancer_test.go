@@ -223,7 +223,7 @@ func TestDownSiteShareGoesToOthersByWeight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg.SetUp(BackendID{"idc2", "http://b1"}, false)
+	reg.SetUp("idc2", "http://b1", false)
 	// idc2 still has b2: it keeps its share, and only b2 gets its requests.
 	for range 30 {
 		l := pick(t, p)
@@ -232,7 +232,7 @@ func TestDownSiteShareGoesToOthersByWeight(t *testing.T) {
 		}
 		l.Done(Result{})
 	}
-	reg.SetUp(BackendID{"idc2", "http://b2"}, false)
+	reg.SetUp("idc2", "http://b2", false)
 	counts := [3]int{}
 	for range 700 { // 100 periods of 5:2
 		l := pick(t, p)
@@ -242,7 +242,7 @@ func TestDownSiteShareGoesToOthersByWeight(t *testing.T) {
 	if counts != [3]int{500, 0, 200} {
 		t.Fatalf("with idc2 down the split is %v, want [500 0 200]", counts)
 	}
-	reg.SetUp(BackendID{"idc2", "http://b1"}, true)
+	reg.SetUp("idc2", "http://b1", true)
 	counts = [3]int{}
 	for range 1000 {
 		l := pick(t, p)
@@ -254,10 +254,10 @@ func TestDownSiteShareGoesToOthersByWeight(t *testing.T) {
 	}
 	for _, s := range []string{"idc1", "aws"} {
 		for _, a := range []string{"http://a1", "http://a2", "http://c1", "http://c2"} {
-			reg.SetUp(BackendID{s, a}, false)
+			reg.SetUp(s, a, false)
 		}
 	}
-	reg.SetUp(BackendID{"idc2", "http://b1"}, false)
+	reg.SetUp("idc2", "http://b1", false)
 	if err := p.Pick(new(Lease)); err != ErrNoBackend {
 		t.Fatalf("all down: Pick = %v, want ErrNoBackend", err)
 	}

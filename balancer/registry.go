@@ -107,11 +107,11 @@ func (r *Registry) cursor(sites []string) *atomic.Uint64 {
 	return c
 }
 
-// SetUp marks the backend id up or down. A backend the registry does not know is ignored
-// (its generation has gone). Pickers see the change before their next pick.
-func (r *Registry) SetUp(id BackendID, up bool) {
+// SetUp marks the backend at addr in site up or down. A backend the registry does not know
+// is ignored (its generation has gone). Pickers see the change before their next pick.
+func (r *Registry) SetUp(site, addr string, up bool) {
 	r.mu.Lock()
-	b, ok := r.backends[id]
+	b, ok := r.backends[BackendID{Site: site, Addr: addr}]
 	r.mu.Unlock()
 	if !ok {
 		return
