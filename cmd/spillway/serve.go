@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy"
+)
+
+// cmdRun runs the proxy on a config file until ctx is done (SIGTERM or SIGINT), then stops
+// accepting and gives in-flight requests timeouts.shutdown to finish. A config with any
+// problem is refused before anything listens.
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file (YAML)")
+	level := zapcore.InfoLevel
+	fs.Var(&level, "log-level", "log level: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: spillway run -config FILE [-log-level LEVEL]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitError{2}
+	}
+	if *path == "" || fs.NArg() != 0 {
+		fs.Usage()
+		return exitError{2}
+	}
+	log := newJSONLogger(stderr, level)
+	defer log.Sync()
+
+	cfg, err := configs.Load(*path)
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitError{1}
+	}
+	ln, err := net.Listen("tcp", cfg.Listen.HTTP)
+	if err != nil {
+		return fmt.Errorf("listen.http: %w", err)
+	}
+	return serveProxy(ctx, cfg, ln, log.With(zap.String("config", *path)))
+}
+
+// serveProxy builds the Table for cfg and serves it on ln until ctx is done, then shuts down
+// gracefully. It closes ln.
+func serveProxy(ctx context.Context, cfg *configs.Config, ln net.Listener, log *zap.Logger) error {
+	table, err := proxy.Build(cfg, proxy.Deps{Registry: balancer.NewRegistry(), Log: log})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer table.Close()
+	srv := proxy.NewServer(cfg, proxy.NewHandler(table, log), log)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	sites := make([]zap.Field, 0, len(cfg.Sites))
+	for _, s := range cfg.Sites {
+		sites = append(sites, zap.Int(s.Name, s.Weight))
+	}
+	log.Info("listening", zap.String("addr", ln.Addr().String()), zap.Dict("weights", sites...))
+
+	select {
+	case err := <-served: // the listener failed
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", zap.Duration("grace", cfg.Timeouts.Shutdown))
+	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Timeouts.Shutdown)
+	defer cancel()
+	err = srv.Shutdown(grace)
+	if err != nil {
+		log.Warn("grace period over; closing the remaining connections", zap.Error(err))
+		srv.Close()
+	}
+	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// newJSONLogger logs JSON lines to w, for machines.
+func newJSONLogger(w io.Writer, level zapcore.Level) *zap.Logger {
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), level))
+}
+
+// newConsoleLogger logs readable lines to w, for people.
+func newConsoleLogger(w io.Writer, level zapcore.Level) *zap.Logger {
+	enc := zap.NewDevelopmentEncoderConfig()
+	enc.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05")
+	return zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), level))
+}

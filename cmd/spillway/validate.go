@@ -1,0 +1,70 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy"
+)
+
+// cmdValidate checks a config as run would, without listening: exit 0 when valid, 1 with
+// every problem on its own line when not.
+func cmdValidate(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, "usage: spillway validate FILE") }
+	if err := fs.Parse(args); err != nil {
+		return exitError{2}
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitError{2}
+	}
+	path := fs.Arg(0)
+	cfg, err := loadAndBuild(path)
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitError{1}
+	}
+	weights := ""
+	for i, s := range cfg.Sites {
+		if i > 0 {
+			weights += ":"
+		}
+		weights += fmt.Sprint(s.Weight)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d sites, split %s)\n", path, len(cfg.Sites), weights)
+	return nil
+}
+
+// loadAndBuild loads the config at path and compiles it once, so that what validate accepts
+// run accepts too.
+func loadAndBuild(path string) (*configs.Config, error) {
+	cfg, err := configs.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	t, err := proxy.Build(cfg, proxy.Deps{Registry: balancer.NewRegistry()})
+	if err != nil {
+		return nil, err
+	}
+	t.Close()
+	return cfg, nil
+}
+
+// printConfigError writes a config error one problem per line.
+func printConfigError(w io.Writer, err error) {
+	var errs configs.Errors
+	if errors.As(err, &errs) {
+		for _, e := range errs {
+			fmt.Fprintln(w, e)
+		}
+		fmt.Fprintf(w, "%d problem(s); the config was not used\n", len(errs))
+		return
+	}
+	fmt.Fprintln(w, err)
+}
