@@ -14,7 +14,11 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/health"
 )
+
+// The Registry takes health reports for the backends it tracks.
+var _ health.Sink = (*balancer.Registry)(nil)
 
 // Table is one compiled config: the balancer's Picker over the sites, and the forwarders
 // and transports for each backend. It is immutable once built; a Handler swaps whole Tables,
