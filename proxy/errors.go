@@ -79,18 +79,22 @@ func logFailure(log *zap.Logger, ex *exchange, r *http.Request, status int, reas
 	if reason == reasonClientGone || reason == reasonClientBody {
 		level = zap.DebugLevel // the client's doing, not an incident
 	}
-	ce := log.Check(level, "request failed")
-	if ce == nil {
-		return
+	if ce := log.Check(level, "request failed"); ce != nil {
+		ce.Write(append(ex.logFields(r, status, reason), zap.Error(err))...)
 	}
+}
+
+// logFields describe a request in every log line about it. Call it only for an entry that
+// will be written: it allocates.
+func (ex *exchange) logFields(r *http.Request, status int, reason string) []zap.Field {
 	backend := ""
 	if ex.lease.Backend != nil {
 		backend = ex.lease.Backend.ID.Addr
 	}
-	ce.Write(zap.String("request_id", ex.id), zap.String("method", r.Method),
+	return []zap.Field{zap.String("request_id", ex.id), zap.String("method", r.Method),
 		zap.String("host", r.Host), zap.String("path", r.URL.Path),
 		zap.String("site", ex.site), zap.String("backend", backend),
-		zap.Int("status", status), zap.String("reason", reason), zap.Error(err))
+		zap.Int("status", status), zap.String("reason", reason)}
 }
 
 // writeError sends a short plain-text error.

@@ -70,19 +70,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // finish releases the lease on every path out of ServeHTTP, including the panic with which
-// ReverseProxy aborts a response whose body the backend broke off.
+// ReverseProxy aborts a response whose body could not be copied (the backend broke off, or
+// the client went away).
 func (h *Handler) finish(ex *exchange, r *http.Request) {
-	if v := recover(); v != nil {
-		ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: errAborted})
-		if ce := h.log.Check(zap.WarnLevel, "response aborted"); ce != nil {
-			ce.Write(zap.String("request_id", ex.id), zap.String("site", ex.site),
-				zap.String("backend", ex.lease.Backend.ID.Addr), zap.String("method", r.Method),
-				zap.String("path", r.URL.Path), zap.Int("status", ex.rw.status),
-				zap.Int64("bytes", ex.rw.bytes), zap.Any("reason", v))
-		}
-		panic(v)
+	v := recover()
+	if v == nil {
+		ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: ex.rw.err})
+		return
 	}
-	ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: ex.rw.err})
+	ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: errAborted})
+	level, reason := zap.WarnLevel, "backend_aborted"
+	if r.Context().Err() != nil {
+		level, reason = zap.DebugLevel, reasonClientGone
+	}
+	if ce := h.log.Check(level, "response aborted"); ce != nil {
+		ce.Write(append(ex.logFields(r, ex.rw.status, reason),
+			zap.Int64("bytes", ex.rw.bytes), zap.Any("panic", v))...)
+	}
+	panic(v)
 }
 
 // responseWriter records what the Handler sent the client. Unwrap lets

@@ -55,8 +55,16 @@ func newForwarder(target *url.URL, tr http.RoundTripper, d Deps) forwarder {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = scheme
 			pr.Out.URL.Host = host
-			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			// ReverseProxy has dropped the client's X-Forwarded-* and every header its
+			// Connection names. Bring back X-Forwarded-For to append to, unless it was
+			// named there (then it is hop-by-hop, and the backend sees only our entry).
+			if !hasToken(pr.In.Header["Connection"], "X-Forwarded-For") {
+				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			}
 			pr.SetXForwarded()
+			// The request ID is ours, set by Handler: "Connection: X-Request-Id" must not
+			// strip it on the way to the backend.
+			pr.Out.Header[headerRequestID] = pr.In.Header[headerRequestID]
 		},
 		Transport: tr,
 		// Flush every write: streamed responses and server-sent events reach the client as
