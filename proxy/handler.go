@@ -117,3 +117,19 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 }
 
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// FlushError sends what has been written to the client. ReverseProxy flushes after every
+// write (FlushInterval -1) so that streamed bodies flow at once, and also flushes the
+// headers alone before the first body byte. For a body of known length that first flush is
+// skipped: the headers then leave with the first part of the body, in one write instead of
+// two, and a client cannot use the headers of such a response without its body anyway.
+// Streams (no Content-Length, or server-sent events) get their headers at once.
+func (w *responseWriter) FlushError() error {
+	if w.bytes == 0 && w.Header().Get("Content-Length") != "" {
+		return nil
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Flush is FlushError for callers that want an http.Flusher.
+func (w *responseWriter) Flush() { w.FlushError() }
