@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/configs"
+)
+
+// serveInternal serves h on a loopback listener until the test ends.
+func serveInternal(t *testing.T, cfg *configs.Config, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(cfg, h, nil)
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return "http://" + ln.Addr().String()
+}
+
+type panickingForwarder struct{}
+
+func (panickingForwarder) ServeHTTP(http.ResponseWriter, *http.Request) { panic("bug in a forwarder") }
+
+// A panic on the request path must still release the lease (Handler.finish), and must not
+// take the proxy down: net/http recovers it and closes that one connection.
+func TestPanicInForwarderReleasesLease(t *testing.T) {
+	cfg, err := configs.Parse("t.yaml", []byte("sites:\n- {name: a, weight: 1, backends: [\"http://127.0.0.1:9\"]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := balancer.NewRegistry()
+	table, err := Build(cfg, Deps{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer table.Close()
+	table.sites[0].backends[0] = panickingForwarder{}
+	core, logs := observer.New(zap.WarnLevel)
+	url := serveInternal(t, cfg, NewHandler(table, zap.New(core)))
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	for range 3 {
+		if res, err := (&http.Client{Transport: tr}).Get(url); err == nil {
+			res.Body.Close()
+			t.Fatalf("got %d, want the connection cut", res.StatusCode)
+		}
+	}
+	if n := table.Sites()[0].Inflight(); n != 0 {
+		t.Fatalf("site in-flight %d after 3 panics, want 0", n)
+	}
+	if n := reg.Backend(balancer.BackendID{Site: "a", Addr: "http://127.0.0.1:9"}).Inflight(); n != 0 {
+		t.Fatalf("backend in-flight %d after 3 panics, want 0", n)
+	}
+	if got := logs.FilterMessage("response aborted").Len(); got != 3 {
+		t.Fatalf("%d 'response aborted' entries, want 3", got)
+	}
+}
+
+// Each failed request is logged exactly once, with its request ID, site, backend and reason.
+func TestFailureLoggedOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now: connection refused
+	cfg, err := configs.Parse("t.yaml", fmt.Appendf(nil, "sites:\n- {name: idc1, weight: 1, backends: [%q]}\n", refused))
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.DebugLevel)
+	log := zap.New(core)
+	table, err := Build(cfg, Deps{Registry: balancer.NewRegistry(), Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer table.Close()
+	url := serveInternal(t, cfg, NewHandler(table, log))
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", url+"/pay", nil)
+	req.Header.Set("X-Request-Id", "req-42")
+	res, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadGateway || string(body) != "Bad Gateway\n" {
+		t.Fatalf("got %d %q, want 502 \"Bad Gateway\\n\"", res.StatusCode, body)
+	}
+	entries := logs.All()
+	if len(entries) != 1 {
+		t.Fatalf("%d log entries, want exactly 1: %v", len(entries), entries)
+	}
+	f := entries[0].ContextMap()
+	want := map[string]any{"request_id": "req-42", "site": "idc1", "backend": refused, "reason": "connect", "status": int64(502), "path": "/pay"}
+	for k, v := range want {
+		if f[k] != v {
+			t.Errorf("log field %s = %v, want %v", k, f[k], v)
+		}
+	}
+}
