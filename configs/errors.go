@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -52,6 +53,11 @@ func (e *Error) before(o *Error) bool {
 
 // Errors is every problem found in one config, in file order; its Error is one per line.
 type Errors []*Error
+
+// Sort puts es in file order (line, then column), keeping the order of problems at one place.
+func (es Errors) Sort() {
+	sort.SliceStable(es, func(i, j int) bool { return es[i].before(es[j]) })
+}
 
 func (es Errors) Error() string {
 	lines := make([]string, len(es))

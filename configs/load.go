@@ -9,44 +9,57 @@ import (
 	"os"
 	"reflect"
 	"slices"
-	"sort"
 	"strings"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
 
-// Load reads, strictly decodes, defaults and validates the config file at path. On any
-// problem it returns an Errors listing every one, each with file:line:column; the caller's
-// running config, if any, is untouched.
-func Load(path string) (*Config, error) {
+// Check is a further test of a decoded, defaulted config, such as whether this build of
+// the proxy has every feature it asks for. Load and Parse run checks after Validate and
+// report their problems in the same list, so that a file's problems all come at once. A
+// Check that finds problems in the file should return Errors made with Config.Errorf.
+type Check func(*Config) error
+
+// Load reads, strictly decodes, defaults and validates the config file at path, then runs
+// checks. On any problem it returns an Errors listing every one, each with
+// file:line:column; the caller's running config, if any, is untouched.
+func Load(path string, checks ...Check) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data)
+	return Parse(path, data, checks...)
 }
 
 // Parse is Load for a file already in memory; name is used in error positions.
-func Parse(name string, data []byte) (*Config, error) {
+func Parse(name string, data []byte, checks ...Check) (*Config, error) {
 	cfg, decodeErrs := decode(name, data)
 	if cfg == nil {
 		return nil, decodeErrs // not YAML, empty, or several documents: nothing to validate
 	}
 	cfg.SetDefaults()
 	errs := decodeErrs
-	if err := cfg.Validate(); err != nil {
+	for _, check := range append([]Check{(*Config).Validate}, checks...) {
+		err := check(cfg)
+		if err == nil {
+			continue
+		}
+		var found Errors
+		if !errors.As(err, &found) {
+			found = Errors{{File: name, Msg: err.Error()}}
+		}
 		// Report every problem at once, also when the file has unknown keys or values of
 		// the wrong type; but drop what follows from those (a misspelt "wieght" would also
 		// read as a missing weight).
-		for _, e := range err.(Errors) {
+		for _, e := range found {
 			if !decodeErrs.cause(e.Path) {
 				errs = append(errs, e)
 			}
 		}
 	}
 	if len(errs) > 0 {
-		sort.SliceStable(errs, func(i, j int) bool { return errs[i].before(errs[j]) })
+		errs.Sort()
 		return nil, errs
 	}
 	return cfg, nil
@@ -98,7 +111,7 @@ func decode(name string, data []byte) (*Config, Errors) {
 	cfg.src.nodes[""] = root
 	d := decoder{src: cfg.src}
 	d.value(root, reflect.ValueOf(cfg).Elem(), "")
-	sort.SliceStable(d.errs, func(i, j int) bool { return d.errs[i].before(d.errs[j]) })
+	d.errs.Sort()
 	return cfg, d.errs
 }
 

@@ -59,7 +59,7 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 	if d.Registry == nil {
 		return nil, errors.New("proxy.Build: nil Registry")
 	}
-	if err := unsupported(cfg); err != nil {
+	if err := CheckSupported(cfg); err != nil {
 		return nil, err
 	}
 	if d.Log == nil {
@@ -102,9 +102,11 @@ func (t *Table) Close() {
 // Sites lists the long-lived state of the Table's sites, in config order.
 func (t *Table) Sites() []*balancer.Site { return t.picker.Sites() }
 
-// unsupported refuses config keys whose features this build does not have yet. Accepting
-// them and doing nothing would let an operator believe, say, that health checks run.
-func unsupported(cfg *configs.Config) error {
+// CheckSupported refuses config keys whose features this version does not have yet:
+// accepting them and doing nothing would let an operator believe, say, that health checks
+// run. Build runs it; pass it to configs.Load too, so that these problems are reported with
+// all the others in one list. It is a configs.Check.
+func CheckSupported(cfg *configs.Config) error {
 	var errs configs.Errors
 	refuse := func(set bool, path, what string) {
 		if set {
@@ -127,6 +129,7 @@ func unsupported(cfg *configs.Config) error {
 		refuse(cfg.Has(p+".slow_start") || s.SlowStart != 0, p+".slow_start", "slow start")
 	}
 	if len(errs) > 0 {
+		errs.Sort()
 		return errs
 	}
 	return nil

@@ -15,8 +15,10 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/bench/sim"
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy"
 )
 
 // Bounds on the demo's load, so that a typo cannot turn it into a load test.
@@ -44,7 +46,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "demo: -rate must be 1..%d, -duration in (0, %s], -latency >= 0\n", maxDemoRate, maxDemoDuration)
 		return exitError{2}
 	}
-	cfg, err := configs.Parse("demo.yaml (embedded)", configs.Demo)
+	cfg, err := configs.Parse("demo.yaml (embedded)", configs.Demo, proxy.CheckSupported)
 	if err != nil {
 		return fmt.Errorf("embedded demo config: %w", err)
 	}
@@ -63,8 +65,13 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	table, err := proxy.Build(cfg, proxy.Deps{Registry: balancer.NewRegistry(), Log: log})
+	if err != nil {
+		return fmt.Errorf("embedded demo config: %w", err)
+	}
 	ln, err := listenLoopback(cfg.Listen.HTTP, *listen == "")
 	if err != nil {
+		table.Close()
 		return fmt.Errorf("demo proxy: %w", err)
 	}
 	proxyURL := "http://" + ln.Addr().String()
@@ -73,7 +80,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- serveProxy(ctx, cfg, ln, log) }()
+	go func() { served <- serveProxy(ctx, cfg, table, ln, log) }()
 	if *load {
 		err = driveDemoLoad(ctx, proxyURL, cfg, *rate, *duration, stdout)
 		stop()

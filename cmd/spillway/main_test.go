@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -216,18 +217,40 @@ timeouts: {shutdown: 30s}
 }
 
 func TestRunRefusesBadConfigBeforeListening(t *testing.T) {
-	cfg := writeFile(t, "bad.yaml", "listen: {http: \"127.0.0.1:0\"}\nsites:\n  - {name: idc1, weight: 0, backends: []}\n")
+	// The config's port is taken: run must report the config's problems, all of them, and
+	// never get as far as trying to listen.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := writeFile(t, "bad.yaml", fmt.Sprintf(`listen: {http: %q}
+sites:
+  - {name: idc1, weight: 0, backends: []}
+  - name: idc2
+    weight: 0
+    health: {path: /healthz}
+timeouts: {conect: 1s}
+`, taken.Addr().String()))
 	var stderr bytes.Buffer
-	err := run(context.Background(), []string{"run", "-config", cfg}, io.Discard, &stderr)
+	err = run(context.Background(), []string{"run", "-config", cfg}, io.Discard, &stderr)
 	if code := exitCode(err, io.Discard); code != 1 {
-		t.Fatalf("exit %d, want 1", code)
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr.String())
 	}
-	if strings.Contains(stderr.String(), "listening") {
-		t.Fatalf("listened with a bad config:\n%s", stderr.String())
+	want := []string{
+		cfg + ":3:3: sites: every site has weight 0",
+		cfg + ":3:3: sites: no site has backends or discovery",
+		cfg + ":6:13: sites[1].health: active health checking is not available",
+		cfg + `:7:12: timeouts.conect: unknown key "conect" (did you mean "connect"?)`,
+		"4 problem(s); the config was not used",
 	}
-	for _, want := range []string{cfg + ":3:3: sites: every site has weight 0", cfg + ":3:3: sites: no site has backends"} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("stderr has %d lines, want %d:\n%s", len(lines), len(want), stderr.String())
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want it to start with %q", i+1, lines[i], w)
 		}
 	}
 }

@@ -40,26 +40,23 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	log := newJSONLogger(stderr, level)
 	defer log.Sync()
 
-	cfg, err := configs.Load(*path)
+	cfg, table, err := loadAndBuild(*path, proxy.Deps{Registry: balancer.NewRegistry(), Log: log})
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitError{1}
 	}
 	ln, err := net.Listen("tcp", cfg.Listen.HTTP)
 	if err != nil {
+		table.Close()
 		return fmt.Errorf("listen.http: %w", err)
 	}
-	return serveProxy(ctx, cfg, ln, log.With(zap.String("config", *path)))
+	return serveProxy(ctx, cfg, table, ln, log.With(zap.String("config", *path)))
 }
 
-// serveProxy builds the Table for cfg and serves it on ln until ctx is done, then shuts down
-// gracefully. It closes ln.
-func serveProxy(ctx context.Context, cfg *configs.Config, ln net.Listener, log *zap.Logger) error {
-	table, err := proxy.Build(cfg, proxy.Deps{Registry: balancer.NewRegistry(), Log: log})
-	if err != nil {
-		ln.Close()
-		return err
-	}
+// serveProxy serves table on ln until ctx is done, then shuts down gracefully: it stops
+// accepting, gives requests in flight timeouts.shutdown to finish, and closes what is left.
+// It closes ln and table.
+func serveProxy(ctx context.Context, cfg *configs.Config, table *proxy.Table, ln net.Listener, log *zap.Logger) error {
 	defer table.Close()
 	srv := proxy.NewServer(cfg, proxy.NewHandler(table, log), log)
 
@@ -79,13 +76,12 @@ func serveProxy(ctx context.Context, cfg *configs.Config, ln net.Listener, log *
 	log.Info("shutting down", zap.Duration("grace", cfg.Timeouts.Shutdown))
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Timeouts.Shutdown)
 	defer cancel()
-	err = srv.Shutdown(grace)
-	if err != nil {
+	if err := srv.Shutdown(grace); err != nil {
 		log.Warn("grace period over; closing the remaining connections", zap.Error(err))
 		srv.Close()
 	}
-	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
-		return serr
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
 	}
 	log.Info("stopped")
 	return nil

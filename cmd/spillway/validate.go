@@ -25,11 +25,12 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		return exitError{2}
 	}
 	path := fs.Arg(0)
-	cfg, err := loadAndBuild(path)
+	cfg, t, err := loadAndBuild(path, proxy.Deps{Registry: balancer.NewRegistry()})
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitError{1}
 	}
+	t.Close()
 	weights := ""
 	for i, s := range cfg.Sites {
 		if i > 0 {
@@ -41,19 +42,18 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// loadAndBuild loads the config at path and compiles it once, so that what validate accepts
-// run accepts too.
-func loadAndBuild(path string) (*configs.Config, error) {
-	cfg, err := configs.Load(path)
+// loadAndBuild loads the config at path with every check run applies, and compiles it, so
+// that what validate accepts run accepts too, and every problem is reported in one list.
+func loadAndBuild(path string, d proxy.Deps) (*configs.Config, *proxy.Table, error) {
+	cfg, err := configs.Load(path, proxy.CheckSupported)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	t, err := proxy.Build(cfg, proxy.Deps{Registry: balancer.NewRegistry()})
+	t, err := proxy.Build(cfg, d)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	t.Close()
-	return cfg, nil
+	return cfg, t, nil
 }
 
 // printConfigError writes a config error one problem per line.
