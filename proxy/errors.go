@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -41,11 +43,24 @@ func classify(err error, r *http.Request, body *bodyReader) (int, string) {
 		return http.StatusBadRequest, reasonClientBody
 	case errors.As(err, &ne) && ne.Timeout():
 		return http.StatusGatewayTimeout, reasonTimeout
-	case errors.As(err, &op) && op.Op == "dial":
+	case errors.As(err, &op) && op.Op == "dial", isTLSHandshakeError(err):
 		return http.StatusBadGateway, reasonConnect
 	default:
 		return http.StatusBadGateway, reasonBadGateway
 	}
+}
+
+// isTLSHandshakeError reports whether err is a failed TLS handshake with a backend: the
+// request never reached it.
+func isTLSHandshakeError(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var record tls.RecordHeaderError
+	var alert tls.AlertError
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &record) || errors.As(err, &alert) ||
+		errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 // fail answers a request that got no backend.

@@ -1,11 +1,15 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -112,5 +116,107 @@ func TestFailureLoggedOnce(t *testing.T) {
 		if f[k] != v {
 			t.Errorf("log field %s = %v, want %v", k, f[k], v)
 		}
+	}
+}
+
+// zeros is an endless body of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// Regression: net/http starts the response-header clock only after the whole request is
+// sent, so a backend that stopped reading a large upload held it until the client gave up.
+// The write-stall guard turns that into a 504 after timeouts.response_header.
+func TestBackendThatStopsReadingUploadGets504(t *testing.T) {
+	release := make(chan struct{})
+	backend := newStallingBackend(t, release)
+	defer close(release)
+	cfg, err := configs.Parse("t.yaml", fmt.Appendf(nil,
+		"sites:\n- {name: idc1, weight: 1, backends: [%q]}\ntimeouts: {response_header: 300ms}\n", backend))
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	reg := balancer.NewRegistry()
+	table, err := Build(cfg, Deps{Registry: reg, Log: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer table.Close()
+	url := serveInternal(t, cfg, NewHandler(table, zap.New(core)))
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // liveness only
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", url+"/upload", io.LimitReader(zeros{}, 1<<30))
+	res, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatalf("POST: %v (want a 504 response)", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("status %d, want 504", res.StatusCode)
+	}
+	if got := logs.FilterField(zap.String("reason", reasonTimeout)).Len(); got != 1 {
+		t.Fatalf("%d timeout log entries, want 1: %v", got, logs.All())
+	}
+	if n := table.Sites()[0].Inflight(); n != 0 {
+		t.Fatalf("in-flight %d after the 504, want 0", n)
+	}
+}
+
+// newStallingBackend accepts a request and never reads its body until release closes.
+func newStallingBackend(t *testing.T, release chan struct{}) string {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s.URL
+}
+
+// A TLS backend whose certificate the proxy does not trust fails in the handshake: the
+// request never reached it, so the class is "connect" (what bank-safe retries will key on).
+func TestTLSHandshakeFailureIsConnect(t *testing.T) {
+	backend := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("the request reached a backend whose certificate is not trusted")
+	}))
+	defer backend.Close()
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer plain.Close()
+	for _, tc := range []struct{ name, backend string }{
+		{"untrusted certificate", backend.URL},
+		{"plain HTTP behind an https URL", "https://" + strings.TrimPrefix(plain.URL, "http://")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := configs.Parse("t.yaml", fmt.Appendf(nil, "sites:\n- {name: idc1, weight: 1, backends: [%q]}\n", tc.backend))
+			if err != nil {
+				t.Fatal(err)
+			}
+			core, logs := observer.New(zap.WarnLevel)
+			table, err := Build(cfg, Deps{Registry: balancer.NewRegistry(), Log: zap.New(core)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer table.Close()
+			url := serveInternal(t, cfg, NewHandler(table, zap.New(core)))
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			res, err := (&http.Client{Transport: tr}).Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusBadGateway {
+				t.Fatalf("status %d, want 502", res.StatusCode)
+			}
+			if got := logs.FilterField(zap.String("reason", reasonConnect)).Len(); got != 1 {
+				t.Fatalf("want one entry with reason connect, got %v", logs.All())
+			}
+		})
 	}
 }

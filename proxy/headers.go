@@ -48,14 +48,33 @@ func validRequestID(s string) bool {
 	return true
 }
 
-// keepRequestID is every forwarder's ModifyResponse: the client gets the request's ID back,
-// whatever the backend said.
-func keepRequestID(res *http.Response) error {
+// modifyResponse is every forwarder's ModifyResponse. The client gets the request's ID back,
+// whatever the backend said; and a 101 Switching Protocols, which ReverseProxy passes on
+// with its headers untouched, loses its hop-by-hop headers like any other response.
+func modifyResponse(res *http.Response) error {
 	if id := res.Request.Header.Get(headerRequestID); id != "" {
 		res.Header[headerRequestID] = []string{id}
 	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		h := res.Header
+		for _, v := range h["Connection"] {
+			for name := range strings.SplitSeq(v, ",") {
+				if name = strings.TrimSpace(name); !strings.EqualFold(name, "Upgrade") {
+					h.Del(name)
+				}
+			}
+		}
+		for _, name := range hopByHop {
+			h.Del(name)
+		}
+		h.Set("Connection", "Upgrade")
+	}
 	return nil
 }
+
+// hopByHop are the headers that belong to one connection (RFC 9110 section 7.6.1), apart
+// from Connection and Upgrade themselves.
+var hopByHop = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding"}
 
 // dropNonWebSocketUpgrade removes an Upgrade request header that is not a WebSocket
 // handshake, so the request is served as plain HTTP (RFC 9110 lets a server ignore

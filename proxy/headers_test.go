@@ -320,7 +320,9 @@ func TestWebSocketUpgradePasses(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\nX-Request-Id: backend-own\r\n\r\n",
+		// Hop-by-hop headers on the 101 too: ReverseProxy does not strip them there.
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Internal\r\n"+
+			"X-Internal: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nSec-WebSocket-Accept: %s\r\nX-Request-Id: backend-own\r\n\r\n",
 			wsAccept(r.Header.Get("Sec-WebSocket-Key")))
 		brw.WriteString("hello from backend")
 		if err := brw.Flush(); err != nil {
@@ -358,6 +360,14 @@ func TestWebSocketUpgradePasses(t *testing.T) {
 	}
 	if v := resp.Header["X-Request-Id"]; len(v) != 1 || v[0] != "ws-1" {
 		t.Errorf("response X-Request-Id %q, want [ws-1]", v)
+	}
+	for _, k := range []string{"X-Internal", "Keep-Alive", "Proxy-Authenticate"} {
+		if v, ok := resp.Header[k]; ok {
+			t.Errorf("101 response carries hop-by-hop %s: %q", k, v)
+		}
+	}
+	if v := resp.Header.Get("Connection"); !strings.EqualFold(v, "Upgrade") {
+		t.Errorf("101 response Connection %q, want Upgrade", v)
 	}
 
 	h := await(t, seen, "the backend's handshake request")

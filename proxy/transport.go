@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"log"
 	"net"
@@ -28,10 +29,17 @@ var discardLog = log.New(io.Discard, "", 0)
 // newTransport builds one site's transport to its backends.
 func newTransport(t configs.Timeouts) *http.Transport {
 	dialer := &net.Dialer{Timeout: t.Connect, KeepAlive: dialKeepAlive}
+	stall := t.ResponseHeader
 	return &http.Transport{
 		// Never the environment's HTTP_PROXY: backends are reached directly.
-		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &writeStallGuard{Conn: c, limit: stall}, nil
+		},
 		MaxIdleConns:          0, // no global cap; per backend below
 		MaxIdleConnsPerHost:   maxIdlePerBackend,
 		IdleConnTimeout:       t.Idle,
@@ -71,12 +79,28 @@ func newForwarder(target *url.URL, tr http.RoundTripper, d Deps) forwarder {
 		// the backend sends them.
 		FlushInterval:  -1,
 		BufferPool:     d.Buffers,
-		ModifyResponse: keepRequestID,
+		ModifyResponse: modifyResponse,
 		ErrorHandler:   func(w http.ResponseWriter, r *http.Request, err error) { backendError(d.Log, w, r, err) },
 		// The Handler logs each failure once, with the request's context; ReverseProxy's own
 		// lines would repeat them without it.
 		ErrorLog: discardLog,
 	}
+}
+
+// writeStallGuard bounds how long one write to a backend may block. net/http starts the
+// response-header clock only once the whole request is sent, so without it a backend that
+// stops reading a large upload would hold the request (and its in-flight slot) until the
+// client gave up. With it, the write fails after limit and the client gets 504.
+type writeStallGuard struct {
+	net.Conn
+	limit time.Duration
+}
+
+func (c *writeStallGuard) Write(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.limit)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
 }
 
 // BufferPool is an httputil.BufferPool of 32 KiB buffers, shared by every forwarder.
