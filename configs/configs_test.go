@@ -386,6 +386,12 @@ func TestParseValidation(t *testing.T) {
 		{"weight zero beside one", "sites:\n  - name: a\n    weight: 0\n    backends: [\"http://10.0.0.1:80\"]\n  - name: b\n    weight: 1\n    backends: [\"http://10.0.0.2:80\"]\n", nil},
 		{"all weights zero", "sites:\n  - name: a\n    weight: 0\n    backends: [\"http://10.0.0.1:80\"]\n  - name: b\n    weight: 0\n    backends: [\"http://10.0.0.2:80\"]\n",
 			[]wantErr{{2, 3, "sites", "every site has weight 0: at least one must take traffic"}}},
+		{"admin port shared with a wildcard listener", "listen: {http: \":9901\"}\nadmin: {listen: \"127.0.0.1:9901\"}\n" + okSites,
+			[]wantErr{{2, 17, "admin.listen", "same address as a traffic listener"}}},
+		{"admin on another port", "listen: {http: \":9901\"}\nadmin: {listen: \"127.0.0.1:9902\"}\n" + okSites, nil},
+		{"timeout without a sensible unit", "timeouts: {connect: 1ns}\n" + okSites,
+			[]wantErr{{1, 21, "timeouts.connect", "must be at least 1ms, got 1ns"}}},
+		{"timeout of 1ms", "timeouts: {connect: 1ms}\n" + okSites, nil},
 		{"no site has members", "sites:\n  - name: a\n    weight: 0\n  - name: b\n    weight: 1\n    backends: []\n",
 			[]wantErr{{2, 3, "sites", "no site has backends or discovery"},
 				{4, 5, "sites[1]", `site "b" has weight 1 but no backends or discovery; list its backends, or set weight 0`}}},
@@ -568,8 +574,17 @@ func TestDefaultsForOmittedKeys(t *testing.T) {
 	if want := (configs.Listen{HTTP: configs.DefaultHTTPListen}); cfg.Listen != want {
 		t.Errorf("Listen = %+v, want %+v", cfg.Listen, want)
 	}
-	if want := (configs.Admin{Listen: configs.DefaultAdminListen}); cfg.Admin != want {
+	// No admin section, no admin address: it must not collide with a listener the config
+	// never asked for (listen.http: ":9901" is fine without one).
+	if want := (configs.Admin{}); cfg.Admin != want {
 		t.Errorf("Admin = %+v, want %+v", cfg.Admin, want)
+	}
+	if _, err := configs.Parse("t.yaml", []byte("listen: {http: \"127.0.0.1:9901\"}\n"+okSites)); err != nil {
+		t.Errorf("listen.http on the admin default port without an admin section: %v", err)
+	}
+	withAdmin := mustParse(t, okSites+"admin: {token_file: admin.token}\n")
+	if withAdmin.Admin.Listen != configs.DefaultAdminListen {
+		t.Errorf("admin section without listen: Admin.Listen = %q, want %q", withAdmin.Admin.Listen, configs.DefaultAdminListen)
 	}
 	if cfg.TLS != nil {
 		t.Errorf("TLS = %+v, want nil", cfg.TLS)
@@ -789,7 +804,7 @@ func TestConfigBuiltInCode(t *testing.T) {
 			},
 		}
 		c.SetDefaults()
-		if c.Listen.HTTP != configs.DefaultHTTPListen || c.Admin.Listen != configs.DefaultAdminListen {
+		if c.Listen.HTTP != configs.DefaultHTTPListen || c.Admin.Listen != "" {
 			t.Errorf("listeners = %+v %+v", c.Listen, c.Admin)
 		}
 		if c.Timeouts.Connect != 5*time.Second || c.Timeouts.Idle != configs.DefaultIdleTimeout {
@@ -1084,5 +1099,36 @@ func TestParseAliases(t *testing.T) {
 	}
 	if cfg.Sites[0].Health == cfg.Sites[1].Health {
 		t.Error("two sites share one *Health")
+	}
+}
+
+func TestAliases(t *testing.T) {
+	t.Parallel()
+	// A value of the wrong type reached through an alias is reported where the alias is used.
+	_, err := configs.Parse("a.yaml", []byte("sites:\n  - name: a\n    weight: &w five\n    backends: [\"http://10.0.0.1:80\"]\n  - name: b\n    weight: *w\n    backends: [\"http://10.0.0.2:80\"]\n"))
+	var errs configs.Errors
+	if !errors.As(err, &errs) || len(errs) != 2 {
+		t.Fatalf("got %v, want 2 errors", err)
+	}
+	if errs[0].Line != 3 || errs[1].Line != 6 || errs[1].Column != 13 {
+		t.Fatalf("errors at %d and %d:%d, want 3 and 6:13 (the alias):\n%v", errs[0].Line, errs[1].Line, errs[1].Column, err)
+	}
+
+	// A small file whose aliases stand for a million values is refused, not expanded.
+	var b strings.Builder
+	b.WriteString("sites:\n  - &s {name: a, weight: 1, backends: [")
+	for i := range 1000 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("\"http://10.0.0.1:" + strconv.Itoa(i+1) + "\"")
+	}
+	b.WriteString("]}\n")
+	for range 1000 {
+		b.WriteString("  - *s\n")
+	}
+	_, err = configs.Parse("bomb.yaml", []byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "more than 100000 values once aliases are expanded") {
+		t.Fatalf("alias bomb: %.300v", err)
 	}
 }

@@ -33,7 +33,11 @@ func (c *Config) SetDefaults() {
 	if c.Listen.HTTPS == "" {
 		setDefault(c, "listen.http", &c.Listen.HTTP, DefaultHTTPListen)
 	}
-	setDefault(c, "admin.listen", &c.Admin.Listen, DefaultAdminListen)
+	if c.Has("admin") || c.Admin != (Admin{}) {
+		// Only a config that asks for the admin API gets its default address: one that
+		// does not must not collide with a listener it never asked for.
+		setDefault(c, "admin.listen", &c.Admin.Listen, DefaultAdminListen)
+	}
 
 	t := &c.Timeouts
 	setDefault(c, "timeouts.connect", &t.Connect, DefaultConnectTimeout)

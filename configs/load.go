@@ -184,21 +184,33 @@ func badCharLine(data []byte) int {
 }
 
 type decoder struct {
-	src  *source
-	errs Errors
+	src    *source
+	errs   Errors
+	values int // decoded so far, aliases counted each time they are used
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	d.errs = append(d.errs, &Error{File: d.src.file, Line: n.Line, Column: n.Column, Path: path, Msg: fmt.Sprintf(format, args...), unset: path})
 }
 
+// maxValues bounds how many values a config may hold once its aliases are expanded. A few
+// kilobytes of nested aliases can otherwise stand for billions of values ("billion laughs").
+const maxValues = 100_000
+
 // value decodes n into v, recording n's position under path.
 func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
+	if d.values++; d.values > maxValues {
+		if d.values == maxValues+1 {
+			d.errorf(n, path, "more than %d values once aliases are expanded; write the config out", maxValues)
+		}
+		return
+	}
+	at := n // an alias is placed where it is used, not at its anchor
+	if path != "" {
+		d.src.nodes[path] = at
+	}
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
-	}
-	if path != "" {
-		d.src.nodes[path] = n
 	}
 	if isNull(n) {
 		return // "key:" with no value keeps the zero value, and so the default
@@ -217,7 +229,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		return
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			d.errorf(n, path, "want a list, got %s", kindName(n))
+			d.errorf(at, path, "want a list, got %s", kindName(n))
 			return
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
@@ -228,16 +240,16 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	if n.Kind != yaml.ScalarNode {
-		d.errorf(n, path, "want a single value (%s), got %s", typeName(v.Type()), kindName(n))
+		d.errorf(at, path, "want a single value (%s), got %s", typeName(v.Type()), kindName(n))
 		return
 	}
 	if v.Kind() == reflect.Int && n.ShortTag() != "!!int" {
 		// yaml.v3 would truncate "weight: 2.5" to 2 without a word.
-		d.errorf(n, path, "want %s, got %q", typeName(v.Type()), n.Value)
+		d.errorf(at, path, "want %s, got %q", typeName(v.Type()), n.Value)
 		return
 	}
 	if err := n.Decode(v.Addr().Interface()); err != nil {
-		d.errorf(n, path, "want %s, got %q", typeName(v.Type()), n.Value)
+		d.errorf(at, path, "want %s, got %q", typeName(v.Type()), n.Value)
 	}
 }
 
@@ -323,6 +335,9 @@ func editDistance(a, b string) int {
 
 // isNull reports whether n is an empty value ("key:", "~", "null").
 func isNull(n *yaml.Node) bool {
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
 	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 

@@ -42,10 +42,29 @@ func (v *validator) add(path, format string, args ...any) {
 	v.errs = append(v.errs, v.c.Errorf(path, format, args...))
 }
 
+// minDuration is the shortest timeout or interval a config may set: anything shorter is a
+// missing unit ("5ns" for "5s") rather than a wish.
+const minDuration = time.Millisecond
+
 func (v *validator) positive(path string, d time.Duration) {
-	if d <= 0 {
+	switch {
+	case d <= 0:
 		v.add(path, "must be a duration > 0, got %s", d)
+	case d < minDuration:
+		v.add(path, "must be at least %s, got %s", minDuration, d)
 	}
+}
+
+// sameListenAddress reports whether listening on a and on b would collide: the same port,
+// and the same host or either host a wildcard (empty, 0.0.0.0, ::). Port 0 never collides.
+func sameListenAddress(a, b string) bool {
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || ap != bp || ap == "0" {
+		return false
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ah == bh || wildcard(ah) || wildcard(bh)
 }
 
 func (v *validator) address(path, addr string) {
@@ -70,10 +89,10 @@ func (v *validator) listen() {
 	v.address("listen.http", c.Listen.HTTP)
 	v.address("listen.https", c.Listen.HTTPS)
 	v.address("admin.listen", c.Admin.Listen)
-	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.HTTPS {
+	if sameListenAddress(c.Listen.HTTP, c.Listen.HTTPS) {
 		v.add("listen.https", "same address as listen.http")
 	}
-	if c.Admin.Listen != "" && (c.Admin.Listen == c.Listen.HTTP || c.Admin.Listen == c.Listen.HTTPS) {
+	if sameListenAddress(c.Admin.Listen, c.Listen.HTTP) || sameListenAddress(c.Admin.Listen, c.Listen.HTTPS) {
 		v.add("admin.listen", "same address as a traffic listener")
 	}
 	if c.Listen.HTTPS != "" && c.TLS == nil {
