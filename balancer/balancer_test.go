@@ -338,3 +338,70 @@ func BenchmarkSchedule(b *testing.B) {
 		schedule(weights)
 	}
 }
+
+func TestHealthFlapsWhilePicking(t *testing.T) {
+	reg := NewRegistry()
+	p, err := NewPicker(reg, opts532())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var l Lease
+				if err := p.Pick(&l); err != nil {
+					t.Error(err) // aws and idc1 never go down: there is always a backend
+					return
+				}
+				l.Done(Result{})
+			}
+		})
+	}
+	for i := range 2000 {
+		reg.SetUp("idc2", "http://b1", i%2 == 1)
+		reg.SetUp("idc2", "http://b2", i%3 == 0)
+	}
+	close(stop)
+	wg.Wait()
+	// The last flips leave b1 up (1999 is odd) and b2 down (1999 % 3 != 0): the plan made by
+	// the last SetUp must say so, and idc2 keeps its share on b1 alone.
+	idc2 := 0
+	for range 20 {
+		l := pick(t, p)
+		if l.SiteIndex == 1 {
+			idc2++
+			if l.BackendIndex != 0 {
+				t.Fatalf("picked idc2 backend %d, which is down", l.BackendIndex)
+			}
+		}
+		l.Done(Result{})
+	}
+	if idc2 != 6 {
+		t.Fatalf("idc2 got %d of 20 picks, want 6", idc2)
+	}
+}
+
+func TestClosedPickerIsNotReplanned(t *testing.T) {
+	reg := NewRegistry()
+	p, err := NewPicker(reg, opts532())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	before := p.plan.Load()
+	reg.SetUp("idc2", "http://b1", false)
+	if p.plan.Load() != before {
+		t.Fatal("a closed Picker was replanned")
+	}
+	if len(reg.pickers) != 0 {
+		t.Fatalf("registry still holds %d pickers", len(reg.pickers))
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 )
 
@@ -35,8 +34,8 @@ type Picker struct {
 	cursor *atomic.Uint64
 	intN   func(n int) int
 
-	plan   atomic.Pointer[plan]
-	replan sync.Mutex // held only while building a plan after a health change
+	// plan is replaced by the control plane (Registry.SetUp) when health changes.
+	plan atomic.Pointer[plan]
 }
 
 type pickerSite struct {
@@ -85,8 +84,14 @@ func NewPicker(reg *Registry, opts Options) (*Picker, error) {
 	}
 	p.cursor = reg.cursor(names)
 	p.plan.Store(p.makePlan(reg.epoch.Load()))
+	reg.attach(p)
+	p.replan() // a health change between the first plan and attach
 	return p, nil
 }
+
+// Close detaches p from its Registry: health changes stop replanning it. Requests may still
+// use p; they see the health of the moment Close was called.
+func (p *Picker) Close() { p.reg.detach(p) }
 
 // makePlan derives the split and the up lists from the backends' health now. A site with
 // no backend up gets weight 0, so its share goes to the others in proportion to theirs.
@@ -107,21 +112,19 @@ func (p *Picker) makePlan(epoch uint64) *plan {
 	return pl
 }
 
-// current returns the plan for the registry's latest health. After a health change, the
-// first request to notice builds the new plan; requests that arrive meanwhile use the
-// previous one rather than wait.
-func (p *Picker) current() *plan {
-	pl := p.plan.Load()
-	epoch := p.reg.epoch.Load()
-	if pl.epoch == epoch || !p.replan.TryLock() {
-		return pl
+// replan brings p's plan up to the registry's latest health. Concurrent calls are safe: a
+// plan only ever replaces an older one.
+func (p *Picker) replan() {
+	for {
+		old := p.plan.Load()
+		epoch := p.reg.epoch.Load()
+		if old.epoch >= epoch {
+			return
+		}
+		if p.plan.CompareAndSwap(old, p.makePlan(epoch)) {
+			return
+		}
 	}
-	defer p.replan.Unlock()
-	if pl = p.plan.Load(); pl.epoch != epoch {
-		pl = p.makePlan(epoch)
-		p.plan.Store(pl)
-	}
-	return pl
 }
 
 // Lease is one request's hold on a backend: it counts in the backend's and the site's
@@ -145,7 +148,7 @@ type Result struct {
 // choices on in-flight, and fills l, which must be unused. The caller must call l.Done
 // exactly once after a nil error. Pick never blocks.
 func (p *Picker) Pick(l *Lease) error {
-	pl := p.current()
+	pl := p.plan.Load()
 	if len(pl.seq) == 0 {
 		return ErrNoBackend
 	}

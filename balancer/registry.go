@@ -55,8 +55,9 @@ type Registry struct {
 	backends map[BackendID]*Backend
 	sites    map[string]*Site
 	cursors  map[string]*atomic.Uint64
+	pickers  map[*Picker]struct{} // replanned on every health change, until closed
 
-	// epoch counts health changes; a Picker whose plan is older replans before its next pick.
+	// epoch counts health changes; each Picker's plan records the epoch it was made for.
 	epoch atomic.Uint64
 }
 
@@ -66,6 +67,7 @@ func NewRegistry() *Registry {
 		backends: map[BackendID]*Backend{},
 		sites:    map[string]*Site{},
 		cursors:  map[string]*atomic.Uint64{},
+		pickers:  map[*Picker]struct{}{},
 	}
 }
 
@@ -107,16 +109,36 @@ func (r *Registry) cursor(sites []string) *atomic.Uint64 {
 	return c
 }
 
-// SetUp marks the backend at addr in site up or down. A backend the registry does not know
-// is ignored (its generation has gone). Pickers see the change before their next pick.
+// SetUp marks the backend at addr in site up or down, and replans every open Picker before
+// it returns, so the next pick sees the change. A backend the registry does not know is
+// ignored (its generation has gone). Pickers are replanned outside the registry's lock.
 func (r *Registry) SetUp(site, addr string, up bool) {
 	r.mu.Lock()
 	b, ok := r.backends[BackendID{Site: site, Addr: addr}]
 	r.mu.Unlock()
-	if !ok {
+	if !ok || b.down.Swap(!up) == !up {
 		return
 	}
-	if b.down.Swap(!up) != !up {
-		r.epoch.Add(1)
+	r.epoch.Add(1)
+	r.mu.Lock()
+	pickers := make([]*Picker, 0, len(r.pickers))
+	for p := range r.pickers {
+		pickers = append(pickers, p)
 	}
+	r.mu.Unlock()
+	for _, p := range pickers {
+		p.replan()
+	}
+}
+
+func (r *Registry) attach(p *Picker) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pickers[p] = struct{}{}
+}
+
+func (r *Registry) detach(p *Picker) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.pickers, p)
 }

@@ -91,9 +91,11 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 	return t, nil
 }
 
-// Close releases the Table's idle backend connections. Requests still using the Table
-// finish normally; their connections close when they are done.
+// Close releases the Table's idle backend connections and stops health changes from
+// reaching it. Requests still using the Table finish normally; their connections close when
+// they are done.
 func (t *Table) Close() {
+	t.picker.Close()
 	for _, s := range t.sites {
 		s.transport.CloseIdleConnections()
 	}
