@@ -2,8 +2,11 @@
 // it reports each change to a Sink, a one-method interface that the balancer's Registry
 // implements (the guard is in package proxy, which wires the two together).
 //
-// Active probes and passive outlier detection arrive with the health-checking work (see
-// README, Roadmap); today a backend stays up unless a caller marks it down.
+// A Monitor probes backends actively (HTTP GET or TCP connect, on a jittered interval, one
+// probe in flight per backend, rise/fall hysteresis) and reports only changes of state. It
+// belongs to one config generation: its caller starts each target from the state it already
+// knows, runs it under the generation's context, and waits for Run to return on reload.
+// Passive outlier detection (outlier.go) ejects backends that fail real requests.
 package health
 
 // Sink receives health changes: the backend at addr in site is now up, or down. It must be
