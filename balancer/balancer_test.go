@@ -405,3 +405,62 @@ func TestClosedPickerIsNotReplanned(t *testing.T) {
 		t.Fatalf("registry still holds %d pickers", len(reg.pickers))
 	}
 }
+
+func TestPickRetryPrefersAnotherSiteByWeight(t *testing.T) {
+	reg := NewRegistry()
+	p, err := NewPicker(reg, opts532())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// After a failure in idc1, retries go to idc2 and aws in proportion 3:2.
+	counts := [3]int{}
+	for range 5000 {
+		var l Lease
+		if err := p.PickRetry(&l, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		counts[l.SiteIndex]++
+		l.Done(Result{})
+	}
+	if counts[0] != 0 || counts[1] < 2700 || counts[1] > 3300 {
+		t.Fatalf("retries after idc1 failed: %v, want none on idc1 and idc2:aws near 3:2", counts)
+	}
+	// Retries leave the split's position alone: first tries stay exact.
+	var picks []int
+	for range 100 {
+		l := pick(t, p)
+		picks = append(picks, l.SiteIndex)
+		l.Done(Result{})
+	}
+	checkWindows(t, picks, []int{5, 3, 2})
+}
+
+func TestPickRetrySameSiteOtherBackend(t *testing.T) {
+	reg := NewRegistry()
+	p, err := NewPicker(reg, Options{Sites: []SiteOptions{{Name: "only", Weight: 1, Backends: []string{"http://a", "http://b"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for range 50 {
+		var l Lease
+		if err := p.PickRetry(&l, 0, 1); err != nil {
+			t.Fatal(err)
+		}
+		if l.BackendIndex != 0 {
+			t.Fatalf("retry went back to the failed backend")
+		}
+		l.Done(Result{})
+	}
+	reg.SetEjected("only", "http://a", true)
+	if err := p.PickRetry(new(Lease), 0, 1); err != ErrNoBackend {
+		t.Fatalf("no other backend up: %v, want ErrNoBackend", err)
+	}
+	if reg.Backend(BackendID{"only", "http://a"}).Up() {
+		t.Fatal("ejected backend reports up")
+	}
+	if !reg.Backend(BackendID{"only", "http://a"}).Healthy() {
+		t.Fatal("ejection changed the active-health state")
+	}
+}

@@ -129,13 +129,14 @@ func (p *Picker) replan() {
 
 // Lease is one request's hold on a backend: it counts in the backend's and the site's
 // in-flight from Pick until Done. Embed it in per-request state; its zero value is ready.
+// A Lease belongs to one request and is not safe for concurrent use.
 type Lease struct {
 	Site    *Site
 	Backend *Backend
 	// SiteIndex and BackendIndex locate the pick in the Options the Picker was built from.
 	SiteIndex, BackendIndex int
 
-	done atomic.Bool
+	done bool
 }
 
 // Result is how a leased request ended, reported to Lease.Done.
@@ -153,13 +154,60 @@ func (p *Picker) Pick(l *Lease) error {
 		return ErrNoBackend
 	}
 	si := int(pl.seq[(p.cursor.Add(1)-1)%uint64(len(pl.seq))])
+	p.take(l, si, p.choose(&p.sites[si], pl.up[si]))
+	return nil
+}
+
+// PickRetry fills l, which must be unused, for another try of a request whose last try
+// failed on the backend at (prevSite, prevBackend) (indexes as in a Lease). It prefers a
+// backend in another site, the site chosen at random by weight among those with a backend
+// up; with no other site, another backend of the same site. ErrNoBackend when there is
+// nowhere else to go. It leaves the split's position alone, so retries do not disturb the
+// split of first tries.
+func (p *Picker) PickRetry(l *Lease, prevSite, prevBackend int) error {
+	pl := p.plan.Load()
+	total := 0
+	for i := range p.sites {
+		if i != prevSite && len(pl.up[i]) > 0 {
+			total += p.sites[i].weight
+		}
+	}
+	if total > 0 {
+		r := p.intN(total)
+		for i := range p.sites {
+			if i == prevSite || len(pl.up[i]) == 0 {
+				continue
+			}
+			if r < p.sites[i].weight {
+				p.take(l, i, p.choose(&p.sites[i], pl.up[i]))
+				return nil
+			}
+			r -= p.sites[i].weight
+		}
+	}
+	if prevSite < 0 || prevSite >= len(p.sites) {
+		return ErrNoBackend
+	}
+	others := make([]int, 0, len(pl.up[prevSite]))
+	for _, j := range pl.up[prevSite] {
+		if j != prevBackend {
+			others = append(others, j)
+		}
+	}
+	if len(others) == 0 {
+		return ErrNoBackend
+	}
+	p.take(l, prevSite, p.choose(&p.sites[prevSite], others))
+	return nil
+}
+
+// take counts a request in flight on backend bi of site si and records it in l.
+func (p *Picker) take(l *Lease, si, bi int) {
 	s := &p.sites[si]
-	bi := p.choose(s, pl.up[si])
 	b := s.backends[bi]
 	b.inflight.Add(1)
 	s.state.inflight.Add(1)
 	l.Site, l.Backend, l.SiteIndex, l.BackendIndex = s.state, b, si, bi
-	return nil
 }
 
 // choose is power of two choices: two distinct backends at random among those up, the
@@ -184,12 +232,22 @@ func (p *Picker) choose(s *pickerSite, up []int) int {
 // Done releases the lease and reports how the request ended. Only the first call counts;
 // later calls return false and change nothing, so a deferred Done on every path is safe.
 func (l *Lease) Done(Result) bool {
-	if l.Backend == nil || !l.done.CompareAndSwap(false, true) {
+	if l.Backend == nil || l.done {
 		return false
 	}
+	l.done = true
 	l.Backend.inflight.Add(-1)
 	l.Site.inflight.Add(-1)
 	return true
+}
+
+// Backends lists the Picker's backends, site by site in Options order.
+func (p *Picker) Backends() []*Backend {
+	var out []*Backend
+	for _, s := range p.sites {
+		out = append(out, s.backends...)
+	}
+	return out
 }
 
 // Sites lists the Picker's site states in Options order.

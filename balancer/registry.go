@@ -27,14 +27,22 @@ type Backend struct {
 	ID BackendID
 
 	inflight atomic.Int64
-	down     atomic.Bool // zero value: up
+	down     atomic.Bool // active health says down; zero value: up
+	ejected  atomic.Bool // passive health took it out of rotation for a while
 }
 
 // Inflight is the number of requests holding a Lease on b.
 func (b *Backend) Inflight() int64 { return b.inflight.Load() }
 
-// Up reports whether b may be picked.
-func (b *Backend) Up() bool { return !b.down.Load() }
+// Up reports whether b may be picked: active health has it up and it is not ejected.
+func (b *Backend) Up() bool { return !b.down.Load() && !b.ejected.Load() }
+
+// Healthy reports what active health last said, whatever passive health did since; a new
+// config generation's health checks start from it.
+func (b *Backend) Healthy() bool { return !b.down.Load() }
+
+// Ejected reports whether passive health has taken b out of rotation.
+func (b *Backend) Ejected() bool { return b.ejected.Load() }
 
 // Site is one site's long-lived state.
 type Site struct {
@@ -83,6 +91,14 @@ func (r *Registry) Backend(id BackendID) *Backend {
 	return b
 }
 
+// Lookup returns the state for id if the registry has it.
+func (r *Registry) Lookup(id BackendID) (*Backend, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, ok := r.backends[id]
+	return b, ok
+}
+
 // Site returns the state for the site called name, creating it on first use.
 func (r *Registry) Site(name string) *Site {
 	r.mu.Lock()
@@ -109,14 +125,26 @@ func (r *Registry) cursor(sites []string) *atomic.Uint64 {
 	return c
 }
 
-// SetUp marks the backend at addr in site up or down, and replans every open Picker before
-// it returns, so the next pick sees the change. A backend the registry does not know is
-// ignored (its generation has gone). Pickers are replanned outside the registry's lock.
+// SetUp marks the backend at addr in site up or down (active health), and replans every
+// open Picker before it returns, so the next pick sees the change. A backend the registry
+// does not know is ignored (its generation has gone).
 func (r *Registry) SetUp(site, addr string, up bool) {
+	r.set(site, addr, !up, func(b *Backend) *atomic.Bool { return &b.down })
+}
+
+// SetEjected takes the backend at addr in site out of rotation, or returns it (passive
+// health), like SetUp.
+func (r *Registry) SetEjected(site, addr string, ejected bool) {
+	r.set(site, addr, ejected, func(b *Backend) *atomic.Bool { return &b.ejected })
+}
+
+// set stores v in the flag of a backend and, when that changes it, replans every open Picker
+// (outside the registry's lock).
+func (r *Registry) set(site, addr string, v bool, flag func(*Backend) *atomic.Bool) {
 	r.mu.Lock()
 	b, ok := r.backends[BackendID{Site: site, Addr: addr}]
 	r.mu.Unlock()
-	if !ok || b.down.Swap(!up) == !up {
+	if !ok || flag(b).Swap(v) == v {
 		return
 	}
 	r.epoch.Add(1)

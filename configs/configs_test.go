@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -169,7 +170,7 @@ func TestParseUnknownKeys(t *testing.T) {
 		{"deep key", okSites + "spillover:\n  queue: {size: 10, timout: 1s}\n",
 			wantErr{6, 21, "spillover.queue.timout", `unknown key "timout" (did you mean "timeout"?)`}},
 		{"nothing close at the top", okSites + "frobnicate: 1\n",
-			wantErr{5, 1, "frobnicate", `unknown key "frobnicate" (known keys: admin, affinity, limits, listen, retries, sites, spillover, timeouts, tls)`}},
+			wantErr{5, 1, "frobnicate", `unknown key "frobnicate" (known keys: admin, affinity, limits, listen, outlier, retries, sites, spillover, timeouts, tls)`}},
 		{"nothing close in a section", okSites + "timeouts:\n  keepalive: 5s\n",
 			wantErr{6, 3, "timeouts.keepalive", `unknown key "keepalive" (known keys: connect, idle, read_header, response_header, shutdown)`}},
 	} {
@@ -271,7 +272,7 @@ listen:
 `
 	es := parseErrors(t, src)
 	checkErrors(t, es, []wantErr{
-		{2, 13, "retries.attempts", "must be between 0 and 10, got 11"},
+		{2, 13, "retries.attempts", "must be between 1 (never retry) and 10 tries, got 11"},
 		{5, 5, "sites[0].wieght", `unknown key "wieght" (did you mean "weight"?)`},
 		{7, 11, "sites[1].name", `"IDC2": use lower-case letters, digits, '-' and '_' (at most 63)`},
 		{9, 15, "sites[1].backends", `want a list, got "http://10.0.2.10:8080"`},
@@ -279,7 +280,7 @@ listen:
 		{12, 9, "timeouts.idle", `want a duration like 2s or 500ms, got "5"`},
 		{14, 9, "listen.http", `want host:port (e.g. ":8080" or "127.0.0.1:9901"), got "8080"`},
 	})
-	want := `test.yaml:2:13: retries.attempts: must be between 0 and 10, got 11
+	want := `test.yaml:2:13: retries.attempts: must be between 1 (never retry) and 10 tries, got 11
 test.yaml:5:5: sites[0].wieght: unknown key "wieght" (did you mean "weight"?)
 test.yaml:7:11: sites[1].name: "IDC2": use lower-case letters, digits, '-' and '_' (at most 63)
 test.yaml:9:15: sites[1].backends: want a list, got "http://10.0.2.10:8080"
@@ -386,6 +387,24 @@ func TestParseValidation(t *testing.T) {
 		{"weight zero beside one", "sites:\n  - name: a\n    weight: 0\n    backends: [\"http://10.0.0.1:80\"]\n  - name: b\n    weight: 1\n    backends: [\"http://10.0.0.2:80\"]\n", nil},
 		{"all weights zero", "sites:\n  - name: a\n    weight: 0\n    backends: [\"http://10.0.0.1:80\"]\n  - name: b\n    weight: 0\n    backends: [\"http://10.0.0.2:80\"]\n",
 			[]wantErr{{2, 3, "sites", "every site has weight 0: at least one must take traffic"}}},
+		{"health tcp probe", okSites + "    health: {kind: tcp}\n", nil},
+		{"health tcp with a path", okSites + "    health: {kind: tcp, path: /x}\n",
+			[]wantErr{{5, 20, "sites[0].health.kind", "a tcp probe only connects: path, host and expect do not apply"}}},
+		{"health unknown kind", okSites + "    health: {kind: icmp}\n",
+			[]wantErr{{5, 20, "sites[0].health.kind", `want http or tcp, got "icmp"`}}},
+		{"health expect range", okSites + "    health: {expect: [200, 204]}\n", nil},
+		{"health expect backwards", okSites + "    health: {expect: [300, 200]}\n",
+			[]wantErr{{5, 22, "sites[0].health.expect", "want [low, high] with 100 <= low <= high <= 599, got [300 200]"}}},
+		{"health initial down", okSites + "    health: {initial: down}\n", nil},
+		{"health initial bad", okSites + "    health: {initial: maybe}\n",
+			[]wantErr{{5, 23, "sites[0].health.initial", `want up or down, got "maybe"`}}},
+		{"outlier off", okSites + "outlier: {consecutive_failures: 0}\n", nil},
+		{"outlier max below base", okSites + "outlier: {base_ejection: 1m, max_ejection: 10s}\n",
+			[]wantErr{{5, 44, "outlier.max_ejection", "10s is shorter than base_ejection 1m0s"}}},
+		{"outlier percent", okSites + "outlier: {max_ejection_percent: 101}\n",
+			[]wantErr{{5, 33, "outlier.max_ejection_percent", "must be between 0 and 100, got 101"}}},
+		{"retries body limit", okSites + "retries: {max_body_bytes: -1}\n",
+			[]wantErr{{5, 27, "retries.max_body_bytes", "must be between 0 and 16777216, got -1"}}},
 		{"admin port shared with a wildcard listener", "listen: {http: \":9901\"}\nadmin: {listen: \"127.0.0.1:9901\"}\n" + okSites,
 			[]wantErr{{2, 17, "admin.listen", "same address as a traffic listener"}}},
 		{"admin on another port", "listen: {http: \":9901\"}\nadmin: {listen: \"127.0.0.1:9902\"}\n" + okSites, nil},
@@ -465,11 +484,11 @@ func TestParseValidation(t *testing.T) {
 		{"affinity cookie", okSites + "affinity: {cookie: SESSION}\n", nil},
 		{"affinity header", okSites + "affinity: {header: X-Session-Id}\n", nil},
 		{"retries attempts negative", okSites + "retries: {attempts: -1}\n",
-			[]wantErr{{5, 21, "retries.attempts", "must be between 0 and 10, got -1"}}},
+			[]wantErr{{5, 21, "retries.attempts", "must be between 1 (never retry) and 10 tries, got -1"}}},
 		{"retries attempts too many", okSites + "retries: {attempts: 11}\n",
-			[]wantErr{{5, 21, "retries.attempts", "must be between 0 and 10, got 11"}}},
+			[]wantErr{{5, 21, "retries.attempts", "must be between 1 (never retry) and 10 tries, got 11"}}},
 		{"retries attempts bounds", okSites + "retries: {attempts: 10, budget: 1}\n", nil},
-		{"retries none", okSites + "retries: {attempts: 0, budget: 0}\n", nil},
+		{"retries none", okSites + "retries: {attempts: 1, budget: 0}\n", nil},
 		{"retries budget above one", okSites + "retries: {budget: 1.5}\n",
 			[]wantErr{{5, 19, "retries.budget", "must be in [0, 1], got 1.5"}}},
 		{"retries budget negative", okSites + "retries: {budget: -0.1}\n",
@@ -608,9 +627,16 @@ func TestDefaultsForOmittedKeys(t *testing.T) {
 	}
 	if want := (configs.Retries{
 		Attempts: configs.DefaultRetryAttempts, Budget: configs.DefaultRetryBudget,
-		IdempotencyHeader: configs.DefaultIdempotencyHeader,
+		MinPerSecond: configs.DefaultRetryMinPerSecond, IdempotencyHeader: configs.DefaultIdempotencyHeader,
+		MaxBodyBytes: configs.DefaultRetryMaxBody,
 	}); cfg.Retries != want {
 		t.Errorf("Retries = %+v, want %+v", cfg.Retries, want)
+	}
+	if want := (configs.Outlier{
+		ConsecutiveFailures: configs.DefaultOutlierFailures, BaseEjection: configs.DefaultBaseEjection,
+		MaxEjection: configs.DefaultMaxEjection, MaxEjectionPercent: configs.DefaultMaxEjectionPct,
+	}); cfg.Outlier != want {
+		t.Errorf("Outlier = %+v, want %+v", cfg.Outlier, want)
 	}
 	if cfg.Affinity != (configs.Affinity{}) {
 		t.Errorf("Affinity = %+v, want none", cfg.Affinity)
@@ -672,7 +698,7 @@ sites:
     elastic: true
     discovery: {dns: "b.internal:80", interval: 7s}
 spillover: {resume: 0.5, queue: {size: 0, timeout: 3s}}
-retries: {attempts: 0, budget: 0, idempotency_header: X-Idem}
+retries: {attempts: 1, budget: 0, idempotency_header: X-Idem}
 timeouts: {connect: 1s, response_header: 2s, idle: 3s, read_header: 4s, shutdown: 5s}
 limits: {max_header_bytes: 2048}
 `)
@@ -693,7 +719,7 @@ limits: {max_header_bytes: 2048}
 	if want := (configs.Spillover{Resume: 0.5, Queue: configs.Queue{Size: 0, Timeout: 3 * time.Second}}); cfg.Spillover != want {
 		t.Errorf("Spillover = %+v, want %+v", cfg.Spillover, want)
 	}
-	if want := (configs.Retries{Attempts: 0, Budget: 0, IdempotencyHeader: "X-Idem"}); cfg.Retries != want {
+	if want := (configs.Retries{Attempts: 1, Budget: 0, MinPerSecond: configs.DefaultRetryMinPerSecond, IdempotencyHeader: "X-Idem", MaxBodyBytes: configs.DefaultRetryMaxBody}); cfg.Retries != want {
 		t.Errorf("Retries = %+v, want %+v", cfg.Retries, want)
 	}
 	if len(cfg.Sites) != 2 {
@@ -703,7 +729,7 @@ limits: {max_header_bytes: 2048}
 	if a.Name != "a" || a.Weight != 7 || a.MaxInflight != 0 || a.SlowStart != 0 || a.Elastic {
 		t.Errorf("sites[0] = %+v", a)
 	}
-	if want := (configs.Health{Path: "/ping", Interval: 5 * time.Second, Timeout: 3 * time.Second, Rise: 4, Fall: 6}); a.Health == nil || *a.Health != want {
+	if want := (configs.Health{Kind: "http", Path: "/ping", Expect: []int{200, 399}, Interval: 5 * time.Second, Timeout: 3 * time.Second, Rise: 4, Fall: 6, Initial: "up"}); a.Health == nil || !reflect.DeepEqual(*a.Health, want) {
 		t.Errorf("sites[0].health = %+v, want %+v", a.Health, want)
 	}
 	if b.Name != "b" || b.Weight != 1 || !b.Elastic || len(b.Backends) != 0 {
@@ -730,13 +756,13 @@ func TestDefaultsInsideSections(t *testing.T) {
     discovery: {file: targets.txt}
 `)
 	want := []configs.Health{
-		{Path: configs.DefaultHealthPath, Interval: configs.DefaultHealthInterval, Timeout: configs.DefaultHealthTimeout,
-			Rise: configs.DefaultHealthRise, Fall: configs.DefaultHealthFall},
-		{Path: "/ping", Interval: configs.DefaultHealthInterval, Timeout: configs.DefaultHealthTimeout,
-			Rise: 5, Fall: configs.DefaultHealthFall},
+		{Kind: "http", Path: configs.DefaultHealthPath, Expect: []int{200, 399}, Interval: configs.DefaultHealthInterval, Timeout: configs.DefaultHealthTimeout,
+			Rise: configs.DefaultHealthRise, Fall: configs.DefaultHealthFall, Initial: "up"},
+		{Kind: "http", Path: "/ping", Expect: []int{200, 399}, Interval: configs.DefaultHealthInterval, Timeout: configs.DefaultHealthTimeout,
+			Rise: 5, Fall: configs.DefaultHealthFall, Initial: "up"},
 	}
 	for i, w := range want {
-		if h := cfg.Sites[i].Health; h == nil || *h != w {
+		if h := cfg.Sites[i].Health; h == nil || !reflect.DeepEqual(*h, w) {
 			t.Errorf("sites[%d].health = %+v, want %+v", i, h, w)
 		}
 	}

@@ -18,6 +18,14 @@ const (
 	DefaultRetryAttempts     = 2
 	DefaultRetryBudget       = 0.2
 	DefaultIdempotencyHeader = "Idempotency-Key"
+	DefaultRetryMinPerSecond = 3
+	DefaultRetryMaxBody      = 64 << 10
+	DefaultOutlierFailures   = 5
+	DefaultBaseEjection      = 30 * time.Second
+	DefaultMaxEjection       = 5 * time.Minute
+	DefaultMaxEjectionPct    = 50
+	DefaultHealthKind        = "http"
+	DefaultHealthInitial     = "up"
 	DefaultHealthPath        = "/healthz"
 	DefaultHealthInterval    = 2 * time.Second
 	DefaultHealthTimeout     = 1 * time.Second
@@ -54,12 +62,27 @@ func (c *Config) SetDefaults() {
 	setDefault(c, "retries.attempts", &c.Retries.Attempts, DefaultRetryAttempts)
 	setDefault(c, "retries.budget", &c.Retries.Budget, DefaultRetryBudget)
 	setDefault(c, "retries.idempotency_header", &c.Retries.IdempotencyHeader, DefaultIdempotencyHeader)
+	setDefault(c, "retries.min_per_second", &c.Retries.MinPerSecond, DefaultRetryMinPerSecond)
+	setDefault(c, "retries.max_body_bytes", &c.Retries.MaxBodyBytes, DefaultRetryMaxBody)
+
+	o := &c.Outlier
+	setDefault(c, "outlier.consecutive_failures", &o.ConsecutiveFailures, DefaultOutlierFailures)
+	setDefault(c, "outlier.base_ejection", &o.BaseEjection, DefaultBaseEjection)
+	setDefault(c, "outlier.max_ejection", &o.MaxEjection, DefaultMaxEjection)
+	setDefault(c, "outlier.max_ejection_percent", &o.MaxEjectionPercent, DefaultMaxEjectionPct)
 
 	for i := range c.Sites {
 		s := &c.Sites[i]
 		p := sitePath(i)
 		if h := s.Health; h != nil {
-			setDefault(c, p+".health.path", &h.Path, DefaultHealthPath)
+			setDefault(c, p+".health.kind", &h.Kind, DefaultHealthKind)
+			if h.Kind == "http" {
+				setDefault(c, p+".health.path", &h.Path, DefaultHealthPath)
+			}
+			if len(h.Expect) == 0 && !c.Has(p+".health.expect") {
+				h.Expect = []int{200, 399}
+			}
+			setDefault(c, p+".health.initial", &h.Initial, DefaultHealthInitial)
 			setDefault(c, p+".health.interval", &h.Interval, DefaultHealthInterval)
 			setDefault(c, p+".health.timeout", &h.Timeout, DefaultHealthTimeout)
 			setDefault(c, p+".health.rise", &h.Rise, DefaultHealthRise)

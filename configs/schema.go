@@ -17,6 +17,7 @@ type Config struct {
 	Spillover Spillover `yaml:"spillover"`
 	Affinity  Affinity  `yaml:"affinity"`
 	Retries   Retries   `yaml:"retries"`
+	Outlier   Outlier   `yaml:"outlier"`
 	Timeouts  Timeouts  `yaml:"timeouts"`
 	Limits    Limits    `yaml:"limits"`
 
@@ -74,13 +75,19 @@ type Discovery struct {
 	Interval time.Duration `yaml:"interval"`
 }
 
-// Health is a site's active health probe.
+// Health is a site's active health probe, run against each of its backends.
 type Health struct {
+	Kind     string        `yaml:"kind"` // "http" (default) or "tcp" (connect only)
 	Path     string        `yaml:"path"`
+	Host     string        `yaml:"host"`   // Host header of HTTP probes; default the backend's
+	Expect   []int         `yaml:"expect"` // accepted status range [low, high]; default [200, 399]
 	Interval time.Duration `yaml:"interval"`
 	Timeout  time.Duration `yaml:"timeout"`
 	Rise     int           `yaml:"rise"`
 	Fall     int           `yaml:"fall"`
+	// Initial is the state of a backend the proxy has not probed yet: "up" (default) or
+	// "down" (no traffic until rise probes pass).
+	Initial string `yaml:"initial"`
 }
 
 // BackendTLS is how the proxy speaks TLS to a site's https backends.
@@ -114,9 +121,27 @@ type Affinity struct {
 
 // Retries bounds bank-safe retries.
 type Retries struct {
-	Attempts          int     `yaml:"attempts"`
-	Budget            float64 `yaml:"budget"`
-	IdempotencyHeader string  `yaml:"idempotency_header"`
+	// Attempts is the most tries a request gets, the first included: 1 never retries.
+	Attempts int `yaml:"attempts"`
+	// Budget is the fraction of recent requests (last 10 s) that may be retries ...
+	Budget float64 `yaml:"budget"`
+	// ... but MinPerSecond retries a second are always allowed.
+	MinPerSecond int `yaml:"min_per_second"`
+	// IdempotencyHeader names the header that makes any method retryable once it may have
+	// reached a backend; empty: only GET, HEAD, OPTIONS, PUT and DELETE are.
+	IdempotencyHeader string `yaml:"idempotency_header"`
+	// MaxBodyBytes is the largest request body kept for a retry; a request that sent more is
+	// not retried once its body has been read.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+}
+
+// Outlier is passive health: backends whose requests keep failing are ejected for a while.
+type Outlier struct {
+	ConsecutiveFailures int           `yaml:"consecutive_failures"` // 0 turns ejection off
+	BaseEjection        time.Duration `yaml:"base_ejection"`        // the n-th ejection lasts n × this
+	MaxEjection         time.Duration `yaml:"max_ejection"`         // ... at most this
+	MaxEjectionPercent  int           `yaml:"max_ejection_percent"` // panic guard, per site
+	On5xx               bool          `yaml:"on_5xx"`               // count 5xx answers as failures
 }
 
 // Timeouts are the proxy's clocks, client side and backend side.

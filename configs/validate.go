@@ -264,8 +264,23 @@ func (v *validator) site(p string, s Site) {
 		v.positive(p+".discovery.interval", d.Interval)
 	}
 	if h := s.Health; h != nil {
-		if !strings.HasPrefix(h.Path, "/") {
-			v.add(p+".health.path", "must start with /, got %q", h.Path)
+		switch h.Kind {
+		case "http":
+			if !strings.HasPrefix(h.Path, "/") {
+				v.add(p+".health.path", "must start with /, got %q", h.Path)
+			}
+			if len(h.Expect) != 2 || h.Expect[0] < 100 || h.Expect[1] > 599 || h.Expect[0] > h.Expect[1] {
+				v.add(p+".health.expect", "want [low, high] with 100 <= low <= high <= 599, got %v", h.Expect)
+			}
+		case "tcp":
+			if h.Path != "" || h.Host != "" || v.c.Has(p+".health.expect") {
+				v.add(p+".health.kind", "a tcp probe only connects: path, host and expect do not apply")
+			}
+		default:
+			v.add(p+".health.kind", "want http or tcp, got %q", h.Kind)
+		}
+		if h.Initial != "up" && h.Initial != "down" {
+			v.add(p+".health.initial", "want up or down, got %q", h.Initial)
 		}
 		v.positive(p+".health.interval", h.Interval)
 		v.positive(p+".health.timeout", h.Timeout)
@@ -304,8 +319,26 @@ func (v *validator) policies() {
 		v.add("affinity.header", "not a valid header name: %q", a.Header)
 	}
 	r := c.Retries
-	if r.Attempts < 0 || r.Attempts > 10 {
-		v.add("retries.attempts", "must be between 0 and 10, got %d", r.Attempts)
+	if r.Attempts < 1 || r.Attempts > 10 {
+		v.add("retries.attempts", "must be between 1 (never retry) and 10 tries, got %d", r.Attempts)
+	}
+	if r.MinPerSecond < 0 {
+		v.add("retries.min_per_second", "must be >= 0, got %d", r.MinPerSecond)
+	}
+	if r.MaxBodyBytes < 0 || r.MaxBodyBytes > 16<<20 {
+		v.add("retries.max_body_bytes", "must be between 0 and 16777216, got %d", r.MaxBodyBytes)
+	}
+	o := c.Outlier
+	if o.ConsecutiveFailures < 0 {
+		v.add("outlier.consecutive_failures", "must be >= 0 (0: never eject), got %d", o.ConsecutiveFailures)
+	}
+	v.positive("outlier.base_ejection", o.BaseEjection)
+	v.positive("outlier.max_ejection", o.MaxEjection)
+	if o.MaxEjection < o.BaseEjection && o.MaxEjection > 0 {
+		v.add("outlier.max_ejection", "%s is shorter than base_ejection %s", o.MaxEjection, o.BaseEjection)
+	}
+	if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
+		v.add("outlier.max_ejection_percent", "must be between 0 and 100, got %d", o.MaxEjectionPercent)
 	}
 	if !(r.Budget >= 0 && r.Budget <= 1) { // also refuses .nan
 		v.add("retries.budget", "must be in [0, 1], got %g", r.Budget)

@@ -32,8 +32,6 @@ sites:
 		want map[string]string
 	}{
 		{name: "nothing unsupported"},
-		{name: "sites[0].health", site0: "    health: {path: /healthz, interval: 2s}\n",
-			want: map[string]string{"sites[0].health": "health:"}},
 		{name: "sites[0].max_inflight", site0: "    max_inflight: 256\n",
 			want: map[string]string{"sites[0].max_inflight": "max_inflight:"}},
 		{name: "sites[0].slow_start", site0: "    slow_start: 30s\n",
@@ -45,13 +43,12 @@ sites:
 		{name: "sites[1].discovery", rest: "  - name: aws\n    weight: 2\n    discovery: {dns: \"app.aws.internal:8080\"}\n",
 			want: map[string]string{"sites[1].discovery": "discovery:"}},
 		{name: "spillover", rest: "spillover: {resume: 0.5}\n", want: map[string]string{"spillover": "spillover:"}},
-		{name: "retries", rest: "retries: {attempts: 1}\n", want: map[string]string{"retries": "retries:"}},
 		{name: "affinity", rest: "affinity: {cookie: SESSION}\n", want: map[string]string{"affinity": "affinity:"}},
 		{name: "front tls", rest: "tls: {cert_file: cert.pem, key_file: key.pem}\n", want: map[string]string{"tls": "tls: {cert"}},
 		{name: "admin", rest: "admin: {listen: \"127.0.0.1:9901\"}\n", want: map[string]string{"admin": "admin:"}},
-		{name: "every problem at once", site0: "    health: {path: /healthz}\n    max_inflight: 10\n",
-			rest: "retries: {attempts: 1}\n",
-			want: map[string]string{"sites[0].health": "health:", "sites[0].max_inflight": "max_inflight:", "retries": "retries:"}},
+		{name: "every problem at once", site0: "    slow_start: 10s\n    max_inflight: 10\n",
+			rest: "spillover: {resume: 0.5}\n",
+			want: map[string]string{"sites[0].slow_start": "slow_start:", "sites[0].max_inflight": "max_inflight:", "spillover": "spillover:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			yaml := base + tc.site0 + tc.rest

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -18,33 +17,61 @@ import (
 // errAborted is the Result error of a response the proxy had to break off midway.
 var errAborted = errors.New("response aborted after it started")
 
+// errUpstream502 stands for a 502 answered by the backend itself (a proxy behind it could
+// not reach its own upstream), turned into an error so that an idempotent request can be
+// retried elsewhere. See Table.modifyResponse.
+var errUpstream502 = errors.New("backend answered 502 Bad Gateway")
+
 // Failure classes: what went wrong, the status the client gets, and the reason logged.
 // This table is the one place errors become statuses.
 const (
-	reasonNoBackend    = "no_backend"    // 503: no site has a backend up
-	reasonConnect      = "connect"       // 502: dial refused, unreachable, TLS handshake
-	reasonTimeout      = "timeout"       // 504: connect or response headers too slow
-	reasonBadGateway   = "bad_gateway"   // 502: reset, closed early, malformed response
-	reasonClientGone   = "client_closed" // client went away; nothing is sent
-	reasonClientBody   = "client_body"   // 400: the client's request body broke off
-	statusClientClosed = 499             // logged for reasonClientGone, never sent
+	reasonNoBackend      = "no_backend"      // 503: no site has a backend up
+	reasonConnect        = "connect"         // 502: dial refused, unreachable, TLS handshake
+	reasonConnectTimeout = "connect_timeout" // 504: the dial did not finish in time
+	reasonTimeout        = "timeout"         // 504: response headers too slow, or a write stalled
+	reasonBadGateway     = "bad_gateway"     // 502: reset, closed early, malformed response
+	reasonUpstream502    = "upstream_502"    // 502: the backend itself answered 502
+	reasonClientGone     = "client_closed"   // client went away; nothing is sent
+	reasonClientBody     = "client_body"     // 400: the client's request body broke off
+	statusClientClosed   = 499               // logged for reasonClientGone, never sent
 )
 
+// neverReached reports whether a failure of this class proves that the request did not
+// reach a backend, so that it may be sent elsewhere whatever its method.
+func neverReached(reason string) bool {
+	return reason == reasonConnect || reason == reasonConnectTimeout
+}
+
+// backendFailed reports whether a failure of this class counts against the backend for
+// passive health.
+func backendFailed(reason string) bool {
+	switch reason {
+	case reasonConnect, reasonConnectTimeout, reasonTimeout, reasonBadGateway, reasonUpstream502:
+		return true
+	}
+	return false
+}
+
 // classify maps an error from picking or forwarding to a status and a reason.
-func classify(err error, r *http.Request, body *bodyReader) (int, string) {
+func classify(err error, r *http.Request, body *requestBody) (int, string) {
 	var ne net.Error
 	var op *net.OpError
+	dial := errors.As(err, &op) && op.Op == "dial"
 	switch {
 	case errors.Is(err, balancer.ErrNoBackend):
 		return http.StatusServiceUnavailable, reasonNoBackend
 	case r.Context().Err() != nil:
 		return statusClientClosed, reasonClientGone
-	case body != nil && body.err != nil:
+	case body != nil && body.clientErr() != nil:
 		return http.StatusBadRequest, reasonClientBody
+	case errors.Is(err, errUpstream502):
+		return http.StatusBadGateway, reasonUpstream502
+	case dial && op.Timeout():
+		return http.StatusGatewayTimeout, reasonConnectTimeout
+	case dial, isTLSHandshakeError(err):
+		return http.StatusBadGateway, reasonConnect
 	case errors.As(err, &ne) && ne.Timeout():
 		return http.StatusGatewayTimeout, reasonTimeout
-	case errors.As(err, &op) && op.Op == "dial", isTLSHandshakeError(err):
-		return http.StatusBadGateway, reasonConnect
 	default:
 		return http.StatusBadGateway, reasonBadGateway
 	}
@@ -63,30 +90,31 @@ func isTLSHandshakeError(err error) bool {
 		errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
-// fail answers a request that got no backend.
+// fail answers a request that could not be served: logs it once and sends the error,
+// unless the client has gone.
 func (h *Handler) fail(ex *exchange, r *http.Request, err error) {
 	status, reason := classify(err, r, ex.body)
 	logFailure(h.log, ex, r, status, reason, err)
-	ex.rw.Header().Set("Retry-After", "1")
+	if reason == reasonClientGone {
+		ex.rw.status = statusClientClosed
+		return
+	}
+	if status == http.StatusServiceUnavailable {
+		ex.rw.Header().Set("Retry-After", "1")
+	}
 	writeError(&ex.rw, ex.id, status, http.StatusText(status))
 }
 
-// backendError is every forwarder's ErrorHandler: the backend could not be reached or did
-// not answer properly, before any of its response reached the client.
-func backendError(log *zap.Logger, w http.ResponseWriter, r *http.Request, err error) {
-	rw, ok := w.(*responseWriter)
-	if !ok { // a forwarder is only ever called by Handler; keep a sane answer regardless
-		rw = &responseWriter{ResponseWriter: w, ex: &exchange{}}
-	}
-	ex := rw.ex
-	rw.err = err
-	status, reason := classify(err, r, ex.body)
-	logFailure(log, ex, r, status, reason, err)
-	if reason == reasonClientGone {
-		rw.status = statusClientClosed
+// recordError is every forwarder's ErrorHandler: the backend could not be reached or did not
+// answer properly, and nothing of its response reached the client. It only records the
+// error; the Handler decides whether to try elsewhere or answer the client.
+func recordError(w http.ResponseWriter, r *http.Request, err error) {
+	if rw, ok := w.(*responseWriter); ok {
+		rw.err = err
 		return
 	}
-	writeError(rw, ex.id, status, http.StatusText(status))
+	// A forwarder is only ever called by Handler; keep a sane answer regardless.
+	http.Error(w, http.StatusText(http.StatusBadGateway), http.StatusBadGateway)
 }
 
 func logFailure(log *zap.Logger, ex *exchange, r *http.Request, status int, reason string, err error) {
@@ -121,19 +149,4 @@ func writeError(w *responseWriter, id string, status int, msg string) {
 	h.Set(headerRequestID, id)
 	w.WriteHeader(status)
 	io.WriteString(w, msg+"\n")
-}
-
-// bodyReader remembers whether reading the client's body failed, so that a broken upload
-// is blamed on the client (400) and not on the backend (502).
-type bodyReader struct {
-	io.ReadCloser
-	err error
-}
-
-func (b *bodyReader) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) {
-		b.err = err
-	}
-	return n, err
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"io"
 	"net/http"
 	"sync/atomic"
 
@@ -13,9 +14,10 @@ import (
 // starts and keeps it to the end, so Swap never disturbs a request in flight.
 // Safe for concurrent use; the zero value is not usable, call NewHandler.
 type Handler struct {
-	table atomic.Pointer[Table]
-	log   *zap.Logger
-	ids   *requestIDs
+	table   atomic.Pointer[Table]
+	log     *zap.Logger
+	ids     *requestIDs
+	retries retryCounts
 }
 
 // NewHandler returns a Handler serving t. log receives one line per failed request; nil
@@ -36,13 +38,14 @@ func (h *Handler) Swap(t *Table) *Table { return h.table.Swap(t) }
 // Table returns the Table new requests use.
 func (h *Handler) Table() *Table { return h.table.Load() }
 
-// exchange is one request's state from pick to release.
+// exchange is one request's state from the first pick to the last release.
 type exchange struct {
-	lease balancer.Lease
+	lease balancer.Lease // the current try's
 	rw    responseWriter
 	id    string
-	site  string
-	body  *bodyReader
+	site  string       // the current try's site
+	body  *requestBody // nil for a request without a body
+	tries int
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -56,17 +59,79 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	dropNonWebSocketUpgrade(r.Header)
 	if r.Body != nil && r.Body != http.NoBody {
-		ex.body = &bodyReader{ReadCloser: r.Body}
-		r.Body = ex.body
+		ex.body = newRequestBody(r.Body, t.retry.maxBody)
+		r.Body = ex.body.first()
 	}
+	t.retry.budget.request()
 	if err := t.picker.Pick(&ex.lease); err != nil {
 		h.fail(ex, r, err)
 		return
 	}
-	site := &t.sites[ex.lease.SiteIndex]
-	ex.site = site.name
 	defer h.finish(ex, r)
-	site.backends[ex.lease.BackendIndex].ServeHTTP(&ex.rw, r)
+	for {
+		ex.tries++
+		site := &t.sites[ex.lease.SiteIndex]
+		ex.site = site.name
+		site.backends[ex.lease.BackendIndex].ServeHTTP(&ex.rw, r)
+		err := ex.rw.err
+		if err == nil {
+			t.observe(ex, "")
+			return
+		}
+		status, reason := classify(err, r, ex.body)
+		t.observe(ex, reason)
+		if !h.retry(t, ex, r, status, reason, err) {
+			h.fail(ex, r, err)
+			return
+		}
+	}
+}
+
+// retry moves ex to another backend for one more try, if the retry policy allows one after
+// a try that failed with reason (see retry.go), and reports whether it did.
+func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, status int, reason string, err error) bool {
+	p := &t.retry
+	switch {
+	case ex.tries >= p.attempts:
+		return false
+	case ex.rw.status != 0 || ex.rw.informational:
+		return false // the client has seen part of this answer
+	case reason == reasonClientGone || reason == reasonClientBody:
+		return false
+	case !neverReached(reason) && !p.idempotent(r):
+		return false // it may have reached the backend: a payment must not go twice
+	case ex.body != nil && !ex.body.replayable():
+		return false
+	case !p.budget.allow():
+		if ce := h.log.Check(zap.WarnLevel, "retry budget exhausted"); ce != nil {
+			ce.Write(ex.logFields(r, status, reason)...)
+		}
+		return false
+	}
+	var body io.ReadCloser
+	if ex.body != nil {
+		var ok bool
+		if body, ok = ex.body.next(); !ok {
+			return false
+		}
+	}
+	var next balancer.Lease
+	if t.picker.PickRetry(&next, ex.lease.SiteIndex, ex.lease.BackendIndex) != nil {
+		return false // nowhere else to go; the failure is answered on this try's lease
+	}
+	from := ex.lease.Backend.ID.Addr
+	ex.lease.Done(balancer.Result{Status: status, Err: err})
+	ex.lease = next
+	if body != nil {
+		r.Body = body
+	}
+	ex.rw.err = nil
+	h.retries.count(reason)
+	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
+		ce.Write(append(ex.logFields(r, status, reason), zap.String("from_site", ex.site),
+			zap.String("from_backend", from), zap.Int("try", ex.tries+1), zap.Error(err))...)
+	}
+	return true
 }
 
 // finish releases the lease on every path out of ServeHTTP, including the panic with which
@@ -94,15 +159,20 @@ func (h *Handler) finish(ex *exchange, r *http.Request) {
 // http.ResponseController reach the server's writer for Flush and Hijack (WebSocket).
 type responseWriter struct {
 	http.ResponseWriter
-	ex     *exchange
-	status int
-	bytes  int64
-	err    error // the forwarding error, when there was one
+	ex            *exchange
+	status        int // the final status sent, once sent
+	informational bool
+	bytes         int64
+	err           error // the current try's forwarding error, when there was one
 }
 
 func (w *responseWriter) WriteHeader(code int) {
-	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+	switch {
+	case w.status != 0:
+	case code >= 200 || code == http.StatusSwitchingProtocols:
 		w.status = code
+	default:
+		w.informational = true // a 1xx went to the client: no retry after this
 	}
 	w.ResponseWriter.WriteHeader(code)
 }

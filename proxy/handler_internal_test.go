@@ -20,6 +20,13 @@ import (
 
 // serveInternal serves h on a loopback listener until the test ends.
 func serveInternal(t *testing.T, cfg *configs.Config, h http.Handler) string {
+	url, _ := serveInternalSrv(t, cfg, h)
+	return url
+}
+
+// serveInternalSrv is serveInternal that also returns the server, for tests that shut it
+// down (Shutdown waits for every handler to return) before they check in-flight counts.
+func serveInternalSrv(t *testing.T, cfg *configs.Config, h http.Handler) (string, *http.Server) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -29,7 +36,7 @@ func serveInternal(t *testing.T, cfg *configs.Config, h http.Handler) string {
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); <-done })
-	return "http://" + ln.Addr().String()
+	return "http://" + ln.Addr().String(), srv
 }
 
 type panickingForwarder struct{}

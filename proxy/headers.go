@@ -48,10 +48,11 @@ func validRequestID(s string) bool {
 	return true
 }
 
-// modifyResponse is every forwarder's ModifyResponse. The client gets the request's ID back,
+// modifyResponse is the part of every forwarder's ModifyResponse that concerns headers
+// (Table.modifyResponse is the whole). The client gets the request's ID back,
 // whatever the backend said; and a 101 Switching Protocols, which ReverseProxy passes on
 // with its headers untouched, loses its hop-by-hop headers like any other response.
-func modifyResponse(res *http.Response) error {
+func modifyResponse(res *http.Response) {
 	if id := res.Request.Header.Get(headerRequestID); id != "" {
 		res.Header[headerRequestID] = []string{id}
 	}
@@ -69,7 +70,6 @@ func modifyResponse(res *http.Response) error {
 		}
 		h.Set("Connection", "Upgrade")
 	}
-	return nil
 }
 
 // hopByHop are the headers that belong to one connection (RFC 9110 section 7.6.1), apart

@@ -17,15 +17,31 @@ import (
 	"github.com/spillway/spillway/health"
 )
 
-// The Registry takes health reports for the backends it tracks.
-var _ health.Sink = (*balancer.Registry)(nil)
+// The Registry takes active and passive health reports for the backends it tracks.
+var (
+	_ health.Sink    = (*balancer.Registry)(nil)
+	_ health.Ejector = (*balancer.Registry)(nil)
+	_ Observer       = (*health.Outliers)(nil)
+)
+
+// Observer learns how each try with a backend ended: failed is true for a connect error,
+// reset, timeout or 502 from upstream (and any 5xx when outlier.on_5xx is set). It is
+// called on the request path and must not block. health.Outliers is one.
+type Observer interface {
+	Observe(site, addr string, failed bool)
+}
 
 // Table is one compiled config: the balancer's Picker over the sites, and the forwarders
 // and transports for each backend. It is immutable once built; a Handler swaps whole Tables,
 // and a request keeps the Table it started with to the end.
 type Table struct {
-	picker *balancer.Picker
-	sites  []siteRoute
+	picker   *balancer.Picker
+	sites    []siteRoute
+	retry    retryPolicy
+	outliers Observer // nil: no passive health
+	on5xx    bool     // a 5xx answer counts as a failure for passive health
+	monitor  *health.Monitor
+	targets  []health.Target // what monitor watches
 }
 
 type siteRoute struct {
@@ -49,6 +65,9 @@ type Deps struct {
 	Log *zap.Logger
 	// Buffers is shared by every forwarder for copying bodies; nil means a new pool.
 	Buffers httputil.BufferPool
+	// Outliers learns every try's outcome (passive health); nil means none. It should live
+	// as long as the Registry, so that ejections survive new Tables.
+	Outliers Observer
 }
 
 // Build compiles cfg, which must have passed configs.Validate, into a Table. State for
@@ -68,8 +87,18 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 	if d.Buffers == nil {
 		d.Buffers = NewBufferPool()
 	}
+	r := cfg.Retries
+	t := &Table{
+		sites: make([]siteRoute, len(cfg.Sites)),
+		retry: retryPolicy{attempts: r.Attempts, idempotencyHeader: r.IdempotencyHeader,
+			maxBody: r.MaxBodyBytes, budget: newRetryBudget(r.Budget, r.MinPerSecond, nil)},
+		on5xx: cfg.Outlier.On5xx,
+	}
+	if cfg.Outlier.ConsecutiveFailures > 0 {
+		t.outliers = d.Outliers
+	}
 	opts := balancer.Options{Sites: make([]balancer.SiteOptions, len(cfg.Sites))}
-	t := &Table{sites: make([]siteRoute, len(cfg.Sites))}
+	var targets []health.Target
 	for i, s := range cfg.Sites {
 		opts.Sites[i] = balancer.SiteOptions{Name: s.Name, Weight: s.Weight, Backends: s.Backends}
 		tr := newTransport(cfg.Timeouts)
@@ -79,7 +108,10 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 			if err != nil {
 				return nil, fmt.Errorf("site %s: backend %q: %w", s.Name, raw, err)
 			}
-			route.backends = append(route.backends, newForwarder(target, tr, d))
+			route.backends = append(route.backends, newForwarder(target, tr, t.modifyResponse, d))
+			if s.Health != nil {
+				targets = append(targets, healthTarget(d.Registry, s.Name, raw, s.Health))
+			}
 		}
 		t.sites[i] = route
 	}
@@ -88,7 +120,72 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		return nil, err
 	}
 	t.picker = p
+	t.targets = targets
+	if len(targets) > 0 {
+		opts := health.MonitorOptions{Sink: d.Registry, Targets: targets, Log: d.Log.Named("health")}
+		if r, ok := d.Outliers.(interface{ Recovered(site, addr string) }); ok {
+			opts.Passed = r.Recovered // a backend probes see healthy is not kept ejected
+		}
+		t.monitor = health.NewMonitor(opts)
+	}
 	return t, nil
+}
+
+// healthTarget is the active health check of one backend. A backend the Registry already
+// knows starts from the state it has there, so health survives a new Table; a new one from
+// the configured initial state, which is set in the Registry at once.
+func healthTarget(reg *balancer.Registry, site, addr string, h *configs.Health) health.Target {
+	id := balancer.BackendID{Site: site, Addr: addr}
+	up := h.Initial != "down"
+	if b, known := reg.Lookup(id); known {
+		up = b.Healthy()
+	} else {
+		reg.Backend(id)
+		reg.SetUp(site, addr, up)
+	}
+	check := health.Check{Kind: h.Kind, Path: h.Path, Host: h.Host,
+		Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall}
+	if len(h.Expect) == 2 {
+		check.Expect = [2]int{h.Expect[0], h.Expect[1]}
+	}
+	return health.Target{Site: site, Addr: addr, Up: up, Check: check}
+}
+
+// monitorTargets are the backends the Table's Monitor watches, with their starting state.
+func (t *Table) monitorTargets() []health.Target { return t.targets }
+
+// Monitor returns the Table's active health checks, not yet running, or nil when no site
+// has any. The caller runs it for as long as it serves the Table: go m.Run(ctx).
+func (t *Table) Monitor() *health.Monitor { return t.monitor }
+
+// modifyResponse is every forwarder's ModifyResponse (see also modifyResponse in
+// headers.go). A 502 that the backend itself answered becomes an error for an idempotent
+// request while retries are on, so that the Handler can try elsewhere.
+func (t *Table) modifyResponse(res *http.Response) error {
+	modifyResponse(res)
+	if res.StatusCode == http.StatusBadGateway && t.retry.attempts > 1 && t.retry.idempotent(res.Request) {
+		return errUpstream502
+	}
+	return nil
+}
+
+// observe tells passive health how a try ended; reason is "" for a try that was answered.
+// The client's own failures say nothing about the backend.
+func (t *Table) observe(ex *exchange, reason string) {
+	if t.outliers == nil || ex.lease.Backend == nil || reason == reasonClientGone || reason == reasonClientBody {
+		return
+	}
+	id := ex.lease.Backend.ID
+	t.outliers.Observe(id.Site, id.Addr, backendFailed(reason) || (t.on5xx && ex.rw.status >= 500))
+}
+
+// Members lists each site's backends, for health.Outliers.SetMembers.
+func (t *Table) Members() map[string][]string {
+	m := make(map[string][]string, len(t.sites))
+	for _, b := range t.picker.Backends() {
+		m[b.ID.Site] = append(m[b.ID.Site], b.ID.Addr)
+	}
+	return m
 }
 
 // Close releases the Table's idle backend connections and stops health changes from
@@ -120,13 +217,11 @@ func CheckSupported(cfg *configs.Config) error {
 	refuse(cfg.Has("admin"), "admin", "the admin API")
 	refuse(cfg.Has("spillover"), "spillover", "spillover")
 	refuse(cfg.Has("affinity") || cfg.Affinity != (configs.Affinity{}), "affinity", "session affinity")
-	refuse(cfg.Has("retries"), "retries", "retries")
 	for i, s := range cfg.Sites {
 		p := fmt.Sprintf("sites[%d]", i)
 		refuse(cfg.Has(p+".elastic") || s.Elastic, p+".elastic", "an elastic (spillover) site")
 		refuse(cfg.Has(p+".discovery") || s.Discovery != nil, p+".discovery", "discovery")
 		refuse(cfg.Has(p+".max_inflight") || s.MaxInflight != 0, p+".max_inflight", "a per-backend limit")
-		refuse(cfg.Has(p+".health") || s.Health != nil, p+".health", "active health checking")
 		refuse(cfg.Has(p+".tls") || s.TLS != nil, p+".tls", "TLS settings for backends")
 		refuse(cfg.Has(p+".slow_start") || s.SlowStart != 0, p+".slow_start", "slow start")
 	}
@@ -135,4 +230,22 @@ func CheckSupported(cfg *configs.Config) error {
 		return errs
 	}
 	return nil
+}
+
+// NewOutliers returns the passive health detector for cfg's outlier section, ejecting
+// through reg. Make it once, with the Registry, and pass it to every Build in Deps.Outliers;
+// call its SetMembers with each new Table's Members, and Close it when done.
+func NewOutliers(cfg *configs.Config, reg *balancer.Registry, log *zap.Logger) *health.Outliers {
+	o := cfg.Outlier
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return health.NewOutliers(health.OutlierOptions{
+		Ejector:             reg,
+		ConsecutiveFailures: o.ConsecutiveFailures,
+		BaseEjection:        o.BaseEjection,
+		MaxEjection:         o.MaxEjection,
+		MaxEjectionPercent:  o.MaxEjectionPercent,
+		Log:                 log.Named("outlier"),
+	})
 }

@@ -57,7 +57,7 @@ func newTransport(t configs.Timeouts) *http.Transport {
 // newForwarder returns the ReverseProxy for one backend. The inbound Host header is kept
 // (backends see the name the client asked for) and X-Forwarded-Host/-Proto are set;
 // X-Forwarded-For gets the client's address appended to what the request carried.
-func newForwarder(target *url.URL, tr http.RoundTripper, d Deps) forwarder {
+func newForwarder(target *url.URL, tr http.RoundTripper, modify func(*http.Response) error, d Deps) forwarder {
 	scheme, host := target.Scheme, target.Host
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -79,8 +79,8 @@ func newForwarder(target *url.URL, tr http.RoundTripper, d Deps) forwarder {
 		// the backend sends them.
 		FlushInterval:  -1,
 		BufferPool:     d.Buffers,
-		ModifyResponse: modifyResponse,
-		ErrorHandler:   func(w http.ResponseWriter, r *http.Request, err error) { backendError(d.Log, w, r, err) },
+		ModifyResponse: modify,
+		ErrorHandler:   recordError,
 		// The Handler logs each failure once, with the request's context; ReverseProxy's own
 		// lines would repeat them without it.
 		ErrorLog: discardLog,

@@ -15,7 +15,6 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
-	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/bench/sim"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
@@ -65,13 +64,14 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	table, err := proxy.Build(cfg, proxy.Deps{Registry: balancer.NewRegistry(), Log: log})
+	table, outliers, err := build(cfg, log)
 	if err != nil {
 		return fmt.Errorf("embedded demo config: %w", err)
 	}
 	ln, err := listenLoopback(cfg.Listen.HTTP, *listen == "")
 	if err != nil {
 		table.Close()
+		outliers.Close()
 		return fmt.Errorf("demo proxy: %w", err)
 	}
 	proxyURL := "http://" + ln.Addr().String()
@@ -80,7 +80,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- serveProxy(ctx, cfg, table, ln, log) }()
+	go func() { served <- serveProxy(ctx, cfg, table, outliers, ln, log) }()
 	if *load {
 		err = driveDemoLoad(ctx, proxyURL, cfg, *rate, *duration, stdout)
 		stop()

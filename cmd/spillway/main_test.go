@@ -52,7 +52,7 @@ timeouts:
   - name: idc1
     weight: 5
     backends: ["http://127.0.0.1:1"]
-    health: {path: /healthz}
+    slow_start: 30s
 `)
 	for _, tc := range []struct {
 		name      string
@@ -70,7 +70,7 @@ timeouts:
 			`^` + regexp.QuoteMeta(bad) + `:8:5: sites\[1\].wieght: unknown key "wieght" \(did you mean "weight"\?\)`,
 		}},
 		{name: "feature not available yet", args: []string{notYet}, code: 1, stderrRE: []string{
-			`^` + regexp.QuoteMeta(notYet) + `:5:13: sites\[0\].health: active health checking is not available`,
+			`^` + regexp.QuoteMeta(notYet) + `:5:17: sites\[0\].slow_start: slow start is not available`,
 		}},
 		{name: "missing file", args: []string{filepath.Join(t.TempDir(), "nope.yaml")}, code: 1, stderrRE: []string{`no such file`}},
 		{name: "no file", args: nil, code: 2, stderrRE: []string{`usage: spillway validate FILE`}},
@@ -229,7 +229,7 @@ sites:
   - {name: idc1, weight: 0, backends: []}
   - name: idc2
     weight: 0
-    health: {path: /healthz}
+    slow_start: 30s
 timeouts: {conect: 1s}
 `, taken.Addr().String()))
 	var stderr bytes.Buffer
@@ -240,7 +240,7 @@ timeouts: {conect: 1s}
 	want := []string{
 		cfg + ":3:3: sites: every site has weight 0",
 		cfg + ":3:3: sites: no site has backends or discovery",
-		cfg + ":6:13: sites[1].health: active health checking is not available",
+		cfg + ":6:17: sites[1].slow_start: slow start is not available",
 		cfg + `:7:12: timeouts.conect: unknown key "conect" (did you mean "connect"?)`,
 		"4 problem(s); the config was not used",
 	}

@@ -12,8 +12,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/health"
 	"github.com/spillway/spillway/proxy"
 )
 
@@ -40,7 +40,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	log := newJSONLogger(stderr, level)
 	defer log.Sync()
 
-	cfg, table, err := loadAndBuild(*path, proxy.Deps{Registry: balancer.NewRegistry(), Log: log})
+	log = log.With(zap.String("config", *path))
+	cfg, table, outliers, err := loadAndBuild(*path, log)
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitError{1}
@@ -48,16 +49,27 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", cfg.Listen.HTTP)
 	if err != nil {
 		table.Close()
+		outliers.Close()
 		return fmt.Errorf("listen.http: %w", err)
 	}
-	return serveProxy(ctx, cfg, table, ln, log.With(zap.String("config", *path)))
+	return serveProxy(ctx, cfg, table, outliers, ln, log)
 }
 
-// serveProxy serves table on ln until ctx is done, then shuts down gracefully: it stops
-// accepting, gives requests in flight timeouts.shutdown to finish, and closes what is left.
-// It closes ln and table.
-func serveProxy(ctx context.Context, cfg *configs.Config, table *proxy.Table, ln net.Listener, log *zap.Logger) error {
+// serveProxy serves table on ln, with its active health checks running, until ctx is done;
+// then it shuts down gracefully: it stops accepting, gives requests in flight
+// timeouts.shutdown to finish, and closes what is left. It closes ln, table and outliers.
+func serveProxy(ctx context.Context, cfg *configs.Config, table *proxy.Table, outliers *health.Outliers, ln net.Listener, log *zap.Logger) error {
 	defer table.Close()
+	defer outliers.Close()
+	// Health checks run until the server has stopped, grace period included.
+	checks, stopChecks := context.WithCancel(context.WithoutCancel(ctx))
+	checked := make(chan struct{})
+	if m := table.Monitor(); m != nil {
+		go func() { defer close(checked); m.Run(checks) }()
+	} else {
+		close(checked)
+	}
+	defer func() { stopChecks(); <-checked }()
 	srv := proxy.NewServer(cfg, proxy.NewHandler(table, log), log)
 
 	served := make(chan error, 1)

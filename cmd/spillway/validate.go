@@ -2,12 +2,16 @@ package main
 
 import (
 	"errors"
+
+	"go.uber.org/zap"
+
 	"flag"
 	"fmt"
 	"io"
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/health"
 	"github.com/spillway/spillway/proxy"
 )
 
@@ -25,12 +29,13 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		return exitError{2}
 	}
 	path := fs.Arg(0)
-	cfg, t, err := loadAndBuild(path, proxy.Deps{Registry: balancer.NewRegistry()})
+	cfg, t, outliers, err := loadAndBuild(path, nil)
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitError{1}
 	}
 	t.Close()
+	outliers.Close()
 	weights := ""
 	for i, s := range cfg.Sites {
 		if i > 0 {
@@ -44,16 +49,26 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 
 // loadAndBuild loads the config at path with every check run applies, and compiles it, so
 // that what validate accepts run accepts too, and every problem is reported in one list.
-func loadAndBuild(path string, d proxy.Deps) (*configs.Config, *proxy.Table, error) {
+func loadAndBuild(path string, log *zap.Logger) (*configs.Config, *proxy.Table, *health.Outliers, error) {
 	cfg, err := configs.Load(path, proxy.CheckSupported)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	t, err := proxy.Build(cfg, d)
+	t, outliers, err := build(cfg, log)
+	return cfg, t, outliers, err
+}
+
+// build compiles cfg with its long-lived state: a Registry and the passive health detector.
+func build(cfg *configs.Config, log *zap.Logger) (*proxy.Table, *health.Outliers, error) {
+	reg := balancer.NewRegistry()
+	outliers := proxy.NewOutliers(cfg, reg, log)
+	t, err := proxy.Build(cfg, proxy.Deps{Registry: reg, Log: log, Outliers: outliers})
 	if err != nil {
+		outliers.Close()
 		return nil, nil, err
 	}
-	return cfg, t, nil
+	outliers.SetMembers(t.Members())
+	return t, outliers, nil
 }
 
 // printConfigError writes a config error one problem per line.

@@ -1,0 +1,208 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"maps"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Retry policy (bank-safe): a try that provably never reached a backend (the dial or the TLS
+// handshake failed) may be retried for any method; a try that may have reached one (reset,
+// timeout, a 502 from upstream) only for an idempotent method or a request carrying the
+// idempotency header; never once any response byte went to the client, never when the body
+// sent so far was too large to keep, never beyond retries.attempts, and only while the retry
+// budget allows.
+
+// idempotentMethods may be sent twice without changing the outcome (RFC 9110 section 9.2.2;
+// TRACE is left out, the proxy has no use for retrying it).
+var idempotentMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodOptions: true,
+	http.MethodPut: true, http.MethodDelete: true,
+}
+
+// retryPolicy is the compiled retries section of a config.
+type retryPolicy struct {
+	attempts          int    // most tries, the first included
+	idempotencyHeader string // "" when none is configured
+	maxBody           int
+	budget            *retryBudget
+}
+
+// idempotent reports whether r may be sent again after it may have reached a backend.
+func (p *retryPolicy) idempotent(r *http.Request) bool {
+	return idempotentMethods[r.Method] ||
+		(p.idempotencyHeader != "" && r.Header.Get(p.idempotencyHeader) != "")
+}
+
+// retryBudget caps retries at a fraction of the requests of the last budgetWindow seconds,
+// with a floor of minPerSecond retries a second, so that retries cannot multiply an outage.
+// Counts live in one slot per second; a slot is reset when its second comes round again.
+type retryBudget struct {
+	ratio        float64
+	minPerSecond int
+	now          func() time.Time
+	slots        [budgetWindow]budgetSlot
+}
+
+const budgetWindow = 10 // seconds
+
+type budgetSlot struct {
+	second   atomic.Int64
+	requests atomic.Int64
+	retries  atomic.Int64
+}
+
+func newRetryBudget(ratio float64, minPerSecond int, now func() time.Time) *retryBudget {
+	if now == nil {
+		now = time.Now
+	}
+	return &retryBudget{ratio: ratio, minPerSecond: minPerSecond, now: now}
+}
+
+// slot returns the slot of the current second, resetting it if it last counted an older one.
+func (b *retryBudget) slot(sec int64) *budgetSlot {
+	s := &b.slots[sec%budgetWindow]
+	if old := s.second.Load(); old != sec && s.second.CompareAndSwap(old, sec) {
+		s.requests.Store(0)
+		s.retries.Store(0)
+	}
+	return s
+}
+
+// request counts one incoming request.
+func (b *retryBudget) request() { b.slot(b.now().Unix()).requests.Add(1) }
+
+// allow spends one retry if the budget has one left.
+func (b *retryBudget) allow() bool {
+	sec := b.now().Unix()
+	var requests, retries int64
+	for i := range b.slots {
+		s := &b.slots[i]
+		if sec-s.second.Load() < budgetWindow {
+			requests += s.requests.Load()
+			retries += s.retries.Load()
+		}
+	}
+	limit := max(float64(b.minPerSecond*budgetWindow), b.ratio*float64(requests))
+	if float64(retries+1) > limit {
+		return false
+	}
+	b.slot(sec).retries.Add(1)
+	return true
+}
+
+// errStaleAttempt is what an earlier try's reader gets if the transport reads the body
+// after the proxy moved on to the next try.
+var errStaleAttempt = errors.New("request body read by a superseded try")
+
+// requestBody is a client's request body that can be sent again: it keeps what has been
+// read, up to a limit, and each try reads the kept bytes first, then the rest from the
+// client. Reads are serialised: the transport may still read for a failed try while the
+// next one starts (http.RoundTripper may read the body after RoundTrip returns), and such
+// a stale read must neither race nor steal bytes from the new try.
+type requestBody struct {
+	mu       sync.Mutex
+	src      io.ReadCloser
+	err      error // reading from the client failed: the client's fault, not the backend's
+	limit    int
+	kept     []byte
+	overflow bool // more than limit was read: the body can no longer be replayed
+	try      int  // the current try; readers of older ones get errStaleAttempt
+	pos      int  // how much of kept the current try has read
+}
+
+func newRequestBody(src io.ReadCloser, limit int) *requestBody {
+	return &requestBody{src: src, limit: limit}
+}
+
+// clientErr reports whether reading from the client failed.
+func (b *requestBody) clientErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// next returns a reader for a new try, or false when what was read so far was not kept.
+func (b *requestBody) next() (io.ReadCloser, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.overflow {
+		return nil, false
+	}
+	b.try++
+	b.pos = 0
+	return tryBody{b: b, try: b.try}, true
+}
+
+// replayable reports whether a new try could send the body again.
+func (b *requestBody) replayable() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.overflow
+}
+
+// first returns the reader for the first try.
+func (b *requestBody) first() io.ReadCloser { return tryBody{b: b} }
+
+type tryBody struct {
+	b   *requestBody
+	try int
+}
+
+func (t tryBody) Read(p []byte) (int, error) {
+	b := t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t.try != b.try {
+		return 0, errStaleAttempt
+	}
+	if b.pos < len(b.kept) {
+		n := copy(p, b.kept[b.pos:])
+		b.pos += n
+		return n, nil
+	}
+	n, err := b.src.Read(p)
+	if n > 0 && !b.overflow {
+		if len(b.kept)+n <= b.limit {
+			b.kept = append(b.kept, p[:n]...)
+			b.pos = len(b.kept)
+		} else {
+			b.overflow, b.kept, b.pos = true, nil, 0
+		}
+	}
+	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) {
+		b.err = err
+	}
+	return n, err
+}
+
+// Close does nothing: the server closes the client's body when the handler returns.
+func (tryBody) Close() error { return nil }
+
+// retryCounts counts retries by the reason of the failure that caused them.
+type retryCounts struct {
+	mu sync.Mutex
+	n  map[string]uint64
+}
+
+func (c *retryCounts) count(reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]uint64{}
+	}
+	c.n[reason]++
+}
+
+// Retries reports how many retries the Handler has made, by the reason of the failure that
+// caused each.
+func (h *Handler) Retries() map[string]uint64 {
+	h.retries.mu.Lock()
+	defer h.retries.mu.Unlock()
+	return maps.Clone(h.retries.n)
+}
