@@ -36,12 +36,6 @@ const (
 	statusClientClosed   = 499               // logged for reasonClientGone, never sent
 )
 
-// neverReached reports whether a failure of this class proves that the request did not
-// reach a backend, so that it may be sent elsewhere whatever its method.
-func neverReached(reason string) bool {
-	return reason == reasonConnect || reason == reasonConnectTimeout
-}
-
 // backendFailed reports whether a failure of this class counts against the backend for
 // passive health.
 func backendFailed(reason string) bool {
@@ -95,8 +89,10 @@ func isTLSHandshakeError(err error) bool {
 func (h *Handler) fail(ex *exchange, r *http.Request, err error) {
 	status, reason := classify(err, r, ex.body)
 	logFailure(h.log, ex, r, status, reason, err)
-	if reason == reasonClientGone {
-		ex.rw.status = statusClientClosed
+	if reason == reasonClientGone || ex.rw.hijacked {
+		if ex.rw.status == 0 {
+			ex.rw.status = statusClientClosed
+		}
 		return
 	}
 	if status == http.StatusServiceUnavailable {

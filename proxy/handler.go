@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptrace"
 	"sync/atomic"
 
 	"go.uber.org/zap"
@@ -46,6 +49,11 @@ type exchange struct {
 	site  string       // the current try's site
 	body  *requestBody // nil for a request without a body
 	tries int
+	// conns counts the backend connections the Transport got for this request
+	// (httptrace GotConn). A try during which it did not move never reached a backend: the
+	// dial, DNS lookup or TLS handshake failed. Judging by error types instead would take
+	// a TLS record error after the request was sent for a handshake failure.
+	conns atomic.Int32
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -67,11 +75,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(ex, r, err)
 		return
 	}
-	defer h.finish(ex, r)
+	defer h.finish(ex, r, t)
+	if t.retry.attempts > 1 {
+		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+			GotConn: func(httptrace.GotConnInfo) { ex.conns.Add(1) },
+		}))
+	}
 	for {
 		ex.tries++
 		site := &t.sites[ex.lease.SiteIndex]
 		ex.site = site.name
+		connsBefore := ex.conns.Load()
 		site.backends[ex.lease.BackendIndex].ServeHTTP(&ex.rw, r)
 		err := ex.rw.err
 		if err == nil {
@@ -79,8 +93,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		status, reason := classify(err, r, ex.body)
+		if ex.rw.hijacked {
+			reason = reasonClientGone // the tunnel was handed over; what fails now is not the backend's doing
+		}
 		t.observe(ex, reason)
-		if !h.retry(t, ex, r, status, reason, err) {
+		reached := ex.conns.Load() != connsBefore
+		if !h.retry(t, ex, r, status, reason, reached, err) {
 			h.fail(ex, r, err)
 			return
 		}
@@ -89,20 +107,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // retry moves ex to another backend for one more try, if the retry policy allows one after
 // a try that failed with reason (see retry.go), and reports whether it did.
-func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, status int, reason string, err error) bool {
+func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, status int, reason string, reached bool, err error) bool {
 	p := &t.retry
 	switch {
 	case ex.tries >= p.attempts:
 		return false
-	case ex.rw.status != 0 || ex.rw.informational:
+	case ex.rw.status != 0 || ex.rw.informational || ex.rw.hijacked:
 		return false // the client has seen part of this answer
 	case reason == reasonClientGone || reason == reasonClientBody:
 		return false
-	case !neverReached(reason) && !p.idempotent(r):
+	case reached && !p.idempotent(r):
 		return false // it may have reached the backend: a payment must not go twice
 	case ex.body != nil && !ex.body.replayable():
 		return false
-	case !p.budget.allow():
+	}
+	var next balancer.Lease
+	if t.picker.PickRetry(&next, ex.lease.SiteIndex, ex.lease.BackendIndex) != nil {
+		return false // nowhere else to go; the failure is answered on this try's lease
+	}
+	if !p.budget.allow() {
+		next.Done(balancer.Result{})
 		if ce := h.log.Check(zap.WarnLevel, "retry budget exhausted"); ce != nil {
 			ce.Write(ex.logFields(r, status, reason)...)
 		}
@@ -112,12 +136,9 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, status int, rea
 	if ex.body != nil {
 		var ok bool
 		if body, ok = ex.body.next(); !ok {
+			next.Done(balancer.Result{})
 			return false
 		}
-	}
-	var next balancer.Lease
-	if t.picker.PickRetry(&next, ex.lease.SiteIndex, ex.lease.BackendIndex) != nil {
-		return false // nowhere else to go; the failure is answered on this try's lease
 	}
 	from := ex.lease.Backend.ID.Addr
 	ex.lease.Done(balancer.Result{Status: status, Err: err})
@@ -137,7 +158,7 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, status int, rea
 // finish releases the lease on every path out of ServeHTTP, including the panic with which
 // ReverseProxy aborts a response whose body could not be copied (the backend broke off, or
 // the client went away).
-func (h *Handler) finish(ex *exchange, r *http.Request) {
+func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
 	v := recover()
 	if v == nil {
 		ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: ex.rw.err})
@@ -147,6 +168,8 @@ func (h *Handler) finish(ex *exchange, r *http.Request) {
 	level, reason := zap.WarnLevel, "backend_aborted"
 	if r.Context().Err() != nil {
 		level, reason = zap.DebugLevel, reasonClientGone
+	} else {
+		t.observe(ex, reasonBadGateway) // the backend broke off its answer: a failure
 	}
 	if ce := h.log.Check(level, "response aborted"); ce != nil {
 		ce.Write(append(ex.logFields(r, ex.rw.status, reason),
@@ -162,6 +185,7 @@ type responseWriter struct {
 	ex            *exchange
 	status        int // the final status sent, once sent
 	informational bool
+	hijacked      bool
 	bytes         int64
 	err           error // the current try's forwarding error, when there was one
 }
@@ -187,6 +211,13 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 }
 
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack hands the client's connection over (a WebSocket tunnel) and remembers it: no
+// retry, and no error answer, can follow.
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.hijacked = true
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
 
 // FlushError sends what has been written to the client. ReverseProxy flushes after every
 // write (FlushInterval -1) so that streamed bodies flow at once, and also flushes the

@@ -33,11 +33,39 @@ type retryPolicy struct {
 	budget            *retryBudget
 }
 
-// idempotent reports whether r may be sent again after it may have reached a backend.
+// idempotent reports whether r may be sent again after it may have reached a backend. The
+// idempotency header counts only if it reaches the backend: one that the request's own
+// Connection header names is dropped on the way, and so proves nothing.
 func (p *retryPolicy) idempotent(r *http.Request) bool {
-	return idempotentMethods[r.Method] ||
-		(p.idempotencyHeader != "" && r.Header.Get(p.idempotencyHeader) != "")
+	if idempotentMethods[r.Method] {
+		return true
+	}
+	h := p.idempotencyHeader
+	return h != "" && r.Header.Get(h) != "" && !hasToken(r.Header["Connection"], h)
 }
+
+// fenceTransportReplay stops net/http's Transport from sending out again on its own a
+// request the policy says must not be: the Transport silently resends a request without a
+// body, after a kept-alive connection failed, when its method is idempotent or it carries
+// Idempotency-Key or X-Idempotency-Key — whatever retries.idempotency_header says. A
+// non-nil empty body makes it not replayable. The price, for such rare requests only (a
+// POST or PATCH with no body and a key the policy does not honour): the empty body goes
+// out chunked rather than with Content-Length: 0.
+func (p *retryPolicy) fenceTransportReplay(out *http.Request) {
+	if out.Body != nil && out.Body != http.NoBody || p.idempotent(out) {
+		return
+	}
+	if out.Header.Get("Idempotency-Key") != "" || out.Header.Get("X-Idempotency-Key") != "" {
+		out.Body = emptyBody{}
+	}
+}
+
+// emptyBody is a request body with nothing in it that net/http does not recognise as
+// http.NoBody.
+type emptyBody struct{}
+
+func (emptyBody) Read([]byte) (int, error) { return 0, io.EOF }
+func (emptyBody) Close() error             { return nil }
 
 // retryBudget caps retries at a fraction of the requests of the last budgetWindow seconds,
 // with a floor of minPerSecond retries a second, so that retries cannot multiply an outage.
@@ -77,23 +105,28 @@ func (b *retryBudget) slot(sec int64) *budgetSlot {
 // request counts one incoming request.
 func (b *retryBudget) request() { b.slot(b.now().Unix()).requests.Add(1) }
 
-// allow spends one retry if the budget has one left.
+// allow spends one retry if the budget has one left: fewer than minPerSecond this second,
+// or fewer than ratio of the requests of the window. Concurrent callers never overspend.
 func (b *retryBudget) allow() bool {
 	sec := b.now().Unix()
-	var requests, retries int64
-	for i := range b.slots {
-		s := &b.slots[i]
-		if sec-s.second.Load() < budgetWindow {
-			requests += s.requests.Load()
-			retries += s.retries.Load()
+	cur := b.slot(sec)
+	for {
+		var requests, retries int64
+		for i := range b.slots {
+			s := &b.slots[i]
+			if sec-s.second.Load() < budgetWindow {
+				requests += s.requests.Load()
+				retries += s.retries.Load()
+			}
+		}
+		mine := cur.retries.Load()
+		if mine >= int64(b.minPerSecond) && float64(retries+1) > b.ratio*float64(requests) {
+			return false
+		}
+		if cur.retries.CompareAndSwap(mine, mine+1) {
+			return true
 		}
 	}
-	limit := max(float64(b.minPerSecond*budgetWindow), b.ratio*float64(requests))
-	if float64(retries+1) > limit {
-		return false
-	}
-	b.slot(sec).retries.Add(1)
-	return true
 }
 
 // errStaleAttempt is what an earlier try's reader gets if the transport reads the body

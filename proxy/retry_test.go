@@ -1,14 +1,17 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -147,6 +150,11 @@ func TestBankSafeRetries(t *testing.T) {
 		{name: "POST with an idempotency key: retried", first: "reset", method: "POST", body: body,
 			header:     http.Header{"Idempotency-Key": {"pay-42"}},
 			wantStatus: 200, wantBody: "ok from second", wantFirst: 1, wantSecond: 1, wantRetryWhy: reasonBadGateway},
+		{name: "POST whose idempotency key its Connection header strips: not retried", first: "reset", method: "POST", body: body,
+			header:     http.Header{"Idempotency-Key": {"pay-42"}, "Connection": {"Idempotency-Key"}},
+			wantStatus: 502, wantBody: "Bad Gateway\n", wantFirst: 1, wantSecond: 0},
+		{name: "POST to an https backend whose certificate is not trusted: retried, received once", first: "untrusted-tls", method: "POST", body: body,
+			wantStatus: 200, wantBody: "ok from second", wantFirst: 0, wantSecond: 1, wantRetryWhy: reasonConnect},
 		{name: "POST to a refused port: retried elsewhere, received once", first: "refused", method: "POST", body: body,
 			wantStatus: 200, wantBody: "ok from second", wantFirst: 0, wantSecond: 1, wantRetryWhy: reasonConnect},
 		{name: "PUT whose body was too large to keep: not retried", first: "reset", method: "PUT", body: bytes.Repeat([]byte("x"), 200<<10),
@@ -161,7 +169,17 @@ func TestBankSafeRetries(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var first *scripted
 			firstURL := refusedURL(t)
-			if tc.first != "refused" {
+			switch tc.first {
+			case "refused":
+			case "untrusted-tls":
+				// The handshake fails before the request is written: it never reached it.
+				tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					t.Error("a request reached the backend whose certificate is not trusted")
+				}))
+				tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
+				t.Cleanup(tlsSrv.Close)
+				firstURL = tlsSrv.URL
+			default:
 				first = newScripted(t, "first", tc.first)
 				firstURL = first.srv.URL
 			}
@@ -227,46 +245,72 @@ func TestBankSafeRetries(t *testing.T) {
 
 func TestRetryBudgetCapsRetries(t *testing.T) {
 	// Both sites refuse: every request fails. With a budget of 0 and a floor of 3 a second,
-	// at most 3 × 10 retries fit in the window, however many requests come.
+	// 3 retries fit in the (frozen) second, however many requests come.
 	e := startRetryProxy(t, refusedURL(t), refusedURL(t),
 		"retries: {attempts: 2, budget: 0, min_per_second: 3}\noutlier: {consecutive_failures: 0}\n")
+	frozen := time.Unix(1000, 0)
+	e.table.retry.budget.now = func() time.Time { return frozen }
 	for range 60 {
 		if status, _ := e.do(t, "GET", nil, nil); status != http.StatusBadGateway {
 			t.Fatalf("status %d, want 502", status)
 		}
 	}
-	if got := e.handler.Retries()[reasonConnect]; got != 30 {
-		t.Fatalf("%d retries for 60 failing requests, want the budget's 30", got)
+	if got := e.handler.Retries()[reasonConnect]; got != 3 {
+		t.Fatalf("%d retries for 60 failing requests, want the floor's 3", got)
 	}
-	if e.logs.FilterMessage("retry budget exhausted").Len() != 30 {
-		t.Fatalf("want 30 'retry budget exhausted' entries, got %d", e.logs.FilterMessage("retry budget exhausted").Len())
+	if n := e.logs.FilterMessage("retry budget exhausted").Len(); n != 57 {
+		t.Fatalf("want 57 'retry budget exhausted' entries, got %d", n)
 	}
 }
 
 func TestRetryBudgetWindow(t *testing.T) {
 	now := time.Unix(1000, 0)
 	b := newRetryBudget(0.2, 1, func() time.Time { return now })
+	allowedOf := func(n int) int {
+		allowed := 0
+		for range n {
+			if b.allow() {
+				allowed++
+			}
+		}
+		return allowed
+	}
 	for range 100 {
 		b.request()
 	}
-	allowed := 0
-	for range 50 {
-		if b.allow() {
-			allowed++
-		}
-	}
-	if allowed != 20 {
-		t.Fatalf("allowed %d retries for 100 requests at 20%%, want 20", allowed)
+	if got := allowedOf(50); got != 20 {
+		t.Fatalf("allowed %d retries for 100 requests at 20%%, want 20", got)
 	}
 	now = now.Add(budgetWindow * time.Second) // the window has moved past all of them
-	allowed = 0
-	for range 50 {
-		if b.allow() {
-			allowed++
-		}
+	if got := allowedOf(50); got != 1 {
+		t.Fatalf("allowed %d retries with no recent requests, want the floor of 1 a second", got)
 	}
-	if allowed != budgetWindow {
-		t.Fatalf("allowed %d retries with no recent requests, want the floor of %d", allowed, budgetWindow)
+	now = now.Add(time.Second)
+	if got := allowedOf(50); got != 1 {
+		t.Fatalf("allowed %d retries in the next second, want the floor of 1", got)
+	}
+}
+
+func TestRetryBudgetConcurrentNeverOverspends(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := newRetryBudget(0, 5, func() time.Time { return now })
+	var allowed atomic.Int64
+	done := make(chan struct{})
+	for range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range 100 {
+				if b.allow() {
+					allowed.Add(1)
+				}
+			}
+		}()
+	}
+	for range 8 {
+		<-done
+	}
+	if allowed.Load() != 5 {
+		t.Fatalf("8 goroutines were allowed %d retries, want exactly the floor of 5", allowed.Load())
 	}
 }
 
@@ -411,5 +455,183 @@ func TestActiveHealthRedistributesShareAndSurvivesRebuild(t *testing.T) {
 	}
 	if got := split(100); got["idc1"] != 50 || got["idc2"] != 30 || got["aws"] != 20 {
 		t.Fatalf("after idc2 returns the split is %v, want 50/30/20", got)
+	}
+}
+
+// keepAliveDropper answers the first request on each connection and then, after reading the
+// second in full, closes the connection without a word: a backend that crashed, or closed
+// its idle connection, just as the request arrived. It counts the POSTs it read.
+func keepAliveDropper(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var posts atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for n := 1; ; n++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					if req.Method == http.MethodPost {
+						posts.Add(1)
+					}
+					if n == 2 {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return "http://" + ln.Addr().String(), &posts
+}
+
+// Regression: net/http's Transport resends a request without a body on its own, after a
+// kept-alive connection fails, when it carries Idempotency-Key or X-Idempotency-Key —
+// whatever the retry policy says, uncounted. A POST the policy must not replay is sent once.
+func TestTransportDoesNotReplayBodylessPOST(t *testing.T) {
+	for _, tc := range []struct{ name, extra, header string }{
+		{"X-Idempotency-Key is not the configured header", "", "X-Idempotency-Key"},
+		{"idempotency header turned off", "retries: {idempotency_header: \"\"}\n", "Idempotency-Key"},
+		{"retries off", "retries: {attempts: 1}\n", "X-Idempotency-Key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, posts := keepAliveDropper(t)
+			cfg, err := configs.Parse("t.yaml", fmt.Appendf(nil, "sites:\n- {name: only, weight: 1, backends: [%q]}\n%s", u, tc.extra))
+			if err != nil {
+				t.Fatal(err)
+			}
+			table, err := Build(cfg, Deps{Registry: balancer.NewRegistry()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer table.Close()
+			e := &retryEnv{url: serveInternal(t, cfg, NewHandler(table, nil)), client: &http.Client{Transport: &http.Transport{}}}
+			defer e.client.CloseIdleConnections()
+			if status, _ := e.do(t, "GET", nil, nil); status != http.StatusOK { // leaves an idle backend connection
+				t.Fatalf("warm-up status %d", status)
+			}
+			status, _ := e.do(t, "POST", nil, http.Header{tc.header: {"k1"}})
+			if status != http.StatusBadGateway {
+				t.Errorf("status %d, want 502", status)
+			}
+			if n := posts.Load(); n != 1 {
+				t.Fatalf("the backend executed the POST %d times, want once", n)
+			}
+		})
+	}
+}
+
+// Regression: a backend that active health had marked down stayed down for good once a new
+// config dropped its site's health section: nothing would ever mark it up.
+func TestBackendComesBackWhenHealthChecksAreRemoved(t *testing.T) {
+	ok := newScripted(t, "a", "ok")
+	reg := balancer.NewRegistry()
+	withHealth, err := configs.Parse("1.yaml", fmt.Appendf(nil, "sites:\n- {name: a, weight: 1, backends: [%q], health: {initial: down}}\n", ok.srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1, err := Build(withHealth, Deps{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1.Close()
+	if reg.Backend(balancer.BackendID{Site: "a", Addr: ok.srv.URL}).Up() {
+		t.Fatal("initial: down did not take the backend out")
+	}
+	without, err := configs.Parse("2.yaml", fmt.Appendf(nil, "sites:\n- {name: a, weight: 1, backends: [%q]}\n", ok.srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, err := Build(without, Deps{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer t2.Close()
+	if t2.Monitor() != nil {
+		t.Fatal("a Monitor without health sections")
+	}
+	if !reg.Backend(balancer.BackendID{Site: "a", Addr: ok.srv.URL}).Up() {
+		t.Fatal("the backend is still down under a config without health checks")
+	}
+}
+
+// hijackRW is a ResponseWriter whose client is gone as soon as the connection is hijacked.
+type hijackRW struct {
+	h        http.Header
+	hijacked int
+}
+
+func (w *hijackRW) Header() http.Header { return w.h }
+func (w *hijackRW) WriteHeader(int)     {}
+func (w *hijackRW) Write(p []byte) (int, error) {
+	if w.hijacked > 0 {
+		return 0, http.ErrHijacked
+	}
+	return len(p), nil
+}
+func (w *hijackRW) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.hijacked++
+	if w.hijacked > 1 {
+		return nil, nil, http.ErrHijacked
+	}
+	a, b := net.Pipe()
+	b.Close() // the client is gone: the 101 cannot be passed on
+	return a, bufio.NewReadWriter(bufio.NewReader(a), bufio.NewWriter(a)), nil
+}
+
+// Regression: once the client connection was hijacked for a WebSocket, a failure writing the
+// 101 to it was retried (another upgrade sent to another backend) and counted against the
+// backend.
+func TestNoRetryAfterHijack(t *testing.T) {
+	var upgrades atomic.Int64
+	ws := func() string {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			upgrades.Add(1)
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			brw.Flush()
+		}))
+		t.Cleanup(s.Close)
+		return s.URL
+	}
+	e := startRetryProxy(t, ws(), ws(), "retries: {attempts: 3}\n")
+	req := httptest.NewRequest("GET", "/ws", nil)
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Connection", "Upgrade")
+	rw := &hijackRW{h: http.Header{}}
+	e.handler.ServeHTTP(rw, req)
+	if upgrades.Load() != 1 || rw.hijacked != 1 || len(e.handler.Retries()) != 0 {
+		t.Fatalf("upgrades sent %d, hijacks %d, retries %v; want 1, 1, none", upgrades.Load(), rw.hijacked, e.handler.Retries())
 	}
 }

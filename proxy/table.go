@@ -108,9 +108,12 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 			if err != nil {
 				return nil, fmt.Errorf("site %s: backend %q: %w", s.Name, raw, err)
 			}
-			route.backends = append(route.backends, newForwarder(target, tr, t.modifyResponse, d))
+			route.backends = append(route.backends, newForwarder(target, tr, t, d))
 			if s.Health != nil {
 				targets = append(targets, healthTarget(d.Registry, s.Name, raw, s.Health))
+			} else if b, known := d.Registry.Lookup(balancer.BackendID{Site: s.Name, Addr: raw}); known && !b.Healthy() {
+				// Its site no longer has health checks: nothing would ever bring it back.
+				d.Registry.SetUp(s.Name, raw, true)
 			}
 		}
 		t.sites[i] = route

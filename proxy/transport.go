@@ -57,7 +57,7 @@ func newTransport(t configs.Timeouts) *http.Transport {
 // newForwarder returns the ReverseProxy for one backend. The inbound Host header is kept
 // (backends see the name the client asked for) and X-Forwarded-Host/-Proto are set;
 // X-Forwarded-For gets the client's address appended to what the request carried.
-func newForwarder(target *url.URL, tr http.RoundTripper, modify func(*http.Response) error, d Deps) forwarder {
+func newForwarder(target *url.URL, tr http.RoundTripper, t *Table, d Deps) forwarder {
 	scheme, host := target.Scheme, target.Host
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -73,13 +73,14 @@ func newForwarder(target *url.URL, tr http.RoundTripper, modify func(*http.Respo
 			// The request ID is ours, set by Handler: "Connection: X-Request-Id" must not
 			// strip it on the way to the backend.
 			pr.Out.Header[headerRequestID] = pr.In.Header[headerRequestID]
+			t.retry.fenceTransportReplay(pr.Out)
 		},
 		Transport: tr,
 		// Flush every write: streamed responses and server-sent events reach the client as
 		// the backend sends them.
 		FlushInterval:  -1,
 		BufferPool:     d.Buffers,
-		ModifyResponse: modify,
+		ModifyResponse: t.modifyResponse,
 		ErrorHandler:   recordError,
 		// The Handler logs each failure once, with the request's context; ReverseProxy's own
 		// lines would repeat them without it.
