@@ -39,6 +39,27 @@ func serveInternalSrv(t *testing.T, cfg *configs.Config, h http.Handler) (string
 	return "http://" + ln.Addr().String(), srv
 }
 
+// mustParse parses a test config.
+func mustParse(t *testing.T, name string, yaml []byte) *configs.Config {
+	t.Helper()
+	cfg, err := configs.Parse(name, yaml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// mustBuild builds a Table for cfg, closed when the test ends.
+func mustBuild(t *testing.T, cfg *configs.Config, d Deps) *Table {
+	t.Helper()
+	table, err := Build(cfg, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(table.Close)
+	return table
+}
+
 type panickingForwarder struct{}
 
 func (panickingForwarder) ServeHTTP(http.ResponseWriter, *http.Request) { panic("bug in a forwarder") }
@@ -46,16 +67,9 @@ func (panickingForwarder) ServeHTTP(http.ResponseWriter, *http.Request) { panic(
 // A panic on the request path must still release the lease (Handler.finish), and must not
 // take the proxy down: net/http recovers it and closes that one connection.
 func TestPanicInForwarderReleasesLease(t *testing.T) {
-	cfg, err := configs.Parse("t.yaml", []byte("sites:\n- {name: a, weight: 1, backends: [\"http://127.0.0.1:9\"]}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := mustParse(t, "t.yaml", []byte("sites:\n- {name: a, weight: 1, backends: [\"http://127.0.0.1:9\"]}\n"))
 	reg := balancer.NewRegistry()
-	table, err := Build(cfg, Deps{Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer table.Close()
+	table := mustBuild(t, cfg, Deps{Registry: reg})
 	table.sites[0].backends[0] = panickingForwarder{}
 	core, logs := observer.New(zap.WarnLevel)
 	url := serveInternal(t, cfg, NewHandler(table, zap.New(core)))
@@ -87,17 +101,10 @@ func TestFailureLoggedOnce(t *testing.T) {
 	}
 	refused := "http://" + ln.Addr().String()
 	ln.Close() // nothing listens there now: connection refused
-	cfg, err := configs.Parse("t.yaml", fmt.Appendf(nil, "sites:\n- {name: idc1, weight: 1, backends: [%q]}\n", refused))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := mustParse(t, "t.yaml", fmt.Appendf(nil, "sites:\n- {name: idc1, weight: 1, backends: [%q]}\n", refused))
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(core)
-	table, err := Build(cfg, Deps{Registry: balancer.NewRegistry(), Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer table.Close()
+	table := mustBuild(t, cfg, Deps{Registry: balancer.NewRegistry(), Log: log})
 	url := serveInternal(t, cfg, NewHandler(table, log))
 
 	tr := &http.Transport{}
@@ -145,11 +152,7 @@ func TestBackendThatStopsReadingUploadGets504(t *testing.T) {
 	}
 	core, logs := observer.New(zap.WarnLevel)
 	reg := balancer.NewRegistry()
-	table, err := Build(cfg, Deps{Registry: reg, Log: zap.New(core)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer table.Close()
+	table := mustBuild(t, cfg, Deps{Registry: reg, Log: zap.New(core)})
 	url := serveInternal(t, cfg, NewHandler(table, zap.New(core)))
 
 	tr := &http.Transport{}
@@ -200,16 +203,9 @@ func TestTLSHandshakeFailureIsConnect(t *testing.T) {
 		{"plain HTTP behind an https URL", "https://" + strings.TrimPrefix(plain.URL, "http://")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := configs.Parse("t.yaml", fmt.Appendf(nil, "sites:\n- {name: idc1, weight: 1, backends: [%q]}\n", tc.backend))
-			if err != nil {
-				t.Fatal(err)
-			}
+			cfg := mustParse(t, "t.yaml", fmt.Appendf(nil, "sites:\n- {name: idc1, weight: 1, backends: [%q]}\n", tc.backend))
 			core, logs := observer.New(zap.WarnLevel)
-			table, err := Build(cfg, Deps{Registry: balancer.NewRegistry(), Log: zap.New(core)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer table.Close()
+			table := mustBuild(t, cfg, Deps{Registry: balancer.NewRegistry(), Log: zap.New(core)})
 			url := serveInternal(t, cfg, NewHandler(table, zap.New(core)))
 			tr := &http.Transport{}
 			defer tr.CloseIdleConnections()

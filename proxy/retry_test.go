@@ -326,11 +326,7 @@ func TestPassiveEjectionMovesTrafficAway(t *testing.T) {
 	reg := balancer.NewRegistry()
 	outliers := NewOutliers(cfg, reg, nil)
 	defer outliers.Close()
-	table, err := Build(cfg, Deps{Registry: reg, Outliers: outliers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer table.Close()
+	table := mustBuild(t, cfg, Deps{Registry: reg, Outliers: outliers})
 	outliers.SetMembers(table.Members())
 	e := &retryEnv{url: serveInternal(t, cfg, NewHandler(table, nil)), client: &http.Client{Transport: &http.Transport{}}}
 	defer e.client.CloseIdleConnections()
@@ -383,16 +379,9 @@ func TestActiveHealthRedistributesShareAndSurvivesRebuild(t *testing.T) {
 - {name: idc2, weight: 3, backends: [%q], health: {path: /healthz, interval: 10ms, timeout: 5ms, rise: 2, fall: 2}}
 - {name: aws, weight: 2, backends: [%q]}
 `, backend("idc1", nil), backend("idc2", &idc2Healthy), backend("aws", nil))
-	cfg, err := configs.Parse("t.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := mustParse(t, "t.yaml", []byte(yaml))
 	reg := balancer.NewRegistry()
-	table, err := Build(cfg, Deps{Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer table.Close()
+	table := mustBuild(t, cfg, Deps{Registry: reg})
 	h := NewHandler(table, nil)
 	url := serveInternal(t, cfg, h)
 	client := &http.Client{Transport: &http.Transport{}}
@@ -435,11 +424,7 @@ func TestActiveHealthRedistributesShareAndSurvivesRebuild(t *testing.T) {
 
 	// A new Table over the same Registry (a reload) starts from idc2 down, not from up.
 	stop()
-	table2, err := Build(cfg, Deps{Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer table2.Close()
+	table2 := mustBuild(t, cfg, Deps{Registry: reg})
 	if targets := table2.monitorTargets(); len(targets) != 1 || targets[0].Up {
 		t.Fatalf("new generation's targets %+v, want idc2 starting down", targets)
 	}
@@ -523,15 +508,8 @@ func TestTransportDoesNotReplayBodylessPOST(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u, posts := keepAliveDropper(t)
-			cfg, err := configs.Parse("t.yaml", fmt.Appendf(nil, "sites:\n- {name: only, weight: 1, backends: [%q]}\n%s", u, tc.extra))
-			if err != nil {
-				t.Fatal(err)
-			}
-			table, err := Build(cfg, Deps{Registry: balancer.NewRegistry()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer table.Close()
+			cfg := mustParse(t, "t.yaml", fmt.Appendf(nil, "sites:\n- {name: only, weight: 1, backends: [%q]}\n%s", u, tc.extra))
+			table := mustBuild(t, cfg, Deps{Registry: balancer.NewRegistry()})
 			e := &retryEnv{url: serveInternal(t, cfg, NewHandler(table, nil)), client: &http.Client{Transport: &http.Transport{}}}
 			defer e.client.CloseIdleConnections()
 			if status, _ := e.do(t, "GET", nil, nil); status != http.StatusOK { // leaves an idle backend connection
