@@ -71,8 +71,10 @@ func classify(err error, r *http.Request, body *requestBody) (int, string) {
 	}
 }
 
-// isTLSHandshakeError reports whether err is a failed TLS handshake with a backend: the
-// request never reached it.
+// isTLSHandshakeError reports whether err looks like a failed TLS handshake with a backend,
+// for the status and the logged reason only. Whether a retry is safe is not judged from
+// error types (a TLS record error can also come after the request was sent) but from
+// whether a connection was made (exchange.conns).
 func isTLSHandshakeError(err error) bool {
 	var verify *tls.CertificateVerificationError
 	var record tls.RecordHeaderError

@@ -11,10 +11,11 @@ import (
 	"time"
 )
 
-// Retry policy (bank-safe): a try that provably never reached a backend (the dial or the TLS
-// handshake failed) may be retried for any method; a try that may have reached one (reset,
-// timeout, a 502 from upstream) only for an idempotent method or a request carrying the
-// idempotency header; never once any response byte went to the client, never when the body
+// Retry policy (bank-safe): a try that provably never reached a backend (the Transport got
+// no connection for it: the dial, DNS lookup or TLS handshake failed; see exchange.conns)
+// may be retried for any method; a try that may have reached one (a connection was made,
+// then a reset, timeout or 502 from upstream) only for an idempotent method or a request
+// carrying the idempotency header; never once any response byte went to the client, never when the body
 // sent so far was too large to keep, never beyond retries.attempts, and only while the retry
 // budget allows.
 
