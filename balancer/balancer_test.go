@@ -13,9 +13,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func opts532() Options {
 	return Options{Sites: []SiteOptions{
-		{Name: "idc1", Weight: 5, Backends: []string{"http://a1", "http://a2"}},
-		{Name: "idc2", Weight: 3, Backends: []string{"http://b1", "http://b2"}},
-		{Name: "aws", Weight: 2, Backends: []string{"http://c1", "http://c2"}},
+		{Name: "idc1", Weight: 5, Backends: []string{"http://a1", "http://a2"}, MaxInflight: 1000},
+		{Name: "idc2", Weight: 3, Backends: []string{"http://b1", "http://b2"}, MaxInflight: 1000},
+		{Name: "aws", Weight: 2, Backends: []string{"http://c1", "http://c2"}, MaxInflight: 1000},
 	}}
 }
 
@@ -86,10 +86,18 @@ func TestScheduleIsSmooth(t *testing.T) {
 	}
 }
 
+// bi is the index of l's backend among its site's members.
+func bi(p *Picker, l *Lease) int {
+	return slices.Index((*p.members.Load())[l.SiteIndex], l.Backend)
+}
+
+// member is backend j of site i.
+func member(p *Picker, i, j int) *Backend { return (*p.members.Load())[i][j] }
+
 func pick(t *testing.T, p *Picker) *Lease {
 	t.Helper()
 	l := new(Lease)
-	if err := p.Pick(l); err != nil {
+	if err := p.Pick(l, 0); err != nil {
 		t.Fatalf("Pick: %v", err)
 	}
 	return l
@@ -149,7 +157,7 @@ func TestPickConcurrentKeepsExactCounts(t *testing.T) {
 		wg.Go(func() {
 			for range each {
 				var l Lease
-				if err := p.Pick(&l); err != nil {
+				if err := p.Pick(&l, 0); err != nil {
 					t.Error(err)
 					return
 				}
@@ -173,7 +181,7 @@ func TestPickConcurrentKeepsExactCounts(t *testing.T) {
 func TestPowerOfTwoChoicesPrefersLessLoaded(t *testing.T) {
 	reg := NewRegistry()
 	p, err := NewPicker(reg, Options{Sites: []SiteOptions{
-		{Name: "s", Weight: 1, Backends: []string{"http://a", "http://b", "http://c", "http://d"}},
+		{Name: "s", Weight: 1, Backends: []string{"http://a", "http://b", "http://c", "http://d"}, MaxInflight: 1000},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +194,7 @@ func TestPowerOfTwoChoicesPrefersLessLoaded(t *testing.T) {
 	}
 	per := map[int]int{}
 	for _, l := range held {
-		per[l.BackendIndex]++
+		per[bi(p, l)]++
 	}
 	for i := range 4 {
 		if per[i] < 80 || per[i] > 120 {
@@ -210,8 +218,8 @@ func TestPowerOfTwoChoicesExact(t *testing.T) {
 	}
 	l1 := pick(t, p) // tie: first candidate (0)
 	l2 := pick(t, p) // 0 has one in flight, 1 none
-	if l1.BackendIndex != 0 || l2.BackendIndex != 1 {
-		t.Fatalf("picks %d,%d; want 0 then 1 (less loaded)", l1.BackendIndex, l2.BackendIndex)
+	if bi(p, l1) != 0 || bi(p, l2) != 1 {
+		t.Fatalf("picks %d,%d; want 0 then 1 (less loaded)", bi(p, l1), bi(p, l2))
 	}
 	l1.Done(Result{})
 	l2.Done(Result{})
@@ -227,7 +235,7 @@ func TestDownSiteShareGoesToOthersByWeight(t *testing.T) {
 	// idc2 still has b2: it keeps its share, and only b2 gets its requests.
 	for range 30 {
 		l := pick(t, p)
-		if l.SiteIndex == 1 && l.BackendIndex != 1 {
+		if l.SiteIndex == 1 && bi(p, l) != 1 {
 			t.Fatalf("picked down backend b1")
 		}
 		l.Done(Result{})
@@ -258,7 +266,7 @@ func TestDownSiteShareGoesToOthersByWeight(t *testing.T) {
 		}
 	}
 	reg.SetUp("idc2", "http://b1", false)
-	if err := p.Pick(new(Lease)); err != ErrNoBackend {
+	if err := p.Pick(new(Lease), 0); err != ErrNoBackend {
 		t.Fatalf("all down: Pick = %v, want ErrNoBackend", err)
 	}
 }
@@ -320,7 +328,7 @@ func BenchmarkPick(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			var l Lease
-			if err := p.Pick(&l); err != nil {
+			if err := p.Pick(&l, 0); err != nil {
 				b.Fatal(err)
 			}
 			l.Done(Result{Status: 200})
@@ -357,7 +365,7 @@ func TestHealthFlapsWhilePicking(t *testing.T) {
 				default:
 				}
 				var l Lease
-				if err := p.Pick(&l); err != nil {
+				if err := p.Pick(&l, 0); err != nil {
 					t.Error(err) // aws and idc1 never go down: there is always a backend
 					return
 				}
@@ -378,8 +386,8 @@ func TestHealthFlapsWhilePicking(t *testing.T) {
 		l := pick(t, p)
 		if l.SiteIndex == 1 {
 			idc2++
-			if l.BackendIndex != 0 {
-				t.Fatalf("picked idc2 backend %d, which is down", l.BackendIndex)
+			if bi(p, l) != 0 {
+				t.Fatalf("picked idc2 backend %d, which is down", bi(p, l))
 			}
 		}
 		l.Done(Result{})
@@ -417,7 +425,7 @@ func TestPickRetryPrefersAnotherSiteByWeight(t *testing.T) {
 	counts := [3]int{}
 	for range 5000 {
 		var l Lease
-		if err := p.PickRetry(&l, 0, 0); err != nil {
+		if err := p.PickRetry(&l, 0, member(p, 0, 0)); err != nil {
 			t.Fatal(err)
 		}
 		counts[l.SiteIndex]++
@@ -445,16 +453,16 @@ func TestPickRetrySameSiteOtherBackend(t *testing.T) {
 	defer p.Close()
 	for range 50 {
 		var l Lease
-		if err := p.PickRetry(&l, 0, 1); err != nil {
+		if err := p.PickRetry(&l, 0, member(p, 0, 1)); err != nil {
 			t.Fatal(err)
 		}
-		if l.BackendIndex != 0 {
+		if bi(p, &l) != 0 {
 			t.Fatalf("retry went back to the failed backend")
 		}
 		l.Done(Result{})
 	}
 	reg.SetEjected("only", "http://a", true)
-	if err := p.PickRetry(new(Lease), 0, 1); err != ErrNoBackend {
+	if err := p.PickRetry(new(Lease), 0, member(p, 0, 1)); err != ErrNoBackend {
 		t.Fatalf("no other backend up: %v, want ErrNoBackend", err)
 	}
 	if reg.Backend(BackendID{"only", "http://a"}).Up() {

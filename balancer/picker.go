@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrNoBackend means no site in the split has a backend that is up.
@@ -13,6 +16,14 @@ var ErrNoBackend = errors.New("no backend available")
 // Options configure a Picker. They are plain data; proxy.Build translates the config file.
 type Options struct {
 	Sites []SiteOptions
+	// Resume is the fraction of its limit a site that filled up must fall below before the
+	// requests that prefer it go to it again (hysteresis); 0 means 1 (no hysteresis).
+	Resume float64
+	// QueueSize bounds the requests waiting for a slot when every site is full; 0: none wait.
+	QueueSize int
+	// QueueTimeout is the longest a request waits in the queue; 0 means no limit other than
+	// the request's context.
+	QueueTimeout time.Duration
 	// IntN returns a uniform random int in [0, n); nil means math/rand/v2.IntN. Injected so
 	// that tests can make the in-site choice exact.
 	IntN func(n int) int
@@ -22,45 +33,78 @@ type Options struct {
 type SiteOptions struct {
 	Name     string
 	Weight   int      // share of the split; 0 takes none
-	Backends []string // addresses, e.g. "http://10.0.1.10:8080"
+	Backends []string // addresses, e.g. "http://10.0.1.10:8080"; see Picker.SetMembers
+	// Elastic marks a spillover target: the excess of full sites goes to elastic sites
+	// first. An elastic site takes spillover even with weight 0.
+	Elastic bool
+	// MaxInflight is each backend's concurrency limit; 0 means adaptive (see Adaptive).
+	MaxInflight int
+	// Adaptive bounds the learned limit of a site without MaxInflight.
+	Adaptive AdaptiveOptions
+	// SlowStart is how long a backend that joins (or comes back up) takes to ramp its limit
+	// and its share of picks from a tenth to all of it; 0: no ramp.
+	SlowStart time.Duration
 }
 
-// Picker is an immutable snapshot of the sites and their backends, built by the control plane
-// and read by any number of requests at once. Pick takes no lock and does not allocate.
+// Picker is an immutable snapshot of the sites, their policies and their backends, built by
+// the control plane and read by any number of requests at once. Pick takes no lock and does
+// not allocate. Its member lists and health change through plans that the control plane
+// replaces (Registry.SetUp, SetMembers); a request keeps the plan it picked from.
 type Picker struct {
 	reg   *Registry
 	sites []pickerSite
 	// cursor is the splitter's position, shared with every Picker over the same site list.
-	cursor *atomic.Uint64
-	intN   func(n int) int
+	cursor       *atomic.Uint64
+	intN         func(n int) int
+	resume       float64
+	queueSize    int
+	queueTimeout time.Duration
+	spills       [][]*[numSpillReasons]atomic.Uint64 // [from][to], from the Registry
 
-	// plan is replaced by the control plane (Registry.SetUp) when health changes.
+	// members are the backends of each site, replaced whole by SetMembers.
+	mu      sync.Mutex // serialises SetMembers
+	members atomic.Pointer[[][]*Backend]
+	// plan is replaced by the control plane when health or membership changes.
 	plan atomic.Pointer[plan]
 }
 
 type pickerSite struct {
-	state    *Site
-	weight   int
-	backends []*Backend
+	state      *Site
+	weight     int
+	elastic    bool
+	static     int64 // per-backend limit; 0: adaptive
+	adaptive   AdaptiveOptions
+	slowStart  int64 // nanoseconds
+	hash       uint64
+	takesSpill bool // elastic, or in the split
 }
 
-// plan is what a Picker derives from health: the split over sites that have a backend up,
-// and, per site, the indexes of the backends that are up.
+// plan is what a Picker derives from health and membership: the split over sites that have
+// a backend up, and per site its members and the indexes of those that are up.
 type plan struct {
-	epoch uint64
-	seq   []int32
-	up    [][]int
+	epoch   uint64
+	seq     []int32
+	weights []int // the split's weights: 0 for a site with no backend up
+	members [][]*Backend
+	up      [][]int
+	elastic []int // indexes of elastic sites with a backend up, in config order
+	spill   []int // indexes of non-elastic sites in the split, in config order
 }
 
 // NewPicker builds a Picker over opts, taking the state of each site and backend from reg
 // (creating what it has not seen). Site names must be unique and backends unique within
 // their site; configs.Validate guarantees both for a loaded config.
 func NewPicker(reg *Registry, opts Options) (*Picker, error) {
-	p := &Picker{reg: reg, intN: opts.IntN}
+	p := &Picker{reg: reg, intN: opts.IntN, resume: opts.Resume,
+		queueSize: opts.QueueSize, queueTimeout: opts.QueueTimeout}
 	if p.intN == nil {
 		p.intN = rand.IntN
 	}
+	if !(p.resume > 0 && p.resume <= 1) {
+		p.resume = 1
+	}
 	names := make([]string, len(opts.Sites))
+	members := make([][]*Backend, len(opts.Sites))
 	seen := map[string]bool{}
 	for i, so := range opts.Sites {
 		if seen[so.Name] {
@@ -70,45 +114,114 @@ func NewPicker(reg *Registry, opts Options) (*Picker, error) {
 		if so.Weight < 0 {
 			return nil, fmt.Errorf("site %q: negative weight %d", so.Name, so.Weight)
 		}
-		names[i] = so.Name
-		ps := pickerSite{state: reg.Site(so.Name), weight: so.Weight}
-		addrs := map[string]bool{}
-		for _, addr := range so.Backends {
-			if addrs[addr] {
-				return nil, fmt.Errorf("site %q: backend %s listed twice", so.Name, addr)
-			}
-			addrs[addr] = true
-			ps.backends = append(ps.backends, reg.Backend(BackendID{Site: so.Name, Addr: addr}))
+		if so.MaxInflight < 0 {
+			return nil, fmt.Errorf("site %q: negative max_inflight %d", so.Name, so.MaxInflight)
 		}
+		names[i] = so.Name
+		ps := pickerSite{state: reg.Site(so.Name), weight: so.Weight, elastic: so.Elastic,
+			static: int64(so.MaxInflight), adaptive: so.Adaptive.withDefaults(),
+			slowStart: int64(so.SlowStart), hash: HashKey(so.Name),
+			takesSpill: so.Elastic || so.Weight > 0}
 		p.sites = append(p.sites, ps)
+		bs, err := p.backends(i, so.Backends)
+		if err != nil {
+			return nil, err
+		}
+		members[i] = bs
 	}
 	p.cursor = reg.cursor(names)
+	p.spills = reg.spillCounters(names)
+	p.members.Store(&members)
 	p.plan.Store(p.makePlan(reg.epoch.Load()))
 	reg.attach(p)
 	p.replan() // a health change between the first plan and attach
 	return p, nil
 }
 
+// backends returns the Registry's state for addrs in site i, refusing duplicates, and gives
+// each an adaptive limit if the site learns them.
+func (p *Picker) backends(i int, addrs []string) ([]*Backend, error) {
+	s := &p.sites[i]
+	seen := make(map[string]bool, len(addrs))
+	out := make([]*Backend, 0, len(addrs))
+	for _, addr := range addrs {
+		if seen[addr] {
+			return nil, fmt.Errorf("site %q: backend %s listed twice", s.state.Name, addr)
+		}
+		seen[addr] = true
+		b := p.reg.Backend(BackendID{Site: s.state.Name, Addr: addr})
+		if s.static == 0 {
+			if a := b.adaptive.Load(); a != nil {
+				a.SetBounds(s.adaptive.Floor, s.adaptive.Cap)
+			} else {
+				b.adaptive.CompareAndSwap(nil, NewAdaptiveLimit(s.adaptive))
+			}
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// SetMembers replaces the backends of the site called name (discovery found a new set).
+// New members slow-start; members that are gone take no new requests and finish the ones
+// they have. It returns the members now listed.
+func (p *Picker) SetMembers(name string, addrs []string) ([]*Backend, error) {
+	i := p.siteIndex(name)
+	if i < 0 {
+		return nil, fmt.Errorf("no site %q", name)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	bs, err := p.backends(i, addrs)
+	if err != nil {
+		return nil, err
+	}
+	old := *p.members.Load()
+	next := slices.Clone(old)
+	next[i] = bs
+	p.members.Store(&next)
+	p.reg.replanAll()
+	p.reg.queue.wake() // capacity may have grown
+	return bs, nil
+}
+
+func (p *Picker) siteIndex(name string) int {
+	for i := range p.sites {
+		if p.sites[i].state.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
 // Close detaches p from its Registry: health changes stop replanning it. Requests may still
 // use p; they see the health of the moment Close was called.
 func (p *Picker) Close() { p.reg.detach(p) }
 
-// makePlan derives the split and the up lists from the backends' health now. A site with
-// no backend up gets weight 0, so its share goes to the others in proportion to theirs.
+// makePlan derives the split and the up lists from the members and their health now. A site
+// with no backend up gets weight 0, so its share goes to the others in proportion to theirs.
 func (p *Picker) makePlan(epoch uint64) *plan {
-	pl := &plan{epoch: epoch, up: make([][]int, len(p.sites))}
-	weights := make([]int, len(p.sites))
+	members := *p.members.Load()
+	pl := &plan{epoch: epoch, members: members, up: make([][]int, len(p.sites)),
+		weights: make([]int, len(p.sites))}
 	for i, s := range p.sites {
-		for j, b := range s.backends {
+		for j, b := range members[i] {
 			if b.Up() {
 				pl.up[i] = append(pl.up[i], j)
 			}
 		}
-		if len(pl.up[i]) > 0 {
-			weights[i] = s.weight
+		if len(pl.up[i]) == 0 {
+			continue
+		}
+		pl.weights[i] = s.weight
+		switch {
+		case s.elastic:
+			pl.elastic = append(pl.elastic, i)
+		case s.weight > 0:
+			pl.spill = append(pl.spill, i)
 		}
 	}
-	pl.seq = schedule(weights)
+	pl.seq = schedule(pl.weights)
 	return pl
 }
 
@@ -133,119 +246,119 @@ func (p *Picker) replan() {
 type Lease struct {
 	Site    *Site
 	Backend *Backend
-	// SiteIndex and BackendIndex locate the pick in the Options the Picker was built from.
-	SiteIndex, BackendIndex int
+	// SiteIndex locates the site in the Options the Picker was built from.
+	SiteIndex int
+	// Preferred is the index of the site the split (or affinity) chose; it differs from
+	// SiteIndex when the request spilled, for Spill.
+	Preferred int
+	// Spill says why the request went to another site than its preferred one; "" if it did
+	// not.
+	Spill SpillReason
+	// Queued is how long the request waited for a slot.
+	Queued time.Duration
+	// Started is when the lease was taken.
+	Started time.Time
 
-	done bool
+	limit *AdaptiveLimit // the backend's, if its site learns limits
+	sent  int64          // the backend's in-flight count with this request
+	done  bool
 }
 
 // Result is how a leased request ended, reported to Lease.Done.
 type Result struct {
 	Status int   // HTTP status sent to the client; 0 if none was
 	Err    error // transport error, if any
+	// Latency is the backend's time to response headers; 0 when there is none to learn
+	// from (the client went away, the backend was not reached, a protocol switch).
+	Latency time.Duration
+	// Overload says the backend showed it is over its capacity: a timeout or a 503.
+	Overload bool
 }
 
-// Pick chooses a site by the weighted split and a backend inside it by power of two
-// choices on in-flight, and fills l, which must be unused. The caller must call l.Done
-// exactly once after a nil error. Pick never blocks.
-func (p *Picker) Pick(l *Lease) error {
+// Pick chooses the preferred site by the weighted split (or, for a key other than 0, by
+// affinity: see HashKey) and admits the request there when it has a free slot, or spills it
+// (see spill), and fills l, which must be unused. ErrSaturated when every site is full,
+// ErrNoBackend when none has a backend up. After a nil error the caller must call l.Done
+// exactly once. Pick never blocks; Admit is Pick that waits in the queue.
+func (p *Picker) Pick(l *Lease, key uint64) error {
 	pl := p.plan.Load()
 	if len(pl.seq) == 0 {
-		return ErrNoBackend
+		if len(pl.elastic) == 0 {
+			return ErrNoBackend
+		}
+		// Only burst-only (weight 0) elastic sites are up: they still take the load.
+		return p.spill(l, pl, -1, SpillSaturated, false)
 	}
-	si := int(pl.seq[(p.cursor.Add(1)-1)%uint64(len(pl.seq))])
-	p.take(l, si, p.choose(&p.sites[si], pl.up[si]))
-	return nil
+	pref := p.preferred(pl, key)
+	l.Preferred = pref
+	reason := SpillHysteresis
+	if p.headroom(pl, pref) {
+		if p.acquire(l, pl, pref) {
+			return nil
+		}
+		p.sites[pref].state.spilling.Store(true)
+		reason = SpillSaturated
+	}
+	return p.spill(l, pl, pref, reason, false)
+}
+
+// affinity is the site of the split that a session key maps to: weighted rendezvous hashing
+// over the sites that have a backend up, so that a weight change moves only the sessions it
+// must.
+func (p *Picker) affinity(pl *plan, key uint64) int {
+	return Rendezvous(key, len(p.sites),
+		func(i int) uint64 { return p.sites[i].hash },
+		func(i int) int { return pl.weights[i] })
 }
 
 // PickRetry fills l, which must be unused, for another try of a request whose last try
-// failed on the backend at (prevSite, prevBackend) (indexes as in a Lease). It prefers a
-// backend in another site, the site chosen at random by weight among those with a backend
-// up; with no other site, another backend of the same site. ErrNoBackend when there is
-// nowhere else to go. It leaves the split's position alone, so retries do not disturb the
-// split of first tries.
-func (p *Picker) PickRetry(l *Lease, prevSite, prevBackend int) error {
+// failed on prev. It prefers a backend with a free slot in another site, the site chosen at
+// random by weight among those with a backend up, then any other site with room, then
+// another backend of prev's site. ErrNoBackend when there is nowhere else to go. It leaves
+// the split's position alone, so retries do not disturb the split of first tries, and it
+// never waits.
+func (p *Picker) PickRetry(l *Lease, prevSite int, prev *Backend) error {
 	pl := p.plan.Load()
+	l.Preferred = prevSite
 	total := 0
 	for i := range p.sites {
 		if i != prevSite && len(pl.up[i]) > 0 {
-			total += p.sites[i].weight
+			total += pl.weights[i]
 		}
 	}
+	first := -1
 	if total > 0 {
 		r := p.intN(total)
 		for i := range p.sites {
 			if i == prevSite || len(pl.up[i]) == 0 {
 				continue
 			}
-			if r < p.sites[i].weight {
-				p.take(l, i, p.choose(&p.sites[i], pl.up[i]))
-				return nil
+			if r < pl.weights[i] {
+				first = i
+				break
 			}
-			r -= p.sites[i].weight
+			r -= pl.weights[i]
+		}
+		if p.acquire(l, pl, first) {
+			return nil
 		}
 	}
-	if prevSite < 0 || prevSite >= len(p.sites) {
-		return ErrNoBackend
-	}
-	others := make([]int, 0, len(pl.up[prevSite]))
-	for _, j := range pl.up[prevSite] {
-		if j != prevBackend {
-			others = append(others, j)
+	for i := range p.sites {
+		if i != prevSite && i != first && p.sites[i].takesSpill && p.acquire(l, pl, i) {
+			return nil
 		}
 	}
-	if len(others) == 0 {
-		return ErrNoBackend
+	if prevSite >= 0 && prevSite < len(p.sites) && p.acquireExcept(l, pl, prevSite, prev) {
+		return nil
 	}
-	p.take(l, prevSite, p.choose(&p.sites[prevSite], others))
-	return nil
+	return ErrNoBackend
 }
 
-// take counts a request in flight on backend bi of site si and records it in l.
-func (p *Picker) take(l *Lease, si, bi int) {
-	s := &p.sites[si]
-	b := s.backends[bi]
-	b.inflight.Add(1)
-	s.state.inflight.Add(1)
-	l.Site, l.Backend, l.SiteIndex, l.BackendIndex = s.state, b, si, bi
-}
-
-// choose is power of two choices: two distinct backends at random among those up, the
-// one with fewer requests in flight. It returns an index into s.backends.
-func (p *Picker) choose(s *pickerSite, up []int) int {
-	n := len(up)
-	if n == 1 {
-		return up[0]
-	}
-	i := p.intN(n)
-	j := p.intN(n - 1)
-	if j >= i {
-		j++
-	}
-	a, b := up[i], up[j]
-	if s.backends[b].Inflight() < s.backends[a].Inflight() {
-		return b
-	}
-	return a
-}
-
-// Done releases the lease and reports how the request ended. Only the first call counts;
-// later calls return false and change nothing, so a deferred Done on every path is safe.
-func (l *Lease) Done(Result) bool {
-	if l.Backend == nil || l.done {
-		return false
-	}
-	l.done = true
-	l.Backend.inflight.Add(-1)
-	l.Site.inflight.Add(-1)
-	return true
-}
-
-// Backends lists the Picker's backends, site by site in Options order.
+// Backends lists the Picker's current backends, site by site in Options order.
 func (p *Picker) Backends() []*Backend {
 	var out []*Backend
-	for _, s := range p.sites {
-		out = append(out, s.backends...)
+	for _, bs := range *p.members.Load() {
+		out = append(out, bs...)
 	}
 	return out
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // BackendID is a backend's stable identity: its site and its address ("http://10.0.1.10:8080").
@@ -29,6 +30,16 @@ type Backend struct {
 	inflight atomic.Int64
 	down     atomic.Bool // active health says down; zero value: up
 	ejected  atomic.Bool // passive health took it out of rotation for a while
+
+	// joined is when b last came into rotation (created after the first Picker, or back
+	// up), in Unix nanoseconds, while it may still be slow-starting; 0 once the ramp is over
+	// or for the backends of the first config.
+	joined atomic.Int64
+	// latency is an EWMA of the time to response headers, in nanoseconds; 0: no sample yet.
+	latency atomic.Int64
+	// adaptive is b's learned concurrency limit, made the first time a Picker lists b in a
+	// site without max_inflight, and kept (with what it learned) across reloads.
+	adaptive atomic.Pointer[AdaptiveLimit]
 }
 
 // Inflight is the number of requests holding a Lease on b.
@@ -44,12 +55,34 @@ func (b *Backend) Healthy() bool { return !b.down.Load() }
 // Ejected reports whether passive health has taken b out of rotation.
 func (b *Backend) Ejected() bool { return b.ejected.Load() }
 
+// Latency is the moving average of b's time to response headers; 0 before any sample.
+func (b *Backend) Latency() time.Duration { return time.Duration(b.latency.Load()) }
+
+// observeLatency folds one sample into the EWMA (weight 1/8 for the new sample). Concurrent
+// updates may lose one another's sample; the average stays an average.
+func (b *Backend) observeLatency(d time.Duration) {
+	old := b.latency.Load()
+	if old == 0 {
+		b.latency.Store(int64(d))
+		return
+	}
+	b.latency.Store(old + (int64(d)-old)/8)
+}
+
 // Site is one site's long-lived state.
 type Site struct {
 	Name string
 
 	inflight atomic.Int64
+	// spilling is set when the site was found full, and cleared once its in-flight falls
+	// below spillover.resume of its limit (hysteresis): while set, requests that prefer it
+	// go elsewhere first.
+	spilling atomic.Bool
+	queue    *waitQueue // the Registry's
 }
+
+// Spilling reports whether s is holding its preferred traffic back after it filled up.
+func (s *Site) Spilling() bool { return s.spilling.Load() }
 
 // Inflight is the number of requests holding a Lease on a backend of s.
 func (s *Site) Inflight() int64 { return s.inflight.Load() }
@@ -64,9 +97,18 @@ type Registry struct {
 	sites    map[string]*Site
 	cursors  map[string]*atomic.Uint64
 	pickers  map[*Picker]struct{} // replanned on every health change, until closed
+	spills   map[spillKey]*[numSpillReasons]atomic.Uint64
+	// warm is set by the first Picker: backends created after it slow-start, those of the
+	// first config do not (they are the deployment, not newcomers to it).
+	warm bool
 
-	// epoch counts health changes; each Picker's plan records the epoch it was made for.
+	// epoch counts health and membership changes; each Picker's plan records the epoch it
+	// was made for.
 	epoch atomic.Uint64
+
+	queue waitQueue
+	sheds [numShedReasons]atomic.Uint64
+	now   func() time.Time
 }
 
 // NewRegistry returns an empty Registry.
@@ -76,6 +118,8 @@ func NewRegistry() *Registry {
 		sites:    map[string]*Site{},
 		cursors:  map[string]*atomic.Uint64{},
 		pickers:  map[*Picker]struct{}{},
+		spills:   map[spillKey]*[numSpillReasons]atomic.Uint64{},
+		now:      time.Now,
 	}
 }
 
@@ -83,9 +127,16 @@ func NewRegistry() *Registry {
 func (r *Registry) Backend(id BackendID) *Backend {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.backendLocked(id)
+}
+
+func (r *Registry) backendLocked(id BackendID) *Backend {
 	b, ok := r.backends[id]
 	if !ok {
 		b = &Backend{ID: id}
+		if r.warm {
+			b.joined.Store(r.now().UnixNano())
+		}
 		r.backends[id] = b
 	}
 	return b
@@ -105,7 +156,7 @@ func (r *Registry) Site(name string) *Site {
 	defer r.mu.Unlock()
 	s, ok := r.sites[name]
 	if !ok {
-		s = &Site{Name: name}
+		s = &Site{Name: name, queue: &r.queue}
 		r.sites[name] = s
 	}
 	return s
@@ -144,9 +195,23 @@ func (r *Registry) set(site, addr string, v bool, flag func(*Backend) *atomic.Bo
 	r.mu.Lock()
 	b, ok := r.backends[BackendID{Site: site, Addr: addr}]
 	r.mu.Unlock()
-	if !ok || flag(b).Swap(v) == v {
+	if !ok {
 		return
 	}
+	wasUp := b.Up()
+	if flag(b).Swap(v) == v {
+		return
+	}
+	if !wasUp && b.Up() {
+		// Back in rotation: it ramps up again from the slow-start floor, and capacity grew.
+		b.joined.Store(r.now().UnixNano())
+		defer r.queue.wake()
+	}
+	r.replanAll()
+}
+
+// replanAll makes every open Picker see a change of health or membership.
+func (r *Registry) replanAll() {
 	r.epoch.Add(1)
 	r.mu.Lock()
 	pickers := make([]*Picker, 0, len(r.pickers))
@@ -163,6 +228,7 @@ func (r *Registry) attach(p *Picker) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pickers[p] = struct{}{}
+	r.warm = true
 }
 
 func (r *Registry) detach(p *Picker) {

@@ -449,7 +449,7 @@ func TestParseValidation(t *testing.T) {
 			[]wantErr{{6, 16, "sites[0].health.timeout", "3s is longer than the interval 2s"}}},
 		{"health timeout equal to interval", okSites + "    health: {interval: 1s, timeout: 1s}\n", nil},
 		{"max_inflight negative", okSites + "    max_inflight: -1\n",
-			[]wantErr{{5, 19, "sites[0].max_inflight", "must be >= 0 (0 or omitted: adaptive), got -1"}}},
+			[]wantErr{{5, 19, "sites[0].max_inflight", "must be between 0 and 100000 (0 or omitted: adaptive), got -1"}}},
 		{"max_inflight zero", okSites + "    max_inflight: 0\n", nil},
 		{"slow_start negative", okSites + "    slow_start: -1s\n",
 			[]wantErr{{5, 17, "sites[0].slow_start", "must be >= 0, got -1s"}}},

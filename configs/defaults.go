@@ -32,6 +32,9 @@ const (
 	DefaultHealthRise        = 2
 	DefaultHealthFall        = 3
 	DefaultDiscoveryInterval = 10 * time.Second
+	DefaultAdaptiveFloor     = 8
+	DefaultAdaptiveCap       = 1000
+	DefaultAdaptiveInitial   = 64
 )
 
 // SetDefaults fills every key the file left out. A key the file set, even to zero, is kept
@@ -90,6 +93,15 @@ func (c *Config) SetDefaults() {
 		}
 		if d := s.Discovery; d != nil {
 			setDefault(c, p+".discovery.interval", &d.Interval, DefaultDiscoveryInterval)
+		}
+		if s.MaxInflight == 0 {
+			if s.Adaptive == nil {
+				s.Adaptive = &Adaptive{}
+			}
+			a := s.Adaptive
+			setDefault(c, p+".adaptive.floor", &a.Floor, DefaultAdaptiveFloor)
+			setDefault(c, p+".adaptive.cap", &a.Cap, max(DefaultAdaptiveCap, a.Floor))
+			setDefault(c, p+".adaptive.initial", &a.Initial, min(max(DefaultAdaptiveInitial, a.Floor), a.Cap))
 		}
 	}
 }

@@ -62,10 +62,12 @@ type Site struct {
 	Elastic   bool       `yaml:"elastic"`
 	Discovery *Discovery `yaml:"discovery"`
 	// MaxInflight is the per-backend concurrency limit; 0 means adaptive.
-	MaxInflight int           `yaml:"max_inflight"`
-	Health      *Health       `yaml:"health"`
-	TLS         *BackendTLS   `yaml:"tls"`
-	SlowStart   time.Duration `yaml:"slow_start"`
+	MaxInflight int `yaml:"max_inflight"`
+	// Adaptive bounds the learned per-backend limit of a site without max_inflight.
+	Adaptive  *Adaptive     `yaml:"adaptive"`
+	Health    *Health       `yaml:"health"`
+	TLS       *BackendTLS   `yaml:"tls"`
+	SlowStart time.Duration `yaml:"slow_start"`
 }
 
 // Discovery finds an elastic site's members: DNS (A/AAAA "host:port" or SRV) or a targets file.
@@ -73,6 +75,15 @@ type Discovery struct {
 	DNS      string        `yaml:"dns"`
 	File     string        `yaml:"file"`
 	Interval time.Duration `yaml:"interval"`
+	// Resolver is the DNS server to ask, "ip:port"; empty: the system's resolver.
+	Resolver string `yaml:"resolver"`
+}
+
+// Adaptive is the floor, cap and starting point of a learned per-backend concurrency limit.
+type Adaptive struct {
+	Floor   int `yaml:"floor"`
+	Cap     int `yaml:"cap"`
+	Initial int `yaml:"initial"`
 }
 
 // Health is a site's active health probe, run against each of its backends.

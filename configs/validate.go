@@ -14,6 +14,9 @@ import (
 // weights (after dividing by their greatest common divisor), so the bound keeps it small.
 const MaxWeight = 1000
 
+// MaxInflightLimit bounds max_inflight and adaptive.cap: a per-backend limit, not a site's.
+const MaxInflightLimit = 100000
+
 var (
 	siteNameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -246,8 +249,20 @@ func checkBackendURL(raw string) string {
 }
 
 func (v *validator) site(p string, s Site) {
-	if s.MaxInflight < 0 {
-		v.add(p+".max_inflight", "must be >= 0 (0 or omitted: adaptive), got %d", s.MaxInflight)
+	if s.MaxInflight < 0 || s.MaxInflight > MaxInflightLimit {
+		v.add(p+".max_inflight", "must be between 0 and %d (0 or omitted: adaptive), got %d", MaxInflightLimit, s.MaxInflight)
+	}
+	if a := s.Adaptive; a != nil {
+		switch {
+		case s.MaxInflight > 0:
+			v.add(p+".adaptive", "a site with max_inflight has a fixed limit; adaptive applies only without it")
+		case a.Floor < 1:
+			v.add(p+".adaptive.floor", "must be >= 1, got %d", a.Floor)
+		case a.Cap < a.Floor || a.Cap > MaxInflightLimit:
+			v.add(p+".adaptive.cap", "must be between floor (%d) and %d, got %d", a.Floor, MaxInflightLimit, a.Cap)
+		case a.Initial < a.Floor || a.Initial > a.Cap:
+			v.add(p+".adaptive.initial", "must be between floor (%d) and cap (%d), got %d", a.Floor, a.Cap, a.Initial)
+		}
 	}
 	if s.SlowStart < 0 {
 		v.add(p+".slow_start", "must be >= 0, got %s", s.SlowStart)
@@ -262,6 +277,13 @@ func (v *validator) site(p string, s Site) {
 			}
 		}
 		v.positive(p+".discovery.interval", d.Interval)
+		if d.Resolver != "" {
+			if host, port, err := net.SplitHostPort(d.Resolver); err != nil || net.ParseIP(host) == nil || port == "" {
+				v.add(p+".discovery.resolver", "want ip:port of a DNS server, e.g. 10.0.0.2:53; got %q", d.Resolver)
+			} else if d.DNS == "" {
+				v.add(p+".discovery.resolver", "applies to dns discovery only")
+			}
+		}
 	}
 	if h := s.Health; h != nil {
 		switch h.Kind {

@@ -26,6 +26,8 @@ var errUpstream502 = errors.New("backend answered 502 Bad Gateway")
 // This table is the one place errors become statuses.
 const (
 	reasonNoBackend      = "no_backend"      // 503: no site has a backend up
+	reasonQueueFull      = "queue_full"      // 503: every site full and the queue too
+	reasonQueueTimeout   = "queue_timeout"   // 503: every site full for spillover.queue.timeout
 	reasonConnect        = "connect"         // 502: dial refused, unreachable, TLS handshake
 	reasonConnectTimeout = "connect_timeout" // 504: the dial did not finish in time
 	reasonTimeout        = "timeout"         // 504: response headers too slow, or a write stalled
@@ -54,6 +56,10 @@ func classify(err error, r *http.Request, body *requestBody) (int, string) {
 	switch {
 	case errors.Is(err, balancer.ErrNoBackend):
 		return http.StatusServiceUnavailable, reasonNoBackend
+	case errors.Is(err, balancer.ErrQueueTimeout):
+		return http.StatusServiceUnavailable, reasonQueueTimeout
+	case errors.Is(err, balancer.ErrSaturated):
+		return http.StatusServiceUnavailable, reasonQueueFull
 	case r.Context().Err() != nil:
 		return statusClientClosed, reasonClientGone
 	case body != nil && body.clientErr() != nil:

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -49,6 +50,8 @@ type exchange struct {
 	site  string       // the current try's site
 	body  *requestBody // nil for a request without a body
 	tries int
+	// reason is why the last try failed; "" while none has.
+	reason string
 	// conns counts the backend connections the Transport got for this request
 	// (httptrace GotConn). A try during which it did not move never reached a backend: the
 	// dial, DNS lookup or TLS handshake failed. Judging by error types instead would take
@@ -71,7 +74,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = ex.body.first()
 	}
 	t.retry.budget.request()
-	if err := t.picker.Pick(&ex.lease); err != nil {
+	if err := t.picker.Admit(r.Context(), &ex.lease, t.affinityKey(r)); err != nil {
 		h.fail(ex, r, err)
 		return
 	}
@@ -86,7 +89,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		site := &t.sites[ex.lease.SiteIndex]
 		ex.site = site.name
 		connsBefore := ex.conns.Load()
-		site.backends[ex.lease.BackendIndex].ServeHTTP(&ex.rw, r)
+		t.forwarder(site, ex.lease.Backend).ServeHTTP(&ex.rw, r)
 		err := ex.rw.err
 		if err == nil {
 			t.observe(ex, "")
@@ -96,6 +99,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ex.rw.hijacked {
 			reason = reasonClientGone // the tunnel was handed over; what fails now is not the backend's doing
 		}
+		ex.reason = reason
 		t.observe(ex, reason)
 		reached := ex.conns.Load() != connsBefore
 		if !h.retry(t, ex, r, status, reason, reached, err) {
@@ -122,7 +126,7 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, status int, rea
 		return false
 	}
 	var next balancer.Lease
-	if t.picker.PickRetry(&next, ex.lease.SiteIndex, ex.lease.BackendIndex) != nil {
+	if t.picker.PickRetry(&next, ex.lease.SiteIndex, ex.lease.Backend) != nil {
 		return false // nowhere else to go; the failure is answered on this try's lease
 	}
 	if !p.budget.allow() {
@@ -141,12 +145,12 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, status int, rea
 		}
 	}
 	from := ex.lease.Backend.ID.Addr
-	ex.lease.Done(balancer.Result{Status: status, Err: err})
+	ex.lease.Done(ex.result())
 	ex.lease = next
 	if body != nil {
 		r.Body = body
 	}
-	ex.rw.err = nil
+	ex.rw.err, ex.reason = nil, ""
 	h.retries.count(reason)
 	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
 		ce.Write(append(ex.logFields(r, status, reason), zap.String("from_site", ex.site),
@@ -161,7 +165,7 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, status int, rea
 func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
 	v := recover()
 	if v == nil {
-		ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: ex.rw.err})
+		ex.lease.Done(ex.result())
 		return
 	}
 	ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: errAborted})
@@ -178,6 +182,20 @@ func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
 	panic(v)
 }
 
+// result is how the current try ended, for the balancer: the backend's time to response
+// headers feeds its latency average and learned limit, and a timeout or a 503 it answered
+// says it is over its capacity. A protocol switch or a try that got no answer teaches
+// nothing about latency.
+func (ex *exchange) result() balancer.Result {
+	res := balancer.Result{Status: ex.rw.status, Err: ex.rw.err,
+		Overload: ex.reason == reasonTimeout || ex.reason == reasonConnectTimeout ||
+			(ex.reason == "" && ex.rw.status == http.StatusServiceUnavailable)}
+	if ex.reason == "" && !ex.rw.headerAt.IsZero() && ex.rw.status != http.StatusSwitchingProtocols {
+		res.Latency = ex.rw.headerAt.Sub(ex.lease.Started)
+	}
+	return res
+}
+
 // responseWriter records what the Handler sent the client. Unwrap lets
 // http.ResponseController reach the server's writer for Flush and Hijack (WebSocket).
 type responseWriter struct {
@@ -187,7 +205,8 @@ type responseWriter struct {
 	informational bool
 	hijacked      bool
 	bytes         int64
-	err           error // the current try's forwarding error, when there was one
+	err           error     // the current try's forwarding error, when there was one
+	headerAt      time.Time // when the final status was sent
 }
 
 func (w *responseWriter) WriteHeader(code int) {
@@ -195,6 +214,7 @@ func (w *responseWriter) WriteHeader(code int) {
 	case w.status != 0:
 	case code >= 200 || code == http.StatusSwitchingProtocols:
 		w.status = code
+		w.headerAt = time.Now()
 	default:
 		w.informational = true // a 1xx went to the client: no retry after this
 	}

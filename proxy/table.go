@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -42,13 +43,38 @@ type Table struct {
 	on5xx    bool     // a 5xx answer counts as a failure for passive health
 	monitor  *health.Monitor
 	targets  []health.Target // what monitor watches
+	// affinityCookie or affinityHeader names the session key; both "" without affinity.
+	affinityCookie, affinityHeader string
+	deps                           Deps
 }
 
 type siteRoute struct {
 	name      string
 	transport *http.Transport
-	// backends is in the order of the site's Options, so a Lease's indexes find the forwarder.
-	backends []forwarder
+	// forwarders holds a forwarder per backend (*balancer.Backend → forwarder), made for
+	// the configured backends by Build and for discovered members when first picked.
+	forwarders sync.Map
+}
+
+// forwarder returns the forwarder to backend b, making it on first use.
+func (t *Table) forwarder(s *siteRoute, b *balancer.Backend) forwarder {
+	if f, ok := s.forwarders.Load(b); ok {
+		return f.(forwarder)
+	}
+	target, err := url.Parse(b.ID.Addr)
+	if err != nil {
+		// Build and discovery only list backends they parsed; keep a sane answer regardless.
+		return badBackend{err}
+	}
+	f, _ := s.forwarders.LoadOrStore(b, newForwarder(target, s.transport, t, t.deps))
+	return f.(forwarder)
+}
+
+// badBackend answers for a backend whose address does not parse.
+type badBackend struct{ err error }
+
+func (f badBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	recordError(w, r, fmt.Errorf("backend address: %w", f.err))
 }
 
 // forwarder sends a request to one backend. It is the seam between the Handler's policy and
@@ -92,23 +118,33 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		sites: make([]siteRoute, len(cfg.Sites)),
 		retry: retryPolicy{attempts: r.Attempts, idempotencyHeader: r.IdempotencyHeader,
 			maxBody: r.MaxBodyBytes, budget: newRetryBudget(r.Budget, r.MinPerSecond, nil)},
-		on5xx: cfg.Outlier.On5xx,
+		on5xx:          cfg.Outlier.On5xx,
+		affinityCookie: cfg.Affinity.Cookie,
+		affinityHeader: cfg.Affinity.Header,
+		deps:           d,
 	}
 	if cfg.Outlier.ConsecutiveFailures > 0 {
 		t.outliers = d.Outliers
 	}
-	opts := balancer.Options{Sites: make([]balancer.SiteOptions, len(cfg.Sites))}
+	opts := balancer.Options{
+		Sites:        make([]balancer.SiteOptions, len(cfg.Sites)),
+		Resume:       cfg.Spillover.Resume,
+		QueueSize:    cfg.Spillover.Queue.Size,
+		QueueTimeout: cfg.Spillover.Queue.Timeout,
+	}
 	var targets []health.Target
 	for i, s := range cfg.Sites {
-		opts.Sites[i] = balancer.SiteOptions{Name: s.Name, Weight: s.Weight, Backends: s.Backends}
-		tr := newTransport(cfg.Timeouts)
-		route := siteRoute{name: s.Name, transport: tr}
+		so := balancer.SiteOptions{Name: s.Name, Weight: s.Weight, Backends: s.Backends,
+			Elastic: s.Elastic, MaxInflight: s.MaxInflight, SlowStart: s.SlowStart}
+		if a := s.Adaptive; a != nil {
+			so.Adaptive = balancer.AdaptiveOptions{Floor: a.Floor, Cap: a.Cap, Initial: a.Initial}
+		}
+		opts.Sites[i] = so
+		t.sites[i] = siteRoute{name: s.Name, transport: newTransport(cfg.Timeouts)}
 		for _, raw := range s.Backends {
-			target, err := url.Parse(raw)
-			if err != nil {
+			if _, err := url.Parse(raw); err != nil {
 				return nil, fmt.Errorf("site %s: backend %q: %w", s.Name, raw, err)
 			}
-			route.backends = append(route.backends, newForwarder(target, tr, t, d))
 			if s.Health != nil {
 				targets = append(targets, healthTarget(d.Registry, s.Name, raw, s.Health))
 			} else if b, known := d.Registry.Lookup(balancer.BackendID{Site: s.Name, Addr: raw}); known && !b.Healthy() {
@@ -116,7 +152,6 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 				d.Registry.SetUp(s.Name, raw, true)
 			}
 		}
-		t.sites[i] = route
 	}
 	p, err := balancer.NewPicker(d.Registry, opts)
 	if err != nil {
@@ -196,13 +231,34 @@ func (t *Table) Members() map[string][]string {
 // they are done.
 func (t *Table) Close() {
 	t.picker.Close()
-	for _, s := range t.sites {
-		s.transport.CloseIdleConnections()
+	for i := range t.sites {
+		t.sites[i].transport.CloseIdleConnections()
 	}
 }
 
 // Sites lists the long-lived state of the Table's sites, in config order.
 func (t *Table) Sites() []*balancer.Site { return t.picker.Sites() }
+
+// Status reports each site's capacity and its backends' state now, in config order.
+func (t *Table) Status() []balancer.SiteStatus { return t.picker.Status() }
+
+// affinityKey is the hash of the request's session key (affinity.cookie or .header), or 0
+// when affinity is off or the request carries none.
+func (t *Table) affinityKey(r *http.Request) uint64 {
+	var v string
+	switch {
+	case t.affinityHeader != "":
+		v = r.Header.Get(t.affinityHeader)
+	case t.affinityCookie != "":
+		if c, err := r.Cookie(t.affinityCookie); err == nil {
+			v = c.Value
+		}
+	}
+	if v == "" {
+		return 0
+	}
+	return balancer.HashKey(v)
+}
 
 // CheckSupported refuses config keys whose features this version does not have yet:
 // accepting them and doing nothing would let an operator believe, say, that health checks
@@ -218,15 +274,9 @@ func CheckSupported(cfg *configs.Config) error {
 	refuse(cfg.Has("listen.https") || cfg.Listen.HTTPS != "", "listen.https", "the HTTPS listener")
 	refuse(cfg.Has("tls") || cfg.TLS != nil, "tls", "front TLS")
 	refuse(cfg.Has("admin"), "admin", "the admin API")
-	refuse(cfg.Has("spillover"), "spillover", "spillover")
-	refuse(cfg.Has("affinity") || cfg.Affinity != (configs.Affinity{}), "affinity", "session affinity")
 	for i, s := range cfg.Sites {
 		p := fmt.Sprintf("sites[%d]", i)
-		refuse(cfg.Has(p+".elastic") || s.Elastic, p+".elastic", "an elastic (spillover) site")
-		refuse(cfg.Has(p+".discovery") || s.Discovery != nil, p+".discovery", "discovery")
-		refuse(cfg.Has(p+".max_inflight") || s.MaxInflight != 0, p+".max_inflight", "a per-backend limit")
 		refuse(cfg.Has(p+".tls") || s.TLS != nil, p+".tls", "TLS settings for backends")
-		refuse(cfg.Has(p+".slow_start") || s.SlowStart != 0, p+".slow_start", "slow start")
 	}
 	if len(errs) > 0 {
 		errs.Sort()

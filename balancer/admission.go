@@ -1,0 +1,426 @@
+package balancer
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// ErrSaturated means no site had a free slot for the request (Pick), and, from Admit, that
+// it could not wait for one: the queue is full (ErrQueueFull) or the wait timed out
+// (ErrQueueTimeout). Both wrap ErrSaturated.
+var ErrSaturated = &shedError{"no site has a free slot", ShedSaturated}
+
+var (
+	ErrQueueFull    error = &shedError{"no site has a free slot and the queue is full", ShedQueueFull}
+	ErrQueueTimeout error = &shedError{"no slot freed up in time", ShedQueueTimeout}
+)
+
+type shedError struct {
+	msg    string
+	reason ShedReason
+}
+
+func (e *shedError) Error() string { return e.msg }
+
+// Is makes every shed error match ErrSaturated.
+func (e *shedError) Is(target error) bool { return target == ErrSaturated }
+
+// SpillReason says why a request went to another site than the one the split preferred.
+type SpillReason uint8
+
+const (
+	SpillNone SpillReason = iota
+	// SpillSaturated: the preferred site had no free slot.
+	SpillSaturated
+	// SpillHysteresis: the preferred site filled up recently and is not yet below
+	// spillover.resume of its limit.
+	SpillHysteresis
+	numSpillReasons
+)
+
+func (r SpillReason) String() string {
+	return [...]string{"", "saturated", "hysteresis"}[r]
+}
+
+// ShedReason says why a request was refused for lack of capacity.
+type ShedReason uint8
+
+const (
+	ShedSaturated    ShedReason = iota // no slot, and no queue to wait in (Pick)
+	ShedQueueFull                      // no slot, and the queue is full
+	ShedQueueTimeout                   // waited spillover.queue.timeout without a slot
+	ShedClientGone                     // the client went away while waiting
+	numShedReasons
+)
+
+func (r ShedReason) String() string {
+	return [...]string{"saturated", "queue_full", "queue_timeout", "client_gone"}[r]
+}
+
+// slowStartFloor is the share of its limit and of its picks a backend starts a ramp with.
+const slowStartFloor = 0.1
+
+// ramp is how far b is through its slow start, in [slowStartFloor, 1]. Only a backend that
+// is ramping reads the clock.
+func (p *Picker) ramp(s *pickerSite, b *Backend) float64 {
+	joined := b.joined.Load()
+	if joined == 0 {
+		return 1
+	}
+	if s.slowStart == 0 {
+		return 1
+	}
+	age := p.reg.now().UnixNano() - joined
+	if age >= s.slowStart {
+		b.joined.CompareAndSwap(joined, 0) // ramp over; later picks skip the clock
+		return 1
+	}
+	if age < 0 {
+		age = 0
+	}
+	return slowStartFloor + (1-slowStartFloor)*float64(age)/float64(s.slowStart)
+}
+
+// limit is b's concurrency limit in site s now: max_inflight or the learned limit, times
+// its slow-start ramp, at least 1.
+func (p *Picker) limit(s *pickerSite, b *Backend) int64 {
+	base := s.static
+	if base == 0 {
+		if a := b.adaptive.Load(); a != nil {
+			base = a.Limit()
+		} else {
+			base = int64(s.adaptive.withDefaults().Initial)
+		}
+	}
+	if r := p.ramp(s, b); r < 1 {
+		base = int64(math.Ceil(float64(base) * r))
+	}
+	return max(base, 1)
+}
+
+// siteLimit is the site's capacity: the sum of the limits of its backends that are up.
+func (p *Picker) siteLimit(pl *plan, i int) int64 {
+	s := &p.sites[i]
+	var sum int64
+	for _, j := range pl.up[i] {
+		sum += p.limit(s, pl.members[i][j])
+	}
+	return sum
+}
+
+// headroom reports whether site i may take the requests that prefer it. A site that filled
+// up (spilling) may again only once its in-flight is below resume × its limit.
+func (p *Picker) headroom(pl *plan, i int) bool {
+	st := p.sites[i].state
+	if !st.spilling.Load() {
+		return true
+	}
+	if float64(st.inflight.Load()) < p.resume*float64(p.siteLimit(pl, i)) {
+		st.spilling.Store(false)
+		return true
+	}
+	return false
+}
+
+// acquire takes a slot on a backend of site i: power of two choices on cost among the
+// backends that are up, skipping a backend at its limit; if both choices are full, the
+// first of the others with a free slot. It reports whether it took one.
+func (p *Picker) acquire(l *Lease, pl *plan, i int) bool {
+	return p.acquireExcept(l, pl, i, nil)
+}
+
+func (p *Picker) acquireExcept(l *Lease, pl *plan, i int, except *Backend) bool {
+	if i < 0 || i >= len(p.sites) {
+		return false
+	}
+	s := &p.sites[i]
+	up, members := pl.up[i], pl.members[i]
+	n := len(up)
+	switch n {
+	case 0:
+		return false
+	case 1:
+		return members[up[0]] != except && p.take(l, i, members[up[0]])
+	}
+	x := p.intN(n)
+	y := p.intN(n - 1)
+	if y >= x {
+		y++
+	}
+	a, b := members[up[x]], members[up[y]]
+	if p.cost(s, b) < p.cost(s, a) {
+		a, b = b, a
+	}
+	if a != except && p.take(l, i, a) {
+		return true
+	}
+	if b != except && p.take(l, i, b) {
+		return true
+	}
+	start := p.intN(n)
+	for k := range n {
+		c := members[up[(start+k)%n]]
+		if c != a && c != b && c != except && p.take(l, i, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// cost orders two backends for power of two choices: in-flight (plus this request) times
+// latency, so a slower backend gets fewer, divided by the slow-start ramp. Without a
+// latency for both, in-flight alone.
+func (p *Picker) cost(s *pickerSite, b *Backend) float64 {
+	c := float64(b.inflight.Load() + 1)
+	if lat := b.latency.Load(); lat > 0 {
+		c *= float64(lat)
+	}
+	if r := p.ramp(s, b); r < 1 {
+		c /= r
+	}
+	return c
+}
+
+// take counts the request in flight on backend b of site i if b is below its limit, and
+// records it in l.
+func (p *Picker) take(l *Lease, i int, b *Backend) bool {
+	s := &p.sites[i]
+	lim := p.limit(s, b)
+	for {
+		n := b.inflight.Load()
+		if n >= lim {
+			return false
+		}
+		if b.inflight.CompareAndSwap(n, n+1) {
+			l.sent = n + 1
+			break
+		}
+	}
+	s.state.inflight.Add(1)
+	l.Site, l.Backend, l.SiteIndex = s.state, b, i
+	l.limit = nil
+	if s.static == 0 {
+		l.limit = b.adaptive.Load()
+	}
+	l.Started = p.reg.now()
+	return true
+}
+
+// spill places a request whose preferred site pref (-1: none) could not take it: elastic
+// sites first, then the other sites of the split, most headroom first, skipping sites
+// that are holding back after filling up; then, rather than refuse it, any site with a free
+// slot at all, pref included. anyOnly skips straight to that last pass (a queued request
+// has waited its turn and takes the first free slot).
+func (p *Picker) spill(l *Lease, pl *plan, pref int, reason SpillReason, anyOnly bool) error {
+	if !anyOnly {
+		for _, i := range pl.elastic {
+			if i != pref && p.headroom(pl, i) && p.placeSpill(l, pl, i, pref, reason) {
+				return nil
+			}
+		}
+		if p.byHeadroom(l, pl, pref, reason, true) {
+			return nil
+		}
+	}
+	if pref >= 0 && p.acquire(l, pl, pref) {
+		l.Preferred, l.Spill = pref, SpillNone
+		return nil
+	}
+	for _, i := range pl.elastic {
+		if i != pref && p.placeSpill(l, pl, i, pref, reason) {
+			return nil
+		}
+	}
+	if p.byHeadroom(l, pl, pref, reason, false) {
+		return nil
+	}
+	if len(pl.seq) == 0 && len(pl.elastic) == 0 {
+		return ErrNoBackend
+	}
+	return ErrSaturated
+}
+
+// byHeadroom tries the non-elastic sites of the split other than pref, most free slots
+// first; with hold, not those holding back after filling up.
+func (p *Picker) byHeadroom(l *Lease, pl *plan, pref int, reason SpillReason, hold bool) bool {
+	var buf [16]int
+	var free [16]int64
+	order, room := buf[:0], free[:0]
+	for _, i := range pl.spill {
+		if i == pref || (hold && !p.headroom(pl, i)) {
+			continue
+		}
+		h := p.siteLimit(pl, i) - p.sites[i].state.inflight.Load()
+		if h <= 0 {
+			continue
+		}
+		// insertion sort, most headroom first; a handful of sites
+		k := len(order)
+		order, room = append(order, i), append(room, h)
+		for ; k > 0 && room[k-1] < h; k-- {
+			order[k], room[k] = order[k-1], room[k-1]
+		}
+		order[k], room[k] = i, h
+	}
+	for _, i := range order {
+		if p.placeSpill(l, pl, i, pref, reason) {
+			return true
+		}
+	}
+	return false
+}
+
+// placeSpill takes a slot in site i for a request that preferred pref, and counts the spill.
+func (p *Picker) placeSpill(l *Lease, pl *plan, i, pref int, reason SpillReason) bool {
+	if !p.acquire(l, pl, i) {
+		p.sites[i].state.spilling.Store(true)
+		return false
+	}
+	l.Preferred = pref
+	if pref >= 0 {
+		l.Spill = reason
+		p.spills[pref][i][reason].Add(1)
+	}
+	return true
+}
+
+// Done releases the lease and reports how the request ended: the backend's latency feeds its
+// moving average and its learned limit, and a request waiting for a slot is woken. Only the
+// first call counts; later calls return false and change nothing, so a deferred Done on
+// every path is safe.
+func (l *Lease) Done(res Result) bool {
+	if l.Backend == nil || l.done {
+		return false
+	}
+	l.done = true
+	if res.Latency > 0 {
+		l.Backend.observeLatency(res.Latency)
+	}
+	if l.limit != nil && (res.Latency > 0 || res.Overload) {
+		l.limit.Observe(res.Latency, l.sent, res.Overload)
+	}
+	l.Backend.inflight.Add(-1)
+	l.Site.inflight.Add(-1)
+	if q := l.Site.queue; q != nil && q.len.Load() > 0 {
+		q.wake()
+	}
+	return true
+}
+
+// spillKey names one spillover counter.
+type spillKey struct{ from, to string }
+
+// spillCounters returns the long-lived spill counters between every pair of sites in names,
+// indexed [from][to][reason].
+func (r *Registry) spillCounters(names []string) [][]*[numSpillReasons]atomic.Uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([][]*[numSpillReasons]atomic.Uint64, len(names))
+	for i, from := range names {
+		out[i] = make([]*[numSpillReasons]atomic.Uint64, len(names))
+		for j, to := range names {
+			k := spillKey{from, to}
+			c, ok := r.spills[k]
+			if !ok {
+				c = new([numSpillReasons]atomic.Uint64)
+				r.spills[k] = c
+			}
+			out[i][j] = c
+		}
+	}
+	return out
+}
+
+// SpillCount is one spillover counter: requests that preferred From and went To, by Reason.
+type SpillCount struct {
+	From, To string
+	Reason   SpillReason
+	N        uint64
+}
+
+// Spills lists every spillover counter that is not zero.
+func (r *Registry) Spills() []SpillCount {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []SpillCount
+	for k, c := range r.spills {
+		for reason := SpillReason(1); reason < numSpillReasons; reason++ {
+			if n := c[reason].Load(); n > 0 {
+				out = append(out, SpillCount{From: k.from, To: k.to, Reason: reason, N: n})
+			}
+		}
+	}
+	return out
+}
+
+// Sheds returns how many requests were refused for lack of capacity, by reason.
+func (r *Registry) Sheds() map[ShedReason]uint64 {
+	out := make(map[ShedReason]uint64, numShedReasons)
+	for i := range r.sheds {
+		out[ShedReason(i)] = r.sheds[i].Load()
+	}
+	return out
+}
+
+func (r *Registry) shed(reason ShedReason) { r.sheds[reason].Add(1) }
+
+// SiteStatus is a site's capacity now, for the state API and metrics.
+type SiteStatus struct {
+	Name     string
+	Weight   int // configured
+	Elastic  bool
+	Limit    int64 // sum of the limits of the backends that are up
+	Inflight int64
+	Spilling bool
+	Backends []BackendStatus
+}
+
+// BackendStatus is a backend's state now.
+type BackendStatus struct {
+	Addr     string
+	Up       bool // active health up and not ejected
+	Ejected  bool
+	Limit    int64 // with its slow-start ramp
+	Inflight int64
+	Ramp     float64 // slow start, 0.1 to 1
+	Latency  time.Duration
+}
+
+// Status reports every site's capacity and its backends' state, in Options order.
+func (p *Picker) Status() []SiteStatus {
+	pl := p.plan.Load()
+	out := make([]SiteStatus, len(p.sites))
+	for i := range p.sites {
+		s := &p.sites[i]
+		st := SiteStatus{Name: s.state.Name, Weight: s.weight, Elastic: s.elastic,
+			Limit: p.siteLimit(pl, i), Inflight: s.state.inflight.Load(), Spilling: s.state.spilling.Load()}
+		for _, b := range pl.members[i] {
+			st.Backends = append(st.Backends, BackendStatus{Addr: b.ID.Addr, Up: b.Up(), Ejected: b.Ejected(),
+				Limit: p.limit(s, b), Inflight: b.inflight.Load(), Ramp: p.ramp(s, b), Latency: b.Latency()})
+		}
+		out[i] = st
+	}
+	return out
+}
+
+// The bounds of a learned limit when AdaptiveOptions leave them out.
+const (
+	DefaultAdaptiveFloor   = 8
+	DefaultAdaptiveCap     = 1000
+	DefaultAdaptiveInitial = 64
+)
+
+// withDefaults fills the adaptive bounds a site left out.
+func (o AdaptiveOptions) withDefaults() AdaptiveOptions {
+	if o.Floor < 1 {
+		o.Floor = DefaultAdaptiveFloor
+	}
+	if o.Cap < o.Floor {
+		o.Cap = max(DefaultAdaptiveCap, o.Floor)
+	}
+	if o.Initial < o.Floor || o.Initial > o.Cap {
+		o.Initial = min(max(DefaultAdaptiveInitial, o.Floor), o.Cap)
+	}
+	return o
+}
