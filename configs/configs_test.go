@@ -451,6 +451,22 @@ func TestParseValidation(t *testing.T) {
 		{"max_inflight negative", okSites + "    max_inflight: -1\n",
 			[]wantErr{{5, 19, "sites[0].max_inflight", "must be between 0 and 100000 (0 or omitted: adaptive), got -1"}}},
 		{"max_inflight zero", okSites + "    max_inflight: 0\n", nil},
+		{"max_inflight too large", okSites + "    max_inflight: 100001\n",
+			[]wantErr{{5, 19, "sites[0].max_inflight", "must be between 0 and 100000 (0 or omitted: adaptive), got 100001"}}},
+		{"adaptive with max_inflight", okSites + "    max_inflight: 10\n    adaptive: {floor: 2}\n",
+			[]wantErr{{6, 15, "sites[0].adaptive", "a site with max_inflight has a fixed limit; adaptive applies only without it"}}},
+		{"adaptive floor zero", okSites + "    adaptive: {floor: 0}\n",
+			[]wantErr{{5, 23, "sites[0].adaptive.floor", "must be >= 1, got 0"}}},
+		{"adaptive cap below floor", okSites + "    adaptive: {floor: 10, cap: 5}\n",
+			[]wantErr{{5, 32, "sites[0].adaptive.cap", "must be between floor (10) and 100000, got 5"}}},
+		{"adaptive initial above cap", okSites + "    adaptive: {cap: 50, initial: 60}\n",
+			[]wantErr{{5, 34, "sites[0].adaptive.initial", "must be between floor (8) and cap (50), got 60"}}},
+		{"adaptive floor above the default initial", okSites + "    adaptive: {floor: 100}\n", nil},
+		{"discovery resolver not an ip", "sites:\n  - name: a\n    weight: 1\n    discovery: {dns: \"app.internal:80\", resolver: \"dns.internal:53\"}\n",
+			[]wantErr{{4, 51, "sites[0].discovery.resolver", `want ip:port of a DNS server, e.g. 10.0.0.2:53; got "dns.internal:53"`}}},
+		{"discovery resolver for a file", "sites:\n  - name: a\n    weight: 1\n    discovery: {file: t.txt, resolver: \"127.0.0.1:53\"}\n",
+			[]wantErr{{4, 40, "sites[0].discovery.resolver", "applies to dns discovery only"}}},
+		{"discovery resolver ok", "sites:\n  - name: a\n    weight: 1\n    discovery: {dns: \"_app._tcp.internal\", resolver: \"[::1]:5353\"}\n", nil},
 		{"slow_start negative", okSites + "    slow_start: -1s\n",
 			[]wantErr{{5, 17, "sites[0].slow_start", "must be >= 0, got -1s"}}},
 		{"slow_start zero", okSites + "    slow_start: 0s\n", nil},
@@ -1156,5 +1172,26 @@ func TestAliases(t *testing.T) {
 	_, err = configs.Parse("bomb.yaml", []byte(b.String()))
 	if err == nil || !strings.Contains(err.Error(), "more than 100000 values once aliases are expanded") {
 		t.Fatalf("alias bomb: %.300v", err)
+	}
+}
+
+func TestAdaptiveDefaults(t *testing.T) {
+	t.Parallel()
+	cfg := mustParse(t, `sites:
+  - {name: a, weight: 1, backends: ["http://10.0.0.1:80"]}
+  - {name: b, weight: 1, backends: ["http://10.0.0.2:80"], max_inflight: 50}
+  - {name: c, weight: 1, backends: ["http://10.0.0.3:80"], adaptive: {floor: 100}}
+  - {name: d, weight: 1, backends: ["http://10.0.0.4:80"], adaptive: {cap: 10}}
+`)
+	want := []*configs.Adaptive{
+		{Floor: configs.DefaultAdaptiveFloor, Cap: configs.DefaultAdaptiveCap, Initial: configs.DefaultAdaptiveInitial},
+		nil, // a fixed limit learns nothing
+		{Floor: 100, Cap: configs.DefaultAdaptiveCap, Initial: 100},
+		{Floor: configs.DefaultAdaptiveFloor, Cap: 10, Initial: 10},
+	}
+	for i, w := range want {
+		if got := cfg.Sites[i].Adaptive; !reflect.DeepEqual(got, w) {
+			t.Errorf("sites[%d].adaptive = %+v, want %+v", i, got, w)
+		}
 	}
 }

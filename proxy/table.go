@@ -257,7 +257,10 @@ func (t *Table) affinityKey(r *http.Request) uint64 {
 	if v == "" {
 		return 0
 	}
-	return balancer.HashKey(v)
+	if k := balancer.HashKey(v); k != 0 {
+		return k
+	}
+	return 1 // 0 means "no key" to the balancer
 }
 
 // CheckSupported refuses config keys whose features this version does not have yet:
