@@ -79,6 +79,12 @@ const (
 // max(Floor, limit/2), the limit is lowered to that level for one window. Samples sent
 // above it (queued before the probe) are ignored; the mean of those sent under it enters
 // the baseline history, and the limit returns. P < K keeps a probe in every baseline.
+// A probe that sees an overload signal ends with the ×0.9 cut instead, and one that sees
+// only samples sent above its level for 4 windows' worth (a caller not honouring Limit)
+// gives up, so it can never hold the limit down. Overload windows neither advance nor
+// restart the run toward a probe. Callers see a probe as Limit dipping for one window
+// (about one round trip, with the drain) every 8 or so round trips of saturation; a site
+// limit summed over backends dips by half of one backend's limit.
 // Probing at half the limit (not at the floor, as Envoy does) costs little throughput;
 // it measures the unqueued latency as long as half the limit is below the backend's true
 // concurrency, which holds at equilibrium because tolerance × ½ < 1: a probe that still
