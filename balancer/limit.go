@@ -75,8 +75,10 @@ const (
 // when every window runs at the limit, every mean includes queueing, the minimum rises
 // with the limit, the gradient reads 1, and the limit climbs without bound; a first
 // baseline learned while already overloaded is never corrected at all. So, as Envoy does
-// (and TCP BBR's ProbeRTT), after P = 16 windows in a row whose in-flight went above
-// max(Floor, limit/2), the limit is lowered to that level for one window. Samples sent
+// (and TCP BBR's ProbeRTT), after P = 16 windows in a row that used at least half the
+// limit (and the first such window ever), the limit is lowered for one window to half of
+// what the backend was given — its limit, or the in-flight it actually had if lower — but
+// not under the floor. Samples sent
 // above it (queued before the probe) are ignored; the mean of those sent under it enters
 // the baseline history, and the limit returns. P < K keeps a probe in every baseline.
 // A probe that sees an overload signal ends with the ×0.9 cut instead, and one that sees
@@ -112,6 +114,8 @@ type AdaptiveLimit struct {
 	nmeans     int                 // entries of means in use
 	next       int                 // where the next mean goes
 	saturated  int                 // windows in a row that ran above the probe level
+	used       float64             // the highest in-flight of the last window
+	probed     bool                // a probe has been started
 }
 
 // NewAdaptiveLimit returns a limit starting at o.Initial. It panics if o is out of range
@@ -237,16 +241,23 @@ func (a *AdaptiveLimit) closeWindow() {
 			next = min(next, a.est) // app-limited: no evidence that more would help
 		}
 		a.est = a.clamp((1-smoothing)*a.est + smoothing*next)
-		if float64(maxInflight) > a.probeLevel() {
-			a.saturated++
+		a.used = float64(maxInflight)
+		if a.used >= math.Round(a.est/2) && a.used > a.probeLevel() {
+			a.saturated++ // it used at least half its limit: its mean may hold a queue
 		} else {
-			a.saturated = 0 // this window ran low enough to have measured the baseline
+			// It ran low enough to have measured the baseline, or so far under its limit
+			// that the limit could not grow on it (app-limited).
+			a.saturated = 0
 		}
 	}
 
-	if a.saturated >= probeAfter {
+	// The first saturated window probes at once: until a probe has run, the baseline may
+	// have been learned under load (a limit that started above what the backend serves),
+	// and waiting P windows would let that queue stand for P windows.
+	if a.saturated >= probeAfter || (!a.probed && a.saturated > 0) {
 		if level := int64(a.probeLevel()); float64(level) < math.Round(a.est) {
 			a.saturated = 0
+			a.probed = true
 			a.probe.Store(level)
 			a.limit.Store(level)
 			a.window.Store(windowFor(float64(level)))
@@ -256,8 +267,17 @@ func (a *AdaptiveLimit) closeWindow() {
 	a.publish()
 }
 
-// probeLevel is the in-flight at or under which a window measures the baseline.
-func (a *AdaptiveLimit) probeLevel() float64 { return max(a.floor, math.Round(a.est/2)) }
+// probeLevel is the in-flight at or under which a window measures the baseline: half of
+// what the backend is given — its limit, or, when the traffic uses less of it, the highest
+// in-flight of the last window. A backend kept at 32 in flight under a limit of 64 may be
+// queueing all 32; a probe at 32 would measure that queue, not the backend without it.
+func (a *AdaptiveLimit) probeLevel() float64 {
+	given := a.est
+	if a.used > 0 {
+		given = min(given, a.used)
+	}
+	return max(a.floor, math.Round(given/2))
+}
 
 // remember adds a window's mean latency to the baseline history.
 func (a *AdaptiveLimit) remember(mean float64) {

@@ -294,6 +294,25 @@ func TestAdaptiveRefusesBadBounds(t *testing.T) {
 	}
 }
 
+// firstProbe runs the probe that the first saturated window of a new limit starts, to its
+// end, with samples of latency d.
+func firstProbe(t *testing.T, lim *AdaptiveLimit, d time.Duration) {
+	t.Helper()
+	for range lim.window.Load() {
+		lim.Observe(d, lim.Limit(), false)
+	}
+	level := lim.probe.Load()
+	if level == 0 {
+		t.Fatal("the first saturated window started no probe")
+	}
+	for range lim.window.Load() {
+		lim.Observe(d, level, false)
+	}
+	if lim.probe.Load() != 0 {
+		t.Fatal("the first probe did not end")
+	}
+}
+
 func TestAdaptiveProbeIgnoresQueuedSamples(t *testing.T) {
 	// After probeAfter saturated windows the limit drops to half for one window; samples
 	// sent before the drop (in-flight above the probe's limit) carry queueing and must not
@@ -304,6 +323,7 @@ func TestAdaptiveProbeIgnoresQueuedSamples(t *testing.T) {
 			lim.Observe(10*time.Millisecond, lim.Limit(), false)
 		}
 	}
+	firstProbe(t, lim, 10*time.Millisecond)
 	for range probeAfter - 1 {
 		saturatedWindow()
 		if lim.probe.Load() != 0 {
@@ -340,6 +360,7 @@ func TestAdaptiveProbeIgnoresQueuedSamples(t *testing.T) {
 func TestAdaptiveProbeGivesUpWithoutFreshSamples(t *testing.T) {
 	// A caller that keeps sending above the probe's limit must not hold the limit low.
 	lim := NewAdaptiveLimit(AdaptiveOptions{Floor: 1, Cap: 1000, Initial: 40})
+	firstProbe(t, lim, 10*time.Millisecond)
 	for range probeAfter {
 		for range lim.window.Load() {
 			lim.Observe(10*time.Millisecond, lim.Limit(), false)

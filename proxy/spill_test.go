@@ -427,3 +427,51 @@ outlier: {consecutive_failures: 0}
 	}
 	t.Logf("%d answered of %d, %d shed; sheds %v; spills %v", answered.Load(), workers*perWorker, shed.Load(), e.reg.Sheds(), e.reg.Spills())
 }
+
+// A backend without max_inflight gets a learned limit: one that serves 4 requests at a time
+// (the rest queue inside it, so its latency rises with concurrency) ends with a limit near
+// what it can serve, far below where the limit started; the excess goes to the other site.
+func TestAdaptiveLimitLearnsABackendsCapacity(t *testing.T) {
+	const capacity = 4
+	slots := make(chan struct{}, capacity)
+	slow := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case slots <- struct{}{}:
+		case <-r.Context().Done():
+			return
+		}
+		time.Sleep(2 * time.Millisecond) // service time; the wait for a slot is the queue
+		<-slots
+		io.WriteString(w, "idc1")
+	})
+	other := nameBackend(t, "aws")
+	e := startProxy(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
+sites:
+  - {name: idc1, weight: 1, backends: [%q], adaptive: {floor: 1, cap: 1000, initial: 64}}
+  - {name: aws, weight: 0, backends: [%q], elastic: true, max_inflight: 1000}
+`, slow.URL, other.URL))
+	const workers, perWorker = 96, 100
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range perWorker {
+				resp, err := e.client.Get(e.url + "/")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	lim := e.table.Status()[0].Backends[0].Limit
+	t.Logf("learned limit %d for a backend that serves %d at a time", lim, capacity)
+	if lim > 8*capacity {
+		t.Errorf("learned limit %d, want it near the backend's capacity %d (it started at 64)", lim, capacity)
+	}
+	e.checkIdle(t)
+}
