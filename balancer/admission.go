@@ -1,30 +1,28 @@
 package balancer
 
 import (
+	"errors"
 	"math"
 	"sync/atomic"
 	"time"
 )
 
-// ErrSaturated means no site had a free slot for the request (Pick), and, from Admit, that
-// it could not wait for one: the queue is full (ErrQueueFull) or the wait timed out
-// (ErrQueueTimeout). Both wrap ErrSaturated.
-var ErrSaturated = &shedError{"no site has a free slot", ShedSaturated}
+// ErrSaturated means no site had a free slot for the request. Admit returns it only
+// wrapped, as ErrQueueFull or ErrQueueTimeout: the request could not wait for a slot.
+var ErrSaturated = errors.New("no site has a free slot")
 
 var (
-	ErrQueueFull    error = &shedError{"no site has a free slot and the queue is full", ShedQueueFull}
-	ErrQueueTimeout error = &shedError{"no slot freed up in time", ShedQueueTimeout}
+	ErrQueueFull    error = shedError("no site has a free slot and the queue is full")
+	ErrQueueTimeout error = shedError("no slot freed up in time")
 )
 
-type shedError struct {
-	msg    string
-	reason ShedReason
-}
+// shedError is a refusal for lack of capacity; every one matches ErrSaturated.
+type shedError string
 
-func (e *shedError) Error() string { return e.msg }
+func (e shedError) Error() string { return string(e) }
 
 // Is makes every shed error match ErrSaturated.
-func (e *shedError) Is(target error) bool { return target == ErrSaturated }
+func (e shedError) Is(target error) bool { return target == ErrSaturated }
 
 // SpillReason says why a request went to another site than the one the split preferred.
 type SpillReason uint8
@@ -47,15 +45,14 @@ func (r SpillReason) String() string {
 type ShedReason uint8
 
 const (
-	ShedSaturated    ShedReason = iota // no slot, and no queue to wait in (Pick)
-	ShedQueueFull                      // no slot, and the queue is full
+	ShedQueueFull    ShedReason = iota // no slot, and the queue is full (or size 0)
 	ShedQueueTimeout                   // waited spillover.queue.timeout without a slot
 	ShedClientGone                     // the client went away while waiting
 	numShedReasons
 )
 
 func (r ShedReason) String() string {
-	return [...]string{"saturated", "queue_full", "queue_timeout", "client_gone"}[r]
+	return [...]string{"queue_full", "queue_timeout", "client_gone"}[r]
 }
 
 // slowStartFloor is the share of its limit and of its picks a backend starts a ramp with.
@@ -94,7 +91,7 @@ func (p *Picker) limit(s *pickerSite, b *Backend) int64 {
 		}
 	}
 	if r := p.ramp(s, b); r < 1 {
-		base = int64(math.Ceil(float64(base) * r))
+		base = int64(math.Ceil(float64(base)*r - 1e-9)) // 100 × 0.55 is 55, not 55.000…1
 	}
 	return max(base, 1)
 }

@@ -287,16 +287,21 @@ func (p *Picker) Pick(l *Lease, key uint64) error {
 			return ErrNoBackend
 		}
 		// Only burst-only (weight 0) elastic sites are up: they still take the load.
+		l.Preferred = -1
 		return p.spill(l, pl, -1, SpillSaturated, false)
 	}
 	pref := p.preferred(pl, key)
 	l.Preferred = pref
-	reason := SpillHysteresis
 	if p.headroom(pl, pref) {
 		if p.acquire(l, pl, pref) {
 			return nil
 		}
 		p.sites[pref].state.spilling.Store(true)
+		return p.spill(l, pl, pref, SpillSaturated, false)
+	}
+	// Holding back after filling up: hysteresis, unless it is still full anyway.
+	reason := SpillHysteresis
+	if p.sites[pref].state.inflight.Load() >= p.siteLimit(pl, pref) {
 		reason = SpillSaturated
 	}
 	return p.spill(l, pl, pref, reason, false)

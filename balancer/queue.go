@@ -68,7 +68,14 @@ func (q *waitQueue) remove(w *waiter) (signalled bool) {
 		q.tail = w.prev
 	}
 	w.prev, w.next, w.queued = nil, nil, false
-	q.len.Add(-1)
+	if q.len.Add(-1) == 0 {
+		q.pending = 0 // wake-ups for nobody: the next waiter starts afresh
+	}
+	select {
+	case <-w.ch: // a wake-up it never read
+		return true
+	default:
+	}
 	return w.signalled
 }
 
@@ -99,18 +106,25 @@ func (q *waitQueue) wake() {
 }
 
 // unsignal is called by a waiter whose try for a slot failed. It reports whether a wake-up
-// came meanwhile that found nobody to signal: then the waiter should try again at once.
+// came meanwhile, for it or finding nobody to signal: then the waiter should try again at
+// once.
 func (q *waitQueue) unsignal(w *waiter) (again bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	select {
+	case <-w.ch:
+		// Woken while it looked (its first look needs no wake-up): the slot that freed
+		// may be one it missed. It looks again, still signalled, so that if it leaves
+		// instead, remove passes the wake-up on.
+		w.signalled = true
+		return true
+	default:
+	}
 	if q.pending > 0 {
 		q.pending--
 		return true
 	}
 	w.signalled = false
-	if q.head == nil {
-		q.pending = 0
-	}
 	return false
 }
 
@@ -154,6 +168,10 @@ func (p *Picker) Admit(ctx context.Context, l *Lease, key uint64) error {
 		defer t.Stop()
 		timeout = t.C
 	}
+	// Capacity can also grow without an event to wake anyone: a slow-starting backend's
+	// limit rises with time. The oldest waiter looks again now and then.
+	recheck := time.NewTicker(queueRecheck)
+	defer recheck.Stop()
 	// A slot may have freed between the failed pick and the push, with nobody queued to
 	// be woken: the oldest waiter looks once for itself.
 	try := q.isHead(w)
@@ -180,6 +198,8 @@ func (p *Picker) Admit(ctx context.Context, l *Lease, key uint64) error {
 		select {
 		case <-w.ch:
 			try = true
+		case <-recheck.C:
+			try = q.isHead(w)
 		case <-timeout:
 			if q.remove(w) {
 				q.wake()
@@ -195,6 +215,9 @@ func (p *Picker) Admit(ctx context.Context, l *Lease, key uint64) error {
 		}
 	}
 }
+
+// queueRecheck is how often the oldest waiter looks for a slot without being woken.
+const queueRecheck = 50 * time.Millisecond
 
 // preferred is the site the split (or, for a key, affinity) prefers; pl has a split.
 func (p *Picker) preferred(pl *plan, key uint64) int {

@@ -552,7 +552,7 @@ func TestBackendComesBackWhenHealthChecksAreRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer t2.Close()
-	if t2.Monitor() != nil {
+	if t2.monitor != nil {
 		t.Fatal("a Monitor without health sections")
 	}
 	if !reg.Backend(balancer.BackendID{Site: "a", Addr: ok.srv.URL}).Up() {

@@ -433,6 +433,7 @@ outlier: {consecutive_failures: 0}
 // what it can serve, far below where the limit started; the excess goes to the other site.
 func TestAdaptiveLimitLearnsABackendsCapacity(t *testing.T) {
 	const capacity = 4
+	var served, sent atomic.Int64
 	slots := make(chan struct{}, capacity)
 	slow := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -442,6 +443,7 @@ func TestAdaptiveLimitLearnsABackendsCapacity(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond) // service time; the wait for a slot is the queue
 		<-slots
+		served.Add(1)
 		io.WriteString(w, "idc1")
 	})
 	other := nameBackend(t, "aws")
@@ -450,13 +452,14 @@ sites:
   - {name: idc1, weight: 1, backends: [%q], adaptive: {floor: 1, cap: 1000, initial: 64}}
   - {name: aws, weight: 0, backends: [%q], elastic: true, max_inflight: 1000}
 `, slow.URL, other.URL))
-	const workers, perWorker = 96, 100
+	// Enough of the slow backend's answers for the limit to settle, bounded in count.
+	const workers, wantServed, maxSent = 96, 3000, 100000
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range perWorker {
+			for served.Load() < wantServed && sent.Add(1) <= maxSent {
 				resp, err := e.client.Get(e.url + "/")
 				if err != nil {
 					t.Error(err)
@@ -469,7 +472,7 @@ sites:
 	}
 	wg.Wait()
 	lim := e.table.Status()[0].Backends[0].Limit
-	t.Logf("learned limit %d for a backend that serves %d at a time", lim, capacity)
+	t.Logf("learned limit %d for a backend that serves %d at a time (%d answers from it)", lim, capacity, served.Load())
 	if lim > 8*capacity {
 		t.Errorf("learned limit %d, want it near the backend's capacity %d (it started at 64)", lim, capacity)
 	}

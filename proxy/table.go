@@ -46,6 +46,8 @@ type Table struct {
 	// affinityCookie or affinityHeader names the session key; both "" without affinity.
 	affinityCookie, affinityHeader string
 	deps                           Deps
+	discovered                     []discoveredSite // sites whose members discovery finds
+	membersMu                      sync.Mutex       // serialises member changes (setMembers)
 }
 
 type siteRoute struct {
@@ -141,6 +143,9 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		}
 		opts.Sites[i] = so
 		t.sites[i] = siteRoute{name: s.Name, transport: newTransport(cfg.Timeouts)}
+		if s.Discovery != nil {
+			t.discovered = append(t.discovered, newDiscoveredSite(i, s, d.Log))
+		}
 		for _, raw := range s.Backends {
 			if _, err := url.Parse(raw); err != nil {
 				return nil, fmt.Errorf("site %s: backend %q: %w", s.Name, raw, err)
@@ -160,13 +165,18 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 	t.picker = p
 	t.targets = targets
 	if len(targets) > 0 {
-		opts := health.MonitorOptions{Sink: d.Registry, Targets: targets, Log: d.Log.Named("health")}
-		if r, ok := d.Outliers.(interface{ Recovered(site, addr string) }); ok {
-			opts.Passed = r.Recovered // a backend probes see healthy is not kept ejected
-		}
-		t.monitor = health.NewMonitor(opts)
+		t.monitor = health.NewMonitor(t.monitorOptions(targets))
 	}
 	return t, nil
+}
+
+// monitorOptions are the options of a Monitor over targets, reporting to the Registry.
+func (t *Table) monitorOptions(targets []health.Target) health.MonitorOptions {
+	opts := health.MonitorOptions{Sink: t.deps.Registry, Targets: targets, Log: t.deps.Log.Named("health")}
+	if r, ok := t.deps.Outliers.(interface{ Recovered(site, addr string) }); ok {
+		opts.Passed = r.Recovered // a backend probes see healthy is not kept ejected
+	}
+	return opts
 }
 
 // healthTarget is the active health check of one backend. A backend the Registry already
@@ -191,10 +201,6 @@ func healthTarget(reg *balancer.Registry, site, addr string, h *configs.Health) 
 
 // monitorTargets are the backends the Table's Monitor watches, with their starting state.
 func (t *Table) monitorTargets() []health.Target { return t.targets }
-
-// Monitor returns the Table's active health checks, not yet running, or nil when no site
-// has any. The caller runs it for as long as it serves the Table: go m.Run(ctx).
-func (t *Table) Monitor() *health.Monitor { return t.monitor }
 
 // modifyResponse is every forwarder's ModifyResponse (see also modifyResponse in
 // headers.go). A 502 that the backend itself answered becomes an error for an idempotent

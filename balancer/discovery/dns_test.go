@@ -19,9 +19,9 @@ const interval = 50 * time.Millisecond
 
 func TestDNSAddressesGrowAndShrink(t *testing.T) {
 	s := startDNS(t)
-	s.setA("app.spillway.test", "127.0.0.2")
+	s.SetA("app.spillway.test", "127.0.0.2")
 	d, u, _ := newDiscoverer(t, discovery.Options{
-		DNS: "app.spillway.test:8080", Resolver: s.addr, Interval: interval,
+		DNS: "app.spillway.test:8080", Resolver: s.Addr, Interval: interval,
 	})
 	if err := d.Resolve(t.Context()); err != nil {
 		t.Fatalf("first Resolve: %v", err)
@@ -31,9 +31,9 @@ func TestDNSAddressesGrowAndShrink(t *testing.T) {
 	}
 	run(t, d, u)
 
-	s.setA("app.spillway.test", "127.0.0.2", "127.0.0.3", "::1")
+	s.SetA("app.spillway.test", "127.0.0.2", "127.0.0.3", "::1")
 	u.until(t, "127.0.0.2:8080", "127.0.0.3:8080", "[::1]:8080")
-	s.setA("app.spillway.test", "127.0.0.3")
+	s.SetA("app.spillway.test", "127.0.0.3")
 	u.until(t, "127.0.0.3:8080")
 
 	if got, want := d.Members(), []string{"127.0.0.3:8080"}; !slices.Equal(got, want) {
@@ -47,31 +47,31 @@ func TestDNSAddressesGrowAndShrink(t *testing.T) {
 func TestDNSSRV(t *testing.T) {
 	const name = "_app._tcp.spillway.test"
 	s := startDNS(t)
-	s.setA("a.spillway.test", "127.0.0.2")
-	s.setA("b.spillway.test", "127.0.0.3", "::1")
-	s.setA("c.spillway.test", "127.0.0.4")
-	s.setSRV(name, srvRecord{"a.spillway.test", 8080}, srvRecord{"b.spillway.test", 9090})
-	d, u, l := newDiscoverer(t, discovery.Options{DNS: name, Resolver: s.addr, Interval: interval})
+	s.SetA("a.spillway.test", "127.0.0.2")
+	s.SetA("b.spillway.test", "127.0.0.3", "::1")
+	s.SetA("c.spillway.test", "127.0.0.4")
+	s.SetSRV(name, srvRecord{Target: "a.spillway.test", Port: 8080}, srvRecord{Target: "b.spillway.test", Port: 9090})
+	d, u, l := newDiscoverer(t, discovery.Options{DNS: name, Resolver: s.Addr, Interval: interval})
 	run(t, d, u)
 	u.until(t, "127.0.0.2:8080", "127.0.0.3:9090", "[::1]:9090")
 
 	// An instance joins.
-	s.setSRV(name, srvRecord{"a.spillway.test", 8080}, srvRecord{"b.spillway.test", 9090},
-		srvRecord{"c.spillway.test", 8081})
+	s.SetSRV(name, srvRecord{Target: "a.spillway.test", Port: 8080}, srvRecord{Target: "b.spillway.test", Port: 9090},
+		srvRecord{Target: "c.spillway.test", Port: 8081})
 	u.until(t, "127.0.0.2:8080", "127.0.0.3:9090", "[::1]:9090", "127.0.0.4:8081")
 
 	// One leaves, one moves to another port.
-	s.setSRV(name, srvRecord{"b.spillway.test", 9091}, srvRecord{"c.spillway.test", 8081})
+	s.SetSRV(name, srvRecord{Target: "b.spillway.test", Port: 9091}, srvRecord{Target: "c.spillway.test", Port: 8081})
 	u.until(t, "127.0.0.3:9091", "[::1]:9091", "127.0.0.4:8081")
 
 	// Two targets on one address and port are one member.
-	s.setA("d.spillway.test", "127.0.0.4")
-	s.setSRV(name, srvRecord{"c.spillway.test", 8081}, srvRecord{"d.spillway.test", 8081})
+	s.SetA("d.spillway.test", "127.0.0.4")
+	s.SetSRV(name, srvRecord{Target: "c.spillway.test", Port: 8081}, srvRecord{Target: "d.spillway.test", Port: 8081})
 	u.until(t, "127.0.0.4:8081")
 
 	// A target with no address is left out with a warning, the others stay: not a failure.
-	s.setSRV(name, srvRecord{"c.spillway.test", 8081}, srvRecord{"gone.spillway.test", 8080},
-		srvRecord{"b.spillway.test", 9091})
+	s.SetSRV(name, srvRecord{Target: "c.spillway.test", Port: 8081}, srvRecord{Target: "gone.spillway.test", Port: 8080},
+		srvRecord{Target: "b.spillway.test", Port: 9091})
 	u.until(t, "127.0.0.3:9091", "[::1]:9091", "127.0.0.4:8081")
 	missing := l.until(t, "SRV target has no address, left out", 1)
 	if got := missing[0].ContextMap()["target"]; got != "gone.spillway.test." {
@@ -93,37 +93,37 @@ func TestDNSFailuresKeepLastSet(t *testing.T) {
 		noMember bool // the failure is ErrNoMembers
 		forGood  bool // the server stays down: no healing
 	}{
-		{name: "SERVFAIL", fail: func(s *dnsServer) { s.setMode(servfail) }},
-		{name: "NXDOMAIN", fail: func(s *dnsServer) { s.setMode(nxdomain) }},
-		{name: "REFUSED", fail: func(s *dnsServer) { s.setMode(refused) }},
-		{name: "empty answer", fail: func(s *dnsServer) { s.setMode(empty) }},
-		{name: "name removed", fail: func(s *dnsServer) { s.setA("app.spillway.test") }},
-		{name: "timeout", fail: func(s *dnsServer) { s.setMode(silent) }},
-		{name: "server stopped", fail: func(s *dnsServer) { s.stop() }, forGood: true},
+		{name: "SERVFAIL", fail: func(s *dnsServer) { s.SetMode(servfail) }},
+		{name: "NXDOMAIN", fail: func(s *dnsServer) { s.SetMode(nxdomain) }},
+		{name: "REFUSED", fail: func(s *dnsServer) { s.SetMode(refused) }},
+		{name: "empty answer", fail: func(s *dnsServer) { s.SetMode(empty) }},
+		{name: "name removed", fail: func(s *dnsServer) { s.SetA("app.spillway.test") }},
+		{name: "timeout", fail: func(s *dnsServer) { s.SetMode(silent) }},
+		{name: "server stopped", fail: func(s *dnsServer) { s.Stop() }, forGood: true},
 		{
 			name: "SRV SERVFAIL", dns: "_app._tcp.spillway.test",
-			fail: func(s *dnsServer) { s.setMode(servfail) },
+			fail: func(s *dnsServer) { s.SetMode(servfail) },
 		},
 		{
 			name: "SRV targets all gone", dns: "_app._tcp.spillway.test", noMember: true,
-			fail: func(s *dnsServer) { s.setA("app.spillway.test") },
+			fail: func(s *dnsServer) { s.SetA("app.spillway.test") },
 		},
 		{
 			name: "SRV no records", dns: "_app._tcp.spillway.test",
-			fail: func(s *dnsServer) { s.setSRV("_app._tcp.spillway.test") },
+			fail: func(s *dnsServer) { s.SetSRV("_app._tcp.spillway.test") },
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := startDNS(t)
-			s.setA("app.spillway.test", "127.0.0.2")
-			s.setSRV("_app._tcp.spillway.test", srvRecord{"app.spillway.test", 8080})
+			s.SetA("app.spillway.test", "127.0.0.2")
+			s.SetSRV("_app._tcp.spillway.test", srvRecord{Target: "app.spillway.test", Port: 8080})
 			name := tc.dns
 			if name == "" {
 				name = "app.spillway.test:8080"
 			}
-			d, u, l := newDiscoverer(t, discovery.Options{DNS: name, Resolver: s.addr, Interval: interval})
+			d, u, l := newDiscoverer(t, discovery.Options{DNS: name, Resolver: s.Addr, Interval: interval})
 			if err := d.Resolve(t.Context()); err != nil {
 				t.Fatalf("first Resolve: %v", err)
 			}
@@ -141,8 +141,8 @@ func TestDNSFailuresKeepLastSet(t *testing.T) {
 				if errors.Is(err, discovery.ErrNoMembers) != tc.noMember {
 					t.Errorf("Resolve: %v; want ErrNoMembers: %v", err, tc.noMember)
 				}
-				if !tc.noMember && !strings.Contains(err.Error(), s.addr) {
-					t.Errorf("Resolve: %v; want the server asked, %s, named", err, s.addr)
+				if !tc.noMember && !strings.Contains(err.Error(), s.Addr) {
+					t.Errorf("Resolve: %v; want the server asked, %s, named", err, s.Addr)
 				}
 				if n := d.Failures(); n != i+1 {
 					t.Errorf("Failures() = %d after %d failures", n, i+1)
@@ -164,9 +164,9 @@ func TestDNSFailuresKeepLastSet(t *testing.T) {
 			if tc.forGood {
 				return
 			}
-			s.setMode(answer)
-			s.setA("app.spillway.test", "127.0.0.3")
-			s.setSRV("_app._tcp.spillway.test", srvRecord{"app.spillway.test", 8080})
+			s.SetMode(answer)
+			s.SetA("app.spillway.test", "127.0.0.3")
+			s.SetSRV("_app._tcp.spillway.test", srvRecord{Target: "app.spillway.test", Port: 8080})
 			if err := d.Resolve(t.Context()); err != nil {
 				t.Fatalf("Resolve once healed: %v", err)
 			}
@@ -184,24 +184,24 @@ func TestDNSFailuresKeepLastSet(t *testing.T) {
 // last set meanwhile, and takes the next good answer.
 func TestDNSRunKeepsLastSetThroughFailures(t *testing.T) {
 	s := startDNS(t)
-	s.setA("app.spillway.test", "127.0.0.2", "127.0.0.3")
+	s.SetA("app.spillway.test", "127.0.0.2", "127.0.0.3")
 	d, u, l := newDiscoverer(t, discovery.Options{
-		DNS: "app.spillway.test:8080", Resolver: s.addr, Interval: interval,
+		DNS: "app.spillway.test:8080", Resolver: s.Addr, Interval: interval,
 	})
 	run(t, d, u)
 	u.until(t, "127.0.0.2:8080", "127.0.0.3:8080")
 
-	s.setMode(servfail)
+	s.SetMode(servfail)
 	l.until(t, failedMsg, 3)
-	s.setMode(empty)
+	s.SetMode(empty)
 	l.until(t, failedMsg, 6)
 	u.none(t) // the set has not changed, so no Update, and never an empty one
 	if got, want := d.Members(), []string{"127.0.0.2:8080", "127.0.0.3:8080"}; !slices.Equal(got, want) {
 		t.Errorf("Members() = %q during failures, want %q", got, want)
 	}
 
-	s.setA("app.spillway.test", "127.0.0.4")
-	s.setMode(answer)
+	s.SetA("app.spillway.test", "127.0.0.4")
+	s.SetMode(answer)
 	u.until(t, "127.0.0.4:8080")
 	if n := d.Failures(); n < 6 {
 		t.Errorf("Failures() = %d, want >= 6", n)
@@ -218,9 +218,9 @@ func TestDNSLargeAnswerOverTCP(t *testing.T) {
 		ips = append(ips, ip)
 		want = append(want, ip+":8080")
 	}
-	s.setA("big.spillway.test", ips...)
+	s.SetA("big.spillway.test", ips...)
 	d, u, _ := newDiscoverer(t, discovery.Options{
-		DNS: "big.spillway.test:8080", Resolver: s.addr, Interval: interval,
+		DNS: "big.spillway.test:8080", Resolver: s.Addr, Interval: interval,
 	})
 	if err := d.Resolve(t.Context()); err != nil {
 		t.Fatalf("Resolve: %v", err)
@@ -229,7 +229,7 @@ func TestDNSLargeAnswerOverTCP(t *testing.T) {
 	if got := u.next(t); !slices.Equal(got, want) {
 		t.Errorf("Update with %d members, want %d", len(got), len(want))
 	}
-	if s.count("tcp") == 0 {
+	if s.Count("tcp") == 0 {
 		t.Errorf("no query over TCP: the answer was not truncated, the test proves nothing")
 	}
 }
@@ -237,9 +237,9 @@ func TestDNSLargeAnswerOverTCP(t *testing.T) {
 // TestResolveCanceled: a resolution cut short by its caller is no failure.
 func TestResolveCanceled(t *testing.T) {
 	s := startDNS(t)
-	s.setMode(silent)
+	s.SetMode(silent)
 	d, _, l := newDiscoverer(t, discovery.Options{
-		DNS: "app.spillway.test:8080", Resolver: s.addr, Interval: time.Minute,
+		DNS: "app.spillway.test:8080", Resolver: s.Addr, Interval: time.Minute,
 	})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -260,9 +260,9 @@ func TestResolveCanceled(t *testing.T) {
 // goroutines outlived Run by that long.
 func TestRunStopsMidLookup(t *testing.T) {
 	s := startDNS(t)
-	s.setMode(silent)
+	s.SetMode(silent)
 	d, err := discovery.New(discovery.Options{
-		DNS: "app.spillway.test:8080", Resolver: s.addr, Interval: time.Minute,
+		DNS: "app.spillway.test:8080", Resolver: s.Addr, Interval: time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +271,7 @@ func TestRunStopsMidLookup(t *testing.T) {
 	stopped := make(chan struct{})
 	go func() { d.Run(ctx); close(stopped) }()
 	select {
-	case <-s.asked:
+	case <-s.Asked:
 	case <-time.After(wait):
 		t.Fatalf("no query within %s", wait)
 	}
@@ -281,7 +281,7 @@ func TestRunStopsMidLookup(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatalf("Run did not return within %s of its context's end", wait)
 	}
-	s.stop()
+	s.Stop()
 	goleak.VerifyNone(t) // retries for a while, far less than the resolver's 5s
 	if n := d.Failures(); n != 0 {
 		t.Errorf("Failures() = %d: a lookup cut short by Run's end counted as failed", n)

@@ -229,7 +229,7 @@ sites:
   - {name: idc1, weight: 0, backends: []}
   - name: idc2
     weight: 0
-    slow_start: 30s
+    slow_start: -1s
 timeouts: {conect: 1s}
 `, taken.Addr().String()))
 	var stderr bytes.Buffer
@@ -240,7 +240,7 @@ timeouts: {conect: 1s}
 	want := []string{
 		cfg + ":3:3: sites: every site has weight 0",
 		cfg + ":3:3: sites: no site has backends or discovery",
-		cfg + ":6:17: sites[1].slow_start: slow start is not available",
+		cfg + ":6:17: sites[1].slow_start: must be >= 0, got -1s",
 		cfg + `:7:12: timeouts.conect: unknown key "conect" (did you mean "connect"?)`,
 		"4 problem(s); the config was not used",
 	}

@@ -55,21 +55,17 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	return serveProxy(ctx, cfg, table, outliers, ln, log)
 }
 
-// serveProxy serves table on ln, with its active health checks running, until ctx is done;
+// serveProxy serves table on ln, with its health checks and discovery running (Table.Run), until ctx is done;
 // then it shuts down gracefully: it stops accepting, gives requests in flight
 // timeouts.shutdown to finish, and closes what is left. It closes ln, table and outliers.
 func serveProxy(ctx context.Context, cfg *configs.Config, table *proxy.Table, outliers *health.Outliers, ln net.Listener, log *zap.Logger) error {
 	defer table.Close()
 	defer outliers.Close()
-	// Health checks run until the server has stopped, grace period included.
-	checks, stopChecks := context.WithCancel(context.WithoutCancel(ctx))
-	checked := make(chan struct{})
-	if m := table.Monitor(); m != nil {
-		go func() { defer close(checked); m.Run(checks) }()
-	} else {
-		close(checked)
-	}
-	defer func() { stopChecks(); <-checked }()
+	// Health checks and discovery run until the server has stopped, grace period included.
+	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); table.Run(background) }()
+	defer func() { stopBackground(); <-stopped }()
 	srv := proxy.NewServer(cfg, proxy.NewHandler(table, log), log)
 
 	served := make(chan error, 1)

@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/balancer/discovery"
+	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/health"
+)
+
+// discoveredSite is a site whose backends discovery finds. Its Discoverer and health checks
+// run in Table.Run; Build only records what they need.
+type discoveredSite struct {
+	index  int
+	name   string
+	scheme string // of the members' URLs: https when the site has tls
+	opts   discovery.Options
+	health *configs.Health // nil: no active checks
+}
+
+func newDiscoveredSite(i int, s configs.Site, log *zap.Logger) discoveredSite {
+	d := s.Discovery
+	scheme := "http"
+	if s.TLS != nil {
+		scheme = "https"
+	}
+	return discoveredSite{index: i, name: s.Name, scheme: scheme, health: s.Health,
+		opts: discovery.Options{Site: s.Name, DNS: d.DNS, File: d.File, Resolver: d.Resolver,
+			Interval: d.Interval, Log: log.Named("discovery")}}
+}
+
+// Run does the Table's background work until ctx ends: the active health checks of its
+// configured backends, and for each site with discovery, finding its members and checking
+// their health. It returns once all of it has stopped. Call it once, for as long as the
+// Table serves.
+func (t *Table) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	if t.monitor != nil {
+		wg.Go(func() { t.monitor.Run(ctx) })
+	}
+	for i := range t.discovered {
+		d := &t.discovered[i]
+		wg.Go(func() { t.runDiscovery(ctx, d) })
+	}
+	wg.Wait()
+}
+
+// runDiscovery keeps site d's members up to date: each new set from its Discoverer becomes
+// the Picker's members (new ones slow-start, vanished ones drain), and the site's health
+// checks restart over the new set. Until the first lookup answers, the site has no members
+// and its share of the split goes to the others.
+func (t *Table) runDiscovery(ctx context.Context, d *discoveredSite) {
+	updates := make(chan []string, 1)
+	opts := d.opts
+	opts.Update = func(members []string) {
+		select { // only the latest set matters
+		case <-updates:
+		default:
+		}
+		updates <- members
+	}
+	disc, err := discovery.New(opts)
+	if err != nil { // configs.Validate checks what New does; keep the proxy up regardless
+		t.deps.Log.Error("discovery not started", zap.String("site", d.name), zap.Error(err))
+		return
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { disc.Run(ctx) })
+
+	stopChecks := func() {}
+	defer func() { stopChecks() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case members := <-updates:
+			stopChecks()
+			stopChecks = t.setMembers(ctx, d, members)
+		}
+	}
+}
+
+// setMembers makes members (host:port) the backends of site d, and starts their health
+// checks; it returns the function that stops those checks and waits for them.
+func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []string) (stop func()) {
+	addrs := make([]string, len(members))
+	for i, m := range members {
+		addrs[i] = d.scheme + "://" + m
+	}
+	var targets []health.Target
+	if d.health != nil {
+		for _, a := range addrs {
+			targets = append(targets, healthTarget(t.deps.Registry, d.name, a, d.health))
+		}
+	}
+	t.membersMu.Lock()
+	bs, err := t.picker.SetMembers(d.name, addrs)
+	if err == nil {
+		if o, ok := t.deps.Outliers.(interface{ SetMembers(map[string][]string) }); ok {
+			o.SetMembers(t.Members())
+		}
+	}
+	t.membersMu.Unlock()
+	if err != nil {
+		t.deps.Log.Error("discovered members refused", zap.String("site", d.name), zap.Error(err))
+		return func() {}
+	}
+	// Forwarders of members that left go; requests still using one keep it until they end.
+	keep := make(map[*balancer.Backend]bool, len(bs))
+	for _, b := range bs {
+		keep[b] = true
+	}
+	route := &t.sites[d.index]
+	route.forwarders.Range(func(k, _ any) bool {
+		if !keep[k.(*balancer.Backend)] {
+			route.forwarders.Delete(k)
+		}
+		return true
+	})
+	if len(targets) == 0 {
+		return func() {}
+	}
+	m := health.NewMonitor(t.monitorOptions(targets))
+	checks, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(checks) }()
+	return func() { cancel(); <-done }
+}
