@@ -52,7 +52,7 @@ timeouts:
   - name: idc1
     weight: 5
     backends: ["http://127.0.0.1:1"]
-    slow_start: 30s
+admin: {listen: "127.0.0.1:9901"}
 `)
 	for _, tc := range []struct {
 		name      string
@@ -70,7 +70,7 @@ timeouts:
 			`^` + regexp.QuoteMeta(bad) + `:8:5: sites\[1\].wieght: unknown key "wieght" \(did you mean "weight"\?\)`,
 		}},
 		{name: "feature not available yet", args: []string{notYet}, code: 1, stderrRE: []string{
-			`^` + regexp.QuoteMeta(notYet) + `:5:17: sites\[0\].slow_start: slow start is not available`,
+			`^` + regexp.QuoteMeta(notYet) + `:5:8: admin: the admin API is not available`,
 		}},
 		{name: "missing file", args: []string{filepath.Join(t.TempDir(), "nope.yaml")}, code: 1, stderrRE: []string{`no such file`}},
 		{name: "no file", args: nil, code: 2, stderrRE: []string{`usage: spillway validate FILE`}},
