@@ -150,6 +150,13 @@ func (e *env) checkIdle(t *testing.T) {
 			}
 		}
 	}
+	for _, s := range e.table.Status() { // discovered members too
+		for _, b := range s.Backends {
+			if b.Inflight != 0 {
+				t.Errorf("backend %s/%s: in-flight %d after drain, want 0", s.Name, b.Addr, b.Inflight)
+			}
+		}
+	}
 }
 
 // get sends a GET through the proxy and returns the status and body.
