@@ -98,12 +98,23 @@ func (p *Picker) limit(s *pickerSite, b *Backend) int64 {
 
 // siteLimit is the site's capacity: the sum of the limits of its backends that are up.
 func (p *Picker) siteLimit(pl *plan, i int) int64 {
+	limit, _, _ := p.room(pl, i)
+	return limit
+}
+
+// room is site i's capacity now, over its backends that are up: the sum of their limits,
+// of their requests in flight, and of their free slots. Requests still in flight on a
+// backend that went down (or left) are not counted: they take no slot that is free.
+func (p *Picker) room(pl *plan, i int) (limit, used, free int64) {
 	s := &p.sites[i]
-	var sum int64
 	for _, j := range pl.up[i] {
-		sum += p.limit(s, pl.members[i][j])
+		b := pl.members[i][j]
+		l, n := p.limit(s, b), b.inflight.Load()
+		limit += l
+		used += n
+		free += max(l-n, 0)
 	}
-	return sum
+	return limit, used, free
 }
 
 // headroom reports whether site i may take the requests that prefer it. A site that filled
@@ -113,7 +124,7 @@ func (p *Picker) headroom(pl *plan, i int) bool {
 	if !st.spilling.Load() {
 		return true
 	}
-	if float64(st.inflight.Load()) < p.resume*float64(p.siteLimit(pl, i)) {
+	if limit, used, _ := p.room(pl, i); float64(used) < p.resume*float64(limit) {
 		st.spilling.Store(false)
 		return true
 	}
@@ -146,7 +157,7 @@ func (p *Picker) acquireExcept(l *Lease, pl *plan, i int, except *Backend) bool 
 		y++
 	}
 	a, b := members[up[x]], members[up[y]]
-	if p.cost(s, b) < p.cost(s, a) {
+	if p.cheaper(s, b, a) {
 		a, b = b, a
 	}
 	if a != except && p.take(l, i, a) {
@@ -165,18 +176,18 @@ func (p *Picker) acquireExcept(l *Lease, pl *plan, i int, except *Backend) bool 
 	return false
 }
 
-// cost orders two backends for power of two choices: in-flight (plus this request) times
-// latency, so a slower backend gets fewer, divided by the slow-start ramp. Without a
-// latency for both, in-flight alone.
-func (p *Picker) cost(s *pickerSite, b *Backend) float64 {
-	c := float64(b.inflight.Load() + 1)
-	if lat := b.latency.Load(); lat > 0 {
-		c *= float64(lat)
+// cheaper orders two backends for power of two choices: requests in flight (this one
+// included), divided by the slow-start ramp, so a ramping backend gets fewer; when both have
+// a latency average, times that, so a slower backend gets fewer. A backend without one yet
+// (new, or never answered) is compared on in-flight alone, not taken as infinitely fast.
+func (p *Picker) cheaper(s *pickerSite, x, y *Backend) bool {
+	cx := float64(x.inflight.Load()+1) / p.ramp(s, x)
+	cy := float64(y.inflight.Load()+1) / p.ramp(s, y)
+	if lx, ly := x.latency.Load(), y.latency.Load(); lx > 0 && ly > 0 {
+		cx *= float64(lx)
+		cy *= float64(ly)
 	}
-	if r := p.ramp(s, b); r < 1 {
-		c /= r
-	}
-	return c
+	return cx < cy
 }
 
 // take counts the request in flight on backend b of site i if b is below its limit, and
@@ -239,7 +250,8 @@ func (p *Picker) spill(l *Lease, pl *plan, pref int, reason SpillReason, anyOnly
 }
 
 // byHeadroom tries the non-elastic sites of the split other than pref, most free slots
-// first; with hold, not those holding back after filling up.
+// first; with hold, not those holding back after filling up. Without hold it tries every
+// one of them, whatever its count of free slots said a moment before.
 func (p *Picker) byHeadroom(l *Lease, pl *plan, pref int, reason SpillReason, hold bool) bool {
 	var buf [16]int
 	var free [16]int64
@@ -248,8 +260,8 @@ func (p *Picker) byHeadroom(l *Lease, pl *plan, pref int, reason SpillReason, ho
 		if i == pref || (hold && !p.headroom(pl, i)) {
 			continue
 		}
-		h := p.siteLimit(pl, i) - p.sites[i].state.inflight.Load()
-		if h <= 0 {
+		_, _, h := p.room(pl, i)
+		if h <= 0 && hold {
 			continue
 		}
 		// insertion sort, most headroom first; a handful of sites
@@ -365,7 +377,8 @@ func (r *Registry) shed(reason ShedReason) { r.sheds[reason].Add(1) }
 // SiteStatus is a site's capacity now, for the state API and metrics.
 type SiteStatus struct {
 	Name     string
-	Weight   int // configured
+	Weight   float64 // now: configured, or as an operator set it (to a tenth)
+	Drained  bool
 	Elastic  bool
 	Limit    int64 // sum of the limits of the backends that are up
 	Inflight int64
@@ -377,6 +390,7 @@ type SiteStatus struct {
 type BackendStatus struct {
 	Addr     string
 	Up       bool // active health up and not ejected
+	Healthy  bool // active health up
 	Ejected  bool
 	Limit    int64 // with its slow-start ramp
 	Inflight int64
@@ -387,13 +401,14 @@ type BackendStatus struct {
 // Status reports every site's capacity and its backends' state, in Options order.
 func (p *Picker) Status() []SiteStatus {
 	pl := p.plan.Load()
+	controls := *p.controls.Load()
 	out := make([]SiteStatus, len(p.sites))
 	for i := range p.sites {
 		s := &p.sites[i]
-		st := SiteStatus{Name: s.state.Name, Weight: s.weight, Elastic: s.elastic,
+		st := SiteStatus{Name: s.state.Name, Weight: controls[i].weight, Drained: controls[i].drained, Elastic: s.elastic,
 			Limit: p.siteLimit(pl, i), Inflight: s.state.inflight.Load(), Spilling: s.state.spilling.Load()}
 		for _, b := range pl.members[i] {
-			st.Backends = append(st.Backends, BackendStatus{Addr: b.ID.Addr, Up: b.Up(), Ejected: b.Ejected(),
+			st.Backends = append(st.Backends, BackendStatus{Addr: b.ID.Addr, Up: b.Up(), Healthy: b.Healthy(), Ejected: b.Ejected(),
 				Limit: p.limit(s, b), Inflight: b.inflight.Load(), Ramp: p.ramp(s, b), Latency: b.Latency()})
 		}
 		out[i] = st

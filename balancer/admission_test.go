@@ -986,7 +986,7 @@ func TestAdmitCapacityGrowthWakesWaiters(t *testing.T) {
 		{
 			name: "SetMembers",
 			grow: func(t *testing.T, reg *Registry, p *Picker) {
-				if _, err := p.SetMembers("aws", []string{"e1", "e2"}); err != nil {
+				if _, err := p.SetMembers("aws", []string{"e1", "e2"}, true); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -1082,7 +1082,7 @@ func TestAdmitLeavingWaiterPassesOnItsWakeUp(t *testing.T) {
 			}})
 			// e1 joins after the first Picker, so it ramps and its limit reads the clock: the
 			// hook runs inside the waiter's first look, after home was found full.
-			if _, err := p.SetMembers("aws", []string{"e1"}); err != nil {
+			if _, err := p.SetMembers("aws", []string{"e1"}, true); err != nil {
 				t.Fatal(err)
 			}
 			home, aws := new(Lease), new(Lease)
@@ -1281,7 +1281,7 @@ func TestAdmissionNoSlotLeaks(t *testing.T) {
 			case 2:
 				m := slices.Clone(pool)
 				r.Shuffle(len(m), func(i, j int) { m[i], m[j] = m[j], m[i] })
-				if _, err := p.SetMembers("aws", m[:r.IntN(len(m)+1)]); err != nil {
+				if _, err := p.SetMembers("aws", m[:r.IntN(len(m)+1)], true); err != nil {
 					t.Error(err)
 				}
 			}
@@ -1404,7 +1404,7 @@ func TestSlowStart(t *testing.T) {
 			if b := backend("c1"); b.Ramp != 1 || b.Limit != int64(max) {
 				t.Fatalf("first config's member: ramp %v limit %d, want 1 and %d", b.Ramp, b.Limit, max)
 			}
-			if _, err := p.SetMembers("aws", []string{"c1", "c2"}); err != nil {
+			if _, err := p.SetMembers("aws", []string{"c1", "c2"}, true); err != nil {
 				t.Fatal(err)
 			}
 			if b := backend("c2"); b.Ramp != slowStartFloor || b.Limit != atJoin {
@@ -1444,7 +1444,7 @@ func TestSlowStart(t *testing.T) {
 			}
 
 			// A third member grows the site's limit by its floor at once.
-			if _, err := p.SetMembers("aws", []string{"c1", "c2", "c3"}); err != nil {
+			if _, err := p.SetMembers("aws", []string{"c1", "c2", "c3"}, true); err != nil {
 				t.Fatal(err)
 			}
 			if got := p.Status()[0].Limit; got != 2*int64(max)+atJoin {

@@ -13,22 +13,23 @@ import (
 type AdaptiveOptions struct {
 	Floor int // lowest limit, >= 1: a backend is never starved below it
 	Cap   int // highest limit, >= Floor
-	// Initial is the limit before any sample, in [Floor, Cap]; 0 means min(Cap, max(Floor, 20)).
+	// Initial is the limit before any sample, in [Floor, Cap]; 0 means
+	// min(Cap, max(Floor, DefaultAdaptiveInitial)).
 	Initial int
 }
 
 // The controller's constants. Why each has its value is in AdaptiveLimit's doc comment.
 const (
-	minWindow      = 10   // samples in the smallest window
-	maxWindow      = 4096 // samples in the largest window; keeps the packed window sum exact
-	historyLen     = 20   // K: window means the baseline is the minimum of
-	probeAfter     = 16   // P: saturated windows in a row before a baseline probe
-	tolerance      = 1.5  // latency over the baseline accepted before the limit shrinks
-	minGradient    = 0.5  // the most one window's gradient can cut
-	smoothing      = 0.2  // weight of a window's new limit against the old
-	dropDecrease   = 0.9  // multiplicative cut for a window with overload signals
-	staleWindows   = 4    // a probe that sees this many windows of stale samples gives up
-	defaultInitial = 20   // Initial when AdaptiveOptions leave it 0
+	minWindow      = 10                     // samples in the smallest window
+	maxWindow      = 4096                   // samples in the largest window; keeps the packed window sum exact
+	historyLen     = 20                     // K: window means the baseline is the minimum of
+	probeAfter     = 16                     // P: saturated windows in a row before a baseline probe
+	tolerance      = 1.5                    // latency over the baseline accepted before the limit shrinks
+	minGradient    = 0.5                    // the most one window's gradient can cut
+	smoothing      = 0.2                    // weight of a window's new limit against the old
+	dropDecrease   = 0.9                    // multiplicative cut for a window with overload signals
+	staleWindows   = 4                      // a probe that sees this many windows of stale samples gives up
+	defaultInitial = DefaultAdaptiveInitial // Initial when AdaptiveOptions leave it 0
 )
 
 // A window's count and latency sum share one atomic word, so that a window closing while
@@ -185,11 +186,15 @@ func (a *AdaptiveLimit) tryClose() {
 }
 
 // SetBounds changes the floor and cap (a reload) and clamps the limit into them at once.
-// A probe in progress is abandoned. It panics on bounds NewAdaptiveLimit would refuse.
+// A probe in progress is abandoned when the bounds change. It panics on bounds
+// NewAdaptiveLimit would refuse.
 func (a *AdaptiveLimit) SetBounds(floor, cap int) {
 	checkBounds(floor, cap)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if float64(floor) == a.floor && float64(cap) == a.cap {
+		return // unchanged (every reload and member change asks): a probe goes on
+	}
 	a.floor, a.cap = float64(floor), float64(cap)
 	a.est = a.clamp(a.est)
 	a.probe.Store(0)

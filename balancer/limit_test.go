@@ -233,7 +233,7 @@ func TestAdaptiveBounds(t *testing.T) {
 		wantAfterSetBounds int64 // the limit just after SetBounds(setFloor, setCap)
 	}{
 		{"cap under capacity holds", AdaptiveOptions{Floor: 1, Cap: 10}, 1000, 1, 10, 10, 1, 5, 5},
-		{"floor over capacity holds", AdaptiveOptions{Floor: 50, Cap: 1000}, 1000, 50, 1000, 50, 1, 40, 40},
+		{"floor over capacity holds", AdaptiveOptions{Floor: 50, Cap: 1000, Initial: 50}, 1000, 50, 1000, 50, 1, 40, 40},
 		{"raised floor lifts", AdaptiveOptions{Floor: 1, Cap: 1000, Initial: 30}, 1000, 1, 1000, 30, 200, 300, 200},
 		{"exact", AdaptiveOptions{Floor: 7, Cap: 7}, 1000, 7, 7, 7, 7, 7, 7},
 	} {
@@ -264,7 +264,7 @@ func TestAdaptiveDefaultInitial(t *testing.T) {
 		floor, cap int
 		want       int64
 	}{
-		{1, 1000, 20}, {1, 8, 8}, {40, 1000, 40},
+		{1, 1000, DefaultAdaptiveInitial}, {1, 8, 8}, {100, 1000, 100},
 	} {
 		if got := NewAdaptiveLimit(AdaptiveOptions{Floor: tc.floor, Cap: tc.cap}).Limit(); got != tc.want {
 			t.Errorf("floor %d cap %d: initial %d, want %d", tc.floor, tc.cap, got, tc.want)

@@ -3,6 +3,7 @@ package balancer
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -41,6 +42,8 @@ type SiteOptions struct {
 	MaxInflight int
 	// Adaptive bounds the learned limit of a site without MaxInflight.
 	Adaptive AdaptiveOptions
+	// Drained starts the site drained (see Picker.SetDrained).
+	Drained bool
 	// SlowStart is how long a backend that joins (or comes back up) takes to ramp its limit
 	// and its share of picks from a tenth to all of it; 0: no ramp.
 	SlowStart time.Duration
@@ -55,29 +58,43 @@ type Picker struct {
 	sites []pickerSite
 	// cursor is the splitter's position, shared with every Picker over the same site list.
 	cursor       *atomic.Uint64
+	names        []string
 	intN         func(n int) int
 	resume       float64
 	queueSize    int
 	queueTimeout time.Duration
 	spills       [][]*[numSpillReasons]atomic.Uint64 // [from][to], from the Registry
 
-	// members are the backends of each site, replaced whole by SetMembers.
-	mu      sync.Mutex // serialises SetMembers
-	members atomic.Pointer[[][]*Backend]
+	// members are the backends of each site, replaced whole by SetMembers; controls are the
+	// weights and drains, replaced whole by SetWeight and SetDrained.
+	mu       sync.Mutex // serialises SetMembers, SetWeight and SetDrained
+	members  atomic.Pointer[[][]*Backend]
+	controls atomic.Pointer[[]siteControl]
 	// plan is replaced by the control plane when health or membership changes.
-	plan atomic.Pointer[plan]
+	plan   atomic.Pointer[plan]
+	closed atomic.Bool
 }
 
 type pickerSite struct {
-	state      *Site
-	weight     int
-	elastic    bool
-	static     int64 // per-backend limit; 0: adaptive
-	adaptive   AdaptiveOptions
-	slowStart  int64 // nanoseconds
-	hash       uint64
-	takesSpill bool // elastic, or in the split
+	state     *Site
+	elastic   bool
+	static    int64 // per-backend limit; 0: adaptive
+	adaptive  AdaptiveOptions
+	slowStart int64 // nanoseconds
+	hash      uint64
 }
+
+// siteControl is what operators change at run time: a site's weight and whether it is
+// drained (no new requests, not even spillover; its in-flight ones finish).
+type siteControl struct {
+	weight  float64
+	drained bool
+}
+
+// weightScale turns weights into the integers of the split: a tenth of a weight is the
+// finest step (a ramp from 5 to 7 moves through 5.1, 5.2, ...). The schedule divides the
+// scaled weights by their common divisor, so whole weights cost nothing.
+const weightScale = 10
 
 // plan is what a Picker derives from health and membership: the split over sites that have
 // a backend up, and per site its members and the indexes of those that are up.
@@ -105,6 +122,7 @@ func NewPicker(reg *Registry, opts Options) (*Picker, error) {
 	}
 	names := make([]string, len(opts.Sites))
 	members := make([][]*Backend, len(opts.Sites))
+	controls := make([]siteControl, len(opts.Sites))
 	seen := map[string]bool{}
 	for i, so := range opts.Sites {
 		if seen[so.Name] {
@@ -118,23 +136,26 @@ func NewPicker(reg *Registry, opts Options) (*Picker, error) {
 			return nil, fmt.Errorf("site %q: negative max_inflight %d", so.Name, so.MaxInflight)
 		}
 		names[i] = so.Name
-		ps := pickerSite{state: reg.Site(so.Name), weight: so.Weight, elastic: so.Elastic,
+		ps := pickerSite{state: reg.Site(so.Name), elastic: so.Elastic,
 			static: int64(so.MaxInflight), adaptive: so.Adaptive.withDefaults(),
-			slowStart: int64(so.SlowStart), hash: HashKey(so.Name),
-			takesSpill: so.Elastic || so.Weight > 0}
+			slowStart: int64(so.SlowStart), hash: HashKey(so.Name)}
 		p.sites = append(p.sites, ps)
 		bs, err := p.backends(i, so.Backends)
 		if err != nil {
 			return nil, err
 		}
 		members[i] = bs
+		controls[i] = siteControl{weight: float64(so.Weight), drained: so.Drained}
 	}
+	p.names = names
 	p.cursor = reg.cursor(names)
 	p.spills = reg.spillCounters(names)
 	p.members.Store(&members)
+	p.controls.Store(&controls)
 	p.plan.Store(p.makePlan(reg.epoch.Load()))
 	reg.attach(p)
-	p.replan() // a health change between the first plan and attach
+	p.replan()       // a health change between the first plan and attach
+	reg.queue.wake() // a request waiting on an older config may fit in this one
 	return p, nil
 }
 
@@ -163,9 +184,12 @@ func (p *Picker) backends(i int, addrs []string) ([]*Backend, error) {
 }
 
 // SetMembers replaces the backends of the site called name (discovery found a new set).
-// New members slow-start; members that are gone take no new requests and finish the ones
-// they have. It returns the members now listed.
-func (p *Picker) SetMembers(name string, addrs []string) ([]*Backend, error) {
+// With joining, members that were not listed before slow-start, even one the Registry still
+// knows from an earlier time; without (the first set of a proxy that just started: the
+// deployment, not newcomers to it), they take their full limit at once. Members that are
+// gone take no new requests and finish the ones they have. It returns the members now
+// listed.
+func (p *Picker) SetMembers(name string, addrs []string, joining bool) ([]*Backend, error) {
 	i := p.siteIndex(name)
 	if i < 0 {
 		return nil, fmt.Errorf("no site %q", name)
@@ -177,12 +201,53 @@ func (p *Picker) SetMembers(name string, addrs []string) ([]*Backend, error) {
 		return nil, err
 	}
 	old := *p.members.Load()
+	now := p.reg.now().UnixNano()
+	for _, b := range bs {
+		if !slices.Contains(old[i], b) {
+			if joining {
+				b.joined.Store(now)
+			} else {
+				b.joined.Store(0)
+			}
+		}
+	}
 	next := slices.Clone(old)
 	next[i] = bs
 	p.members.Store(&next)
 	p.reg.replanAll()
 	p.reg.queue.wake() // capacity may have grown
 	return bs, nil
+}
+
+// SetWeight changes the weight of the site called name (an operator's change, or a step of
+// a ramp), to a tenth. The split's position is kept.
+func (p *Picker) SetWeight(name string, weight float64) error {
+	if !(weight >= 0 && weight <= 1e6) {
+		return fmt.Errorf("site %q: weight %g out of range", name, weight)
+	}
+	return p.control(name, func(c *siteControl) { c.weight = weight })
+}
+
+// SetDrained drains the site called name, or undrains it: a drained site takes no new
+// requests, not even spillover or retries, and its sessions map elsewhere; its in-flight
+// requests finish.
+func (p *Picker) SetDrained(name string, drained bool) error {
+	return p.control(name, func(c *siteControl) { c.drained = drained })
+}
+
+func (p *Picker) control(name string, change func(*siteControl)) error {
+	i := p.siteIndex(name)
+	if i < 0 {
+		return fmt.Errorf("no site %q", name)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	next := slices.Clone(*p.controls.Load())
+	change(&next[i])
+	p.controls.Store(&next)
+	p.reg.replanAll()
+	p.reg.queue.wake() // an undrain or a new weight may open room
+	return nil
 }
 
 func (p *Picker) siteIndex(name string) int {
@@ -196,15 +261,21 @@ func (p *Picker) siteIndex(name string) int {
 
 // Close detaches p from its Registry: health changes stop replanning it. Requests may still
 // use p; they see the health of the moment Close was called.
-func (p *Picker) Close() { p.reg.detach(p) }
+func (p *Picker) Close() {
+	p.closed.Store(true)
+	p.reg.detach(p)
+}
 
 // makePlan derives the split and the up lists from the members and their health now. A site
 // with no backend up gets weight 0, so its share goes to the others in proportion to theirs.
 func (p *Picker) makePlan(epoch uint64) *plan {
-	members := *p.members.Load()
+	members, controls := *p.members.Load(), *p.controls.Load()
 	pl := &plan{epoch: epoch, members: members, up: make([][]int, len(p.sites)),
 		weights: make([]int, len(p.sites))}
 	for i, s := range p.sites {
+		if controls[i].drained {
+			continue // no new requests; the members' in-flight ones finish
+		}
 		for j, b := range members[i] {
 			if b.Up() {
 				pl.up[i] = append(pl.up[i], j)
@@ -213,11 +284,12 @@ func (p *Picker) makePlan(epoch uint64) *plan {
 		if len(pl.up[i]) == 0 {
 			continue
 		}
-		pl.weights[i] = s.weight
+		w := int(math.Round(controls[i].weight * weightScale))
+		pl.weights[i] = w
 		switch {
 		case s.elastic:
 			pl.elastic = append(pl.elastic, i)
-		case s.weight > 0:
+		case w > 0:
 			pl.spill = append(pl.spill, i)
 		}
 	}
@@ -301,7 +373,7 @@ func (p *Picker) Pick(l *Lease, key uint64) error {
 	}
 	// Holding back after filling up: hysteresis, unless it is still full anyway.
 	reason := SpillHysteresis
-	if p.sites[pref].state.inflight.Load() >= p.siteLimit(pl, pref) {
+	if _, _, free := p.room(pl, pref); free == 0 {
 		reason = SpillSaturated
 	}
 	return p.spill(l, pl, pref, reason, false)
@@ -349,7 +421,7 @@ func (p *Picker) PickRetry(l *Lease, prevSite int, prev *Backend) error {
 		}
 	}
 	for i := range p.sites {
-		if i != prevSite && i != first && p.sites[i].takesSpill && p.acquire(l, pl, i) {
+		if i != prevSite && i != first && (p.sites[i].elastic || pl.weights[i] > 0) && p.acquire(l, pl, i) {
 			return nil
 		}
 	}

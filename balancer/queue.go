@@ -177,6 +177,13 @@ func (p *Picker) Admit(ctx context.Context, l *Lease, key uint64) error {
 	try := q.isHead(w)
 	for {
 		if try {
+			if p.closed.Load() {
+				// A new config replaced the one this request came in under: look for a
+				// slot in the new one, with no preference (its sites may differ).
+				if latest := p.reg.latest.Load(); latest != nil && latest != p {
+					p, pref = latest, -1
+				}
+			}
 			err := p.spill(l, p.plan.Load(), pref, SpillSaturated, true)
 			if err == nil {
 				q.remove(w)

@@ -108,7 +108,10 @@ type Registry struct {
 
 	queue waitQueue
 	sheds [numShedReasons]atomic.Uint64
-	now   func() time.Time
+	// latest is the Picker attached last (the current config): a request queued on an
+	// older one that has closed waits for a slot in it.
+	latest atomic.Pointer[Picker]
+	now    func() time.Time
 }
 
 // NewRegistry returns an empty Registry.
@@ -224,11 +227,68 @@ func (r *Registry) replanAll() {
 	}
 }
 
+// Prune forgets the state of every backend, site and splitter position that no open Picker
+// uses (a reload removed them), so that a long-running proxy whose config or discovered
+// pool changes does not keep them forever. Requests still holding a Lease on a forgotten
+// backend release it normally. A backend that comes back later starts afresh (and slow-
+// starts). Call it after closing the Pickers of an old config, never while a Picker is
+// being built (NewPicker takes its backends before it attaches to the Registry).
+func (r *Registry) Prune() {
+	// Member changes (SetMembers) take a backend, then list it: hold them all off.
+	r.mu.Lock()
+	pickers := make([]*Picker, 0, len(r.pickers))
+	for p := range r.pickers {
+		pickers = append(pickers, p)
+	}
+	r.mu.Unlock()
+	for _, p := range pickers {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	backends := map[BackendID]bool{}
+	sites := map[string]bool{}
+	cursors := map[string]bool{}
+	for p := range r.pickers {
+		for _, bs := range *p.members.Load() {
+			for _, b := range bs {
+				backends[b.ID] = true
+			}
+		}
+		for _, name := range p.names {
+			sites[name] = true
+		}
+		cursors[strings.Join(p.names, "\x00")] = true
+	}
+	for id := range r.backends {
+		if !backends[id] {
+			delete(r.backends, id)
+		}
+	}
+	for name := range r.sites {
+		if !sites[name] {
+			delete(r.sites, name)
+		}
+	}
+	for key := range r.cursors {
+		if !cursors[key] {
+			delete(r.cursors, key)
+		}
+	}
+	for k := range r.spills {
+		if !sites[k.from] || !sites[k.to] {
+			delete(r.spills, k)
+		}
+	}
+}
+
 func (r *Registry) attach(p *Picker) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pickers[p] = struct{}{}
 	r.warm = true
+	r.latest.Store(p)
 }
 
 func (r *Registry) detach(p *Picker) {

@@ -74,6 +74,11 @@ func (c *Config) SetDefaults() {
 	setDefault(c, "outlier.max_ejection", &o.MaxEjection, DefaultMaxEjection)
 	setDefault(c, "outlier.max_ejection_percent", &o.MaxEjectionPercent, DefaultMaxEjectionPct)
 
+	if a := c.AccessLog; a != nil {
+		setDefault(c, "access_log.output", &a.Output, "stdout")
+		setDefault(c, "access_log.sample_2xx", &a.Sample2xx, 1.0)
+	}
+
 	for i := range c.Sites {
 		s := &c.Sites[i]
 		p := sitePath(i)

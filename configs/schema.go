@@ -10,20 +10,31 @@ import "time"
 // Config is one parsed configuration file. It is plain data: nothing in it changes after
 // Load returns, and it holds no runtime state.
 type Config struct {
-	Listen    Listen    `yaml:"listen"`
-	Admin     Admin     `yaml:"admin"`
-	TLS       *TLS      `yaml:"tls"`
-	Sites     []Site    `yaml:"sites"`
-	Spillover Spillover `yaml:"spillover"`
-	Affinity  Affinity  `yaml:"affinity"`
-	Retries   Retries   `yaml:"retries"`
-	Outlier   Outlier   `yaml:"outlier"`
-	Timeouts  Timeouts  `yaml:"timeouts"`
-	Limits    Limits    `yaml:"limits"`
+	Listen    Listen     `yaml:"listen"`
+	Admin     Admin      `yaml:"admin"`
+	TLS       *TLS       `yaml:"tls"`
+	Sites     []Site     `yaml:"sites"`
+	Spillover Spillover  `yaml:"spillover"`
+	Affinity  Affinity   `yaml:"affinity"`
+	Retries   Retries    `yaml:"retries"`
+	Outlier   Outlier    `yaml:"outlier"`
+	Timeouts  Timeouts   `yaml:"timeouts"`
+	Limits    Limits     `yaml:"limits"`
+	AccessLog *AccessLog `yaml:"access_log"`
 
 	// src maps key paths ("sites[1].weight") to where they stand in the file; nil for a
 	// Config built in code. See Config.Pos.
 	src *source `yaml:"-"`
+}
+
+// Site returns the site called name, or nil.
+func (c *Config) Site(name string) *Site {
+	for i := range c.Sites {
+		if c.Sites[i].Name == name {
+			return &c.Sites[i]
+		}
+	}
+	return nil
 }
 
 // Listen is where the proxy accepts client traffic.
@@ -162,6 +173,14 @@ type Timeouts struct {
 	Idle           time.Duration `yaml:"idle"`            // keep-alive idle, both sides
 	ReadHeader     time.Duration `yaml:"read_header"`     // client's request headers
 	Shutdown       time.Duration `yaml:"shutdown"`        // grace for in-flight requests on stop
+}
+
+// AccessLog is the one-line-per-request JSON log.
+type AccessLog struct {
+	// Output is "stdout", "stderr" or a file path (appended to).
+	Output string `yaml:"output"`
+	// Sample2xx is the fraction of answers below 400 that are written (errors always are).
+	Sample2xx float64 `yaml:"sample_2xx"`
 }
 
 // Limits bound what a client may send.

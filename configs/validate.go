@@ -340,6 +340,14 @@ func (v *validator) policies() {
 	if a.Header != "" && !headerNameRE.MatchString(a.Header) {
 		v.add("affinity.header", "not a valid header name: %q", a.Header)
 	}
+	if a := c.AccessLog; a != nil {
+		if !(a.Sample2xx >= 0 && a.Sample2xx <= 1) {
+			v.add("access_log.sample_2xx", "must be between 0 and 1, got %g", a.Sample2xx)
+		}
+		if a.Output == "" {
+			v.add("access_log.output", "want stdout, stderr or a file path")
+		}
+	}
 	r := c.Retries
 	if r.Attempts < 1 || r.Attempts > 10 {
 		v.add("retries.attempts", "must be between 1 (never retry) and 10 tries, got %d", r.Attempts)

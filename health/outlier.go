@@ -63,8 +63,8 @@ type OutlierOptions struct {
 // outlier, that signal belongs to spillover.
 type Outliers struct {
 	ejector   Ejector
-	threshold int64
-	base, max time.Duration
+	threshold atomic.Int64  // read on the request path
+	base, max time.Duration // guarded by mu once the Outliers is in use (SetPolicy)
 	percent   int
 	now       func() time.Time
 	afterFunc func(time.Duration, func()) func() bool
@@ -113,29 +113,12 @@ func NewOutliers(opts OutlierOptions) *Outliers {
 	}
 	o := &Outliers{
 		ejector:   opts.Ejector,
-		threshold: int64(opts.ConsecutiveFailures),
-		base:      opts.BaseEjection,
-		max:       opts.MaxEjection,
-		percent:   opts.MaxEjectionPercent,
 		now:       opts.Now,
 		afterFunc: opts.AfterFunc,
 		log:       opts.Log,
 		sites:     map[string]*outlierSite{},
 	}
-	if o.threshold <= 0 {
-		o.threshold = DefaultConsecutiveFailures
-	}
-	if o.base <= 0 {
-		o.base = DefaultBaseEjection
-	}
-	if o.max <= 0 {
-		o.max = DefaultMaxEjection
-	}
-	o.max = max(o.max, o.base)
-	if o.percent <= 0 {
-		o.percent = DefaultMaxEjectionPercent
-	}
-	o.percent = min(o.percent, 100)
+	o.setPolicy(opts)
 	if o.now == nil {
 		o.now = time.Now
 	}
@@ -147,6 +130,35 @@ func NewOutliers(opts OutlierOptions) *Outliers {
 	}
 	o.backends.Store(&map[backendKey]*outlierBackend{})
 	return o
+}
+
+// SetPolicy changes the thresholds and durations (a reload) to those of opts; the other
+// fields of opts are ignored. Backends keep their state: ejections under way run their
+// course, and counts of failures in a row carry on against the new threshold.
+func (o *Outliers) SetPolicy(opts OutlierOptions) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.setPolicy(opts)
+}
+
+func (o *Outliers) setPolicy(opts OutlierOptions) {
+	threshold := int64(opts.ConsecutiveFailures)
+	if threshold <= 0 {
+		threshold = DefaultConsecutiveFailures
+	}
+	o.threshold.Store(threshold)
+	o.base, o.max, o.percent = opts.BaseEjection, opts.MaxEjection, opts.MaxEjectionPercent
+	if o.base <= 0 {
+		o.base = DefaultBaseEjection
+	}
+	if o.max <= 0 {
+		o.max = DefaultMaxEjection
+	}
+	o.max = max(o.max, o.base)
+	if o.percent <= 0 {
+		o.percent = DefaultMaxEjectionPercent
+	}
+	o.percent = min(o.percent, 100)
 }
 
 // SetMembers declares the backends of each site (site → addrs) for the panic guard; call it
@@ -224,7 +236,7 @@ func (o *Outliers) Observe(site, addr string, failed bool) {
 	if b.ejected.Load() {
 		return
 	}
-	if b.failures.Add(1) < o.threshold {
+	if b.failures.Add(1) < o.threshold.Load() {
 		return
 	}
 	o.eject(b)
@@ -236,7 +248,7 @@ func (o *Outliers) eject(b *outlierBackend) {
 	o.mu.Lock()
 	// Check again under the lock: a success may have reset the count, another goroutine
 	// may have ejected b, a reload may have dropped it.
-	if o.closed.Load() || b.gone || b.ejected.Load() || b.failures.Load() < o.threshold {
+	if o.closed.Load() || b.gone || b.ejected.Load() || b.failures.Load() < o.threshold.Load() {
 		o.mu.Unlock()
 		return
 	}

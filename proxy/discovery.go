@@ -72,34 +72,43 @@ func (t *Table) runDiscovery(ctx context.Context, d *discoveredSite) {
 	defer wg.Wait()
 	wg.Go(func() { disc.Run(ctx) })
 
-	stopChecks := func() {}
-	defer func() { stopChecks() }()
+	checks := map[string]*memberCheck{} // by address: each member's health checks
+	defer func() {
+		for _, c := range checks {
+			c.stop()
+		}
+	}()
+	// The first set a proxy that just started finds is its deployment, not newcomers.
+	joining := !t.fresh
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case members := <-updates:
-			stopChecks()
-			stopChecks = t.setMembers(ctx, d, members)
+			t.setMembers(ctx, d, members, joining, checks)
+			joining = true
 		}
 	}
 }
 
-// setMembers makes members (host:port) the backends of site d, and starts their health
-// checks; it returns the function that stops those checks and waits for them.
-func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []string) (stop func()) {
+// memberCheck is the active health check of one discovered member, which runs for as long
+// as the member is listed, whatever else joins or leaves.
+type memberCheck struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (c *memberCheck) stop() { c.cancel(); <-c.done }
+
+// setMembers makes members (host:port) the backends of site d (see Picker.SetMembers), and
+// starts the health checks of members that joined and stops those of members that left.
+func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []string, joining bool, checks map[string]*memberCheck) {
 	addrs := make([]string, len(members))
 	for i, m := range members {
 		addrs[i] = d.scheme + "://" + m
 	}
-	var targets []health.Target
-	if d.health != nil {
-		for _, a := range addrs {
-			targets = append(targets, healthTarget(t.deps.Registry, d.name, a, d.health))
-		}
-	}
 	t.membersMu.Lock()
-	bs, err := t.picker.SetMembers(d.name, addrs)
+	bs, err := t.picker.SetMembers(d.name, addrs, joining)
 	if err == nil {
 		if o, ok := t.deps.Outliers.(interface{ SetMembers(map[string][]string) }); ok {
 			o.SetMembers(t.Members())
@@ -108,7 +117,7 @@ func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []str
 	t.membersMu.Unlock()
 	if err != nil {
 		t.deps.Log.Error("discovered members refused", zap.String("site", d.name), zap.Error(err))
-		return func() {}
+		return
 	}
 	// Forwarders of members that left go; requests still using one keep it until they end.
 	keep := make(map[*balancer.Backend]bool, len(bs))
@@ -122,12 +131,25 @@ func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []str
 		}
 		return true
 	})
-	if len(targets) == 0 {
-		return func() {}
+	if d.health == nil {
+		return
 	}
-	m := health.NewMonitor(t.monitorOptions(targets))
-	checks, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(checks) }()
-	return func() { cancel(); <-done }
+	listed := make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		listed[a] = true
+		if checks[a] != nil {
+			continue
+		}
+		m := health.NewMonitor(t.monitorOptions([]health.Target{healthTarget(t.deps.Registry, d.name, a, d.health)}))
+		cctx, cancel := context.WithCancel(ctx)
+		c := &memberCheck{cancel: cancel, done: make(chan struct{})}
+		go func() { defer close(c.done); m.Run(cctx) }()
+		checks[a] = c
+	}
+	for a, c := range checks {
+		if !listed[a] {
+			c.stop()
+			delete(checks, a)
+		}
+	}
 }

@@ -96,6 +96,7 @@ func isTLSHandshakeError(err error) bool {
 // unless the client has gone.
 func (h *Handler) fail(ex *exchange, r *http.Request, err error) {
 	status, reason := classify(err, r, ex.body)
+	ex.reason = reason
 	logFailure(h.log, ex, r, status, reason, err)
 	if reason == reasonClientGone || ex.rw.hijacked {
 		if ex.rw.status == 0 {

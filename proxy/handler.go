@@ -18,19 +18,23 @@ import (
 // starts and keeps it to the end, so Swap never disturbs a request in flight.
 // Safe for concurrent use; the zero value is not usable, call NewHandler.
 type Handler struct {
-	table   atomic.Pointer[Table]
-	log     *zap.Logger
-	ids     *requestIDs
-	retries retryCounts
+	table     atomic.Pointer[Table]
+	log       *zap.Logger
+	ids       *requestIDs
+	retries   retryCounts
+	recorders []Recorder
 }
 
 // NewHandler returns a Handler serving t. log receives one line per failed request; nil
 // means no logging.
-func NewHandler(t *Table, log *zap.Logger) *Handler {
+func NewHandler(t *Table, log *zap.Logger, opts ...HandlerOption) *Handler {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	h := &Handler{log: log, ids: newRequestIDs()}
+	for _, o := range opts {
+		o(h)
+	}
 	h.table.Store(t)
 	return h
 }
@@ -52,6 +56,8 @@ type exchange struct {
 	tries int
 	// reason is why the last try failed; "" while none has.
 	reason string
+	start  time.Time
+	info   RequestInfo // what the recorders get, kept here so that it is not allocated
 	// conns counts the backend connections the Transport got for this request
 	// (httptrace GotConn). A try during which it did not move never reached a backend: the
 	// dial, DNS lookup or TLS handshake failed. Judging by error types instead would take
@@ -61,11 +67,13 @@ type exchange struct {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := h.table.Load()
-	ex := &exchange{rw: responseWriter{ResponseWriter: w}}
+	ex := &exchange{rw: responseWriter{ResponseWriter: w}, start: time.Now()}
 	ex.rw.ex = ex
 	ex.id = h.ids.ensure(r.Header)
+	ex.lease.Preferred = -1
 	if r.Method == http.MethodConnect {
 		writeError(&ex.rw, ex.id, http.StatusMethodNotAllowed, "CONNECT is not supported")
+		h.record(t, ex, r)
 		return
 	}
 	dropNonWebSocketUpgrade(r.Header)
@@ -76,6 +84,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.retry.budget.request()
 	if err := t.picker.Admit(r.Context(), &ex.lease, t.affinityKey(r)); err != nil {
 		h.fail(ex, r, err)
+		h.record(t, ex, r)
 		return
 	}
 	defer h.finish(ex, r, t)
@@ -166,6 +175,7 @@ func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
 	v := recover()
 	if v == nil {
 		ex.lease.Done(ex.result())
+		h.record(t, ex, r)
 		return
 	}
 	ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: errAborted})
@@ -179,6 +189,8 @@ func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
 		ce.Write(append(ex.logFields(r, ex.rw.status, reason),
 			zap.Int64("bytes", ex.rw.bytes), zap.Any("panic", v))...)
 	}
+	ex.reason = reason
+	h.record(t, ex, r)
 	panic(v)
 }
 
@@ -187,13 +199,33 @@ func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
 // says it is over its capacity. A protocol switch or a try that got no answer teaches
 // nothing about latency.
 func (ex *exchange) result() balancer.Result {
-	res := balancer.Result{Status: ex.rw.status, Err: ex.rw.err,
-		Overload: ex.reason == reasonTimeout || ex.reason == reasonConnectTimeout ||
-			(ex.reason == "" && ex.rw.status == http.StatusServiceUnavailable)}
-	if ex.reason == "" && !ex.rw.headerAt.IsZero() && ex.rw.status != http.StatusSwitchingProtocols {
-		res.Latency = ex.rw.headerAt.Sub(ex.lease.Started)
+	res := balancer.Result{Status: ex.rw.status, Err: ex.rw.err}
+	switch ex.reason {
+	case "":
+		res.Overload = ex.rw.status == http.StatusServiceUnavailable
+		if !ex.rw.headerAt.IsZero() && ex.rw.status != http.StatusSwitchingProtocols {
+			res.Latency = ex.rw.headerAt.Sub(ex.sentAt())
+		}
+	case reasonTimeout, reasonConnectTimeout:
+		// At least this slow: a backend that times out must not keep looking fast.
+		res.Overload, res.Latency = true, time.Since(ex.sentAt())
+	case reasonConnect:
+		res.Overload = true // refused: down, or its accept queue is full
 	}
 	return res
+}
+
+// sentAt is when the backend had the whole request: the lease's start, or, for a body
+// still arriving from the client then, when the body ended. A slow upload is the client's
+// time, not the backend's.
+func (ex *exchange) sentAt() time.Time {
+	start := ex.lease.Started
+	if ex.body != nil {
+		if end := ex.body.endedAt(); end.After(start) {
+			return end
+		}
+	}
+	return start
 }
 
 // responseWriter records what the Handler sent the client. Unwrap lets

@@ -75,7 +75,9 @@ type retryBudget struct {
 	ratio        float64
 	minPerSecond int
 	now          func() time.Time
-	slots        [budgetWindow]budgetSlot
+	// slots are shared with the budgets of later Tables (Deps.Previous), so that a reload
+	// does not hand out a fresh budget in the middle of an outage.
+	slots *[budgetWindow]budgetSlot
 }
 
 const budgetWindow = 10 // seconds
@@ -86,11 +88,16 @@ type budgetSlot struct {
 	retries  atomic.Int64
 }
 
-func newRetryBudget(ratio float64, minPerSecond int, now func() time.Time) *retryBudget {
+// newRetryBudget returns a budget counting in the slots of prev, if not nil, or in new ones.
+func newRetryBudget(ratio float64, minPerSecond int, now func() time.Time, prev *retryBudget) *retryBudget {
 	if now == nil {
 		now = time.Now
 	}
-	return &retryBudget{ratio: ratio, minPerSecond: minPerSecond, now: now}
+	b := &retryBudget{ratio: ratio, minPerSecond: minPerSecond, now: now, slots: new([budgetWindow]budgetSlot)}
+	if prev != nil {
+		b.slots = prev.slots
+	}
+	return b
 }
 
 // slot returns the slot of the current second, resetting it if it last counted an older one.
@@ -148,6 +155,7 @@ type requestBody struct {
 	overflow bool // more than limit was read: the body can no longer be replayed
 	try      int  // the current try; readers of older ones get errStaleAttempt
 	pos      int  // how much of kept the current try has read
+	ended    time.Time
 }
 
 func newRequestBody(src io.ReadCloser, limit int) *requestBody {
@@ -171,6 +179,13 @@ func (b *requestBody) next() (io.ReadCloser, bool) {
 	b.try++
 	b.pos = 0
 	return tryBody{b: b, try: b.try}, true
+}
+
+// endedAt is when the client's body ended (EOF), or zero while it has not.
+func (b *requestBody) endedAt() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ended
 }
 
 // replayable reports whether a new try could send the body again.
@@ -208,6 +223,9 @@ func (t tryBody) Read(p []byte) (int, error) {
 		} else {
 			b.overflow, b.kept, b.pos = true, nil, 0
 		}
+	}
+	if err == io.EOF && b.ended.IsZero() {
+		b.ended = time.Now()
 	}
 	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) {
 		b.err = err

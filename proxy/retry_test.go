@@ -265,7 +265,7 @@ func TestRetryBudgetCapsRetries(t *testing.T) {
 
 func TestRetryBudgetWindow(t *testing.T) {
 	now := time.Unix(1000, 0)
-	b := newRetryBudget(0.2, 1, func() time.Time { return now })
+	b := newRetryBudget(0.2, 1, func() time.Time { return now }, nil)
 	allowedOf := func(n int) int {
 		allowed := 0
 		for range n {
@@ -293,7 +293,7 @@ func TestRetryBudgetWindow(t *testing.T) {
 
 func TestRetryBudgetConcurrentNeverOverspends(t *testing.T) {
 	now := time.Unix(1000, 0)
-	b := newRetryBudget(0, 5, func() time.Time { return now })
+	b := newRetryBudget(0, 5, func() time.Time { return now }, nil)
 	var allowed atomic.Int64
 	done := make(chan struct{})
 	for range 8 {

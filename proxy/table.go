@@ -9,7 +9,10 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"reflect"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -48,17 +51,70 @@ type Table struct {
 	deps                           Deps
 	discovered                     []discoveredSite // sites whose members discovery finds
 	membersMu                      sync.Mutex       // serialises member changes (setMembers)
+	cfg                            *configs.Config
+	inherited                      []*siteRoute // routes of Deps.Previous whose transport this Table took
+	tookOver                       atomic.Bool  // takeOver was called
+	fresh                          bool         // built without Deps.Previous: the process's first
+}
+
+// takeOver makes t the owner of the transports it shares with Deps.Previous: call it when
+// t replaces Previous, before closing Previous, so that Previous's Close leaves their
+// connections to t. A Table built with Previous that never replaces it leaves them to
+// Previous.
+func (t *Table) takeOver() {
+	t.tookOver.Store(true)
+	for _, prev := range t.inherited {
+		prev.handedOver.Store(true)
+	}
+}
+
+// route returns the route of the site called name, or nil (also for a nil Table).
+func (t *Table) route(name string) *siteRoute {
+	if t == nil {
+		return nil
+	}
+	for i := range t.sites {
+		if t.sites[i].name == name {
+			return &t.sites[i]
+		}
+	}
+	return nil
+}
+
+// members lists the current backend addresses of the site called name.
+func (t *Table) members(name string) []string {
+	var out []string
+	for _, b := range t.picker.Backends() {
+		if b.ID.Site == name {
+			out = append(out, b.ID.Addr)
+		}
+	}
+	return out
+}
+
+// sameConnections reports whether site name connects to its backends the same way under
+// both configs, so that a new Table may keep the old one's transport.
+func sameConnections(a, b *configs.Config, name string) bool {
+	sa, sb := a.Site(name), b.Site(name)
+	return sa != nil && sb != nil && a.Timeouts == b.Timeouts && reflect.DeepEqual(sa.TLS, sb.TLS)
 }
 
 type siteRoute struct {
 	name      string
 	transport *http.Transport
+	// shared is set when the transport came from Deps.Previous; handedOver when a later
+	// Table took it over (takeOver). Close leaves the connections of a transport alone
+	// unless this Table is the one that owns it.
+	shared     bool
+	handedOver atomic.Bool
 	// forwarders holds a forwarder per backend (*balancer.Backend → forwarder), made for
 	// the configured backends by Build and for discovered members when first picked.
 	forwarders sync.Map
 }
 
-// forwarder returns the forwarder to backend b, making it on first use.
+// forwarder returns the forwarder to backend b, making it on first use. It is kept for as
+// long as b is a member of the site; a request still on a member that has left gets one of
+// its own, so that the departed member's does not come back to stay.
 func (t *Table) forwarder(s *siteRoute, b *balancer.Backend) forwarder {
 	if f, ok := s.forwarders.Load(b); ok {
 		return f.(forwarder)
@@ -68,8 +124,14 @@ func (t *Table) forwarder(s *siteRoute, b *balancer.Backend) forwarder {
 		// Build and discovery only list backends they parsed; keep a sane answer regardless.
 		return badBackend{err}
 	}
-	f, _ := s.forwarders.LoadOrStore(b, newForwarder(target, s.transport, t, t.deps))
-	return f.(forwarder)
+	f := newForwarder(target, s.transport, t, t.deps)
+	t.membersMu.Lock()
+	defer t.membersMu.Unlock()
+	if !slices.Contains(t.picker.Backends(), b) {
+		return f
+	}
+	f2, _ := s.forwarders.LoadOrStore(b, f)
+	return f2.(forwarder)
 }
 
 // badBackend answers for a backend whose address does not parse.
@@ -96,6 +158,12 @@ type Deps struct {
 	// Outliers learns every try's outcome (passive health); nil means none. It should live
 	// as long as the Registry, so that ejections survive new Tables.
 	Outliers Observer
+	// Previous is the Table this one replaces (a reload), or nil. The new Table takes over
+	// what should not restart with a new config: a site's transport and its pool of
+	// keep-alive connections (when the site's connection settings are unchanged), the
+	// members discovery found (until its first new lookup), and the retry budget's counts.
+	// Previous stays usable by the requests that have it.
+	Previous *Table
 }
 
 // Build compiles cfg, which must have passed configs.Validate, into a Table. State for
@@ -116,10 +184,17 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		d.Buffers = NewBufferPool()
 	}
 	r := cfg.Retries
+	fresh := d.Previous == nil
+	var prevBudget *retryBudget
+	if d.Previous != nil {
+		prevBudget = d.Previous.retry.budget
+	}
 	t := &Table{
+		cfg:   cfg,
+		fresh: fresh,
 		sites: make([]siteRoute, len(cfg.Sites)),
 		retry: retryPolicy{attempts: r.Attempts, idempotencyHeader: r.IdempotencyHeader,
-			maxBody: r.MaxBodyBytes, budget: newRetryBudget(r.Budget, r.MinPerSecond, nil)},
+			maxBody: r.MaxBodyBytes, budget: newRetryBudget(r.Budget, r.MinPerSecond, nil, prevBudget)},
 		on5xx:          cfg.Outlier.On5xx,
 		affinityCookie: cfg.Affinity.Cookie,
 		affinityHeader: cfg.Affinity.Header,
@@ -141,11 +216,22 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		if a := s.Adaptive; a != nil {
 			so.Adaptive = balancer.AdaptiveOptions{Floor: a.Floor, Cap: a.Cap, Initial: a.Initial}
 		}
-		opts.Sites[i] = so
-		t.sites[i] = siteRoute{name: s.Name, transport: newTransport(cfg.Timeouts)}
+		if prev := d.Previous.route(s.Name); prev != nil && sameConnections(d.Previous.cfg, cfg, s.Name) {
+			t.sites[i].transport = prev.transport
+			t.sites[i].shared = true
+			t.inherited = append(t.inherited, prev)
+		} else {
+			t.sites[i].transport = newTransport(cfg.Timeouts)
+		}
+		t.sites[i].name = s.Name
 		if s.Discovery != nil {
 			t.discovered = append(t.discovered, newDiscoveredSite(i, s, d.Log))
+			if prev := d.Previous.route(s.Name); prev != nil && reflect.DeepEqual(d.Previous.cfg.Site(s.Name).Discovery, s.Discovery) {
+				// Same discovery: start from what it found, not from an empty pool.
+				so.Backends = d.Previous.members(s.Name)
+			}
 		}
+		opts.Sites[i] = so
 		for _, raw := range s.Backends {
 			if _, err := url.Parse(raw); err != nil {
 				return nil, fmt.Errorf("site %s: backend %q: %w", s.Name, raw, err)
@@ -238,7 +324,10 @@ func (t *Table) Members() map[string][]string {
 func (t *Table) Close() {
 	t.picker.Close()
 	for i := range t.sites {
-		t.sites[i].transport.CloseIdleConnections()
+		s := &t.sites[i]
+		if !s.handedOver.Load() && (!s.shared || t.tookOver.Load()) {
+			s.transport.CloseIdleConnections()
+		}
 	}
 }
 
@@ -282,7 +371,6 @@ func CheckSupported(cfg *configs.Config) error {
 	}
 	refuse(cfg.Has("listen.https") || cfg.Listen.HTTPS != "", "listen.https", "the HTTPS listener")
 	refuse(cfg.Has("tls") || cfg.TLS != nil, "tls", "front TLS")
-	refuse(cfg.Has("admin"), "admin", "the admin API")
 	for i, s := range cfg.Sites {
 		p := fmt.Sprintf("sites[%d]", i)
 		refuse(cfg.Has(p+".tls") || s.TLS != nil, p+".tls", "TLS settings for backends")
@@ -298,16 +386,10 @@ func CheckSupported(cfg *configs.Config) error {
 // through reg. Make it once, with the Registry, and pass it to every Build in Deps.Outliers;
 // call its SetMembers with each new Table's Members, and Close it when done.
 func NewOutliers(cfg *configs.Config, reg *balancer.Registry, log *zap.Logger) *health.Outliers {
-	o := cfg.Outlier
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return health.NewOutliers(health.OutlierOptions{
-		Ejector:             reg,
-		ConsecutiveFailures: o.ConsecutiveFailures,
-		BaseEjection:        o.BaseEjection,
-		MaxEjection:         o.MaxEjection,
-		MaxEjectionPercent:  o.MaxEjectionPercent,
-		Log:                 log.Named("outlier"),
-	})
+	opts := outlierOptions(cfg)
+	opts.Ejector, opts.Log = reg, log.Named("outlier")
+	return health.NewOutliers(opts)
 }

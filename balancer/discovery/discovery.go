@@ -17,13 +17,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 )
 
@@ -83,8 +81,8 @@ type Discoverer struct {
 	log      *zap.Logger
 	src      source
 
-	// file and dir are the targets file and the directory watched; "" for DNS.
-	file, dir string
+	// file is the targets file; "" for DNS.
+	file string
 
 	members  atomic.Pointer[[]string] // the last good set; nil until the first
 	failures atomic.Uint64
@@ -104,11 +102,6 @@ type source interface {
 	// String names the source in logs: the DNS name or the file's path.
 	String() string
 }
-
-// settle is how long the watch waits after the last event in a burst before it re-reads
-// the file: an editor's save or a ConfigMap swap is several events, and the file is read
-// once they are done.
-const settle = 100 * time.Millisecond
 
 // New checks o and returns a Discoverer for it; nothing is resolved until Run or Resolve.
 func New(o Options) (*Discoverer, error) {
@@ -139,7 +132,7 @@ func New(o Options) (*Discoverer, error) {
 		d.src = src
 		return d, nil
 	}
-	d.file, d.dir = o.File, filepath.Dir(o.File)
+	d.file = o.File
 	d.src = &fileSource{path: o.File, site: o.Site, log: d.log}
 	return d, nil
 }
@@ -240,25 +233,24 @@ func (d *Discoverer) Run(ctx context.Context) {
 	if d.ran.Swap(true) {
 		panic("discovery: Discoverer.Run called twice")
 	}
-	var events <-chan fsnotify.Event
-	var errs <-chan error
+	var changed <-chan struct{}
 	if d.file != "" {
 		// Watch before the first read, so that no change slips between the two.
-		w, err := d.watch()
+		fw, err := WatchFile(d.file, d.log.With(zap.String("site", d.site)))
 		if err != nil {
 			d.log.Warn("cannot watch the targets file, re-reading it every interval only",
 				zap.String("site", d.site), zap.String("name", d.file), zap.Error(err),
 				zap.Duration("interval", d.interval))
 		} else {
-			defer w.Close()
-			events, errs = w.Events, w.Errors
+			watchCtx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); fw.Run(watchCtx) }()
+			defer func() { stop(); <-done }()
+			changed = fw.C
 		}
 	}
 	tick := time.NewTicker(d.interval)
 	defer tick.Stop()
-	settled := time.NewTimer(settle)
-	settled.Stop()
-	defer settled.Stop()
 
 	_ = d.Resolve(ctx) // failures are logged and counted by Resolve
 	for {
@@ -266,56 +258,11 @@ func (d *Discoverer) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case <-settled.C:
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-			} else if d.matters(ev) {
-				settled.Reset(settle) // restart the wait: read once the burst is over
-			}
-			continue
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			d.log.Warn("watching the targets file",
-				zap.String("site", d.site), zap.String("name", d.file), zap.Error(err))
-			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				settled.Reset(settle) // events were lost: read in case one mattered
-			}
-			continue
+		case <-changed:
 		}
 		if ctx.Err() != nil {
 			return
 		}
 		_ = d.Resolve(ctx)
 	}
-}
-
-func (d *Discoverer) watch() (*fsnotify.Watcher, error) {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return nil, err
-	}
-	if err := w.Add(d.dir); err != nil {
-		_ = w.Close()
-		return nil, err
-	}
-	return w, nil
-}
-
-// configMapData is the symlink a Kubernetes ConfigMap or Secret volume swaps to update its
-// files at once: each file is a symlink "name -> ..data/name", and ..data is replaced by a
-// rename, so the file itself sees no event.
-const configMapData = "..data"
-
-// matters reports whether ev, from the watched directory, may have changed the file: an
-// event on the file's name or on ..data. Chmod alone changes no content.
-func (d *Discoverer) matters(ev fsnotify.Event) bool {
-	if !ev.Has(fsnotify.Create | fsnotify.Write | fsnotify.Remove | fsnotify.Rename) {
-		return false
-	}
-	base := filepath.Base(ev.Name)
-	return base == filepath.Base(d.file) || base == configMapData
 }

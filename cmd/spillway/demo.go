@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +22,7 @@ import (
 	"github.com/spillway/spillway/bench/sim"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/admin"
 )
 
 // Bounds on the demo's load, so that a typo cannot turn it into a load test.
@@ -49,13 +54,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("embedded demo config: %w", err)
 	}
-	if *listen != "" {
-		cfg.Listen.HTTP = *listen
-	}
 	log := newConsoleLogger(stderr, zapcore.WarnLevel)
 	defer log.Sync()
 
-	backends, err := startSimulatedSites(cfg, *latency, stdout)
+	yaml := string(configs.Demo)
+	backends, err := startSimulatedSites(cfg, *latency, stdout, &yaml)
 	defer func() {
 		for _, b := range backends {
 			b.Close()
@@ -64,23 +67,43 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	table, outliers, err := build(cfg, log)
+	// The demo runs like the real thing: on a config file (a copy of the embedded one, edit
+	// it and the proxy reloads it), with the admin API and the dashboard.
+	dir, err := os.MkdirTemp("", "spillway-demo-")
 	if err != nil {
-		return fmt.Errorf("embedded demo config: %w", err)
+		return err
 	}
-	ln, err := listenLoopback(cfg.Listen.HTTP, *listen == "")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "demo.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		return err
+	}
+	token := rand.Text()
+	proxyAddr := cfg.Listen.HTTP
+	if *listen != "" {
+		proxyAddr = *listen
+	}
+	in, err := startInstance(ctx, instanceOptions{path: path, log: log, tokens: admin.Tokens{"demo": token},
+		listen: func(addr string) (net.Listener, error) {
+			if addr == cfg.Listen.HTTP {
+				return listenLoopback(proxyAddr, *listen == "")
+			}
+			return listenLoopback(addr, true)
+		}})
 	if err != nil {
-		table.Close()
-		outliers.Close()
-		return fmt.Errorf("demo proxy: %w", err)
+		return fmt.Errorf("demo: %w", err)
 	}
-	proxyURL := "http://" + ln.Addr().String()
+	proxyURL := "http://" + in.proxyLn.Addr().String()
 	printDemoBanner(stdout, cfg, proxyURL, backends, *load)
+	if in.adminLn != nil && !*load {
+		fmt.Fprintf(stdout, "Dashboard: http://%s/  (token for changes: %s)\n", in.adminLn.Addr(), token)
+		fmt.Fprintf(stdout, "Config: %s  (edit it: the proxy reloads it)\n", path)
+	}
 
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- serveProxy(ctx, cfg, table, outliers, ln, log) }()
+	go func() { served <- in.serve(ctx) }()
 	if *load {
 		err = driveDemoLoad(ctx, proxyURL, cfg, *rate, *duration, stdout)
 		stop()
@@ -90,8 +113,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 // startSimulatedSites starts a simulated backend for every backend in cfg, at its address if
-// free, else on a free port, and points cfg at where each one really listens.
-func startSimulatedSites(cfg *configs.Config, latency time.Duration, stdout io.Writer) ([]*sim.Backend, error) {
+// free, else on a free port, and points cfg and the config's text yaml at where each one
+// really listens.
+func startSimulatedSites(cfg *configs.Config, latency time.Duration, stdout io.Writer, yaml *string) ([]*sim.Backend, error) {
 	var started []*sim.Backend
 	for i, s := range cfg.Sites {
 		for j, raw := range s.Backends {
@@ -108,6 +132,9 @@ func startSimulatedSites(cfg *configs.Config, latency time.Duration, stdout io.W
 				}
 			}
 			started = append(started, b)
+			if b.URL() != raw {
+				*yaml = strings.Replace(*yaml, strconv.Quote(raw), strconv.Quote(b.URL()), 1)
+			}
 			cfg.Sites[i].Backends[j] = b.URL()
 		}
 	}

@@ -48,12 +48,6 @@ sites:
 timeouts:
   connect: 0s
 `)
-	notYet := writeFile(t, "later.yaml", `sites:
-  - name: idc1
-    weight: 5
-    backends: ["http://127.0.0.1:1"]
-admin: {listen: "127.0.0.1:9901"}
-`)
 	for _, tc := range []struct {
 		name      string
 		args      []string
@@ -68,9 +62,6 @@ admin: {listen: "127.0.0.1:9901"}
 			`^` + regexp.QuoteMeta(bad) + `:5:13: sites\[0\].weight: must be between 0 and 1000, got -1`,
 			`^` + regexp.QuoteMeta(bad) + `:6:16: sites\[0\].backends\[0\]: want http://host:port`,
 			`^` + regexp.QuoteMeta(bad) + `:8:5: sites\[1\].wieght: unknown key "wieght" \(did you mean "weight"\?\)`,
-		}},
-		{name: "feature not available yet", args: []string{notYet}, code: 1, stderrRE: []string{
-			`^` + regexp.QuoteMeta(notYet) + `:5:8: admin: the admin API is not available`,
 		}},
 		{name: "missing file", args: []string{filepath.Join(t.TempDir(), "nope.yaml")}, code: 1, stderrRE: []string{`no such file`}},
 		{name: "no file", args: nil, code: 2, stderrRE: []string{`usage: spillway validate FILE`}},

@@ -8,18 +8,27 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/spillway/spillway/configs"
-	"github.com/spillway/spillway/health"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/admin"
 )
 
 // cmdRun runs the proxy on a config file until ctx is done (SIGTERM or SIGINT), then stops
 // accepting and gives in-flight requests timeouts.shutdown to finish. A config with any
-// problem is refused before anything listens.
+// problem is refused before anything listens. SIGHUP, a change of the file and the admin API
+// reload it.
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -39,57 +48,188 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := newJSONLogger(stderr, level)
 	defer log.Sync()
-
 	log = log.With(zap.String("config", *path))
-	cfg, table, outliers, err := loadAndBuild(*path, log)
+
+	in, err := startInstance(ctx, instanceOptions{path: *path, log: log,
+		tokenEnv: os.Getenv("SPILLWAY_ADMIN_TOKEN"), listen: listenTCP})
 	if err != nil {
-		printConfigError(stderr, err)
-		return exitError{1}
+		var errs configs.Errors
+		if errors.As(err, &errs) {
+			printConfigError(stderr, err)
+			return exitError{1}
+		}
+		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen.HTTP)
-	if err != nil {
-		table.Close()
-		outliers.Close()
-		return fmt.Errorf("listen.http: %w", err)
-	}
-	return serveProxy(ctx, cfg, table, outliers, ln, log)
+	return in.serve(ctx)
 }
 
-// serveProxy serves table on ln, with its health checks and discovery running (Table.Run), until ctx is done;
-// then it shuts down gracefully: it stops accepting, gives requests in flight
-// timeouts.shutdown to finish, and closes what is left. It closes ln, table and outliers.
-func serveProxy(ctx context.Context, cfg *configs.Config, table *proxy.Table, outliers *health.Outliers, ln net.Listener, log *zap.Logger) error {
-	defer table.Close()
-	defer outliers.Close()
-	// Health checks and discovery run until the server has stopped, grace period included.
-	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
-	stopped := make(chan struct{})
-	go func() { defer close(stopped); table.Run(background) }()
-	defer func() { stopBackground(); <-stopped }()
-	srv := proxy.NewServer(cfg, proxy.NewHandler(table, log), log)
+func listenTCP(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	sites := make([]zap.Field, 0, len(cfg.Sites))
-	for _, s := range cfg.Sites {
+// instanceOptions are what a running proxy needs besides its config file.
+type instanceOptions struct {
+	path     string
+	log      *zap.Logger
+	tokenEnv string                                  // SPILLWAY_ADMIN_TOKEN
+	tokens   admin.Tokens                            // used instead of token_file and tokenEnv when set (the demo)
+	listen   func(addr string) (net.Listener, error) // for listen.http and admin.listen
+}
+
+// instance is a loaded config with its listeners open, ready to serve.
+type instance struct {
+	reloader *proxy.Reloader
+	cfg      *configs.Config
+	proxyLn  net.Listener
+	adminLn  net.Listener // nil without an admin section
+	admin    http.Handler
+	log      *zap.Logger
+	stop     context.CancelFunc // of the background work (health, discovery, ramps)
+}
+
+// startInstance loads the config and opens the listeners. The background work runs under a
+// context that outlives ctx until serve has drained the server. On error nothing is left
+// running.
+func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err error) {
+	var first *configs.Config // set once started: what a reload may not change
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	recent := proxy.NewRecent(4096)
+	r := proxy.NewReloader(proxy.ReloaderOptions{Path: o.path, Log: o.log, Metrics: reg,
+		Recorders: []proxy.Recorder{recent},
+		Checks:    []configs.Check{func(c *configs.Config) error { return sameListeners(first, c) }}})
+	background, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		if err != nil {
+			stop()
+			r.Close()
+		}
+	}()
+	if err := r.Start(background); err != nil {
+		return nil, err
+	}
+	cfg := r.Config()
+	first = cfg
+	in := &instance{reloader: r, cfg: cfg, log: o.log, stop: stop}
+	if cfg.Admin.Listen != "" {
+		tokens := o.tokens
+		if tokens == nil {
+			if tokens, err = admin.LoadTokens(cfg.Admin.TokenFile, o.tokenEnv); err != nil {
+				return nil, err
+			}
+		}
+		loopback := admin.IsLoopback(cfg.Admin.Listen)
+		if !loopback && len(tokens) == 0 {
+			return nil, fmt.Errorf("admin.listen %s is not a loopback address: set admin.token_file or SPILLWAY_ADMIN_TOKEN, so that the admin API needs a token", cfg.Admin.Listen)
+		}
+		in.admin = admin.New(admin.Options{Control: r, Tokens: tokens, OpenReads: loopback,
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Recent: recent, Log: o.log.Named("admin")})
+		if in.adminLn, err = o.listen(cfg.Admin.Listen); err != nil {
+			return nil, fmt.Errorf("admin.listen: %w", err)
+		}
+	}
+	if in.proxyLn, err = o.listen(cfg.Listen.HTTP); err != nil {
+		if in.adminLn != nil {
+			in.adminLn.Close()
+		}
+		return nil, fmt.Errorf("listen.http: %w", err)
+	}
+	return in, nil
+}
+
+// sameListeners refuses a reload that would move a listener: those are opened once, at
+// start, and a config that says otherwise must not look applied.
+func sameListeners(first, next *configs.Config) error {
+	if first == nil {
+		return nil
+	}
+	var errs configs.Errors
+	if next.Listen != first.Listen {
+		errs = append(errs, next.Errorf("listen", "the listeners are opened at start: restart Spillway to change them (running: %+v)", first.Listen))
+	}
+	if next.Admin != first.Admin {
+		errs = append(errs, next.Errorf("admin", "the admin listener and its tokens are set at start: restart Spillway to change them"))
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// serve serves the proxy (and the admin API) until ctx is done; then readiness turns false,
+// the listeners close, requests in flight get timeouts.shutdown to finish, and everything
+// stops. SIGHUP and changes of the config file reload it meanwhile.
+func (in *instance) serve(ctx context.Context) error {
+	r, log := in.reloader, in.log
+	defer r.Close()
+	defer in.stop()
+	background, stopWatch := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopWatch()
+	wg.Go(func() {
+		if err := r.Watch(background); err != nil {
+			log.Warn("cannot watch the config file; reload with SIGHUP or the admin API", zap.Error(err))
+		}
+	})
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wg.Go(func() {
+		for {
+			select {
+			case <-background.Done():
+				return
+			case <-hup:
+				r.Reload("sighup", true) // a refusal is logged with every problem
+			}
+		}
+	})
+
+	srv := proxy.NewServer(in.cfg, r.Handler(), log)
+	servers := []*http.Server{srv}
+	lns := []net.Listener{in.proxyLn}
+	if in.adminLn != nil {
+		servers = append(servers, &http.Server{Handler: in.admin, ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: time.Minute, ErrorLog: zap.NewStdLog(log.Named("admin"))})
+		lns = append(lns, in.adminLn)
+		log.Info("admin API listening", zap.String("addr", in.adminLn.Addr().String()))
+	}
+	served := make(chan error, len(servers))
+	for i, s := range servers {
+		go func() { served <- s.Serve(lns[i]) }()
+	}
+	sites := make([]zap.Field, 0, len(in.cfg.Sites))
+	for _, s := range in.cfg.Sites {
 		sites = append(sites, zap.Int(s.Name, s.Weight))
 	}
-	log.Info("listening", zap.String("addr", ln.Addr().String()), zap.Dict("weights", sites...))
+	log.Info("listening", zap.String("addr", in.proxyLn.Addr().String()), zap.Dict("weights", sites...))
 
+	var failed error
 	select {
-	case err := <-served: // the listener failed
-		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case err := <-served: // a listener failed
+		failed = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", zap.Duration("grace", cfg.Timeouts.Shutdown))
-	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Timeouts.Shutdown)
+	r.SetReady(false)
+	grace := r.Config().Timeouts.Shutdown
+	log.Info("shutting down", zap.Duration("grace", grace))
+	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
-	if err := srv.Shutdown(grace); err != nil {
-		log.Warn("grace period over; closing the remaining connections", zap.Error(err))
-		srv.Close()
+	for _, s := range servers {
+		if err := s.Shutdown(graceCtx); err != nil {
+			log.Warn("grace period over; closing the remaining connections", zap.Error(err))
+			s.Close()
+		}
 	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return err
+	for i := 0; i < len(servers); i++ {
+		if failed != nil && i == 0 {
+			continue // that one's error is already taken
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) && failed == nil {
+			failed = err
+		}
+	}
+	if failed != nil {
+		return failed
 	}
 	log.Info("stopped")
 	return nil

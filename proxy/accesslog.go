@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/spillway/spillway/configs"
+)
+
+// AccessLog writes one JSON line per request (config: access_log). Answers below 400 may be
+// sampled; errors and refusals are always written. It is a Recorder, reconfigured on every
+// reload (Configure): the output file is reopened only when it changes. Safe for
+// concurrent use; Record takes no lock.
+type AccessLog struct {
+	state atomic.Pointer[accessState]
+	mu    sync.Mutex // serialises Configure
+	rand  func() float64
+}
+
+type accessState struct {
+	log    *zap.Logger // nil: off
+	output string
+	sample float64
+	close  func()
+}
+
+// NewAccessLog returns an access log that is off until Configure turns it on. rand is the
+// sampler's source (nil: math/rand/v2).
+func NewAccessLog(rand_ func() float64) *AccessLog {
+	a := &AccessLog{rand: rand_}
+	if a.rand == nil {
+		a.rand = rand.Float64
+	}
+	a.state.Store(&accessState{})
+	return a
+}
+
+// Configure applies cfg's access_log section: off when absent, else its output ("stdout",
+// "stderr" or a file, opened for appending) and sampling.
+func (a *AccessLog) Configure(cfg *configs.Config) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.state.Load()
+	al := cfg.AccessLog
+	if al == nil {
+		a.state.Store(&accessState{})
+		old.closeSink()
+		return nil
+	}
+	if al.Output == old.output && old.log != nil {
+		a.state.Store(&accessState{log: old.log, output: old.output, sample: al.Sample2xx, close: old.close})
+		return nil
+	}
+	sink, closeSink, err := zap.Open(al.Output)
+	if err != nil {
+		return fmt.Errorf("access_log.output: %w", err)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey, enc.MessageKey, enc.LevelKey = "time", "msg", ""
+	enc.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), sink, zapcore.InfoLevel))
+	a.state.Store(&accessState{log: log, output: al.Output, sample: al.Sample2xx, close: closeSink})
+	old.closeSink()
+	return nil
+}
+
+func (s *accessState) closeSink() {
+	if s.close != nil && s.output != "stdout" && s.output != "stderr" {
+		s.log.Sync()
+		s.close()
+	}
+}
+
+// Close flushes and closes the output.
+func (a *AccessLog) Close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.state.Swap(&accessState{}).closeSink()
+}
+
+// Record writes the line of one request.
+func (a *AccessLog) Record(i *RequestInfo) {
+	s := a.state.Load()
+	if s.log == nil {
+		return
+	}
+	if i.Status < 400 && i.Reason == "" && s.sample < 1 && a.rand() >= s.sample {
+		return
+	}
+	ce := s.log.Check(zap.InfoLevel, "request")
+	if ce == nil {
+		return
+	}
+	ce.Time = i.Start
+	ce.Write(zap.String("request_id", i.ID), zap.String("method", i.Method), zap.String("host", i.Host),
+		zap.String("path", i.Path), zap.Int("status", i.Status), zap.Int64("bytes", i.Bytes),
+		zap.Float64("duration_ms", float64(i.Duration.Microseconds())/1000),
+		zap.String("site", i.Site), zap.String("backend", i.Backend),
+		zap.String("preferred", i.Preferred), zap.String("spill", i.Spill),
+		zap.Float64("queued_ms", float64(i.Queued.Microseconds())/1000),
+		zap.Int("retries", i.Retries), zap.String("reason", i.Reason))
+}

@@ -1,0 +1,350 @@
+// Package admin is Spillway's admin API on the admin listener: the state of the proxy, the
+// operators' runtime changes (weights, ramps, drains, reload) with bearer-token auth and an
+// audit trail, /metrics, health and readiness, and the live dashboard.
+package admin
+
+import (
+	"bufio"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy"
+)
+
+// Control is what the admin API reads and changes; *proxy.Reloader is one.
+type Control interface {
+	State() proxy.State
+	Site(name string) (proxy.SiteState, bool)
+	SetWeight(site string, weight int, ramp time.Duration, who string, persist bool) error
+	ClearWeight(site, who string) error
+	SetDrained(site string, drained bool, who string) error
+	ReloadBy(who string) error
+	Ready() bool
+}
+
+var _ Control = (*proxy.Reloader)(nil)
+
+// Options configure the admin API.
+type Options struct {
+	Control Control
+	// Tokens may make changes (and, off loopback, read); see LoadTokens.
+	Tokens Tokens
+	// OpenReads lets requests without a token read (GET) the state and metrics: set it
+	// when the admin listener is on loopback.
+	OpenReads bool
+	// Metrics serves GET /metrics; nil: 404.
+	Metrics http.Handler
+	// Recent finds a recent request by its ID for GET /api/v1/explain; nil: 404.
+	Recent *proxy.Recent
+	// Log gets a line per refused request; nil: none.
+	Log *zap.Logger
+}
+
+// New returns the admin API's handler.
+func New(o Options) http.Handler {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	a := &api{o: o}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", a.readyz)
+	if o.Metrics != nil {
+		mux.Handle("GET /metrics", a.read(o.Metrics.ServeHTTP))
+	}
+	mux.Handle("GET /api/v1/state", a.read(a.state))
+	mux.Handle("GET /api/v1/explain", a.read(a.explain))
+	mux.Handle("PUT /api/v1/sites/{name}/weight", a.change(a.setWeight))
+	mux.Handle("DELETE /api/v1/sites/{name}/weight", a.change(a.clearWeight))
+	mux.Handle("POST /api/v1/sites/{name}/drain", a.change(a.drain(true)))
+	mux.Handle("POST /api/v1/sites/{name}/undrain", a.change(a.drain(false)))
+	mux.Handle("POST /api/v1/reload", a.change(a.reload))
+	mux.Handle("GET /{$}", Dashboard())
+	return mux
+}
+
+type api struct{ o Options }
+
+// Tokens are the bearer tokens that may change things, by identity.
+type Tokens map[string]string // identity → secret
+
+// LoadTokens reads the admin tokens: from file (one per line, "name:secret", or a bare
+// secret named "admin"; '#' comments and blank lines ignored), and from env (the value of
+// SPILLWAY_ADMIN_TOKEN, named "env"). Secrets shorter than 16 characters are refused.
+func LoadTokens(file, env string) (Tokens, error) {
+	t := Tokens{}
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("admin token file: %w", err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for n := 1; sc.Scan(); n++ {
+			line := strings.TrimSpace(sc.Text())
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			name, secret, ok := strings.Cut(line, ":")
+			if !ok {
+				name, secret = "admin", line
+			}
+			name, secret = strings.TrimSpace(name), strings.TrimSpace(secret)
+			if err := t.add(name, secret); err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", file, n, err)
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("admin token file: %w", err)
+		}
+		if len(t) == 0 {
+			return nil, fmt.Errorf("admin token file %s has no token", file)
+		}
+	}
+	if env != "" {
+		if err := t.add("env", env); err != nil {
+			return nil, fmt.Errorf("SPILLWAY_ADMIN_TOKEN: %w", err)
+		}
+	}
+	return t, nil
+}
+
+func (t Tokens) add(name, secret string) error {
+	switch {
+	case name == "":
+		return errors.New("a token needs a name before the ':'")
+	case len(secret) < 16:
+		return fmt.Errorf("token %q is shorter than 16 characters", name)
+	case t[name] != "":
+		return fmt.Errorf("token name %q is used twice", name)
+	}
+	t[name] = secret
+	return nil
+}
+
+// identify returns the identity whose secret is bearer. Every secret is compared in
+// constant time, whichever matches.
+func (t Tokens) identify(bearer string) (string, bool) {
+	found := ""
+	for name, secret := range t {
+		if subtle.ConstantTimeCompare([]byte(secret), []byte(bearer)) == 1 {
+			found = name
+		}
+	}
+	return found, found != ""
+}
+
+// who authenticates r: its token's identity, or an error status and message.
+func (a *api) who(r *http.Request) (string, int, string) {
+	auth := r.Header.Get("Authorization")
+	scheme, bearer, ok := strings.Cut(auth, " ")
+	if auth == "" || !ok || !strings.EqualFold(scheme, "Bearer") || bearer == "" {
+		return "", http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <token>)"
+	}
+	name, ok := a.o.Tokens.identify(strings.TrimSpace(bearer))
+	if !ok {
+		return "", http.StatusForbidden, "the token is not valid"
+	}
+	return name + " (" + r.RemoteAddr + ")", 0, ""
+}
+
+// read guards a read: open on loopback, else a token is needed.
+func (a *api) read(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.o.OpenReads {
+			if _, status, msg := a.who(r); status != 0 {
+				a.refuse(w, r, status, msg)
+				return
+			}
+		}
+		h(w, r)
+	})
+}
+
+// change guards a change: a valid token is always needed; h gets the caller's identity.
+func (a *api) change(h func(w http.ResponseWriter, r *http.Request, who string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		who, status, msg := a.who(r)
+		if status != 0 {
+			a.refuse(w, r, status, msg)
+			return
+		}
+		h(w, r, who)
+	})
+}
+
+func (a *api) refuse(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	a.o.Log.Warn("admin request refused", zap.String("remote", r.RemoteAddr),
+		zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Int("status", status))
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="spillway"`)
+	}
+	writeError(w, status, msg)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// writeChangeError maps an error of a runtime change to its status.
+func writeChangeError(w http.ResponseWriter, err error) {
+	var cerrs configs.Errors
+	switch {
+	case errors.Is(err, proxy.ErrNoSite):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, proxy.ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.As(err, &cerrs):
+		problems := make([]string, len(cerrs))
+		for i, e := range cerrs {
+			problems[i] = e.Error()
+		}
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{
+			"error": "the config was refused; the running config stays", "problems": problems})
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
+	if !a.o.Control.Ready() {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, "ready\n")
+}
+
+func (a *api) state(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.o.Control.State())
+}
+
+// maxBody bounds a change's request body.
+const maxBody = 64 << 10
+
+func (a *api) setWeight(w http.ResponseWriter, r *http.Request, who string) {
+	var body struct {
+		Weight *int   `json:"weight"`
+		Ramp   string `json:"ramp"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		writeError(w, http.StatusBadRequest, `want {"weight": 7, "ramp": "30s"} (ramp optional): `+err.Error())
+		return
+	}
+	if body.Weight == nil {
+		writeError(w, http.StatusBadRequest, `"weight" is required`)
+		return
+	}
+	var ramp time.Duration
+	if body.Ramp != "" {
+		var err error
+		if ramp, err = time.ParseDuration(body.Ramp); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("ramp: want a duration like 30s, got %q", body.Ramp))
+			return
+		}
+	}
+	persist := false
+	if p := r.URL.Query().Get("persist"); p != "" {
+		if p != "true" && p != "false" {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("persist: want true or false, got %q", p))
+			return
+		}
+		persist = p == "true"
+	}
+	name := r.PathValue("name")
+	if err := a.o.Control.SetWeight(name, *body.Weight, ramp, who, persist); err != nil {
+		writeChangeError(w, err)
+		return
+	}
+	a.site(w, name)
+}
+
+func (a *api) clearWeight(w http.ResponseWriter, r *http.Request, who string) {
+	name := r.PathValue("name")
+	if err := a.o.Control.ClearWeight(name, who); err != nil {
+		writeChangeError(w, err)
+		return
+	}
+	a.site(w, name)
+}
+
+func (a *api) drain(drained bool) func(http.ResponseWriter, *http.Request, string) {
+	return func(w http.ResponseWriter, r *http.Request, who string) {
+		name := r.PathValue("name")
+		if err := a.o.Control.SetDrained(name, drained, who); err != nil {
+			writeChangeError(w, err)
+			return
+		}
+		a.site(w, name)
+	}
+}
+
+func (a *api) site(w http.ResponseWriter, name string) {
+	s, ok := a.o.Control.Site(name)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such site %q", name))
+		return
+	}
+	writeJSON(w, http.StatusOK, s)
+}
+
+func (a *api) reload(w http.ResponseWriter, r *http.Request, who string) {
+	if err := a.o.Control.ReloadBy(who); err != nil {
+		writeChangeError(w, err)
+		return
+	}
+	st := a.o.Control.State()
+	writeJSON(w, http.StatusOK, map[string]any{"generation": st.Generation, "source": st.Source})
+}
+
+func (a *api) explain(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("request_id")
+	if id == "" {
+		writeError(w, http.StatusBadRequest, "want ?request_id=<the X-Request-Id of a recent request>")
+		return
+	}
+	if a.o.Recent == nil {
+		writeError(w, http.StatusNotFound, "recent requests are not kept")
+		return
+	}
+	info, ok := a.o.Recent.Find(id)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("request %q is not among the %d most recent", id, a.o.Recent.Size()))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"request": info, "why": info.Explain()})
+}
+
+// IsLoopback reports whether addr (host:port) listens on loopback only.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

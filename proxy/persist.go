@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/spillway/spillway/configs"
+)
+
+// persistWeight writes weight as the weight of site into the config file at path, changing
+// nothing else: the value's bytes are replaced where they stand, so the operator's comments,
+// blank lines, quoting and layout stay as they were. The result must load as a valid config
+// before it replaces the file, which it does atomically (a temporary file in the same
+// directory, renamed over the old one, with its mode). A symlinked file is written where
+// the link points.
+func persistWeight(path, site string, weight int) error {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(real)
+	if err != nil {
+		return err
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	node := weightNode(&doc, site)
+	if node == nil {
+		return fmt.Errorf("%s: no weight for site %q in the file", path, site)
+	}
+	out, err := replaceScalar(data, node, strconv.Itoa(weight))
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := configs.Parse(path, out, CheckSupported); err != nil {
+		return fmt.Errorf("the changed file would not load: %w", err)
+	}
+	info, err := os.Stat(real)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(real), "."+filepath.Base(real)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, there is nothing left to remove
+	if _, err := tmp.Write(out); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(info.Mode().Perm()); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), real)
+}
+
+// weightNode finds the value node of sites[i].weight for the site called name.
+func weightNode(doc *yaml.Node, name string) *yaml.Node {
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil
+	}
+	sites := mapValue(doc.Content[0], "sites")
+	if sites == nil || sites.Kind != yaml.SequenceNode {
+		return nil
+	}
+	for _, s := range sites.Content {
+		if n := mapValue(s, "name"); n != nil && n.Value == name {
+			return mapValue(s, "weight")
+		}
+	}
+	return nil
+}
+
+// mapValue is the value of key in mapping m (following an alias), or nil.
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	if m.Kind == yaml.AliasNode {
+		m = m.Alias
+	}
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// replaceScalar replaces the plain scalar node's text in data with value.
+func replaceScalar(data []byte, node *yaml.Node, value string) ([]byte, error) {
+	if node.Kind != yaml.ScalarNode || node.Style != 0 {
+		return nil, errors.New("the weight is not a plain number where it stands; change it by hand")
+	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if node.Line < 1 || node.Line > len(lines) {
+		return nil, errors.New("the weight's position is outside the file")
+	}
+	line := lines[node.Line-1]
+	start := node.Column - 1
+	end := start + len(node.Value)
+	if start < 0 || end > len(line) || string(line[start:end]) != node.Value {
+		return nil, errors.New("the weight is not where the parser says it is; change it by hand")
+	}
+	var out bytes.Buffer
+	for i, l := range lines {
+		if i == node.Line-1 {
+			out.Write(l[:start])
+			out.WriteString(value)
+			out.Write(l[end:])
+			continue
+		}
+		out.Write(l)
+	}
+	return out.Bytes(), nil
+}

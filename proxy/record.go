@@ -1,0 +1,152 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// RequestInfo describes one request the Handler has finished with, for the access log,
+// metrics and the live view. A Recorder gets a pointer it must not keep after Record
+// returns.
+type RequestInfo struct {
+	Start    time.Time     `json:"start"`    // when the Handler got the request
+	Duration time.Duration `json:"duration"` // until the Handler was done with it
+	ID       string        `json:"request_id"`
+	Method   string        `json:"method"`
+	Host     string        `json:"host"`
+	Path     string        `json:"path"`
+	Status   int           `json:"status"` // sent to the client; 499: the client went away first
+	Bytes    int64         `json:"bytes"`  // response body bytes sent
+	// Site and Backend served the last try; "" when no backend was reached for it.
+	Site    string `json:"site"`
+	Backend string `json:"backend"`
+	// Preferred is the site the split (or affinity) chose; it differs from Site when the
+	// request spilled (Spill says why) or was retried elsewhere.
+	Preferred string        `json:"preferred"`
+	Spill     string        `json:"spill"`  // "", "saturated" or "hysteresis"
+	Queued    time.Duration `json:"queued"` // time waiting for a free slot
+	Retries   int           `json:"retries"`
+	// Reason is why the request failed, as in the Errors table of the README ("" when
+	// it was answered by a backend).
+	Reason string `json:"reason"`
+}
+
+// Recorder learns of every finished request. Record is called on the request's goroutine
+// once per request, after the response is complete; it must be fast and must not block.
+type Recorder interface {
+	Record(*RequestInfo)
+}
+
+// HandlerOption configures a Handler.
+type HandlerOption func(*Handler)
+
+// WithRecorders makes the Handler report every finished request to each of rs.
+func WithRecorders(rs ...Recorder) HandlerOption {
+	return func(h *Handler) { h.recorders = append(h.recorders, rs...) }
+}
+
+// record reports ex to the Handler's recorders.
+func (h *Handler) record(t *Table, ex *exchange, r *http.Request) {
+	if len(h.recorders) == 0 {
+		return
+	}
+	info := &ex.info
+	*info = RequestInfo{Start: ex.start, Duration: time.Since(ex.start), ID: ex.id,
+		Method: r.Method, Host: r.Host, Path: r.URL.Path, Status: ex.rw.status, Bytes: ex.rw.bytes,
+		Queued: ex.lease.Queued, Reason: ex.reason}
+	if ex.tries > 1 {
+		info.Retries = ex.tries - 1
+	}
+	if b := ex.lease.Backend; b != nil {
+		info.Site, info.Backend = b.ID.Site, b.ID.Addr
+		if p := ex.lease.Preferred; p >= 0 && p < len(t.sites) {
+			info.Preferred = t.sites[p].name
+		}
+		info.Spill = ex.lease.Spill.String()
+	}
+	for _, rec := range h.recorders {
+		rec.Record(info)
+	}
+}
+
+// Recent keeps the last requests the Handler finished, to explain where one went (GET
+// /api/v1/explain?request_id=...). It is a Recorder; the zero value is not usable, call
+// NewRecent. Record takes one uncontended lock.
+type Recent struct {
+	next  atomic.Uint64
+	slots []recentSlot
+}
+
+type recentSlot struct {
+	mu   sync.Mutex
+	info RequestInfo
+}
+
+// NewRecent keeps the last n requests.
+func NewRecent(n int) *Recent { return &Recent{slots: make([]recentSlot, max(n, 1))} }
+
+// Size is how many requests r keeps.
+func (r *Recent) Size() int { return len(r.slots) }
+
+// Record keeps a copy of info.
+func (r *Recent) Record(info *RequestInfo) {
+	s := &r.slots[(r.next.Add(1)-1)%uint64(len(r.slots))]
+	s.mu.Lock()
+	s.info = *info
+	s.mu.Unlock()
+}
+
+// Find returns the kept request with ID id.
+func (r *Recent) Find(id string) (RequestInfo, bool) {
+	for i := range r.slots {
+		s := &r.slots[i]
+		s.mu.Lock()
+		info := s.info
+		s.mu.Unlock()
+		if info.ID == id && id != "" {
+			return info, true
+		}
+	}
+	return RequestInfo{}, false
+}
+
+// Explain says in a sentence where the request went and why.
+func (i *RequestInfo) Explain() string {
+	var b strings.Builder
+	switch {
+	case i.Preferred == "" && i.Site == "":
+		b.WriteString("no site took it")
+	case i.Preferred == "":
+		fmt.Fprintf(&b, "no site of the split had a backend up; it went to the elastic site %s", i.Site)
+	default:
+		fmt.Fprintf(&b, "the split (or its session) preferred %s", i.Preferred)
+		switch i.Spill {
+		case "saturated":
+			fmt.Fprintf(&b, "; %s was full, so it spilled to %s", i.Preferred, i.Site)
+		case "hysteresis":
+			fmt.Fprintf(&b, "; %s had filled up and was not yet below spillover.resume of its limit, so it spilled to %s", i.Preferred, i.Site)
+		default:
+			if i.Site != "" && i.Site != i.Preferred {
+				fmt.Fprintf(&b, "; it was retried at %s", i.Site)
+			}
+		}
+	}
+	if i.Backend != "" {
+		fmt.Fprintf(&b, "; backend %s", i.Backend)
+	}
+	if i.Queued > 0 {
+		fmt.Fprintf(&b, "; it waited %s for a free slot", i.Queued.Round(time.Microsecond))
+	}
+	if i.Retries > 0 {
+		fmt.Fprintf(&b, "; %d retr%s", i.Retries, map[bool]string{true: "y", false: "ies"}[i.Retries == 1])
+	}
+	if i.Reason != "" {
+		fmt.Fprintf(&b, "; it failed: %s", i.Reason)
+	}
+	fmt.Fprintf(&b, "; answered %d in %s.", i.Status, i.Duration.Round(time.Microsecond))
+	return b.String()
+}

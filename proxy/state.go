@@ -1,0 +1,150 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/spillway/spillway/balancer"
+)
+
+// State is what GET /api/v1/state shows: the running config, each site's weight, capacity,
+// live share and backends, the last minutes of traffic, and the recent changes.
+type State struct {
+	Generation int64          `json:"generation"`
+	Source     string         `json:"source"`
+	LoadedAt   time.Time      `json:"loaded_at"`
+	Ready      bool           `json:"ready"`
+	Queue      QueueState     `json:"queue"`
+	Rates      TotalRates     `json:"rates"`
+	Sites      []SiteState    `json:"sites"`
+	History    []HistoryPoint `json:"history"`
+	Changes    []Change       `json:"changes"`
+	Reloads    ReloadCounts   `json:"reloads"`
+}
+
+// QueueState is the wait for a free slot.
+type QueueState struct {
+	Waiting int `json:"waiting"`
+	Size    int `json:"size"`
+}
+
+// TotalRates are per-second rates over the last 10 seconds.
+type TotalRates struct {
+	Requests float64 `json:"requests"`
+	Shed     float64 `json:"shed"`
+}
+
+// ReloadCounts are the reloads since start.
+type ReloadCounts struct {
+	OK     uint64 `json:"ok"`
+	Failed uint64 `json:"failed"`
+}
+
+// SiteState is one site in the state API.
+type SiteState struct {
+	Name             string         `json:"name"`
+	Weight           float64        `json:"weight"` // in effect now (moving during a ramp)
+	ConfiguredWeight int            `json:"configured_weight"`
+	Override         *OverrideState `json:"override"` // nil: the configured weight applies
+	Drained          bool           `json:"drained"`
+	Elastic          bool           `json:"elastic"`
+	TargetShare      float64        `json:"target_share"` // its weight over the sum of the weights in the split
+	Share            float64        `json:"share"`        // of answers over the last 10 s
+	Limit            int64          `json:"limit"`
+	Inflight         int64          `json:"inflight"`
+	Spilling         bool           `json:"spilling"`
+	Rates            LiveRates      `json:"rates"`
+	Backends         []BackendState `json:"backends"`
+}
+
+// OverrideState is an operator's weight.
+type OverrideState struct {
+	Weight int       `json:"weight"`
+	Ramp   string    `json:"ramp,omitempty"`
+	Since  time.Time `json:"since"`
+	By     string    `json:"by"`
+}
+
+// BackendState is one backend in the state API.
+type BackendState struct {
+	Addr      string  `json:"addr"`
+	Up        bool    `json:"up"`      // takes requests: healthy and not ejected
+	Healthy   bool    `json:"healthy"` // active health
+	Ejected   bool    `json:"ejected"` // passive health
+	Limit     int64   `json:"limit"`
+	Inflight  int64   `json:"inflight"`
+	Ramp      float64 `json:"ramp"` // slow start, 0.1 to 1
+	LatencyMS float64 `json:"latency_ms"`
+}
+
+// historySeconds is how much history the state API returns.
+const historySeconds = 300
+
+// State reports the running config and its traffic now.
+func (r *Reloader) State() State { return r.state(true) }
+
+// state is State, with the per-second history only when history is set.
+func (r *Reloader) state(history bool) State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cfg, t := r.gen.cfg, r.gen.table
+	st := State{Generation: r.number, Source: r.opts.Path, LoadedAt: r.loaded, Ready: r.ready.Load(),
+		Queue:   QueueState{Waiting: r.reg.QueueLen(), Size: cfg.Spillover.Queue.Size},
+		Changes: append([]Change{}, r.changes...)}
+	st.Reloads.OK, st.Reloads.Failed = r.Reloads()
+	names := make([]string, len(cfg.Sites))
+	for i, s := range cfg.Sites {
+		names[i] = s.Name
+	}
+	status := t.Status()
+	var total float64
+	for _, s := range status {
+		if !s.Drained && s.Limit > 0 {
+			total += s.Weight
+		}
+	}
+	for i, s := range status {
+		ss := siteState(s, cfg.Sites[i].Weight)
+		if total > 0 && !s.Drained && s.Limit > 0 {
+			ss.TargetShare = s.Weight / total
+		}
+		if o := r.weights[s.Name]; o != nil {
+			ss.Override = &OverrideState{Weight: int(o.to), Since: o.since, By: o.by}
+			if o.ramp > 0 {
+				ss.Override.Ramp = o.ramp.String()
+			}
+		}
+		if r.live != nil {
+			ss.Rates, ss.Share = r.live.Site(s.Name, names)
+		}
+		st.Sites = append(st.Sites, ss)
+	}
+	if r.live != nil {
+		st.Rates.Requests, st.Rates.Shed = r.live.Totals()
+		if history {
+			st.History = r.live.History(names, historySeconds)
+		}
+	}
+	return st
+}
+
+func siteState(s balancer.SiteStatus, configured int) SiteState {
+	ss := SiteState{Name: s.Name, Weight: s.Weight, ConfiguredWeight: configured, Drained: s.Drained,
+		Elastic: s.Elastic, Limit: s.Limit, Inflight: s.Inflight, Spilling: s.Spilling,
+		Backends: make([]BackendState, 0, len(s.Backends))}
+	for _, b := range s.Backends {
+		ss.Backends = append(ss.Backends, BackendState{Addr: b.Addr, Up: b.Up, Healthy: b.Healthy,
+			Ejected: b.Ejected, Limit: b.Limit, Inflight: b.Inflight, Ramp: b.Ramp,
+			LatencyMS: float64(b.Latency.Microseconds()) / 1000})
+	}
+	return ss
+}
+
+// Site reports one site as the state API shows it.
+func (r *Reloader) Site(name string) (SiteState, bool) {
+	for _, s := range r.state(false).Sites {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return SiteState{}, false
+}
