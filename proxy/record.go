@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -13,8 +14,8 @@ import (
 // metrics and the live view. A Recorder gets a pointer it must not keep after Record
 // returns.
 type RequestInfo struct {
-	Start    time.Time     `json:"start"`    // when the Handler got the request
-	Duration time.Duration `json:"duration"` // until the Handler was done with it
+	Start    time.Time     `json:"start"` // when the Handler got the request
+	Duration time.Duration `json:"-"`     // until the Handler was done with it (JSON: duration_ms)
 	ID       string        `json:"request_id"`
 	Method   string        `json:"method"`
 	Host     string        `json:"host"`
@@ -27,12 +28,22 @@ type RequestInfo struct {
 	// Preferred is the site the split (or affinity) chose; it differs from Site when the
 	// request spilled (Spill says why) or was retried elsewhere.
 	Preferred string        `json:"preferred"`
-	Spill     string        `json:"spill"`  // "", "saturated" or "hysteresis"
-	Queued    time.Duration `json:"queued"` // time waiting for a free slot
+	Spill     string        `json:"spill"` // "", "saturated" or "hysteresis"
+	Queued    time.Duration `json:"-"`     // time waiting for a free slot (JSON: queued_ms)
 	Retries   int           `json:"retries"`
 	// Reason is why the request failed, as in the Errors table of the README ("" when
 	// it was answered by a backend).
 	Reason string `json:"reason"`
+}
+
+// MarshalJSON writes the durations in milliseconds, as the access log does.
+func (i RequestInfo) MarshalJSON() ([]byte, error) {
+	type plain RequestInfo // without this method
+	return json.Marshal(struct {
+		plain
+		DurationMS float64 `json:"duration_ms"`
+		QueuedMS   float64 `json:"queued_ms"`
+	}{plain(i), float64(i.Duration.Microseconds()) / 1000, float64(i.Queued.Microseconds()) / 1000})
 }
 
 // Recorder learns of every finished request. Record is called on the request's goroutine
