@@ -1027,8 +1027,8 @@ func checkExample(t *testing.T, cfg *configs.Config, backend0 string) {
 	}
 	for i, w := range want {
 		s := cfg.Sites[i]
-		if s.Name != w.name || s.Weight != w.weight || len(s.Backends) != 2 {
-			t.Errorf("sites[%d] = %s weight %d with %d backends, want %s weight %d with 2", i, s.Name, s.Weight, len(s.Backends), w.name, w.weight)
+		if s.Name != w.name || s.Weight != w.weight || (len(s.Backends) != 2 && s.Discovery == nil) {
+			t.Errorf("sites[%d] = %s weight %d with %d backends, want %s weight %d with 2 (or discovery)", i, s.Name, s.Weight, len(s.Backends), w.name, w.weight)
 		}
 	}
 	if got := cfg.Sites[0].Backends[0]; got != backend0 {
@@ -1049,6 +1049,9 @@ func TestExampleConfigs(t *testing.T) {
 		checkExample(t, cfg, "http://10.0.1.10:8080")
 		if cfg.Listen.HTTP != ":8080" || cfg.Limits.MaxHeaderBytes != 65536 || cfg.Timeouts.Shutdown != 30*time.Second {
 			t.Errorf("listen %+v, limits %+v, timeouts %+v", cfg.Listen, cfg.Limits, cfg.Timeouts)
+		}
+		if aws := cfg.Sites[2]; !aws.Elastic || aws.Discovery == nil || aws.Discovery.DNS != "app.aws.internal:8080" || aws.SlowStart != 30*time.Second {
+			t.Errorf("aws = %+v, want elastic with DNS discovery and 30s slow start", aws)
 		}
 	})
 	t.Run("demo.yaml", func(t *testing.T) {
