@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -60,6 +61,12 @@ func (a *AccessLog) Configure(cfg *configs.Config) error {
 	if err != nil {
 		return fmt.Errorf("access_log.output: %w", err)
 	}
+	// Lines are written in batches (up to 256 KiB, or every second), not one write per
+	// request: the log must not cost the request path a system call each.
+	buffered := &zapcore.BufferedWriteSyncer{WS: sink, FlushInterval: time.Second}
+	sink = buffered
+	closeOutput := closeSink
+	closeSink = func() { buffered.Stop(); closeOutput() }
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey, enc.MessageKey, enc.LevelKey = "time", "msg", ""
 	enc.EncodeTime = zapcore.RFC3339NanoTimeEncoder
@@ -70,9 +77,9 @@ func (a *AccessLog) Configure(cfg *configs.Config) error {
 }
 
 func (s *accessState) closeSink() {
-	if s.close != nil && s.output != "stdout" && s.output != "stderr" {
+	if s.close != nil {
 		s.log.Sync()
-		s.close()
+		s.close() // stops the buffer's flusher; stdout and stderr themselves stay open
 	}
 }
 
