@@ -42,6 +42,7 @@ type Table struct {
 	on5xx    bool     // a 5xx answer counts as a failure for passive health
 	monitor  *health.Monitor
 	targets  []health.Target // what monitor watches
+	tunnels  tunnelLimits    // WebSocket idle and lifetime limits
 }
 
 type siteRoute struct {
@@ -97,11 +98,19 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 	if cfg.Outlier.ConsecutiveFailures > 0 {
 		t.outliers = d.Outliers
 	}
+	t.tunnels = tunnelLimits{idle: cfg.WebSocket.Idle, lifetime: cfg.WebSocket.MaxLifetime}
 	opts := balancer.Options{Sites: make([]balancer.SiteOptions, len(cfg.Sites))}
 	var targets []health.Target
+	var fileErrs configs.Errors // every site's unreadable TLS files, in one list
 	for i, s := range cfg.Sites {
 		opts.Sites[i] = balancer.SiteOptions{Name: s.Name, Weight: s.Weight, Backends: s.Backends}
-		tr := newTransport(cfg.Timeouts)
+		tr, err := newSiteTransport(cfg, i, d.Log)
+		if errs, ok := err.(configs.Errors); ok {
+			fileErrs = append(fileErrs, errs...)
+			continue
+		} else if err != nil {
+			return nil, err
+		}
 		route := siteRoute{name: s.Name, transport: tr}
 		for _, raw := range s.Backends {
 			target, err := url.Parse(raw)
@@ -117,6 +126,9 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 			}
 		}
 		t.sites[i] = route
+	}
+	if len(fileErrs) > 0 {
+		return nil, fileErrs
 	}
 	p, err := balancer.NewPicker(d.Registry, opts)
 	if err != nil {
@@ -166,6 +178,7 @@ func (t *Table) Monitor() *health.Monitor { return t.monitor }
 // request while retries are on, so that the Handler can try elsewhere.
 func (t *Table) modifyResponse(res *http.Response) error {
 	modifyResponse(res)
+	t.tunnels.wrap(res)
 	if res.StatusCode == http.StatusBadGateway && t.retry.attempts > 1 && t.retry.idempotent(res.Request) {
 		return errUpstream502
 	}
@@ -215,8 +228,6 @@ func CheckSupported(cfg *configs.Config) error {
 			errs = append(errs, cfg.Errorf(path, "%s is not available in this version of Spillway yet; remove the key (README: Roadmap)", what))
 		}
 	}
-	refuse(cfg.Has("listen.https") || cfg.Listen.HTTPS != "", "listen.https", "the HTTPS listener")
-	refuse(cfg.Has("tls") || cfg.TLS != nil, "tls", "front TLS")
 	refuse(cfg.Has("admin"), "admin", "the admin API")
 	refuse(cfg.Has("spillover"), "spillover", "spillover")
 	refuse(cfg.Has("affinity") || cfg.Affinity != (configs.Affinity{}), "affinity", "session affinity")
@@ -225,7 +236,6 @@ func CheckSupported(cfg *configs.Config) error {
 		refuse(cfg.Has(p+".elastic") || s.Elastic, p+".elastic", "an elastic (spillover) site")
 		refuse(cfg.Has(p+".discovery") || s.Discovery != nil, p+".discovery", "discovery")
 		refuse(cfg.Has(p+".max_inflight") || s.MaxInflight != 0, p+".max_inflight", "a per-backend limit")
-		refuse(cfg.Has(p+".tls") || s.TLS != nil, p+".tls", "TLS settings for backends")
 		refuse(cfg.Has(p+".slow_start") || s.SlowStart != 0, p+".slow_start", "slow start")
 	}
 	if len(errs) > 0 {
