@@ -47,6 +47,7 @@ type limitedTunnel struct {
 	last     atomic.Int64 // nanoseconds since start of the last activity
 	limited  atomic.Bool  // a limit closed the tunnel
 	closed   atomic.Bool
+	mu       sync.Mutex // guards the timers, which may fire before they are assigned
 	idleT    *time.Timer
 	lifeT    *time.Timer
 	closeOne sync.Once
@@ -55,6 +56,8 @@ type limitedTunnel struct {
 
 func newLimitedTunnel(rwc io.ReadWriteCloser, l tunnelLimits) *limitedTunnel {
 	t := &limitedTunnel{rwc: rwc, idle: l.idle, start: time.Now()}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if l.idle > 0 {
 		t.idleT = time.AfterFunc(l.idle, t.checkIdle)
 	}
@@ -79,7 +82,11 @@ func (t *limitedTunnel) checkIdle() {
 		t.expire()
 		return
 	}
-	t.idleT.Reset(t.idle - quiet)
+	t.mu.Lock()
+	if !t.closed.Load() { // Close sets closed before it stops the timers, under mu
+		t.idleT.Reset(t.idle - quiet)
+	}
+	t.mu.Unlock()
 }
 
 func (t *limitedTunnel) expire() {
@@ -114,12 +121,14 @@ func (t *limitedTunnel) Write(p []byte) (int, error) {
 func (t *limitedTunnel) Close() error {
 	t.closeOne.Do(func() {
 		t.closed.Store(true)
+		t.mu.Lock()
 		if t.idleT != nil {
 			t.idleT.Stop()
 		}
 		if t.lifeT != nil {
 			t.lifeT.Stop()
 		}
+		t.mu.Unlock()
 		t.closeErr = t.rwc.Close()
 	})
 	return t.closeErr
