@@ -179,6 +179,7 @@ func (t *Table) Monitor() *health.Monitor { return t.monitor }
 func (t *Table) modifyResponse(res *http.Response) error {
 	modifyResponse(res)
 	t.tunnels.wrap(res)
+	markEmptyBody(res)
 	if res.StatusCode == http.StatusBadGateway && t.retry.attempts > 1 && t.retry.idempotent(res.Request) {
 		return errUpstream502
 	}

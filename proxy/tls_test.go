@@ -26,7 +26,9 @@ func frontYAML(backend, extraTLS string) string {
 	return fmt.Sprintf(`listen: {http: "127.0.0.1:0", https: "127.0.0.1:0"}
 tls: {cert_file: c.pem, key_file: k.pem%s}
 sites:
-  - {name: idc1, weight: 1, backends: [%q]}
+  - name: idc1
+    weight: 1
+    backends: [%q]
 `, extraTLS, backend)
 }
 
