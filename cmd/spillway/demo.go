@@ -80,7 +80,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- serveProxy(ctx, cfg, table, outliers, ln, log) }()
+	go func() { served <- serveProxy(ctx, cfg, table, outliers, listeners{http: ln}, log) }()
 	if *load {
 		err = driveDemoLoad(ctx, proxyURL, cfg, *rate, *duration, stdout)
 		stop()

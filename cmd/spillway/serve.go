@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -46,21 +47,63 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		printConfigError(stderr, err)
 		return exitError{1}
 	}
-	ln, err := net.Listen("tcp", cfg.Listen.HTTP)
+	ls, err := openListeners(cfg)
 	if err != nil {
 		table.Close()
 		outliers.Close()
-		return fmt.Errorf("listen.http: %w", err)
+		return err
 	}
-	return serveProxy(ctx, cfg, table, outliers, ln, log)
+	return serveProxy(ctx, cfg, table, outliers, ls, log)
 }
 
-// serveProxy serves table on ln, with its active health checks running, until ctx is done;
-// then it shuts down gracefully: it stops accepting, gives requests in flight
-// timeouts.shutdown to finish, and closes what is left. It closes ln, table and outliers.
-func serveProxy(ctx context.Context, cfg *configs.Config, table *proxy.Table, outliers *health.Outliers, ln net.Listener, log *zap.Logger) error {
+// listeners are the proxy's client listeners; one of them may be nil (not configured).
+type listeners struct {
+	http  net.Listener // listen.http: HTTP/1.1 and h2c, or the redirect to HTTPS
+	https net.Listener // listen.https: TLS
+}
+
+// openListeners listens on the config's client addresses.
+func openListeners(cfg *configs.Config) (listeners, error) {
+	var ls listeners
+	var err error
+	if cfg.Listen.HTTP != "" {
+		if ls.http, err = net.Listen("tcp", cfg.Listen.HTTP); err != nil {
+			return ls, fmt.Errorf("listen.http: %w", err)
+		}
+	}
+	if cfg.Listen.HTTPS != "" {
+		if ls.https, err = net.Listen("tcp", cfg.Listen.HTTPS); err != nil {
+			ls.close()
+			return listeners{}, fmt.Errorf("listen.https: %w", err)
+		}
+	}
+	return ls, nil
+}
+
+func (ls listeners) close() {
+	for _, ln := range []net.Listener{ls.http, ls.https} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// serveProxy serves table on the listeners, with its active health checks running and,
+// for TLS, its certificates managed, until ctx is done; then it shuts down gracefully: it
+// stops accepting, gives requests in flight timeouts.shutdown to finish, and closes what is
+// left. It closes the listeners, table and outliers.
+func serveProxy(ctx context.Context, cfg *configs.Config, table *proxy.Table, outliers *health.Outliers, ls listeners, log *zap.Logger) error {
 	defer table.Close()
 	defer outliers.Close()
+	var front *frontTLS
+	if cfg.TLS != nil && ls.https != nil {
+		var err error
+		if front, err = newFrontTLS(cfg, ls, log); err != nil {
+			ls.close()
+			return err
+		}
+		defer front.stop() // after the servers have stopped: renewals need no listener then
+	}
 	// Health checks run until the server has stopped, grace period included.
 	checks, stopChecks := context.WithCancel(context.WithoutCancel(ctx))
 	checked := make(chan struct{})
@@ -70,30 +113,85 @@ func serveProxy(ctx context.Context, cfg *configs.Config, table *proxy.Table, ou
 		close(checked)
 	}
 	defer func() { stopChecks(); <-checked }()
-	srv := proxy.NewServer(cfg, proxy.NewHandler(table, log), log)
+	handler := proxy.NewHandler(table, log)
 
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	type server struct {
+		srv *http.Server
+		ln  net.Listener
+		tls bool
+	}
+	var servers []server
+	if ls.http != nil {
+		h := http.Handler(handler)
+		if cfg.TLS != nil && cfg.TLS.RedirectHTTP && ls.https != nil {
+			h = proxy.RedirectToHTTPS(ls.https.Addr().String())
+		}
+		if front != nil {
+			h = front.wrapHTTP(h) // the ACME HTTP-01 challenge, answered before any redirect
+		}
+		servers = append(servers, server{proxy.NewServer(cfg, h, log), ls.http, false})
+	}
+	if ls.https != nil {
+		h := proxy.WithHSTS(handler, cfg.TLS.HSTS)
+		tc := proxy.ServerTLSConfig(front.getCert, front.protos...)
+		servers = append(servers, server{proxy.NewTLSServer(cfg, h, tc, log), ls.https, true})
+	}
+
+	served := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			if s.tls {
+				served <- s.srv.ServeTLS(s.ln, "", "")
+			} else {
+				served <- s.srv.Serve(s.ln)
+			}
+		}()
+	}
 	sites := make([]zap.Field, 0, len(cfg.Sites))
 	for _, s := range cfg.Sites {
 		sites = append(sites, zap.Int(s.Name, s.Weight))
 	}
-	log.Info("listening", zap.String("addr", ln.Addr().String()), zap.Dict("weights", sites...))
+	for _, s := range servers {
+		scheme := "http"
+		if s.tls {
+			scheme = "https"
+		}
+		log.Info("listening", zap.String("addr", s.ln.Addr().String()), zap.String("scheme", scheme), zap.Dict("weights", sites...))
+	}
+	if front != nil {
+		front.start(ctx)
+	}
 
+	var failed error
 	select {
-	case err := <-served: // the listener failed
-		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case err := <-served: // a listener failed
+		failed = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", zap.Duration("grace", cfg.Timeouts.Shutdown))
 	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Timeouts.Shutdown)
 	defer cancel()
-	if err := srv.Shutdown(grace); err != nil {
-		log.Warn("grace period over; closing the remaining connections", zap.Error(err))
-		srv.Close()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			if err := s.srv.Shutdown(grace); err != nil {
+				log.Warn("grace period over; closing the remaining connections", zap.Error(err))
+				s.srv.Close()
+			}
+		})
 	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return err
+	wg.Wait()
+	remaining := len(servers)
+	if failed != nil {
+		remaining--
+	}
+	for range remaining {
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) && failed == nil {
+			failed = err
+		}
+	}
+	if failed != nil {
+		return failed
 	}
 	log.Info("stopped")
 	return nil
