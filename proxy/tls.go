@@ -39,15 +39,29 @@ func ServerTLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error
 	}
 }
 
-// CheckTLSFiles reads the files the front TLS config names (a static certificate and key,
-// the ACME CA's root), so that a missing or broken file is refused with its line before
+// CheckTLSFiles reads the files the TLS settings name (the front's static certificate and
+// key, the ACME CA's root, each site's CA and client certificate), so that a missing or
+// broken file is refused with its line, with every other problem of the config, before
 // anything listens. It is a configs.Check; pass it to configs.Load with CheckSupported.
 func CheckTLSFiles(cfg *configs.Config) error {
+	var errs configs.Errors
+	for i, s := range cfg.Sites {
+		if s.TLS == nil {
+			continue
+		}
+		if _, err := backendTLSConfig(cfg, i); err != nil {
+			if found, ok := err.(configs.Errors); ok {
+				errs = append(errs, found...)
+			}
+		}
+	}
 	t := cfg.TLS
 	if t == nil {
+		if len(errs) > 0 {
+			return errs
+		}
 		return nil
 	}
-	var errs configs.Errors
 	if t.CertFile != "" && t.KeyFile != "" {
 		if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
 			errs = append(errs, cfg.Errorf("tls.cert_file", "%v", err))
