@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -148,4 +150,42 @@ func writeTemp(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestHealthProbesUseSiteTLS checks that active health probes of an mTLS backend use the
+// site's CA and client certificate: a backend that starts down comes up once a probe
+// passes, which it cannot without them.
+func TestHealthProbesUseSiteTLS(t *testing.T) {
+	serverCA, clientCA := newTestCA(t, "idc-ca"), newTestCA(t, "client-ca")
+	b := mtlsBackend(t, serverCA, clientCA)
+	certFile, keyFile := clientCA.issueFiles(t, t.TempDir(), "spillway-probe", true)
+	yaml := fmt.Sprintf(`sites:
+  - name: idc2
+    weight: 1
+    backends: [%q]
+    tls: {ca_file: %q, cert_file: %q, key_file: %q, server_name: app.idc2}
+    health: {path: /healthz, interval: 50ms, timeout: 50ms, rise: 1, initial: down}
+`, b.URL, serverCA.file(t), certFile, keyFile)
+	cfg := mustConfig(t, yaml)
+	reg := balancer.NewRegistry()
+	tbl, err := proxy.Build(cfg, proxy.Deps{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Close()
+	backend := reg.Backend(balancer.BackendID{Site: "idc2", Addr: b.URL})
+	if backend.Healthy() {
+		t.Fatal("backend up before any probe (initial: down)")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); tbl.Monitor().Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	deadline := time.Now().Add(liveness)
+	for !backend.Healthy() { // probes run on the Monitor's clock; poll within the bound
+		if time.Now().After(deadline) {
+			t.Fatal("the mTLS backend never came up: probes do not use the site's TLS settings")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

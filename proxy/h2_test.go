@@ -252,3 +252,24 @@ func TestRapidResetBounded(t *testing.T) {
 		t.Errorf("the backend was reached %d times by %d reset streams: not bounded", got, sent)
 	}
 }
+
+// TestH2CCanBeTurnedOff checks listen.h2c: false: the plain listener then speaks HTTP/1.1
+// only, and a client with HTTP/2 prior knowledge is refused.
+func TestH2CCanBeTurnedOff(t *testing.T) {
+	e := startProxy(t, strings.Replace(configYAML([]site{{"idc1", 1, []string{nameBackend(t, "idc1").URL}}}, ""),
+		"  http: \"127.0.0.1:0\"\n", "  http: \"127.0.0.1:0\"\n  h2c: false\n", 1))
+	if e.cfg.Listen.H2C {
+		t.Fatal("listen.h2c not false in the parsed config")
+	}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	h2 := &http.Transport{Protocols: &p}
+	defer h2.CloseIdleConnections()
+	if resp, err := (&http.Client{Transport: h2, Timeout: liveness}).Get(e.url + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("h2c request answered %s %d with h2c off", resp.Proto, resp.StatusCode)
+	}
+	if status, body := e.get(t, "/"); status != 200 || body != "idc1" {
+		t.Fatalf("HTTP/1.1: %d %q", status, body)
+	}
+}

@@ -119,7 +119,9 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 			}
 			route.backends = append(route.backends, newForwarder(target, tr, t, d))
 			if s.Health != nil {
-				targets = append(targets, healthTarget(d.Registry, s.Name, raw, s.Health))
+				ht := healthTarget(d.Registry, s.Name, raw, s.Health)
+				ht.Check.TLS = tr.TLSClientConfig // probes present the site's CA and client certificate
+				targets = append(targets, ht)
 			} else if b, known := d.Registry.Lookup(balancer.BackendID{Site: s.Name, Addr: raw}); known && !b.Healthy() {
 				// Its site no longer has health checks: nothing would ever bring it back.
 				d.Registry.SetUp(s.Name, raw, true)
