@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -83,10 +84,11 @@ func LoadCertPool(path string) (*x509.CertPool, error) { return loadCertPool(pat
 
 // CertReloader serves a static certificate and key from files, and reads them again when
 // they change on disk (a renewal by another tool, a deploy that swaps them), with no
-// restart. It checks the files' modification stamps during a handshake at most once per
-// interval, so it needs no goroutine; a pair that does not load (say, a certificate written
-// before its key) is logged and the previous certificate kept until the files change again.
-// Safe for concurrent use.
+// restart. During a handshake, at most once per interval, it reads the two files and
+// compares their contents with what it loaded last (file times are too coarse to see two
+// writes in a row), so it needs no goroutine; a pair that does not load (say, a certificate
+// written before its key) is logged and the previous certificate kept until the files
+// change again. Safe for concurrent use.
 type CertReloader struct {
 	certFile, keyFile string
 	interval          time.Duration
@@ -95,7 +97,7 @@ type CertReloader struct {
 
 	mu      sync.Mutex // held by the one handshake checking the files; others do not wait
 	checked time.Time
-	stamp   string // the files' stamps when last loaded or found broken
+	sum     [sha256.Size]byte // of the files' contents when last loaded or found broken
 }
 
 // NewCertReloader loads certFile and keyFile, which must be a valid pair, and checks them
@@ -105,13 +107,16 @@ func NewCertReloader(certFile, keyFile string, interval time.Duration, log *zap.
 		log = zap.NewNop()
 	}
 	c := &CertReloader{certFile: certFile, keyFile: keyFile, interval: interval, log: log}
-	c.stamp = c.fileStamp()
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	certPEM, keyPEM, sum, err := c.read()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
 	c.cert.Store(&cert)
-	c.checked = time.Now()
+	c.sum, c.checked = sum, time.Now()
 	return c, nil
 }
 
@@ -131,12 +136,15 @@ func (c *CertReloader) maybeReload() {
 		return
 	}
 	c.checked = now
-	stamp := c.fileStamp()
-	if stamp == c.stamp {
+	certPEM, keyPEM, sum, err := c.read()
+	if err == nil && sum == c.sum {
 		return
 	}
-	c.stamp = stamp
-	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	var cert tls.Certificate
+	if err == nil {
+		c.sum = sum
+		cert, err = tls.X509KeyPair(certPEM, keyPEM)
+	}
 	if err != nil {
 		c.log.Error("certificate files changed but do not load; keeping the previous certificate",
 			zap.String("cert_file", c.certFile), zap.String("key_file", c.keyFile), zap.Error(err))
@@ -150,19 +158,20 @@ func (c *CertReloader) maybeReload() {
 	c.log.Info("certificate reloaded", fields...)
 }
 
-// fileStamp identifies the current contents of both files by size and modification time;
-// a missing file stamps as such.
-func (c *CertReloader) fileStamp() string {
-	var b strings.Builder
-	for _, f := range []string{c.certFile, c.keyFile} {
-		fi, err := os.Stat(f)
-		if err != nil {
-			b.WriteString("missing;")
-			continue
-		}
-		fmt.Fprintf(&b, "%d/%d;", fi.Size(), fi.ModTime().UnixNano())
+// read returns both files and a digest of the two.
+func (c *CertReloader) read() (certPEM, keyPEM []byte, sum [sha256.Size]byte, err error) {
+	if certPEM, err = os.ReadFile(c.certFile); err != nil {
+		return nil, nil, sum, err
 	}
-	return b.String()
+	if keyPEM, err = os.ReadFile(c.keyFile); err != nil {
+		return nil, nil, sum, err
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%d:", len(certPEM))
+	h.Write(certPEM)
+	h.Write(keyPEM)
+	h.Sum(sum[:0])
+	return certPEM, keyPEM, sum, nil
 }
 
 // WithHSTS adds a Strict-Transport-Security header to every response of h (nil hsts: h as
