@@ -50,11 +50,8 @@ func newServer(cfg *configs.Config, h http.Handler, p *http.Protocols, log *zap.
 		// few more, and closes the connection (ENHANCE_YOUR_CALM) when a client opens and
 		// resets streams faster than they finish (CVE-2023-44487, "rapid reset"); a reset
 		// stream's context is cancelled, which cancels its backend request.
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: cfg.Limits.MaxConcurrentStreams,
-			// A header block larger than the HTTP/1 limit is refused there too.
-			MaxDecoderHeaderTableSize: min(cfg.Limits.MaxHeaderBytes, 64<<10),
-		},
+		// MaxHeaderBytes also bounds an HTTP/2 request's header list.
+		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: cfg.Limits.MaxConcurrentStreams},
 		ErrorLog: zap.NewStdLog(log.Named("http")),
 	}
 }
