@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"strings"
@@ -173,4 +174,31 @@ func TestWebSocketLifetimeLimit(t *testing.T) {
 	}
 	await(t, ended, "the backend's side to close")
 	waitInflight(t, e, 0)
+}
+
+// TestWebSocketOverTLS opens a WebSocket through the proxy's TLS listener (wss://), where
+// the client asks for HTTP/1.1 by ALPN as WebSocket clients do.
+func TestWebSocketOverTLS(t *testing.T) {
+	ended := make(chan error, 1)
+	b := echoWebSocket(t, ended)
+	ca := newTestCA(t, "ws-ca")
+	e := startLoggedProxy(t, frontYAML(b, ""), proxyTLS(ca.issue(t, "bank.example", false, "bank.example")), ca.pool())
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool(), ServerName: "bank.example", NextProtos: []string{"http/1.1"}}}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), liveness)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "wss://"+e.addr+"/secure", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatalf("dial wss: %v", err)
+	}
+	defer c.CloseNow()
+	if err := echo(ctx, c, "over tls"); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.table.Sites()[0].Inflight(); n != 1 {
+		t.Errorf("in-flight %d with a WebSocket open, want 1", n)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+	await(t, ended, "the backend to see the WebSocket close")
+	waitInflight(t, e.env, 0)
 }
