@@ -145,10 +145,19 @@ func (v *validator) tls() {
 		if len(a.Domains) == 0 {
 			v.add("tls.acme.domains", "list at least one domain")
 		}
+		domains := map[string]int{}
 		for i, d := range a.Domains {
+			p := fmt.Sprintf("tls.acme.domains[%d]", i)
 			if d == "" || strings.ContainsAny(d, "/: ") {
-				v.add(fmt.Sprintf("tls.acme.domains[%d]", i), "want a DNS name, got %q", d)
+				v.add(p, "want a DNS name, got %q", d)
+			} else if first, dup := domains[strings.ToLower(d)]; dup {
+				v.add(p, "%q is listed twice (first as domains[%d])", d, first)
+			} else {
+				domains[strings.ToLower(d)] = i
 			}
+		}
+		if a.Email != "" && !strings.Contains(a.Email, "@") {
+			v.add("tls.acme.email", "want an email address, got %q", a.Email)
 		}
 		if u, err := url.Parse(a.CA); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			v.add("tls.acme.ca", "want the ACME directory URL, got %q", a.CA)
