@@ -96,13 +96,19 @@ func serveProxy(ctx context.Context, cfg *configs.Config, table *proxy.Table, ou
 	defer table.Close()
 	defer outliers.Close()
 	var front *frontTLS
-	if cfg.TLS != nil && ls.https != nil {
+	if ls.https != nil {
+		if cfg.TLS == nil { // Validate refuses such a config
+			ls.close()
+			return errors.New("listen.https needs a tls section")
+		}
 		var err error
 		if front, err = newFrontTLS(cfg, ls, log); err != nil {
 			ls.close()
 			return err
 		}
-		defer front.stop() // after the servers have stopped: renewals need no listener then
+		// Deferred first, so it runs after the servers have stopped: no renewal is tried
+		// once nothing answers its challenges.
+		defer front.stop()
 	}
 	// Health checks run until the server has stopped, grace period included.
 	checks, stopChecks := context.WithCancel(context.WithoutCancel(ctx))
