@@ -106,8 +106,8 @@ func serveProxy(ctx context.Context, cfg *configs.Config, table *proxy.Table, ou
 			ls.close()
 			return err
 		}
-		// Deferred first, so it runs after the servers have stopped: no renewal is tried
-		// once nothing answers its challenges.
+		// Runs on return, after the servers have stopped: certificates are managed for as
+		// long as the listeners answer challenges.
 		defer front.stop()
 	}
 	// Health checks run until the server has stopped, grace period included.
