@@ -135,10 +135,12 @@ func TestHTTP2TrailersBothWays(t *testing.T) {
 	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{"http://" + ln.Addr().String()}}}, "")+"    protocol: h2\n")
 	h2 := &http.Transport{Protocols: &p}
 	defer h2.CloseIdleConnections()
-	req, _ := http.NewRequest("POST", e.url+"/", io.MultiReader(strings.NewReader("payload")))
-	req.Trailer = http.Header{"X-Req-Sum": nil}
+	// The request's trailer is declared up front and given its value when the body ends.
+	trailer := http.Header{"X-Req-Sum": nil}
+	req, _ := http.NewRequest("POST", e.url+"/",
+		&trailerBody{r: strings.NewReader("payload"), set: func() { trailer.Set("X-Req-Sum", "abc") }})
+	req.Trailer = trailer
 	req.ContentLength = -1
-	req.Body = &trailerBody{r: strings.NewReader("payload"), set: func() { req.Trailer.Set("X-Req-Sum", "abc") }}
 	resp, err := (&http.Client{Transport: h2, Timeout: liveness}).Do(req)
 	if err != nil {
 		t.Fatal(err)
