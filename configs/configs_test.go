@@ -75,6 +75,13 @@ const okSites = `sites:
     backends: ["http://10.0.0.1:80"]
 `
 
+// okTLSSites is okSites with an https backend, on the same lines.
+const okTLSSites = `sites:
+  - name: a
+    weight: 1
+    backends: ["https://10.0.0.1:443"]
+`
+
 func TestParseEmpty(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ name, src string }{
@@ -170,7 +177,7 @@ func TestParseUnknownKeys(t *testing.T) {
 		{"deep key", okSites + "spillover:\n  queue: {size: 10, timout: 1s}\n",
 			wantErr{6, 21, "spillover.queue.timout", `unknown key "timout" (did you mean "timeout"?)`}},
 		{"nothing close at the top", okSites + "frobnicate: 1\n",
-			wantErr{5, 1, "frobnicate", `unknown key "frobnicate" (known keys: access_log, admin, affinity, limits, listen, outlier, retries, sites, spillover, timeouts, tls)`}},
+			wantErr{5, 1, "frobnicate", `unknown key "frobnicate" (known keys: access_log, admin, affinity, limits, listen, outlier, retries, sites, spillover, timeouts, tls, websocket)`}},
 		{"nothing close in a section", okSites + "timeouts:\n  keepalive: 5s\n",
 			wantErr{6, 3, "timeouts.keepalive", `unknown key "keepalive" (known keys: connect, idle, read_header, response_header, shutdown)`}},
 	} {
@@ -322,24 +329,24 @@ func TestParseValidation(t *testing.T) {
 			[]wantErr{{6, 17, "admin.listen", "same address as a traffic listener"}}},
 
 		// tls
-		{"acme and files", okSites + "listen:\n  https: \":8443\"\ntls:\n  acme: {domains: [bank.example.com]}\n  cert_file: c.pem\n  key_file: k.pem\n",
+		{"acme and files", okSites + "listen:\n  https: \":8443\"\ntls:\n  acme: {domains: [bank.example.com], storage: st}\n  cert_file: c.pem\n  key_file: k.pem\n",
 			[]wantErr{{8, 3, "tls", "use either acme or cert_file/key_file, not both"}}},
-		{"empty tls", okSites + "tls: {}\n",
+		{"empty tls", okSites + "tls: {}\nlisten: {https: \":8443\"}\n",
 			[]wantErr{{5, 6, "tls", "set acme, or cert_file and key_file"}}},
-		{"cert without key", okSites + "tls:\n  cert_file: c.pem\n",
+		{"cert without key", okSites + "tls:\n  cert_file: c.pem\nlisten: {https: \":8443\"}\n",
 			[]wantErr{{6, 3, "tls", "cert_file and key_file go together"}}},
-		{"key without cert", okSites + "tls:\n  key_file: k.pem\n",
+		{"key without cert", okSites + "tls:\n  key_file: k.pem\nlisten: {https: \":8443\"}\n",
 			[]wantErr{{6, 3, "tls", "cert_file and key_file go together"}}},
-		{"acme without domains", okSites + "tls:\n  acme: {email: ops@example.com}\n",
+		{"acme without domains", okSites + "tls:\n  acme: {email: ops@example.com, storage: st}\nlisten: {https: \":8443\"}\n",
 			[]wantErr{{6, 9, "tls.acme.domains", "list at least one domain"}}},
-		{"acme bad domains", okSites + "tls:\n  acme:\n    domains: [bank.example.com, \"a/b\", \"\"]\n",
+		{"acme bad domains", okSites + "tls:\n  acme:\n    domains: [bank.example.com, \"a/b\", \"\"]\n    storage: st\nlisten: {https: \":8443\"}\n",
 			[]wantErr{
 				{7, 33, "tls.acme.domains[1]", `want a DNS name, got "a/b"`},
 				{7, 40, "tls.acme.domains[2]", `want a DNS name, got ""`},
 			}},
-		{"acme bad ca", okSites + "tls:\n  acme:\n    domains: [bank.example.com]\n    ca: acme.example/directory\n",
+		{"acme bad ca", okSites + "tls:\n  acme:\n    domains: [bank.example.com]\n    ca: acme.example/directory\n    storage: st\nlisten: {https: \":8443\"}\n",
 			[]wantErr{{8, 9, "tls.acme.ca", `want the ACME directory URL, got "acme.example/directory"`}}},
-		{"acme valid", okSites + "tls:\n  acme: {domains: [bank.example.com], email: ops@example.com, ca: \"https://acme.example/directory\", storage: /var/lib/spillway}\n", nil},
+		{"acme valid", okSites + "tls:\n  acme: {domains: [bank.example.com], email: ops@example.com, ca: \"https://acme.example/directory\", storage: /var/lib/spillway}\nlisten: {https: \":8443\"}\n", nil},
 
 		// limits
 		{"max_header_bytes too small", okSites + "limits:\n  max_header_bytes: 1023\n",
@@ -470,11 +477,16 @@ func TestParseValidation(t *testing.T) {
 		{"slow_start negative", okSites + "    slow_start: -1s\n",
 			[]wantErr{{5, 17, "sites[0].slow_start", "must be >= 0, got -1s"}}},
 		{"slow_start zero", okSites + "    slow_start: 0s\n", nil},
-		{"backend tls cert without key", okSites + "    tls: {cert_file: c.pem}\n",
+		{"backend tls cert without key", okTLSSites + "    tls: {cert_file: c.pem}\n",
 			[]wantErr{{5, 10, "sites[0].tls", "cert_file and key_file go together"}}},
-		{"backend tls key without cert", okSites + "    tls: {key_file: k.pem}\n",
+		{"backend tls key without cert", okTLSSites + "    tls: {key_file: k.pem}\n",
 			[]wantErr{{5, 10, "sites[0].tls", "cert_file and key_file go together"}}},
-		{"backend tls ca only", okSites + "    tls: {ca_file: ca.pem, server_name: app.idc, insecure_skip_verify: true}\n", nil},
+		{"backend tls ca only", okTLSSites + "    tls: {ca_file: ca.pem, server_name: app.idc}\n", nil},
+		{"backend tls insecure", okTLSSites + "    tls: {insecure_skip_verify: true, cert_file: c.pem, key_file: k.pem}\n", nil},
+		{"backend tls insecure with a ca", okTLSSites + "    tls: {ca_file: ca.pem, insecure_skip_verify: true}\n",
+			[]wantErr{{5, 50, "sites[0].tls.insecure_skip_verify", "verifies nothing, so ca_file and server_name would be ignored; remove one or the other"}}},
+		{"backend tls without https backends", okSites + "    tls: {ca_file: ca.pem}\n",
+			[]wantErr{{5, 10, "sites[0].tls", `site "a" has no https:// backend for these settings to apply to`}}},
 
 		// spillover, affinity, retries
 		{"resume zero", okSites + "spillover:\n  resume: 0\n",
@@ -606,7 +618,7 @@ func TestParseDuplicateBackends(t *testing.T) {
 func TestDefaultsForOmittedKeys(t *testing.T) {
 	t.Parallel()
 	cfg := mustParse(t, okSites)
-	if want := (configs.Listen{HTTP: configs.DefaultHTTPListen}); cfg.Listen != want {
+	if want := (configs.Listen{HTTP: configs.DefaultHTTPListen, H2C: true}); cfg.Listen != want {
 		t.Errorf("Listen = %+v, want %+v", cfg.Listen, want)
 	}
 	// No admin section, no admin address: it must not collide with a listener the config
@@ -718,7 +730,7 @@ retries: {attempts: 1, budget: 0, idempotency_header: X-Idem}
 timeouts: {connect: 1s, response_header: 2s, idle: 3s, read_header: 4s, shutdown: 5s}
 limits: {max_header_bytes: 2048}
 `)
-	if want := (configs.Listen{HTTP: ":9000"}); cfg.Listen != want {
+	if want := (configs.Listen{HTTP: ":9000", H2C: true}); cfg.Listen != want {
 		t.Errorf("Listen = %+v, want %+v", cfg.Listen, want)
 	}
 	if want := (configs.Admin{Listen: "127.0.0.1:9999", TokenFile: "admin.token"}); cfg.Admin != want {
@@ -827,7 +839,7 @@ admin:
 func TestDefaultsHTTPSOnly(t *testing.T) {
 	t.Parallel()
 	cfg := mustParse(t, okSites+"listen:\n  https: \":8443\"\ntls: {cert_file: c.pem, key_file: k.pem}\n")
-	if want := (configs.Listen{HTTPS: ":8443"}); cfg.Listen != want {
+	if want := (configs.Listen{HTTPS: ":8443", H2C: true}); cfg.Listen != want {
 		t.Errorf("Listen = %+v, want %+v (no plain http listener when only https is set)", cfg.Listen, want)
 	}
 	if want := (configs.TLS{CertFile: "c.pem", KeyFile: "k.pem"}); cfg.TLS == nil || *cfg.TLS != want {

@@ -35,7 +35,16 @@ const (
 	DefaultAdaptiveFloor     = 8
 	DefaultAdaptiveCap       = 1000
 	DefaultAdaptiveInitial   = 64
+	DefaultMaxStreams        = 250
+	DefaultWebSocketIdle     = 10 * time.Minute
+	DefaultWebSocketLifetime = 24 * time.Hour
+	DefaultBackendProtocol   = "http1"
+	DefaultACMECA            = "https://acme-v02.api.letsencrypt.org/directory"
+	DefaultHSTSMaxAge        = 365 * 24 * time.Hour
 )
+
+// DefaultACMEChallenges are the challenge types offered to the CA unless the file lists some.
+var DefaultACMEChallenges = []string{"http-01", "tls-alpn-01"}
 
 // SetDefaults fills every key the file left out. A key the file set, even to zero, is kept
 // as written so that Validate can refuse it: "timeout: 0s" is a mistake, not a request for
@@ -57,6 +66,25 @@ func (c *Config) SetDefaults() {
 	setDefault(c, "timeouts.read_header", &t.ReadHeader, DefaultReadHeaderTimeout)
 	setDefault(c, "timeouts.shutdown", &t.Shutdown, DefaultShutdownTimeout)
 	setDefault(c, "limits.max_header_bytes", &c.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDefault(c, "limits.max_concurrent_streams", &c.Limits.MaxConcurrentStreams, DefaultMaxStreams)
+	setDefault(c, "listen.h2c", &c.Listen.H2C, true)
+	setDefault(c, "websocket.idle", &c.WebSocket.Idle, DefaultWebSocketIdle)
+	setDefault(c, "websocket.max_lifetime", &c.WebSocket.MaxLifetime, DefaultWebSocketLifetime)
+	if t := c.TLS; t != nil {
+		if a := t.ACME; a != nil {
+			setDefault(c, "tls.acme.ca", &a.CA, DefaultACMECA)
+			if len(a.Challenges) == 0 && !c.Has("tls.acme.challenges") {
+				// http-01 is answered on the plain listener: without one, only tls-alpn-01.
+				a.Challenges = []string{"tls-alpn-01"}
+				if c.Listen.HTTP != "" {
+					a.Challenges = append([]string(nil), DefaultACMEChallenges...)
+				}
+			}
+		}
+		if h := t.HSTS; h != nil {
+			setDefault(c, "tls.hsts.max_age", &h.MaxAge, DefaultHSTSMaxAge)
+		}
+	}
 
 	setDefault(c, "spillover.resume", &c.Spillover.Resume, DefaultResume)
 	setDefault(c, "spillover.queue.size", &c.Spillover.Queue.Size, DefaultQueueSize)
@@ -108,6 +136,7 @@ func (c *Config) SetDefaults() {
 			setDefault(c, p+".adaptive.cap", &a.Cap, max(DefaultAdaptiveCap, a.Floor))
 			setDefault(c, p+".adaptive.initial", &a.Initial, min(max(DefaultAdaptiveInitial, a.Floor), a.Cap))
 		}
+		setDefault(c, p+".protocol", &s.Protocol, DefaultBackendProtocol)
 	}
 }
 

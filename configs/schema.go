@@ -21,6 +21,7 @@ type Config struct {
 	Timeouts  Timeouts   `yaml:"timeouts"`
 	Limits    Limits     `yaml:"limits"`
 	AccessLog *AccessLog `yaml:"access_log"`
+	WebSocket WebSocket  `yaml:"websocket"`
 
 	// src maps key paths ("sites[1].weight") to where they stand in the file; nil for a
 	// Config built in code. See Config.Pos.
@@ -41,6 +42,9 @@ func (c *Config) Site(name string) *Site {
 type Listen struct {
 	HTTP  string `yaml:"http"`  // HTTP/1.1 and h2c (prior knowledge), e.g. ":8080"
 	HTTPS string `yaml:"https"` // optional; needs tls
+	// H2C serves HTTP/2 with prior knowledge on the plain listener besides HTTP/1.1
+	// (default true). An "Upgrade: h2c" request is never honoured nor tunnelled.
+	H2C bool `yaml:"h2c"`
 }
 
 // Admin is the admin listener (admin API, /metrics, dashboard).
@@ -49,19 +53,41 @@ type Admin struct {
 	TokenFile string `yaml:"token_file"`
 }
 
-// TLS terminates client TLS, either from ACME or from static files.
+// TLS terminates client TLS on listen.https, either from ACME or from static files.
 type TLS struct {
-	ACME     *ACME  `yaml:"acme"`
+	ACME *ACME `yaml:"acme"`
+	// CertFile and KeyFile are a static certificate (PEM, chain first) and its key; they are
+	// read again when they change on disk.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// RedirectHTTP answers every request on listen.http with a redirect to HTTPS (the
+	// ACME HTTP-01 challenge is still answered there).
+	RedirectHTTP bool `yaml:"redirect_http"`
+	// HSTS adds a Strict-Transport-Security header to every HTTPS response; nil: none.
+	HSTS *HSTS `yaml:"hsts"`
 }
 
-// ACME obtains certificates with certmagic.
+// ACME obtains and renews certificates with certmagic.
 type ACME struct {
 	Domains []string `yaml:"domains"`
 	Email   string   `yaml:"email"`
-	CA      string   `yaml:"ca"`
-	Storage string   `yaml:"storage"`
+	// CA is the ACME directory URL: a public CA (default Let's Encrypt) or an internal one.
+	CA string `yaml:"ca"`
+	// CARoot is a PEM file of root certificates to trust the CA's own HTTPS server with
+	// (an internal ACME CA); empty: the system roots.
+	CARoot string `yaml:"ca_root"`
+	// Storage is the directory for certificates, keys and the ACME account.
+	Storage string `yaml:"storage"`
+	// Challenges are the challenge types the CA may use: http-01 (on listen.http) and
+	// tls-alpn-01 (on listen.https). Default both.
+	Challenges []string `yaml:"challenges"`
+}
+
+// HSTS is the Strict-Transport-Security header sent to HTTPS clients.
+type HSTS struct {
+	MaxAge            time.Duration `yaml:"max_age"`
+	IncludeSubdomains bool          `yaml:"include_subdomains"`
+	Preload           bool          `yaml:"preload"`
 }
 
 // Site is one deployment (a datacenter or a cloud pool) and its share of traffic.
@@ -79,6 +105,10 @@ type Site struct {
 	Health    *Health       `yaml:"health"`
 	TLS       *BackendTLS   `yaml:"tls"`
 	SlowStart time.Duration `yaml:"slow_start"`
+	// Protocol is what the proxy speaks to the site's backends: "http1" (default,
+	// HTTP/1.1, WebSocket possible) or "h2" (HTTP/2 only: h2c with prior knowledge to
+	// http:// backends, ALPN h2 to https:// ones; for gRPC).
+	Protocol string `yaml:"protocol"`
 }
 
 // Discovery finds an elastic site's members: DNS (A/AAAA "host:port" or SRV) or a targets file.
@@ -187,4 +217,17 @@ type AccessLog struct {
 type Limits struct {
 	// MaxHeaderBytes caps a request's header block; larger requests get 431.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxConcurrentStreams caps the streams one HTTP/2 client connection may have open;
+	// it also bounds how many of a connection's requests run at once when a client resets
+	// streams as fast as it opens them (rapid reset).
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+}
+
+// WebSocket bounds upgraded (tunnelled) connections. While open, a WebSocket counts as a
+// request in flight on its backend and site.
+type WebSocket struct {
+	// Idle closes a tunnel when no byte has crossed it, either way, for this long.
+	Idle time.Duration `yaml:"idle"`
+	// MaxLifetime closes a tunnel this long after it opened, however busy.
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
 }

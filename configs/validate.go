@@ -110,12 +110,30 @@ func (v *validator) listen() {
 	if m := c.Limits.MaxHeaderBytes; m < 1<<10 || m > 16<<20 {
 		v.add("limits.max_header_bytes", "must be between 1024 and 16777216, got %d", m)
 	}
+	if m := c.Limits.MaxConcurrentStreams; m < 1 || m > 10000 {
+		v.add("limits.max_concurrent_streams", "must be between 1 and 10000, got %d", m)
+	}
+	v.positive("websocket.idle", c.WebSocket.Idle)
+	v.positive("websocket.max_lifetime", c.WebSocket.MaxLifetime)
 }
 
 func (v *validator) tls() {
-	t := v.c.TLS
+	c := v.c
+	t := c.TLS
 	if t == nil {
 		return
+	}
+	if c.Listen.HTTPS == "" {
+		v.add("tls", "needs listen.https, the listener it is for")
+	}
+	if t.RedirectHTTP && (c.Listen.HTTP == "" || c.Listen.HTTPS == "") {
+		v.add("tls.redirect_http", "needs both listen.http (where it redirects from) and listen.https")
+	}
+	if h := t.HSTS; h != nil {
+		v.positive("tls.hsts.max_age", h.MaxAge)
+		if h.Preload && (!h.IncludeSubdomains || h.MaxAge < 365*24*time.Hour) {
+			v.add("tls.hsts.preload", "preload needs include_subdomains and a max_age of at least 8760h (one year)")
+		}
 	}
 	static := t.CertFile != "" || t.KeyFile != ""
 	switch {
@@ -130,15 +148,41 @@ func (v *validator) tls() {
 		if len(a.Domains) == 0 {
 			v.add("tls.acme.domains", "list at least one domain")
 		}
+		domains := map[string]int{}
 		for i, d := range a.Domains {
+			p := fmt.Sprintf("tls.acme.domains[%d]", i)
 			if d == "" || strings.ContainsAny(d, "/: ") {
-				v.add(fmt.Sprintf("tls.acme.domains[%d]", i), "want a DNS name, got %q", d)
+				v.add(p, "want a DNS name, got %q", d)
+			} else if first, dup := domains[strings.ToLower(d)]; dup {
+				v.add(p, "%q is listed twice (first as domains[%d])", d, first)
+			} else {
+				domains[strings.ToLower(d)] = i
 			}
 		}
-		if a.CA != "" {
-			if u, err := url.Parse(a.CA); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-				v.add("tls.acme.ca", "want the ACME directory URL, got %q", a.CA)
+		if a.Email != "" && !strings.Contains(a.Email, "@") {
+			v.add("tls.acme.email", "want an email address, got %q", a.Email)
+		}
+		if u, err := url.Parse(a.CA); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			v.add("tls.acme.ca", "want the ACME directory URL, got %q", a.CA)
+		}
+		if a.Storage == "" {
+			v.add("tls.acme.storage", "set the directory that keeps certificates, keys and the ACME account across restarts")
+		}
+		if len(a.Challenges) == 0 {
+			v.add("tls.acme.challenges", "list at least one of http-01, tls-alpn-01")
+		}
+		seen := map[string]bool{}
+		for i, ch := range a.Challenges {
+			p := fmt.Sprintf("tls.acme.challenges[%d]", i)
+			switch {
+			case ch != "http-01" && ch != "tls-alpn-01":
+				v.add(p, "want http-01 or tls-alpn-01, got %q", ch)
+			case seen[ch]:
+				v.add(p, "%q is listed twice", ch)
+			case ch == "http-01" && c.Listen.HTTP == "":
+				v.add(p, "http-01 is answered on listen.http, which is not set")
 			}
+			seen[ch] = true
 		}
 	}
 }
@@ -316,8 +360,23 @@ func (v *validator) site(p string, s Site) {
 			v.add(p+".health.fall", "must be >= 1, got %d", h.Fall)
 		}
 	}
-	if t := s.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
-		v.add(p+".tls", "cert_file and key_file go together")
+	if t := s.TLS; t != nil {
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			v.add(p+".tls", "cert_file and key_file go together")
+		}
+		https := s.Discovery != nil
+		for _, b := range s.Backends {
+			https = https || strings.HasPrefix(strings.ToLower(b), "https://")
+		}
+		if !https {
+			v.add(p+".tls", "site %q has no https:// backend for these settings to apply to", s.Name)
+		}
+		if t.InsecureSkipVerify && (t.CAFile != "" || t.ServerName != "") {
+			v.add(p+".tls.insecure_skip_verify", "verifies nothing, so ca_file and server_name would be ignored; remove one or the other")
+		}
+	}
+	if s.Protocol != "http1" && s.Protocol != "h2" {
+		v.add(p+".protocol", "want http1 or h2, got %q", s.Protocol)
 	}
 }
 

@@ -28,7 +28,8 @@ const (
 	reasonNoBackend      = "no_backend"      // 503: no site has a backend up
 	reasonQueueFull      = "queue_full"      // 503: every site full and the queue too
 	reasonQueueTimeout   = "queue_timeout"   // 503: every site full for spillover.queue.timeout
-	reasonConnect        = "connect"         // 502: dial refused, unreachable, TLS handshake
+	reasonConnect        = "connect"         // 502: dial refused, unreachable
+	reasonBackendTLS     = "backend_tls"     // 502: TLS with the backend failed (certificate, mTLS)
 	reasonConnectTimeout = "connect_timeout" // 504: the dial did not finish in time
 	reasonTimeout        = "timeout"         // 504: response headers too slow, or a write stalled
 	reasonBadGateway     = "bad_gateway"     // 502: reset, closed early, malformed response
@@ -42,7 +43,7 @@ const (
 // passive health.
 func backendFailed(reason string) bool {
 	switch reason {
-	case reasonConnect, reasonConnectTimeout, reasonTimeout, reasonBadGateway, reasonUpstream502:
+	case reasonConnect, reasonBackendTLS, reasonConnectTimeout, reasonTimeout, reasonBadGateway, reasonUpstream502:
 		return true
 	}
 	return false
@@ -68,7 +69,9 @@ func classify(err error, r *http.Request, body *requestBody) (int, string) {
 		return http.StatusBadGateway, reasonUpstream502
 	case dial && op.Timeout():
 		return http.StatusGatewayTimeout, reasonConnectTimeout
-	case dial, isTLSHandshakeError(err):
+	case isTLSHandshakeError(err):
+		return http.StatusBadGateway, reasonBackendTLS
+	case dial:
 		return http.StatusBadGateway, reasonConnect
 	case errors.As(err, &ne) && ne.Timeout():
 		return http.StatusGatewayTimeout, reasonTimeout
@@ -88,8 +91,12 @@ func isTLSHandshakeError(err error) bool {
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	var invalid x509.CertificateInvalidError
+	// A TLS alert from the backend, such as "certificate required" when it wants a client
+	// certificate (with TLS 1.3 that comes after the client's side of the handshake).
+	var op *net.OpError
+	remoteAlert := errors.As(err, &op) && op.Op == "remote error"
 	return errors.As(err, &verify) || errors.As(err, &record) || errors.As(err, &alert) ||
-		errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid)
+		errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid) || remoteAlert
 }
 
 // fail answers a request that could not be served: logs it once and sends the error,

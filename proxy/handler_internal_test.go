@@ -189,9 +189,9 @@ func newStallingBackend(t *testing.T, release chan struct{}) string {
 	return s.URL
 }
 
-// A TLS backend whose certificate the proxy does not trust fails in the handshake: the
-// request never reached it, so the class is "connect" (what bank-safe retries will key on).
-func TestTLSHandshakeFailureIsConnect(t *testing.T) {
+// A TLS backend whose certificate the proxy does not trust fails in the handshake: 502
+// with reason "backend_tls", so the log tells a TLS problem from a refused connection.
+func TestTLSHandshakeFailureIsBackendTLS(t *testing.T) {
 	backend := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t.Error("the request reached a backend whose certificate is not trusted")
 	}))
@@ -217,8 +217,8 @@ func TestTLSHandshakeFailureIsConnect(t *testing.T) {
 			if res.StatusCode != http.StatusBadGateway {
 				t.Fatalf("status %d, want 502", res.StatusCode)
 			}
-			if got := logs.FilterField(zap.String("reason", reasonConnect)).Len(); got != 1 {
-				t.Fatalf("want one entry with reason connect, got %v", logs.All())
+			if got := logs.FilterField(zap.String("reason", reasonBackendTLS)).Len(); got != 1 {
+				t.Fatalf("want one entry with reason backend_tls, got %v", logs.All())
 			}
 		})
 	}

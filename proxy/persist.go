@@ -40,7 +40,7 @@ func persistWeight(path, site string, weight int) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	if _, err := configs.Parse(path, out, CheckSupported); err != nil {
+	if _, err := configs.Parse(path, out, CheckTLSFiles); err != nil {
 		return fmt.Errorf("the changed file would not load: %w", err)
 	}
 	info, err := os.Stat(real)

@@ -40,7 +40,7 @@ type ReloaderOptions struct {
 	Live *Live
 	// Metrics, if set, gets Spillway's metrics (see Metrics).
 	Metrics prometheus.Registerer
-	// Checks run on every config loaded, besides CheckSupported.
+	// Checks run on every config loaded, besides CheckTLSFiles.
 	Checks []configs.Check
 	// Now is the clock of ramps and of the change log; nil: time.Now.
 	Now func() time.Time
@@ -187,7 +187,7 @@ func (r *Reloader) load() (*configs.Config, [sha256.Size]byte, error) {
 	if err != nil {
 		return nil, [sha256.Size]byte{}, err
 	}
-	cfg, err := configs.Parse(r.opts.Path, data, append([]configs.Check{CheckSupported}, r.opts.Checks...)...)
+	cfg, err := configs.Parse(r.opts.Path, data, append([]configs.Check{CheckTLSFiles}, r.opts.Checks...)...)
 	return cfg, sha256.Sum256(data), err
 }
 

@@ -154,7 +154,7 @@ func TestBankSafeRetries(t *testing.T) {
 			header:     http.Header{"Idempotency-Key": {"pay-42"}, "Connection": {"Idempotency-Key"}},
 			wantStatus: 502, wantBody: "Bad Gateway\n", wantFirst: 1, wantSecond: 0},
 		{name: "POST to an https backend whose certificate is not trusted: retried, received once", first: "untrusted-tls", method: "POST", body: body,
-			wantStatus: 200, wantBody: "ok from second", wantFirst: 0, wantSecond: 1, wantRetryWhy: reasonConnect},
+			wantStatus: 200, wantBody: "ok from second", wantFirst: 0, wantSecond: 1, wantRetryWhy: reasonBackendTLS},
 		{name: "POST to a refused port: retried elsewhere, received once", first: "refused", method: "POST", body: body,
 			wantStatus: 200, wantBody: "ok from second", wantFirst: 0, wantSecond: 1, wantRetryWhy: reasonConnect},
 		{name: "PUT whose body was too large to keep: not retried", first: "reset", method: "PUT", body: bytes.Repeat([]byte("x"), 200<<10),

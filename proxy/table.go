@@ -55,6 +55,7 @@ type Table struct {
 	inherited                      []*siteRoute // routes of Deps.Previous whose transport this Table took
 	tookOver                       atomic.Bool  // takeOver was called
 	fresh                          bool         // built without Deps.Previous: the process's first
+	tunnels                        tunnelLimits // WebSocket idle and lifetime limits
 }
 
 // takeOver makes t the owner of the transports it shares with Deps.Previous: call it when
@@ -93,10 +94,12 @@ func (t *Table) members(name string) []string {
 }
 
 // sameConnections reports whether site name connects to its backends the same way under
-// both configs, so that a new Table may keep the old one's transport.
+// both configs, so that a new Table may keep the old one's transport and its connections.
 func sameConnections(a, b *configs.Config, name string) bool {
 	sa, sb := a.Site(name), b.Site(name)
-	return sa != nil && sb != nil && a.Timeouts == b.Timeouts && reflect.DeepEqual(sa.TLS, sb.TLS)
+	// A site with TLS gets a new transport: its certificate files may have been renewed.
+	return sa != nil && sb != nil && a.Timeouts == b.Timeouts && sa.Protocol == sb.Protocol &&
+		sa.TLS == nil && sb.TLS == nil
 }
 
 type siteRoute struct {
@@ -174,9 +177,6 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 	if d.Registry == nil {
 		return nil, errors.New("proxy.Build: nil Registry")
 	}
-	if err := CheckSupported(cfg); err != nil {
-		return nil, err
-	}
 	if d.Log == nil {
 		d.Log = zap.NewNop()
 	}
@@ -209,7 +209,9 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		QueueSize:    cfg.Spillover.Queue.Size,
 		QueueTimeout: cfg.Spillover.Queue.Timeout,
 	}
+	t.tunnels = tunnelLimits{idle: cfg.WebSocket.Idle, lifetime: cfg.WebSocket.MaxLifetime}
 	var targets []health.Target
+	var fileErrs configs.Errors // every site's unreadable TLS files, in one list
 	for i, s := range cfg.Sites {
 		so := balancer.SiteOptions{Name: s.Name, Weight: s.Weight, Backends: s.Backends,
 			Elastic: s.Elastic, MaxInflight: s.MaxInflight, SlowStart: s.SlowStart}
@@ -221,7 +223,14 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 			t.sites[i].shared = true
 			t.inherited = append(t.inherited, prev)
 		} else {
-			t.sites[i].transport = newTransport(cfg.Timeouts)
+			tr, err := newSiteTransport(cfg, i, d.Log)
+			if errs, ok := err.(configs.Errors); ok {
+				fileErrs = append(fileErrs, errs...)
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			t.sites[i].transport = tr
 		}
 		t.sites[i].name = s.Name
 		if s.Discovery != nil {
@@ -237,12 +246,17 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 				return nil, fmt.Errorf("site %s: backend %q: %w", s.Name, raw, err)
 			}
 			if s.Health != nil {
-				targets = append(targets, healthTarget(d.Registry, s.Name, raw, s.Health))
+				ht := healthTarget(d.Registry, s.Name, raw, s.Health)
+				ht.Check.TLS = t.sites[i].transport.TLSClientConfig // probes present the site's CA and client certificate
+				targets = append(targets, ht)
 			} else if b, known := d.Registry.Lookup(balancer.BackendID{Site: s.Name, Addr: raw}); known && !b.Healthy() {
 				// Its site no longer has health checks: nothing would ever bring it back.
 				d.Registry.SetUp(s.Name, raw, true)
 			}
 		}
+	}
+	if len(fileErrs) > 0 {
+		return nil, fileErrs
 	}
 	p, err := balancer.NewPicker(d.Registry, opts)
 	if err != nil {
@@ -293,6 +307,8 @@ func (t *Table) monitorTargets() []health.Target { return t.targets }
 // request while retries are on, so that the Handler can try elsewhere.
 func (t *Table) modifyResponse(res *http.Response) error {
 	modifyResponse(res)
+	t.tunnels.wrap(res)
+	markEmptyBody(res)
 	if res.StatusCode == http.StatusBadGateway && t.retry.attempts > 1 && t.retry.idempotent(res.Request) {
 		return errUpstream502
 	}
@@ -356,30 +372,6 @@ func (t *Table) affinityKey(r *http.Request) uint64 {
 		return k
 	}
 	return 1 // 0 means "no key" to the balancer
-}
-
-// CheckSupported refuses config keys whose features this version does not have yet:
-// accepting them and doing nothing would let an operator believe, say, that health checks
-// run. Build runs it; pass it to configs.Load too, so that these problems are reported with
-// all the others in one list. It is a configs.Check.
-func CheckSupported(cfg *configs.Config) error {
-	var errs configs.Errors
-	refuse := func(set bool, path, what string) {
-		if set {
-			errs = append(errs, cfg.Errorf(path, "%s is not available in this version of Spillway yet; remove the key (README: Roadmap)", what))
-		}
-	}
-	refuse(cfg.Has("listen.https") || cfg.Listen.HTTPS != "", "listen.https", "the HTTPS listener")
-	refuse(cfg.Has("tls") || cfg.TLS != nil, "tls", "front TLS")
-	for i, s := range cfg.Sites {
-		p := fmt.Sprintf("sites[%d]", i)
-		refuse(cfg.Has(p+".tls") || s.TLS != nil, p+".tls", "TLS settings for backends")
-	}
-	if len(errs) > 0 {
-		errs.Sort()
-		return errs
-	}
-	return nil
 }
 
 // NewOutliers returns the passive health detector for cfg's outlier section, ejecting

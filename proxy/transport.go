@@ -74,6 +74,13 @@ func newForwarder(target *url.URL, tr http.RoundTripper, t *Table, d Deps) forwa
 			// strip it on the way to the backend.
 			pr.Out.Header[headerRequestID] = pr.In.Header[headerRequestID]
 			t.retry.fenceTransportReplay(pr.Out)
+			// Request trailers (gRPC-web, chunked uploads with a checksum): Clone copied
+			// the map before the body was read, so its values are still empty; share the
+			// inbound one, which the server fills when the body ends, before the
+			// transport reads it to send the trailers on.
+			if pr.In.Trailer != nil {
+				pr.Out.Trailer = pr.In.Trailer
+			}
 		},
 		Transport: tr,
 		// Flush every write: streamed responses and server-sent events reach the client as

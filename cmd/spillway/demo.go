@@ -21,7 +21,6 @@ import (
 
 	"github.com/spillway/spillway/bench/sim"
 	"github.com/spillway/spillway/configs"
-	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
 )
 
@@ -50,7 +49,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "demo: -rate must be 1..%d, -duration in (0, %s], -latency >= 0\n", maxDemoRate, maxDemoDuration)
 		return exitError{2}
 	}
-	cfg, err := configs.Parse("demo.yaml (embedded)", configs.Demo, proxy.CheckSupported)
+	cfg, err := configs.Parse("demo.yaml (embedded)", configs.Demo)
 	if err != nil {
 		return fmt.Errorf("embedded demo config: %w", err)
 	}
@@ -93,7 +92,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	proxyURL := "http://" + in.proxyLn.Addr().String()
+	proxyURL := in.ls.url()
 	printDemoBanner(stdout, cfg, proxyURL, backends, *load)
 	if in.adminLn != nil && !*load {
 		fmt.Fprintf(stdout, "Dashboard: http://%s/  (token for changes: %s)\n", in.adminLn.Addr(), token)

@@ -71,14 +71,15 @@ type instanceOptions struct {
 	log      *zap.Logger
 	tokenEnv string                                  // SPILLWAY_ADMIN_TOKEN
 	tokens   admin.Tokens                            // used instead of token_file and tokenEnv when set (the demo)
-	listen   func(addr string) (net.Listener, error) // for listen.http and admin.listen
+	listen   func(addr string) (net.Listener, error) // for listen.http, listen.https and admin.listen
+	ls       *listeners                              // already open, instead of listen.http and .https (tests)
 }
 
 // instance is a loaded config with its listeners open, ready to serve.
 type instance struct {
 	reloader *proxy.Reloader
 	cfg      *configs.Config
-	proxyLn  net.Listener
+	ls       listeners
 	adminLn  net.Listener // nil without an admin section
 	admin    http.Handler
 	log      *zap.Logger
@@ -126,13 +127,55 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 			return nil, fmt.Errorf("admin.listen: %w", err)
 		}
 	}
-	if in.proxyLn, err = o.listen(cfg.Listen.HTTP); err != nil {
+	if o.ls != nil {
+		in.ls = *o.ls
+	} else if in.ls, err = openListeners(cfg, o.listen); err != nil {
 		if in.adminLn != nil {
 			in.adminLn.Close()
 		}
-		return nil, fmt.Errorf("listen.http: %w", err)
+		return nil, err
 	}
 	return in, nil
+}
+
+// listeners are the proxy's client listeners; one of them may be nil (not configured).
+type listeners struct {
+	http  net.Listener // listen.http: HTTP/1.1 and h2c, or the redirect to HTTPS
+	https net.Listener // listen.https: TLS
+}
+
+// openListeners listens on the config's client addresses.
+func openListeners(cfg *configs.Config, listen func(string) (net.Listener, error)) (listeners, error) {
+	var ls listeners
+	var err error
+	if cfg.Listen.HTTP != "" {
+		if ls.http, err = listen(cfg.Listen.HTTP); err != nil {
+			return ls, fmt.Errorf("listen.http: %w", err)
+		}
+	}
+	if cfg.Listen.HTTPS != "" {
+		if ls.https, err = listen(cfg.Listen.HTTPS); err != nil {
+			ls.close()
+			return listeners{}, fmt.Errorf("listen.https: %w", err)
+		}
+	}
+	return ls, nil
+}
+
+func (ls listeners) close() {
+	for _, ln := range []net.Listener{ls.http, ls.https} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// url is the address a newcomer should try: the plain listener's, else the TLS one's.
+func (ls listeners) url() string {
+	if ls.http != nil {
+		return "http://" + ls.http.Addr().String()
+	}
+	return "https://" + ls.https.Addr().String()
 }
 
 // sameListeners refuses a reload that would move a listener: those are opened once, at
@@ -184,24 +227,76 @@ func (in *instance) serve(ctx context.Context) error {
 		}
 	})
 
-	srv := proxy.NewServer(in.cfg, r.Handler(), log)
-	servers := []*http.Server{srv}
-	lns := []net.Listener{in.proxyLn}
+	cfg := in.cfg
+	var front *frontTLS
+	if in.ls.https != nil {
+		if cfg.TLS == nil { // Validate refuses such a config
+			in.ls.close()
+			return errors.New("listen.https needs a tls section")
+		}
+		var err error
+		if front, err = newFrontTLS(cfg, in.ls, log); err != nil {
+			in.ls.close()
+			if in.adminLn != nil {
+				in.adminLn.Close()
+			}
+			return err
+		}
+		// Runs on return, after the servers have stopped: certificates are managed for as
+		// long as the listeners answer challenges.
+		defer front.stop()
+	}
+	type server struct {
+		srv  *http.Server
+		ln   net.Listener
+		tls  bool
+		name string
+	}
+	var servers []server
+	handler := http.Handler(r.Handler())
+	if in.ls.http != nil {
+		h := handler
+		if cfg.TLS != nil && cfg.TLS.RedirectHTTP && in.ls.https != nil {
+			h = proxy.RedirectToHTTPS(in.ls.https.Addr().String())
+		}
+		if front != nil {
+			h = front.wrapHTTP(h) // the ACME HTTP-01 challenge, answered before any redirect
+		}
+		servers = append(servers, server{proxy.NewServer(cfg, h, log), in.ls.http, false, "http"})
+	}
+	if in.ls.https != nil {
+		h := proxy.WithHSTS(handler, cfg.TLS.HSTS)
+		tc := proxy.ServerTLSConfig(front.getCert, front.protos...)
+		servers = append(servers, server{proxy.NewTLSServer(cfg, h, tc, log), in.ls.https, true, "https"})
+	}
 	if in.adminLn != nil {
-		servers = append(servers, &http.Server{Handler: in.admin, ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout: time.Minute, ErrorLog: zap.NewStdLog(log.Named("admin"))})
-		lns = append(lns, in.adminLn)
-		log.Info("admin API listening", zap.String("addr", in.adminLn.Addr().String()))
+		servers = append(servers, server{&http.Server{Handler: in.admin, ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: time.Minute, ErrorLog: zap.NewStdLog(log.Named("admin"))}, in.adminLn, false, "admin"})
 	}
 	served := make(chan error, len(servers))
-	for i, s := range servers {
-		go func() { served <- s.Serve(lns[i]) }()
+	for _, s := range servers {
+		go func() {
+			if s.tls {
+				served <- s.srv.ServeTLS(s.ln, "", "")
+			} else {
+				served <- s.srv.Serve(s.ln)
+			}
+		}()
 	}
-	sites := make([]zap.Field, 0, len(in.cfg.Sites))
-	for _, s := range in.cfg.Sites {
+	sites := make([]zap.Field, 0, len(cfg.Sites))
+	for _, s := range cfg.Sites {
 		sites = append(sites, zap.Int(s.Name, s.Weight))
 	}
-	log.Info("listening", zap.String("addr", in.proxyLn.Addr().String()), zap.Dict("weights", sites...))
+	for _, s := range servers {
+		if s.name == "admin" {
+			log.Info("admin API listening", zap.String("addr", s.ln.Addr().String()))
+			continue
+		}
+		log.Info("listening", zap.String("scheme", s.name), zap.String("addr", s.ln.Addr().String()), zap.Dict("weights", sites...))
+	}
+	if front != nil {
+		front.start(ctx)
+	}
 
 	var failed error
 	select {
@@ -214,16 +309,21 @@ func (in *instance) serve(ctx context.Context) error {
 	log.Info("shutting down", zap.Duration("grace", grace))
 	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
+	var shutdown sync.WaitGroup
 	for _, s := range servers {
-		if err := s.Shutdown(graceCtx); err != nil {
-			log.Warn("grace period over; closing the remaining connections", zap.Error(err))
-			s.Close()
-		}
+		shutdown.Go(func() {
+			if err := s.srv.Shutdown(graceCtx); err != nil {
+				log.Warn("grace period over; closing the remaining connections", zap.String("listener", s.name), zap.Error(err))
+				s.srv.Close()
+			}
+		})
 	}
-	for i := 0; i < len(servers); i++ {
-		if failed != nil && i == 0 {
-			continue // that one's error is already taken
-		}
+	shutdown.Wait()
+	remaining := len(servers)
+	if failed != nil {
+		remaining--
+	}
+	for range remaining {
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) && failed == nil {
 			failed = err
 		}

@@ -50,7 +50,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 // loadAndBuild loads the config at path with every check run applies, and compiles it, so
 // that what validate accepts run accepts too, and every problem is reported in one list.
 func loadAndBuild(path string, log *zap.Logger) (*configs.Config, *proxy.Table, *health.Outliers, error) {
-	cfg, err := configs.Load(path, proxy.CheckSupported)
+	cfg, err := configs.Load(path, proxy.CheckTLSFiles)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -1,0 +1,92 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+
+	"go.uber.org/zap"
+
+	"github.com/spillway/spillway/configs"
+)
+
+// newSiteTransport is site i's transport to its backends: the shared tuning of
+// newTransport, the site's TLS settings for https backends (its CA, client certificate for
+// mTLS, server name) and the protocol it speaks. Problems with the site's files come back
+// as configs.Errors placed at the key that names the file.
+func newSiteTransport(cfg *configs.Config, i int, log *zap.Logger) (*http.Transport, error) {
+	s := cfg.Sites[i]
+	tr := newTransport(cfg.Timeouts)
+	var p http.Protocols
+	switch s.Protocol {
+	case "h2":
+		// HTTP/2 only, for gRPC and other h2-only backends: prior knowledge (h2c) to
+		// http:// backends, ALPN "h2" to https:// ones. A backend that cannot speak it
+		// fails the request rather than being downgraded silently.
+		p.SetUnencryptedHTTP2(true)
+		p.SetHTTP2(true)
+	default:
+		p.SetHTTP1(true)
+	}
+	tr.Protocols = &p
+	if s.TLS != nil {
+		tc, err := backendTLSConfig(cfg, i)
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = tc
+		if s.TLS.InsecureSkipVerify {
+			log.Warn("backend certificates are not verified: anyone on the path can read and change this site's traffic",
+				zap.String("site", s.Name), zap.String("key", fmt.Sprintf("sites[%d].tls.insecure_skip_verify", i)))
+		}
+	}
+	return tr, nil
+}
+
+// backendTLSConfig is the client TLS config for site i's https backends.
+func backendTLSConfig(cfg *configs.Config, i int) (*tls.Config, error) {
+	s := cfg.Sites[i]
+	t := s.TLS
+	p := fmt.Sprintf("sites[%d].tls", i)
+	var errs configs.Errors
+	tc := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         t.ServerName,
+		InsecureSkipVerify: t.InsecureSkipVerify,
+	}
+	if t.CAFile != "" {
+		pool, err := loadCertPool(t.CAFile)
+		if err != nil {
+			errs = append(errs, cfg.Errorf(p+".ca_file", "%v", err))
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			errs = append(errs, cfg.Errorf(p+".cert_file", "client certificate: %v", err))
+		} else {
+			tc.Certificates = []tls.Certificate{cert}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return tc, nil
+}
+
+// loadCertPool reads a PEM file of CA certificates.
+func loadCertPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New(path + ": no PEM certificate in it")
+	}
+	return pool, nil
+}
