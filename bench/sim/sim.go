@@ -68,7 +68,7 @@ type Backend struct {
 	errorRate atomic.Uint64 // Float64bits: share of requests answered 500
 	resetRate atomic.Uint64 // Float64bits: share of requests whose connection is reset
 
-	inflight, peak                         atomic.Int64
+	inflight, peak                          atomic.Int64
 	served, rejected, injected, resets, cut atomic.Int64
 
 	mu       sync.Mutex // guards the server below across Kill and Restore
