@@ -150,10 +150,12 @@ func (c chart) svg() string {
 		}
 		yMax = niceCeil(yMax * 1.05)
 	}
-	xMax := c.xMax
-	for _, l := range c.lines {
-		for _, v := range l.x {
-			xMax = math.Max(xMax, v)
+	xMax := c.xMax // the run's length; points beyond it (requests still draining) are left out
+	if xMax <= 0 {
+		for _, l := range c.lines {
+			for _, v := range l.x {
+				xMax = math.Max(xMax, v)
+			}
 		}
 	}
 	if xMax <= 0 {
@@ -190,7 +192,7 @@ func (c chart) svg() string {
 	for _, l := range c.lines {
 		var pts []string
 		for i := range l.x {
-			if i < len(l.y) && !math.IsNaN(l.y[i]) {
+			if i < len(l.y) && !math.IsNaN(l.y[i]) && l.x[i] <= xMax {
 				pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(l.x[i]), py(l.y[i])))
 			}
 		}

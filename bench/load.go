@@ -66,35 +66,46 @@ const (
 
 func (a Arrivals) String() string { return [...]string{"poisson", "constant"}[a] }
 
-// idleStep is how far the schedule looks ahead while the rate is 0.
-const idleStep = 10 * time.Millisecond
+// scheduleStep is the step in which Schedule integrates the rate.
+const scheduleStep = time.Millisecond
 
 // Schedule returns the send times (offsets from the start) of an open-loop load: rate p,
-// spaced by a, for duration, at most max requests (0: no bound besides duration). The gap
-// after a request is drawn at the rate of its own instant, which is exact for a rate that
-// is constant between steps and close for a ramp. rng is used only for Poisson.
+// spaced by a, for duration, at most maxRequests (0: no bound besides duration). The next
+// request is due when the integral of the rate since the last one reaches 1 (Uniform; the
+// first is due as soon as the rate is above 0) or an exponential draw of mean 1 (Poisson):
+// exact for piecewise-constant rates, and right for ramps too, where drawing each gap at
+// the rate of its own instant would lag. rng is used only for Poisson.
 func Schedule(p Profile, a Arrivals, duration time.Duration, maxRequests int, rng *rand.Rand) []time.Duration {
 	var out []time.Duration
-	t := time.Duration(0)
-	first := true
-	for t < duration && (maxRequests <= 0 || len(out) < maxRequests) {
-		r := p(t)
-		if r <= 0 || math.IsNaN(r) {
-			t += idleStep
-			first = true
-			continue
-		}
-		gap := 1 / r
+	end := duration.Seconds()
+	dt := scheduleStep.Seconds()
+	t := 0.0
+	for maxRequests <= 0 || len(out) < maxRequests {
+		need := 1.0
 		if a == Poisson {
-			gap = rng.ExpFloat64() / r
-		} else if first {
-			gap = 0 // a constant rate starts at once
+			need = rng.ExpFloat64()
+		} else if len(out) == 0 {
+			need = 0
 		}
-		first = false
-		t += time.Duration(gap * float64(time.Second))
-		if t < duration {
-			out = append(out, t)
+		for {
+			if t >= end {
+				return out
+			}
+			r := p(time.Duration(t * float64(time.Second)))
+			if r > 0 && !math.IsNaN(r) {
+				if r*dt >= need {
+					t += need / r
+					break
+				}
+				need -= r * dt
+			}
+			t += dt
 		}
+		due := time.Duration(math.Round(t * float64(time.Second))) // whole nanoseconds: 3s is not 2.9999999s
+		if due >= duration {
+			return out
+		}
+		out = append(out, due)
 	}
 	return out
 }

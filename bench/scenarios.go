@@ -210,6 +210,7 @@ var spikeScenario = Scenario{
 		if err != nil {
 			return nil, err
 		}
+		data.marks = append(data.marks, Mark{T: from.Seconds(), Label: "spike"}, Mark{T: to.Seconds(), Label: "spike ends"})
 		all := data.window(0, c.duration)
 		during := data.window(from, to)
 		after := data.window(to+time.Second, c.duration)
@@ -404,6 +405,7 @@ var scaleOutScenario = Scenario{
 		if err != nil {
 			return nil, err
 		}
+		data.marks = append(data.marks, Mark{T: from.Seconds(), Label: "spike"}, Mark{T: to.Seconds(), Label: "spike ends"})
 		mu.Lock()
 		for _, ch := range changes {
 			data.marks = append(data.marks, Mark{T: round3(ch.at.Sub(start).Seconds()), Label: ch.label})

@@ -30,7 +30,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	short := fs.Bool("short", false, "run every scenario briefly (CI: checks the machinery and the report, not timing)")
 	seed := fs.Uint64("seed", 1, "seed of arrivals and service times")
 	spillwayBin := fs.String("spillway", "", "spillway binary for the overhead scenario (default: this one)")
-	verbose := fs.Bool("v", false, "log the proxy's warnings to stderr")
+	verbose := fs.Bool("v", false, "log the proxy's health changes and warnings to stderr")
 	check := fs.String("check", "", "check the report in this directory instead of running: every file there, every scenario with a verdict")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: spillway bench [-scenario NAME|all] [-duration D] [-out DIR] [-short]\n       spillway bench -check DIR")
@@ -59,7 +59,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o.SpillwayBinary = selfBinary()
 	}
 	if *verbose {
-		o.Log = newConsoleLogger(stderr, zapcore.WarnLevel)
+		o.Log = newConsoleLogger(stderr, zapcore.InfoLevel)
 		defer o.Log.Sync()
 	}
 	fmt.Fprintf(stdout, "Spillway bench: %s on loopback; report in %s\n", strings.Join(names, ","), *out)
