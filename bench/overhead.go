@@ -200,6 +200,7 @@ error_log %[1]s/error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
+    keepalive_requests 1000000;  # as the Go proxies and HAProxy: no forced reconnects
     client_body_temp_path %[1]s/client_body;
     proxy_temp_path %[1]s/proxy;
     fastcgi_temp_path %[1]s/fastcgi;
@@ -208,6 +209,7 @@ http {
     upstream backend {
         server %[2]s;
         keepalive 256;
+        keepalive_requests 1000000;
     }
     server {
         listen %[3]s;

@@ -243,7 +243,7 @@ var spikeScenario = Scenario{
 var outageScenario = Scenario{
 	Name:  "outage",
 	Title: "idc1 dies and comes back",
-	Description: "35% of capacity; at a third of the run both idc1 backends are killed (listeners closed, " +
+	Description: "25% of capacity (so that idc2 and aws, at half of theirs when idc1 is gone, have room for its retries); at a third of the run both idc1 backends are killed (listeners closed, " +
 		"connections cut: new connections are refused), at two thirds restored on the same ports. Requests to idc1 " +
 		"are retried elsewhere (GET, retries.attempts 2) and health checks (every 100 ms, fall 2, rise 2) take it out. " +
 		"Requests not answered 2xx may be at most those in flight at idc1 when it died; while it is down (from the " +
@@ -251,7 +251,7 @@ var outageScenario = Scenario{
 		"points); from the settle time after the restore the split is 5:3:2 again within 2 points.",
 	run: func(ctx context.Context, c *runContext) (*Result, error) {
 		sites := standardSites()
-		rate := 0.35 * rps(totalSlots(sites))
+		rate := 0.25 * rps(totalSlots(sites))
 		env, err := c.start(EnvOptions{Sites: sites})
 		if err != nil {
 			return nil, err
