@@ -104,3 +104,16 @@ func TestHistogramMergeAndEmpty(t *testing.T) {
 		t.Errorf("a negative value counts as 0, got max %s", neg.Max())
 	}
 }
+
+func BenchmarkHistogramRecord(b *testing.B) {
+	var h Histogram
+	rng := rand.New(rand.NewPCG(1, 1))
+	vals := make([]time.Duration, 1024)
+	for i := range vals {
+		vals[i] = time.Duration(rng.Int64N(int64(time.Second)))
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		h.Record(vals[i%len(vals)])
+	}
+}

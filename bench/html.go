@@ -179,14 +179,15 @@ func (c chart) svg() string {
 	}
 	fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#999"/>`, padL, padT, pw, ph)
 	// Events: a line each, labelled when there are few.
-	for _, m := range c.marks {
+	for k, m := range c.marks {
 		if m.T > xMax {
 			continue
 		}
 		fmt.Fprintf(&sb, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%.0f" stroke="#aaa" stroke-dasharray="2,3"><title>%s at %.2fs</title></line>`,
 			px(m.T), padT, px(m.T), padT+ph, e(m.Label), m.T)
 		if len(c.marks) <= 12 {
-			fmt.Fprintf(&sb, `<text x="%.1f" y="%d" fill="#777" font-size="9">%s</text>`, px(m.T)+2, padT+10, e(m.Label))
+			// Staggered, so that labels of events close in time do not overprint.
+			fmt.Fprintf(&sb, `<text x="%.1f" y="%d" fill="#777" font-size="9">%s</text>`, px(m.T)+2, padT+10+10*(k%4), e(m.Label))
 		}
 	}
 	for _, l := range c.lines {

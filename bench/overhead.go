@@ -375,6 +375,8 @@ func runOverhead(ctx context.Context, c *runContext) (*Result, error) {
 		r.Verdict = Skip
 		return r, nil
 	}
+	r.Figures["p99_ms"] = ms(spill.p99) // the summary's columns: Spillway's
+	r.Figures["errors"] = float64(spill.errors)
 	r.Checks = append(r.Checks,
 		AtMost("requests through Spillway not answered 2xx", float64(spill.errors), 0, ""),
 		AtMost("Spillway CPU per request", float64(spill.cpu.Microseconds())/math.Max(float64(spill.ok), 1), 1000, "µs"),

@@ -95,7 +95,7 @@ func TestReportMarkdownShowsThresholds(t *testing.T) {
 	md := string(b)
 	for _, want := range []string{"# Spillway bench report", "**some verdicts failed**", "| [steady](#steady) | PASS | 3/3 |",
 		"| [spike](#spike) | **FAIL** | 1/2 |", "| highest in-flight at one idc1 backend | 16 requests | <= 15 requests | **FAIL** |",
-		"| idc1 share, distance from 50% | 0.2 % | <= 1 % | pass |", "Note: no binary", "| direct | 0.9 |"} {
+		"| idc1 share, distance from 50% | 0.2 pp | <= 1 pp | pass |", "Note: no binary", "| direct | 0.9 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report.md lacks %q", want)
 		}

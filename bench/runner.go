@@ -53,6 +53,10 @@ type weightsAt struct {
 	w []int
 }
 
+// maxRequestsPerRun bounds a run's requests whatever its rate and length (1,333 req/s for
+// the longest run, 10 minutes, is 800,000).
+const maxRequestsPerRun = 2_000_000
+
 // sampleEvery is how often the proxy's in-flight counts and limits are read.
 const sampleEvery = 100 * time.Millisecond
 
@@ -96,7 +100,7 @@ func (l *live) take() (ok, errs int, bySite []int, p99 time.Duration) {
 // progress line every second. Every goroutine it starts has ended when it returns.
 func (d *drive) run(ctx context.Context) (*runData, error) {
 	rng := rand.New(rand.NewPCG(d.seed, 0x5eed))
-	sched := Schedule(d.profile, d.arrivals, d.duration, 0, rng)
+	sched := Schedule(d.profile, d.arrivals, d.duration, maxRequestsPerRun, rng)
 	data := &runData{sites: d.env.Sites, duration: d.duration,
 		weights: []weightsAt{{0, d.env.Weights()}}}
 	lv := &live{bySite: make([]int, len(d.env.Sites))}
@@ -334,7 +338,15 @@ func (d *runData) series() *Series {
 		s.Offered = append(s.Offered, round3(float64(w.n)/b.Seconds()))
 		s.Achieved = append(s.Achieved, round3(float64(w.ok)/b.Seconds()))
 		s.Errors = append(s.Errors, w.errors())
-		target := targetShare(d.weightsAt(t))
+		// The target of a bucket is the weights in force over it, averaged in time: a
+		// bucket can span a reload.
+		target := make([]float64, len(d.sites))
+		const steps = 20
+		for k := range steps {
+			for i, v := range targetShare(d.weightsAt(t + b*time.Duration(2*k+1)/(2*steps))) {
+				target[i] += v / steps
+			}
+		}
 		for i := range d.sites {
 			s.Share[i] = append(s.Share[i], round3(w.share(i)))
 			s.Target[i] = append(s.Target[i], round3(target[i]))

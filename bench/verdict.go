@@ -37,9 +37,14 @@ func AtLeast(name string, measured, limit float64, unit string) Check {
 	return Check{Name: name, Measured: clean(measured), Op: ">=", Threshold: limit, Unit: unit, Pass: measured >= limit}
 }
 
-// Near is the check |measured - target| <= tolerance; Measured is the distance.
+// Near is the check |measured - target| <= tolerance; Measured is the distance. A distance
+// between two percentages is in percentage points ("pp").
 func Near(name string, measured, target, tolerance float64, unit string) Check {
-	return AtMost(fmt.Sprintf("%s, distance from %g%s", name, target, unit), math.Abs(measured-target), tolerance, unit)
+	du := unit
+	if unit == "%" {
+		du = "pp"
+	}
+	return AtMost(fmt.Sprintf("%s, distance from %g%s", name, target, unit), math.Abs(measured-target), tolerance, du)
 }
 
 // clean keeps NaN and infinities out of the JSON report (encoding/json refuses them).
