@@ -90,6 +90,7 @@ type Env struct {
 
 	mu      sync.Mutex // serialises reloads
 	stopRun func()     // stops the current Table's Run and waits for it
+	swapped time.Time  // when SetWeights last swapped a Table in
 }
 
 // StartEnv starts the backends, then the proxy on a free loopback port.
@@ -229,11 +230,20 @@ func (e *Env) SetWeights(weights []int) error {
 	e.outliers.SetMembers(t.Members())
 	stop := e.run(t)
 	old := e.handler.Swap(t)
+	e.swapped = time.Now()
 	e.stopRun()
 	old.Close()
 	e.stopRun = stop
 	e.weights = append([]int(nil), weights...)
 	return nil
+}
+
+// Swapped is when SetWeights last swapped a new Table in: requests that reach the proxy
+// after it are split by the new weights.
+func (e *Env) Swapped() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.swapped
 }
 
 // Weights are the weights of the split now, in Sites order.

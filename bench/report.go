@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,15 +26,18 @@ func WriteReport(dir string, rep *Report) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	js, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
+	var js bytes.Buffer
+	enc := json.NewEncoder(&js)
+	enc.SetEscapeHTML(false) // keys like "spills.idc1>aws" stay readable
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
 		return fmt.Errorf("results.json: %w", err)
 	}
 	var md, html strings.Builder
 	WriteMarkdown(&md, rep)
 	WriteHTML(&html, rep)
 	return errors.Join(
-		os.WriteFile(filepath.Join(dir, ResultsFile), append(js, '\n'), 0o644),
+		os.WriteFile(filepath.Join(dir, ResultsFile), js.Bytes(), 0o644),
 		os.WriteFile(filepath.Join(dir, MarkdownFile), []byte(md.String()), 0o644),
 		os.WriteFile(filepath.Join(dir, HTMLFile), []byte(html.String()), 0o644))
 }

@@ -15,6 +15,9 @@ type action struct {
 	at    time.Duration
 	label string
 	do    func() error
+	// done, if set, is the instant the action took effect (a reload: when the new Table was
+	// swapped in); without it, the action is dated from when it started.
+	done func() time.Time
 }
 
 // drive is one load run against an Env.
@@ -121,6 +124,9 @@ func (d *drive) run(ctx context.Context) (*runData, error) {
 			}
 			at := time.Since(start)
 			err := a.do()
+			if a.done != nil && err == nil {
+				at = a.done().Sub(start)
+			}
 			dataMu.Lock()
 			data.marks = append(data.marks, Mark{T: at.Seconds(), Label: a.label})
 			data.weights = append(data.weights, weightsAt{at, d.env.Weights()})

@@ -465,7 +465,7 @@ var reloadScenario = Scenario{
 			w := reloadWeights[k%len(reloadWeights)]
 			at := c.frac(0.1 + 0.8*float64(k)/float64(n-1))
 			actions = append(actions, action{at: at, label: fmt.Sprintf("%d:%d:%d", w[0], w[1], w[2]),
-				do: func() error { return env.SetWeights(w) }})
+				do: func() error { return env.SetWeights(w) }, done: env.Swapped})
 		}
 		data, err := c.drive(ctx, "reload", env, Constant(rate), actions...)
 		if err != nil {
@@ -492,7 +492,7 @@ var reloadScenario = Scenario{
 			for s := range env.Sites {
 				dev := math.Abs(float64(w.bySite[s]) - float64(w.ok)*target[s]/100)
 				absDev += dev
-				worst = max(worst, dev-tol)
+				worst = max(worst, dev)
 				if dev > tol {
 					bad = true
 				}
@@ -509,6 +509,7 @@ var reloadScenario = Scenario{
 		r.Figures["intervals"] = float64(intervals)
 		r.Figures["intervals_off_split"] = float64(off)
 		r.Figures["misplaced_requests_pct"] = round3(100 * absDev / 2 / math.Max(counted, 1))
+		r.Figures["worst_interval_site_deviation_requests"] = round3(worst)
 		r.Checks = append(r.Checks,
 			AtLeast("weight changes made", float64(len(data.weights)-1), float64(n), ""),
 			noErrors(all, "over the run"),
