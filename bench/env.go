@@ -49,7 +49,7 @@ type EnvOptions struct {
 	Sites []SiteSpec
 	// Service is every backend's service time.
 	Service sim.Dist
-	// HealthInterval is the active health checks' interval (fall 2, rise 2); 0: none.
+	// HealthInterval is the active health checks' interval (fall 3: a probe slowed by a busy CPU is not an outage; rise 2); 0: none.
 	HealthInterval time.Duration
 	// QueueSize and QueueTimeout are spillover.queue's.
 	QueueSize    int
@@ -195,7 +195,7 @@ func (e *Env) config(weights []int) (*configs.Config, error) {
 			fmt.Fprintf(&sb, "    backends: [%s]\n", strings.Join(urls, ", "))
 		}
 		if iv := e.opts.HealthInterval; iv > 0 {
-			fmt.Fprintf(&sb, "    health: {path: /healthz, interval: %s, timeout: %s, rise: 2, fall: 2}\n", iv, iv)
+			fmt.Fprintf(&sb, "    health: {path: /healthz, interval: %s, timeout: %s, rise: 2, fall: 3}\n", iv, iv)
 		}
 	}
 	qs, qt := e.opts.QueueSize, e.opts.QueueTimeout

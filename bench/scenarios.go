@@ -245,7 +245,7 @@ var outageScenario = Scenario{
 	Title: "idc1 dies and comes back",
 	Description: "25% of capacity (so that idc2 and aws, at half of theirs when idc1 is gone, have room for its retries); at a third of the run both idc1 backends are killed (listeners closed, " +
 		"connections cut: new connections are refused), at two thirds restored on the same ports. Requests to idc1 " +
-		"are retried elsewhere (GET, retries.attempts 2) and health checks (every 100 ms, fall 2, rise 2) take it out. " +
+		"are retried elsewhere (GET, retries.attempts 2) and health checks (every 100 ms, fall 3, rise 2) take it out. " +
 		"Requests not answered 2xx may be at most those in flight at idc1 when it died; while it is down (from the " +
 		"settle time after the kill) idc1 answers nothing and idc2:aws keep 3:2 (idc2 60% of the answers, within 3 " +
 		"points); from the settle time after the restore the split is 5:3:2 again within 2 points.",
