@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -63,7 +64,7 @@ func (c *runContext) drive(ctx context.Context, name string, env *Env, p Profile
 		return nil, err
 	}
 	if len(data.errs) > 0 {
-		return data, fmt.Errorf("%w", data.errs[0])
+		return data, errors.Join(data.errs...)
 	}
 	return data, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap/zapcore"
@@ -48,6 +49,12 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, n := range strings.Split(*scenario, ",") {
 		if n = strings.TrimSpace(n); n != "" {
 			names = append(names, n)
+		}
+	}
+	for _, n := range names {
+		if n != "all" && !slices.Contains(bench.ScenarioNames(), n) {
+			fmt.Fprintf(stderr, "bench: unknown scenario %q (have: %s, all)\n", n, strings.Join(bench.ScenarioNames(), ", "))
+			return exitError{2}
 		}
 	}
 	if *check != "" {

@@ -52,8 +52,9 @@ func TestBenchUsage(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
 	}
-	err := run(context.Background(), []string{"bench", "-scenario", "stedy", "-out", t.TempDir()}, io.Discard, io.Discard)
-	if code := exitCode(err, io.Discard); code != 1 || !strings.Contains(err.Error(), `unknown scenario "stedy"`) {
-		t.Errorf("unknown scenario: exit %d, %v", code, err)
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"bench", "-scenario", "steady,stedy", "-out", t.TempDir()}, io.Discard, &stderr)
+	if code := exitCode(err, io.Discard); code != 2 || !strings.Contains(stderr.String(), `unknown scenario "stedy"`) {
+		t.Errorf("unknown scenario: exit %d, stderr %q", code, stderr.String())
 	}
 }
