@@ -4,6 +4,7 @@
 //	spillway run -config FILE
 //	spillway validate FILE
 //	spillway demo [-load] [-rate N] [-duration D] [-listen ADDR]
+//	spillway bench [-scenario NAME|all] [-duration D] [-out DIR] [-short]
 package main
 
 import (
@@ -49,6 +50,9 @@ const usage = `usage:
   spillway validate FILE         check a config; every problem as file:line:col
   spillway demo [flags]          simulated sites on loopback and the proxy on them
                                  (-load drives traffic and prints the split each second)
+  spillway bench [flags]         the bench suite: scenarios on loopback, a report with
+                                 charts and a verdict each (-short: briefly; exit 3 when
+                                 a verdict fails)
 `
 
 // run is the whole program, with its environment passed in so that tests can drive it.
@@ -64,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdValidate(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return cmdBench(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

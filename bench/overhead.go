@@ -1,0 +1,469 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spillway/spillway/bench/sim"
+)
+
+// The overhead scenario sends the same constant rate straight to one backend, then through
+// each proxy, one after the other in one run. Each proxy runs as its own process, so that
+// its CPU time, read from /proc/PID/stat (its threads and its child processes: nginx's
+// workers), is its own and not the load generator's or the backend's.
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100 on every
+// Linux architecture Go supports (it is fixed by the kernel ABI, not by CONFIG_HZ).
+const clockTicks = 100
+
+// procCPU is the CPU time (user + system) of process pid and its children, from /proc.
+func procCPU(pid int) (time.Duration, error) {
+	ticks, _, err := statTicks(strconv.Itoa(pid))
+	if err != nil {
+		return 0, err
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == strconv.Itoa(pid) {
+			continue
+		}
+		t, ppid, err := statTicks(e.Name())
+		if err == nil && ppid == pid {
+			ticks += t
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// statTicks reads utime + stime and the parent's pid from /proc/PID/stat.
+func statTicks(pid string) (ticks int64, ppid int, err error) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name, in parentheses, may hold spaces: fields start after the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("/proc/%s/stat: no command name", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state); ppid is field 4, utime 14, stime 15.
+	if len(f) < 13 {
+		return 0, 0, fmt.Errorf("/proc/%s/stat: %d fields", pid, len(f))
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, 0, fmt.Errorf("/proc/%s/stat: %w", pid, err)
+	}
+	return ut + st, ppid, nil
+}
+
+// freePort returns a loopback address that was free a moment ago.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// child is a proxy running as a child process.
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	done chan error
+	log  string
+}
+
+// startChild starts argv with its output in dir/name.log.
+func startChild(dir, name string, argv ...string) (*child, error) {
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	c := &child{name: name, cmd: cmd, done: make(chan error, 1), log: logPath}
+	go func() { c.done <- cmd.Wait(); f.Close() }()
+	return c, nil
+}
+
+// stop asks the child to stop (SIGTERM), and kills it after 5 s.
+func (c *child) stop() {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-c.done:
+	case <-t.C:
+		c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// waitReady polls url until the backend answers through it, for at most 10 s.
+func (c *child) waitReady(ctx context.Context, url string) error {
+	tr := &http.Transport{Proxy: nil}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: time.Second}
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if res, err := client.Get(url); err == nil {
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK && res.Header.Get(sim.HeaderSite) != "" {
+				return nil
+			}
+		}
+		select {
+		case err := <-c.done:
+			c.done <- err
+			out, _ := os.ReadFile(c.log)
+			return fmt.Errorf("%s exited (%v): %s", c.name, err, strings.TrimSpace(lastLines(string(out), 5)))
+		case <-deadline.C:
+			return fmt.Errorf("%s did not answer on %s within 10s (log: %s)", c.name, url, c.log)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// overheadPath is one way to the backend: straight, or through one proxy.
+type overheadPath struct {
+	name  string
+	start func(ctx context.Context, dir, backend string) (url string, c *child, err error)
+}
+
+func spillwayPath(bin string) overheadPath {
+	return overheadPath{name: "spillway", start: func(ctx context.Context, dir, backend string) (string, *child, error) {
+		addr, err := freePort()
+		if err != nil {
+			return "", nil, err
+		}
+		cfg := fmt.Sprintf("listen: {http: %q}\nsites:\n  - name: origin\n    weight: 1\n    backends: [\"http://%s\"]\n    max_inflight: 10000\n", addr, backend)
+		path := filepath.Join(dir, "spillway.yaml")
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			return "", nil, err
+		}
+		c, err := startChild(dir, "spillway", bin, "run", "-config", path, "-log-level", "error")
+		return "http://" + addr + "/", c, err
+	}}
+}
+
+func nginxPath(bin string) overheadPath {
+	return overheadPath{name: "nginx", start: func(ctx context.Context, dir, backend string) (string, *child, error) {
+		addr, err := freePort()
+		if err != nil {
+			return "", nil, err
+		}
+		d := filepath.Join(dir, "nginx")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", nil, err
+		}
+		cfg := fmt.Sprintf(`# written by spillway bench: nginx as a plain reverse proxy to one backend
+worker_processes 2;
+daemon off;
+master_process on;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;  # as the Go proxies and HAProxy: no forced reconnects
+    client_body_temp_path %[1]s/client_body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    upstream backend {
+        server %[2]s;
+        keepalive 256;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen %[3]s;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+`, d, backend, addr)
+		path := filepath.Join(d, "nginx.conf")
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			return "", nil, err
+		}
+		c, err := startChild(dir, "nginx", bin, "-e", filepath.Join(d, "error.log"), "-p", d, "-c", path)
+		return "http://" + addr + "/", c, err
+	}}
+}
+
+func haproxyPath(bin string) overheadPath {
+	return overheadPath{name: "haproxy", start: func(ctx context.Context, dir, backend string) (string, *child, error) {
+		addr, err := freePort()
+		if err != nil {
+			return "", nil, err
+		}
+		cfg := fmt.Sprintf(`# written by spillway bench: HAProxy as a plain reverse proxy to one backend
+global
+    nbthread 2
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend bench
+    bind %s
+    default_backend origin
+backend origin
+    server origin %s
+`, addr, backend)
+		path := filepath.Join(dir, "haproxy.cfg")
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			return "", nil, err
+		}
+		c, err := startChild(dir, "haproxy", bin, "-f", path, "-db")
+		return "http://" + addr + "/", c, err
+	}}
+}
+
+// overheadRun is what one path measured.
+type overheadRun struct {
+	name          string
+	ok, errors    int
+	cpu           time.Duration // the proxy process's; 0 for direct
+	p50, p99      time.Duration
+	hasCPU        bool
+	skipped, note string
+}
+
+var overheadScenario = Scenario{
+	Name:  "overhead",
+	Title: "what the proxy costs",
+	Description: "The same constant rate (500 req/s; 300 with -short) straight to one simulated backend (no service " +
+		"time), then through Spillway, then through nginx and HAProxy when they are installed, each proxy a child " +
+		"process with a config the bench writes, one after the other in one run. Reported: CPU time per request of " +
+		"each proxy process (from /proc/PID/stat, children included), p50 and p99 latency and what each proxy adds " +
+		"to the direct path, and each proxy's CPU as a ratio of Spillway's. Judged (loosely, as a 2-vCPU VM is noisy): " +
+		"Spillway answers every request, costs at most 1 ms of CPU per request and adds at most 2 ms at p50.",
+	run: runOverhead,
+}
+
+func runOverhead(ctx context.Context, c *runContext) (*Result, error) {
+	rate := 500.0
+	if c.Short {
+		rate = 300
+	}
+	per := max(c.duration/2, time.Second)
+	dir := filepath.Join(c.dir, "overhead")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	backend, err := sim.StartWith("127.0.0.1:0", sim.Options{Site: "origin", Name: "origin-1"})
+	if err != nil {
+		return nil, err
+	}
+	defer backend.Close()
+
+	paths := []overheadPath{{name: "direct"}}
+	var notes []string
+	if c.SpillwayBinary != "" {
+		paths = append(paths, spillwayPath(c.SpillwayBinary))
+	} else {
+		notes = append(notes, "spillway: no binary given (run `spillway bench`)")
+	}
+	for _, p := range []struct {
+		bin  string
+		make func(string) overheadPath
+	}{{"nginx", nginxPath}, {"haproxy", haproxyPath}} {
+		if bin, err := exec.LookPath(p.bin); err == nil {
+			paths = append(paths, p.make(bin))
+		} else {
+			notes = append(notes, p.bin+": not installed, skipped")
+		}
+	}
+	var runs []overheadRun
+	for _, p := range paths {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		run, err := measurePath(ctx, c, p, dir, backend.Addr(), rate, per)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("%s: %v", p.name, err))
+			continue
+		}
+		runs = append(runs, run)
+	}
+	r := &Result{Params: map[string]any{"rate_rps": rate, "arrivals": Uniform.String(),
+		"per_path_s": per.Seconds(), "backend": "one simulated backend in the bench process, no service time",
+		"cpu_source": "/proc/PID/stat utime+stime of the proxy and its children, 10 ms ticks"},
+		Figures: map[string]float64{}}
+	r.Table = &Table{Header: []string{"path", "answered", "errors", "CPU µs/request", "CPU vs Spillway",
+		"p50 ms", "p99 ms", "added p50 ms", "added p99 ms"}}
+	var direct, spill *overheadRun
+	for i := range runs {
+		switch runs[i].name {
+		case "direct":
+			direct = &runs[i]
+		case "spillway":
+			spill = &runs[i]
+		}
+	}
+	for _, run := range runs {
+		cpuPer := math.NaN()
+		if run.hasCPU && run.ok > 0 {
+			cpuPer = float64(run.cpu.Microseconds()) / float64(run.ok)
+		}
+		row := []string{run.name, strconv.Itoa(run.ok), strconv.Itoa(run.errors), "—", "—",
+			fmt.Sprintf("%.3f", ms(run.p50)), fmt.Sprintf("%.3f", ms(run.p99)), "—", "—"}
+		if !math.IsNaN(cpuPer) {
+			row[3] = fmt.Sprintf("%.1f", cpuPer)
+			r.Figures[run.name+".cpu_us_per_request"] = round3(cpuPer)
+			if spill != nil && spill.ok > 0 && spill.cpu > 0 {
+				ratio := cpuPer / (float64(spill.cpu.Microseconds()) / float64(spill.ok))
+				row[4] = fmt.Sprintf("%.2fx", ratio)
+				r.Figures[run.name+".cpu_vs_spillway"] = round3(ratio)
+			}
+		}
+		r.Figures[run.name+".p50_ms"] = ms(run.p50)
+		r.Figures[run.name+".p99_ms"] = ms(run.p99)
+		r.Figures[run.name+".errors"] = float64(run.errors)
+		if direct != nil && run.name != "direct" {
+			row[7] = fmt.Sprintf("%.3f", ms(run.p50-direct.p50))
+			row[8] = fmt.Sprintf("%.3f", ms(run.p99-direct.p99))
+			r.Figures[run.name+".added_p50_ms"] = ms(run.p50 - direct.p50)
+			r.Figures[run.name+".added_p99_ms"] = ms(run.p99 - direct.p99)
+		}
+		r.Table.Rows = append(r.Table.Rows, row)
+	}
+	r.Note = strings.Join(notes, "; ")
+	if spill == nil || direct == nil {
+		r.Verdict = Skip
+		return r, nil
+	}
+	r.Figures["p99_ms"] = ms(spill.p99) // the summary's columns: Spillway's
+	r.Figures["errors"] = float64(spill.errors)
+	r.Checks = append(r.Checks,
+		AtMost("requests through Spillway not answered 2xx", float64(spill.errors), 0, ""),
+		AtMost("Spillway CPU per request", float64(spill.cpu.Microseconds())/math.Max(float64(spill.ok), 1), 1000, "µs"),
+		AtMost("latency Spillway adds at p50", ms(spill.p50-direct.p50), 2, "ms"))
+	return r, nil
+}
+
+// measurePath starts p's proxy (none for direct), warms it up, then drives rate for per and
+// reads the proxy's CPU time before and after.
+func measurePath(ctx context.Context, c *runContext, p overheadPath, dir, backend string, rate float64, per time.Duration) (overheadRun, error) {
+	run := overheadRun{name: p.name}
+	url := "http://" + backend + "/"
+	var ch *child
+	if p.start != nil {
+		var err error
+		if url, ch, err = p.start(ctx, dir, backend); err != nil {
+			return run, err
+		}
+		defer ch.stop()
+		if err := ch.waitReady(ctx, url); err != nil {
+			return run, err
+		}
+		run.hasCPU = true
+	}
+	// Warm up connections and caches at the same rate, unmeasured.
+	warm := Schedule(Constant(rate), Uniform, per/5, 0, nil)
+	if _, err := Generate(ctx, LoadOptions{Target: url, Schedule: warm, Sites: []string{"origin"}}); err != nil {
+		return run, err
+	}
+	var cpu0 time.Duration
+	if ch != nil {
+		var err error
+		if cpu0, err = procCPU(ch.cmd.Process.Pid); err != nil {
+			return run, err
+		}
+	}
+	lv := &live{bySite: make([]int, 1)}
+	stopProgress := startProgress(ctx, c.Progress, "overhead", p.name, lv, rate)
+	records, err := Generate(ctx, LoadOptions{Target: url, Schedule: Schedule(Constant(rate), Uniform, per, 0, nil),
+		Sites: []string{"origin"}, OnRecord: lv.add})
+	stopProgress()
+	if err != nil {
+		return run, err
+	}
+	if ch != nil {
+		cpu1, err := procCPU(ch.cmd.Process.Pid)
+		if err != nil {
+			return run, err
+		}
+		run.cpu = cpu1 - cpu0
+	}
+	var h Histogram
+	for _, r := range records {
+		if r.Outcome == OK {
+			run.ok++
+			h.Record(r.Latency)
+		} else {
+			run.errors++
+		}
+	}
+	run.p50, run.p99 = h.Quantile(0.5), h.Quantile(0.99)
+	return run, nil
+}
+
+// startProgress prints a progress line a second for a run without an Env; the returned
+// function stops it and waits.
+func startProgress(ctx context.Context, w io.Writer, scenario, path string, lv *live, rate float64) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		start := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			ok, errs, _, p99 := lv.take()
+			fmt.Fprintf(w, "%-10s %5.0fs  offered %5.0f/s  achieved %5.0f/s  path %-8s  p99 %6s  errors %d  spills 0  sheds 0\n",
+				scenario, time.Since(start).Seconds(), rate, float64(ok), path, fmtMS(p99), errs)
+		}
+	}()
+	return func() { cancel(); <-done }
+}
