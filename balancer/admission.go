@@ -1,8 +1,10 @@
 package balancer
 
 import (
+	"cmp"
 	"errors"
 	"math"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -348,18 +350,23 @@ type SpillCount struct {
 	N        uint64
 }
 
-// Spills lists every spillover counter that is not zero.
+// Spills lists every spillover counter between two sites of the configs served, zeros
+// included (so that a metric exists before its first spill), ordered by from, to, reason.
 func (r *Registry) Spills() []SpillCount {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []SpillCount
 	for k, c := range r.spills {
+		if k.from == k.to {
+			continue
+		}
 		for reason := SpillReason(1); reason < numSpillReasons; reason++ {
-			if n := c[reason].Load(); n > 0 {
-				out = append(out, SpillCount{From: k.from, To: k.to, Reason: reason, N: n})
-			}
+			out = append(out, SpillCount{From: k.from, To: k.to, Reason: reason, N: c[reason].Load()})
 		}
 	}
+	slices.SortFunc(out, func(a, b SpillCount) int {
+		return cmp.Or(cmp.Compare(a.From, b.From), cmp.Compare(a.To, b.To), cmp.Compare(a.Reason, b.Reason))
+	})
 	return out
 }
 

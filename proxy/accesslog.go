@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -28,6 +27,9 @@ type accessState struct {
 	output string
 	sample float64
 	close  func()
+	// users counts the Records writing through this state, so that a state replaced by
+	// Configure closes its output only once the last line is written.
+	users atomic.Int64
 }
 
 // NewAccessLog returns an access log that is off until Configure turns it on. rand is the
@@ -50,7 +52,7 @@ func (a *AccessLog) Configure(cfg *configs.Config) error {
 	al := cfg.AccessLog
 	if al == nil {
 		a.state.Store(&accessState{})
-		old.closeSink()
+		old.retire()
 		return nil
 	}
 	if al.Output == old.output && old.log != nil {
@@ -59,7 +61,7 @@ func (a *AccessLog) Configure(cfg *configs.Config) error {
 	}
 	sink, closeSink, err := zap.Open(al.Output)
 	if err != nil {
-		return fmt.Errorf("access_log.output: %w", err)
+		return configs.Errors{cfg.Errorf("access_log.output", "cannot open %q: %v", al.Output, err)}
 	}
 	// Lines are written in batches (up to 256 KiB, or every second), not one write per
 	// request: the log must not cost the request path a system call each.
@@ -72,8 +74,17 @@ func (a *AccessLog) Configure(cfg *configs.Config) error {
 	enc.EncodeTime = zapcore.RFC3339NanoTimeEncoder
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), sink, zapcore.InfoLevel))
 	a.state.Store(&accessState{log: log, output: al.Output, sample: al.Sample2xx, close: closeSink})
-	old.closeSink()
+	old.retire()
 	return nil
+}
+
+// retire closes the output of a state that has just been replaced, once the Records still
+// writing through it are done.
+func (s *accessState) retire() {
+	for s.users.Load() > 0 {
+		time.Sleep(50 * time.Microsecond) // a line being written: microseconds
+	}
+	s.closeSink()
 }
 
 func (s *accessState) closeSink() {
@@ -87,15 +98,24 @@ func (s *accessState) closeSink() {
 func (a *AccessLog) Close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.state.Swap(&accessState{}).closeSink()
+	a.state.Swap(&accessState{}).retire()
 }
 
 // Record writes the line of one request.
 func (a *AccessLog) Record(i *RequestInfo) {
-	s := a.state.Load()
-	if s.log == nil {
-		return
+	var s *accessState
+	for {
+		s = a.state.Load()
+		if s.log == nil {
+			return
+		}
+		s.users.Add(1)
+		if a.state.Load() == s {
+			break // Configure has not replaced it since: it stays open until users is 0
+		}
+		s.users.Add(-1)
 	}
+	defer s.users.Add(-1)
 	if i.Status < 400 && i.Reason == "" && s.sample < 1 && a.rand() >= s.sample {
 		return
 	}

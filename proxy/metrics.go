@@ -116,8 +116,11 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range r.reg.Sheds() {
 		counter(m.sheds, float64(n), reason.String())
 	}
-	for reason, n := range r.handler.Retries() {
-		counter(m.retries, float64(n), reason)
+	if r.handler != nil {
+		retries := r.handler.Retries()
+		for _, reason := range retryReasons { // every reason, so the series exist before the first
+			counter(m.retries, float64(retries[reason]), reason)
+		}
 	}
 	ok, failed := r.Reloads()
 	counter(m.reloads, float64(ok), "success")

@@ -19,7 +19,7 @@ import (
 // before it replaces the file, which it does atomically (a temporary file in the same
 // directory, renamed over the old one, with its mode). A symlinked file is written where
 // the link points.
-func persistWeight(path, site string, weight int) error {
+func persistWeight(path, site string, weight int, checks ...configs.Check) error {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return err
@@ -30,18 +30,21 @@ func persistWeight(path, site string, weight int) error {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
 	}
 	node := weightNode(&doc, site)
 	if node == nil {
-		return fmt.Errorf("%s: no weight for site %q in the file", path, site)
+		return fmt.Errorf("%w: %s: no weight for site %q in the file", ErrInvalid, path, site)
 	}
 	out, err := replaceScalar(data, node, strconv.Itoa(weight))
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
 	}
-	if _, err := configs.Parse(path, out, CheckTLSFiles); err != nil {
-		return fmt.Errorf("the changed file would not load: %w", err)
+	// The file is then loaded by a reload: it must pass every check a reload makes, or the
+	// change would be written but not applied (say, the file already holds an edit that
+	// waits for a restart).
+	if _, err := configs.Parse(path, out, checks...); err != nil {
+		return fmt.Errorf("%w: the file with this change would be refused (fix or revert its other changes first): %v", ErrInvalid, err)
 	}
 	info, err := os.Stat(real)
 	if err != nil {
@@ -60,6 +63,7 @@ func persistWeight(path, site string, weight int) error {
 		tmp.Close()
 		return err
 	}
+	keepOwner(tmp, info)
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return err

@@ -173,6 +173,7 @@ func (r *Reloader) Start(ctx context.Context) error {
 		recorders = append(recorders, r.metrics)
 	}
 	r.handler = NewHandler(t, r.log, WithRecorders(append(recorders, r.opts.Recorders...)...))
+	t.activate()
 	r.outliers.SetMembers(t.Members())
 	r.gen = r.startGeneration(cfg, t)
 	r.number, r.loaded, r.sum = 1, r.now(), sum
@@ -187,8 +188,13 @@ func (r *Reloader) load() (*configs.Config, [sha256.Size]byte, error) {
 	if err != nil {
 		return nil, [sha256.Size]byte{}, err
 	}
-	cfg, err := configs.Parse(r.opts.Path, data, append([]configs.Check{CheckTLSFiles}, r.opts.Checks...)...)
+	cfg, err := configs.Parse(r.opts.Path, data, r.checks()...)
 	return cfg, sha256.Sum256(data), err
+}
+
+// checks are what every config file must pass besides validation.
+func (r *Reloader) checks() []configs.Check {
+	return append([]configs.Check{CheckTLSFiles}, r.opts.Checks...)
 }
 
 // startGeneration runs t's background work under a context of its own.
@@ -257,7 +263,7 @@ func (r *Reloader) reloadLocked(source string, force bool) error {
 	r.outliers.SetPolicy(outlierOptions(cfg))
 	r.outliers.SetMembers(t.Members())
 	r.handler.Swap(t)
-	t.takeOver()
+	t.activate()
 	old.cancel()
 	<-old.done
 	old.table.Close()
@@ -325,11 +331,11 @@ func (r *Reloader) SetWeight(site string, weight int, ramp time.Duration, who st
 		return fmt.Errorf("%w: weight must be between 0 and %d, got %d", ErrInvalid, configs.MaxWeight, weight)
 	case ramp < 0 || ramp > time.Hour:
 		return fmt.Errorf("%w: ramp must be between 0s and 1h, got %s", ErrInvalid, ramp)
-	case weight == 0 && r.othersZero(cfg, site):
+	case weight == 0 && r.othersZero(cfg, site, false):
 		return fmt.Errorf("%w: every site would have weight 0", ErrInvalid)
 	}
 	if persist {
-		if err := persistWeight(r.opts.Path, site, weight); err != nil {
+		if err := persistWeight(r.opts.Path, site, weight, r.checks()...); err != nil {
 			return fmt.Errorf("persist: %w", err)
 		}
 	}
@@ -350,22 +356,34 @@ func (r *Reloader) SetWeight(site string, weight int, ramp time.Duration, who st
 	if ramp > 0 {
 		after += " (ramp " + ramp.String() + ")"
 	}
+	var reloadErr error
 	if persist {
 		after += " (persisted)"
-		// The file changed: load it now rather than when the watch sees it.
-		r.reloadLocked("api: "+who, false)
+		// The file changed: load it now rather than when the watch sees it. It passed
+		// every check before it was written; should the reload still be refused (the file
+		// changed again meanwhile), the override keeps the weight in effect.
+		if reloadErr = r.reloadLocked("api: "+who, false); reloadErr != nil {
+			r.weights[site] = o
+			after += " (its reload was refused: in effect as an override)"
+		}
 	}
 	r.record(Change{Time: now, Who: who, Action: "weight", Site: site, Before: formatWeight(before), After: after})
+	if reloadErr != nil {
+		return fmt.Errorf("the weight is in effect and written to the file, but the file's reload was refused: %w", reloadErr)
+	}
 	return nil
 }
 
 func formatWeight(w float64) string { return fmt.Sprintf("%.4g", w) }
 
-// othersZero reports whether every site but site has effective weight 0 or is drained.
-func (r *Reloader) othersZero(cfg *configs.Config, site string) bool {
+// othersZero reports whether every site but site has effective weight 0 or is drained, as
+// a config may not have (configs.Validate). With elastic, a weight-0 elastic site counts as
+// taking traffic, as it does when nothing else can (for drains: drain idc1 and the burst
+// pool takes it all).
+func (r *Reloader) othersZero(cfg *configs.Config, site string, elastic bool) bool {
 	now := r.now()
 	for _, s := range cfg.Sites {
-		if s.Name != site && !r.drained[s.Name] && r.effectiveWeight(s.Name, now) > 0 {
+		if s.Name != site && !r.drained[s.Name] && ((elastic && s.Elastic) || r.effectiveWeight(s.Name, now) > 0) {
 			return false
 		}
 	}
@@ -446,7 +464,7 @@ func (r *Reloader) SetDrained(site string, drained bool, who string) error {
 	if r.gen.cfg.Site(site) == nil {
 		return fmt.Errorf("%w %q", ErrNoSite, site)
 	}
-	if drained && r.othersZero(r.gen.cfg, site) {
+	if drained && r.othersZero(r.gen.cfg, site, true) {
 		return fmt.Errorf("%w: draining %s would leave no site in the split", ErrInvalid, site)
 	}
 	before := r.drained[site]

@@ -258,3 +258,6 @@ func (h *Handler) Retries() map[string]uint64 {
 	defer h.retries.mu.Unlock()
 	return maps.Clone(h.retries.n)
 }
+
+// retryReasons are the reasons a try can fail and be retried for.
+var retryReasons = []string{reasonConnect, reasonBackendTLS, reasonConnectTimeout, reasonTimeout, reasonBadGateway, reasonUpstream502}

@@ -555,6 +555,10 @@ func TestBackendComesBackWhenHealthChecksAreRemoved(t *testing.T) {
 	if t2.monitor != nil {
 		t.Fatal("a Monitor without health sections")
 	}
+	if reg.Backend(balancer.BackendID{Site: "a", Addr: ok.srv.URL}).Up() {
+		t.Fatal("Build changed the running state: a config not yet served brought the backend up")
+	}
+	t2.activate() // t2 is served now
 	if !reg.Backend(balancer.BackendID{Site: "a", Addr: ok.srv.URL}).Up() {
 		t.Fatal("the backend is still down under a config without health checks")
 	}

@@ -86,6 +86,9 @@ func (r *Reloader) State() State { return r.state(true) }
 func (r *Reloader) state(history bool) State {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.gen == nil {
+		return State{Source: r.opts.Path} // not started, or its config was refused
+	}
 	cfg, t := r.gen.cfg, r.gen.table
 	st := State{Generation: r.number, Source: r.opts.Path, LoadedAt: r.loaded, Ready: r.ready.Load(),
 		Queue:   QueueState{Waiting: r.reg.QueueLen(), Size: cfg.Spillover.Queue.Size},

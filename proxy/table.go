@@ -53,19 +53,26 @@ type Table struct {
 	membersMu                      sync.Mutex       // serialises member changes (setMembers)
 	cfg                            *configs.Config
 	inherited                      []*siteRoute // routes of Deps.Previous whose transport this Table took
-	tookOver                       atomic.Bool  // takeOver was called
+	tookOver                       atomic.Bool  // activate was called
 	fresh                          bool         // built without Deps.Previous: the process's first
 	tunnels                        tunnelLimits // WebSocket idle and lifetime limits
+	// unhealthy are backends down by active health in a site that has no health checks in
+	// this config: activate brings them up.
+	unhealthy []balancer.BackendID
 }
 
-// takeOver makes t the owner of the transports it shares with Deps.Previous: call it when
-// t replaces Previous, before closing Previous, so that Previous's Close leaves their
-// connections to t. A Table built with Previous that never replaces it leaves them to
-// Previous.
-func (t *Table) takeOver() {
+// activate makes t the Table being served, replacing Deps.Previous (if any). Call it when
+// t is swapped in, before closing Previous: t takes over the transports it shares with
+// Previous (Previous's Close then leaves their connections to t), and backends that this
+// config no longer health-checks come up. Build itself changes no running state, so that a
+// Table that is built and then dropped (a refused reload) leaves none behind.
+func (t *Table) activate() {
 	t.tookOver.Store(true)
 	for _, prev := range t.inherited {
 		prev.handedOver.Store(true)
+	}
+	for _, id := range t.unhealthy {
+		t.deps.Registry.SetUp(id.Site, id.Addr, true)
 	}
 }
 
@@ -106,7 +113,7 @@ type siteRoute struct {
 	name      string
 	transport *http.Transport
 	// shared is set when the transport came from Deps.Previous; handedOver when a later
-	// Table took it over (takeOver). Close leaves the connections of a transport alone
+	// Table took it over (activate). Close leaves the connections of a transport alone
 	// unless this Table is the one that owns it.
 	shared     bool
 	handedOver atomic.Bool
@@ -251,7 +258,9 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 				targets = append(targets, ht)
 			} else if b, known := d.Registry.Lookup(balancer.BackendID{Site: s.Name, Addr: raw}); known && !b.Healthy() {
 				// Its site no longer has health checks: nothing would ever bring it back.
-				d.Registry.SetUp(s.Name, raw, true)
+				// Only once this Table is the one served (activate): a config that is
+				// refused must not change the running one's state.
+				t.unhealthy = append(t.unhealthy, balancer.BackendID{Site: s.Name, Addr: raw})
 			}
 		}
 	}

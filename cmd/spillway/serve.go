@@ -309,16 +309,26 @@ func (in *instance) serve(ctx context.Context) error {
 	log.Info("shutting down", zap.Duration("grace", grace))
 	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
+	// The proxy's listeners drain together; the admin listener last, so that /readyz
+	// answers 503 (not a refused connection) while requests finish.
+	stopServer := func(s server) {
+		if err := s.srv.Shutdown(graceCtx); err != nil {
+			log.Warn("grace period over; closing the remaining connections", zap.String("listener", s.name), zap.Error(err))
+			s.srv.Close()
+		}
+	}
 	var shutdown sync.WaitGroup
 	for _, s := range servers {
-		shutdown.Go(func() {
-			if err := s.srv.Shutdown(graceCtx); err != nil {
-				log.Warn("grace period over; closing the remaining connections", zap.String("listener", s.name), zap.Error(err))
-				s.srv.Close()
-			}
-		})
+		if s.name != "admin" {
+			shutdown.Go(func() { stopServer(s) })
+		}
 	}
 	shutdown.Wait()
+	for _, s := range servers {
+		if s.name == "admin" {
+			stopServer(s)
+		}
+	}
 	remaining := len(servers)
 	if failed != nil {
 		remaining--

@@ -252,6 +252,10 @@ func (a *api) setWeight(w http.ResponseWriter, r *http.Request, who string) {
 		writeError(w, http.StatusBadRequest, `want {"weight": 7, "ramp": "30s"} (ramp optional): `+err.Error())
 		return
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeError(w, http.StatusBadRequest, `want one JSON object, {"weight": 7, "ramp": "30s"}, and nothing after it`)
+		return
+	}
 	if body.Weight == nil {
 		writeError(w, http.StatusBadRequest, `"weight" is required`)
 		return
