@@ -326,9 +326,10 @@ sites:
 	}
 }
 
-// sameListeners refuses a config that moves a listener or changes the admin section, and
-// accepts anything else; its problems point into the new file.
-func TestSameListeners(t *testing.T) {
+// sameServers refuses a config that changes what the running servers were built with
+// (listeners, admin, front TLS, client limits and timeouts), and accepts anything else; its
+// problems point into the new file.
+func TestSameServers(t *testing.T) {
 	parse := func(name, yaml string) *configs.Config {
 		t.Helper()
 		cfg, err := configs.Parse(name, []byte(yaml))
@@ -354,9 +355,12 @@ sites:
 		{"admin.token_file", strings.Replace(base, "admin.token", "other.token", 1), []string{"next.yaml:2:"}},
 		{"both", strings.Replace(strings.Replace(base, "127.0.0.1:8080", "127.0.0.1:8081", 1), "127.0.0.1:9901", "127.0.0.1:9902", 1),
 			[]string{"next.yaml:1:", "next.yaml:2:"}},
+		{"limits", base + "limits: {max_header_bytes: 2048}\n", []string{"next.yaml:5:"}},
+		{"client timeouts", base + "timeouts: {read_header: 3s, idle: 5s}\n", []string{"next.yaml:5:", "next.yaml:5:"}},
+		{"backend timeouts apply", base + "timeouts: {connect: 1s, response_header: 5s, shutdown: 3s}\n", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := sameListeners(first, parse("next.yaml", tc.yaml))
+			err := sameServers(first, parse("next.yaml", tc.yaml))
 			if len(tc.want) == 0 {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -374,8 +378,8 @@ sites:
 			}
 		})
 	}
-	if err := sameListeners(nil, first); err != nil {
-		t.Errorf("sameListeners(nil, …) = %v, want nil (the first load)", err)
+	if err := sameServers(nil, first); err != nil {
+		t.Errorf("sameServers(nil, …) = %v, want nil (the first load)", err)
 	}
 }
 

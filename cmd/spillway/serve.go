@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -96,7 +97,7 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 	recent := proxy.NewRecent(4096)
 	r := proxy.NewReloader(proxy.ReloaderOptions{Path: o.path, Log: o.log, Metrics: reg,
 		Recorders: []proxy.Recorder{recent},
-		Checks:    []configs.Check{func(c *configs.Config) error { return sameListeners(first, c) }}})
+		Checks:    []configs.Check{func(c *configs.Config) error { return sameServers(first, c) }}})
 	background, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
 		if err != nil {
@@ -178,19 +179,27 @@ func (ls listeners) url() string {
 	return "https://" + ls.https.Addr().String()
 }
 
-// sameListeners refuses a reload that would move a listener: those are opened once, at
-// start, and a config that says otherwise must not look applied.
-func sameListeners(first, next *configs.Config) error {
+// sameServers refuses a reload that changes what the running servers were built with at
+// start — the listeners, the admin API and its tokens, front TLS, the client-side limits and
+// timeouts — since a config that says otherwise must not look applied. Everything else
+// (sites, weights, health, retries, spillover, the access log, backend timeouts...) is
+// applied by the reload.
+func sameServers(first, next *configs.Config) error {
 	if first == nil {
 		return nil
 	}
 	var errs configs.Errors
-	if next.Listen != first.Listen {
-		errs = append(errs, next.Errorf("listen", "the listeners are opened at start: restart Spillway to change them (running: %+v)", first.Listen))
+	refuse := func(changed bool, path, what string) {
+		if changed {
+			errs = append(errs, next.Errorf(path, "%s set at start: restart Spillway to change it", what))
+		}
 	}
-	if next.Admin != first.Admin {
-		errs = append(errs, next.Errorf("admin", "the admin listener and its tokens are set at start: restart Spillway to change them"))
-	}
+	refuse(next.Listen != first.Listen, "listen", "the listeners are")
+	refuse(next.Admin != first.Admin, "admin", "the admin listener and its tokens are")
+	refuse(!reflect.DeepEqual(next.TLS, first.TLS), "tls", "front TLS is (static certificate files are reloaded when they change, without a reload)")
+	refuse(next.Limits != first.Limits, "limits", "the request limits are")
+	refuse(next.Timeouts.ReadHeader != first.Timeouts.ReadHeader, "timeouts.read_header", "the client header timeout is")
+	refuse(next.Timeouts.Idle != first.Timeouts.Idle, "timeouts.idle", "the keep-alive idle timeout (clients' side) is")
 	if len(errs) > 0 {
 		return errs
 	}
