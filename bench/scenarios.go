@@ -445,8 +445,9 @@ var reloadScenario = Scenario{
 	Name:  "reload",
 	Title: "50 weight changes under load",
 	Description: "25% of capacity while the weights change 50 times (10 with -short), evenly from 10% to 90% of the " +
-		"run, cycling through 6:3:1, 4:4:2, 5:2:3, 7:2:1, 3:4:3, 4:3:3, 6:2:2, 5:3:2. Each change is a reload: a new " +
-		"Table built over the same Registry, started, swapped in, and the old one stopped. Every request must be " +
+		"run, cycling through 6:3:1, 4:4:2, 5:2:3, 7:2:1, 3:4:3, 4:3:3, 6:2:2, 5:3:2. Each change rewrites the " +
+		"config file and reloads it, as an operator's tooling would (the Reloader builds the new Table over the same " +
+		"Registry, starts it, swaps it in and stops the old one). Every request must be " +
 		"answered 2xx, and between every two changes (requests sent more than 5 ms from a change) each site's count " +
 		"must be within 2 requests + 2% of the interval's requests of what its weight asks.",
 	run: func(ctx context.Context, c *runContext) (*Result, error) {

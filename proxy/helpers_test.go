@@ -95,28 +95,53 @@ func startProxy(t *testing.T, yaml string) *env {
 	}
 	t.Cleanup(tbl.Close)
 	h := proxy.NewHandler(tbl, nil)
+	srv, addr := serveOn(t, cfg, h)
+	client, tr := newClient(t)
+	return &env{
+		cfg: cfg, reg: reg, table: tbl, handler: h, srv: srv,
+		addr: addr, url: "http://" + addr, client: client, tr: tr,
+	}
+}
+
+// serveOn serves h on a new 127.0.0.1 listener with the server proxy.NewServer makes for
+// cfg, until the test ends, and returns the server and the listener's address.
+func serveOn(t *testing.T, cfg *configs.Config, h http.Handler) (*http.Server, string) {
+	t.Helper()
 	srv := proxy.NewServer(cfg, h, nil)
+	return srv, serve(t, srv, false)
+}
+
+// serve runs srv on a new 127.0.0.1 listener (with TLS from srv.TLSConfig if tls is set)
+// until the test ends, and returns the listener's address.
+func serve(t *testing.T, srv *http.Server, tls bool) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if tls {
+			served <- srv.ServeTLS(ln, "", "")
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
 	t.Cleanup(func() {
 		srv.Close()
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	return ln.Addr().String()
+}
+
+// newClient is an HTTP client for the tests' proxies, whose idle connections close when
+// the test ends.
+func newClient(t *testing.T) (*http.Client, *http.Transport) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &env{
-		cfg: cfg, reg: reg, table: tbl, handler: h, srv: srv,
-		addr:   ln.Addr().String(),
-		url:    "http://" + ln.Addr().String(),
-		client: &http.Client{Transport: tr, Timeout: liveness},
-		tr:     tr,
-	}
+	return &http.Client{Transport: tr, Timeout: liveness}, tr
 }
 
 // drain shuts the proxy's server down gracefully: it returns once every request the proxy

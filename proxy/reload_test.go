@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -69,23 +68,9 @@ func startReloader(t *testing.T, yaml string, opts proxy.ReloaderOptions) *rlEnv
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(func() { cancel(); e.r.Close() })
-	srv := proxy.NewServer(e.r.Config(), e.r.Handler(), nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	e.url = "http://" + ln.Addr().String()
-	e.client = &http.Client{Transport: tr, Timeout: liveness}
+	_, addr := serveOn(t, e.r.Config(), e.r.Handler())
+	e.url = "http://" + addr
+	e.client, _ = newClient(t)
 	return e
 }
 

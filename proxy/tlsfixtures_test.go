@@ -12,7 +12,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"io"
 	"log"
 	"math/big"
@@ -180,24 +179,7 @@ func startLoggedProxy(t *testing.T, yaml string, tc *tls.Config, roots *x509.Cer
 	} else {
 		srv = proxy.NewServer(cfg, h, log)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() {
-		if tc != nil {
-			served <- srv.ServeTLS(ln, "", "")
-		} else {
-			served <- srv.Serve(ln)
-		}
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	addr := serve(t, srv, tc != nil)
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
 	scheme := "http://"
 	if tc != nil {
@@ -208,8 +190,8 @@ func startLoggedProxy(t *testing.T, yaml string, tc *tls.Config, roots *x509.Cer
 	t.Cleanup(tr.CloseIdleConnections)
 	return &loggedEnv{env: &env{
 		cfg: cfg, reg: reg, table: tbl, handler: h, srv: srv,
-		addr:   ln.Addr().String(),
-		url:    scheme + ln.Addr().String(),
+		addr:   addr,
+		url:    scheme + addr,
 		client: &http.Client{Transport: tr, Timeout: liveness},
 		tr:     tr,
 	}, logs: logs}
