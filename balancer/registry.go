@@ -79,7 +79,13 @@ type Site struct {
 	// go elsewhere first.
 	spilling atomic.Bool
 	queue    *waitQueue // the Registry's
+
+	discoveryFailures atomic.Uint64
 }
+
+// DiscoveryFailures is where the site's discovery counts its failed lookups, across config
+// generations (for a metric).
+func (s *Site) DiscoveryFailures() *atomic.Uint64 { return &s.discoveryFailures }
 
 // Spilling reports whether s is holding its preferred traffic back after it filled up.
 func (s *Site) Spilling() bool { return s.spilling.Load() }

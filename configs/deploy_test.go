@@ -563,14 +563,19 @@ func exportedMetrics(t *testing.T) map[string]bool {
 
 	// One backend per site, one request at a time each: easy to fill. A queue of one slot
 	// that gives up fast. No ejections, so the failing tries leave the backends up.
-	path := filepath.Join(t.TempDir(), "spillway.yaml")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "spillway.yaml")
+	// A burst-only pool found by a targets file that does not exist: its discovery fails
+	// (and is counted) without taking any traffic.
+	targets := filepath.Join(dir, "missing-targets.txt")
 	cfg := fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: a, weight: 1, backends: [%q], max_inflight: 1}
   - {name: b, weight: 1, backends: [%q], max_inflight: 1}
+  - {name: pool, weight: 0, elastic: true, discovery: {file: %q, interval: 1h}}
 spillover: {queue: {size: 1, timeout: 1s}}
 outlier: {consecutive_failures: 0}
-`, a.URL, b.URL)
+`, a.URL, b.URL, targets)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

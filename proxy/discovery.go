@@ -56,6 +56,7 @@ func (t *Table) Run(ctx context.Context) {
 func (t *Table) runDiscovery(ctx context.Context, d *discoveredSite) {
 	updates := make(chan []string, 1)
 	opts := d.opts
+	opts.Failures = t.deps.Registry.Site(d.name).DiscoveryFailures()
 	opts.Update = func(members []string) {
 		select { // only the latest set matters
 		case <-updates:

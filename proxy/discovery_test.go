@@ -148,6 +148,7 @@ retries: {attempts: 1}
 	if l := awsLimit(); l != 4 {
 		t.Fatalf("aws limit %d after DNS failures, want 4 (the last good set)", l)
 	}
+	waitFor(t, "the failures to be counted", func() bool { return e.reg.Site("aws").DiscoveryFailures().Load() > 0 })
 
 	for _, b := range append([]*capBackend{idc}, aws...) {
 		for range 5 {

@@ -16,7 +16,7 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 
 	inflight, limit, weight, share, backendUp, queue *prometheus.Desc
-	spills, sheds, retries, reloads                  *prometheus.Desc
+	spills, sheds, retries, reloads, discovery       *prometheus.Desc
 }
 
 // codes are the label values of the HTTP statuses, made once.
@@ -49,6 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		sheds:     prometheus.NewDesc("spillway_shed_total", "Requests refused (503) or abandoned for lack of capacity, by reason.", []string{"reason"}, nil),
 		retries:   prometheus.NewDesc("spillway_retries_total", "Retries, by the reason the previous try failed.", []string{"reason"}, nil),
 		reloads:   prometheus.NewDesc("spillway_config_reloads_total", "Config reloads, by result.", []string{"result"}, nil),
+		discovery: prometheus.NewDesc("spillway_discovery_failures_total", "Failed discovery lookups (DNS or targets file) of a site; each kept the last good members.", []string{"site"}, nil),
 	}
 	reg.MustRegister(m.requests, m.duration, m)
 	return m
@@ -74,7 +75,7 @@ func (m *Metrics) Record(info *RequestInfo) {
 // Describe implements prometheus.Collector for the metrics read at scrape time.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.inflight, m.limit, m.weight, m.share, m.backendUp, m.queue,
-		m.spills, m.sheds, m.retries, m.reloads} {
+		m.spills, m.sheds, m.retries, m.reloads, m.discovery} {
 		ch <- d
 	}
 }
@@ -110,6 +111,12 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(m.queue, float64(st.Queue.Waiting))
+	cfg := r.Config()
+	for _, s := range st.Sites {
+		if site := cfg.Site(s.Name); site != nil && site.Discovery != nil { // cfg is not nil: st has sites
+			counter(m.discovery, float64(r.reg.Site(s.Name).DiscoveryFailures().Load()), s.Name)
+		}
+	}
 	for _, c := range r.reg.Spills() {
 		counter(m.spills, float64(c.N), c.From, c.To, c.Reason.String())
 	}

@@ -220,10 +220,13 @@ func (r *Reloader) SetReady(ready bool) { r.ready.Store(ready) }
 // Reloads returns how many reloads succeeded and failed.
 func (r *Reloader) Reloads() (ok, failed uint64) { return r.reloads[0].Load(), r.reloads[1].Load() }
 
-// Config returns the config being served.
+// Config returns the config being served (nil before Start).
 func (r *Reloader) Config() *configs.Config {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.gen == nil {
+		return nil
+	}
 	return r.gen.cfg
 }
 

@@ -70,6 +70,9 @@ type Options struct {
 	// Log gets a Warn line per failure (site, name, error) and per invalid line or missing
 	// SRV target, and an Info line per change of the set. Nil: no logs.
 	Log *zap.Logger
+	// Failures, if set, is where failures are counted (see Discoverer.Failures): a counter
+	// that outlives this Discoverer, such as a site's across config reloads. Nil: its own.
+	Failures *atomic.Uint64
 }
 
 // Discoverer keeps an elastic site's member set up to date from one source. Members and
@@ -85,7 +88,7 @@ type Discoverer struct {
 	file string
 
 	members  atomic.Pointer[[]string] // the last good set; nil until the first
-	failures atomic.Uint64
+	failures *atomic.Uint64
 	ran      atomic.Bool
 
 	// resolving serialises resolutions, so that Update sees the sets in the order they
@@ -120,7 +123,10 @@ func New(o Options) (*Discoverer, error) {
 			return nil, fmt.Errorf("discovery: resolver: want ip:port, got %q", o.Resolver)
 		}
 	}
-	d := &Discoverer{site: o.Site, interval: o.Interval, update: o.Update, log: o.Log}
+	d := &Discoverer{site: o.Site, interval: o.Interval, update: o.Update, log: o.Log, failures: o.Failures}
+	if d.failures == nil {
+		d.failures = new(atomic.Uint64)
+	}
 	if d.log == nil {
 		d.log = zap.NewNop()
 	}
