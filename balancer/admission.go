@@ -208,7 +208,7 @@ func (p *Picker) take(l *Lease, i int, b *Backend) bool {
 		}
 	}
 	s.state.inflight.Add(1)
-	l.Site, l.Backend, l.SiteIndex = s.state, b, i
+	l.Site, l.Backend, l.SiteIndex, l.Picker = s.state, b, i, p
 	l.limit = nil
 	if s.static == 0 {
 		l.limit = b.adaptive.Load()

@@ -28,6 +28,9 @@ type Options struct {
 	// IntN returns a uniform random int in [0, n); nil means math/rand/v2.IntN. Injected so
 	// that tests can make the in-site choice exact.
 	IntN func(n int) int
+	// Owner is the caller's, for Picker.Owner: what the Picker's indexes refer to (the
+	// proxy's Table).
+	Owner any
 }
 
 // SiteOptions describe one site of a Picker.
@@ -73,6 +76,7 @@ type Picker struct {
 	// plan is replaced by the control plane when health or membership changes.
 	plan   atomic.Pointer[plan]
 	closed atomic.Bool
+	owner  any
 }
 
 type pickerSite struct {
@@ -112,7 +116,7 @@ type plan struct {
 // (creating what it has not seen). Site names must be unique and backends unique within
 // their site; configs.Validate guarantees both for a loaded config.
 func NewPicker(reg *Registry, opts Options) (*Picker, error) {
-	p := &Picker{reg: reg, intN: opts.IntN, resume: opts.Resume,
+	p := &Picker{reg: reg, intN: opts.IntN, resume: opts.Resume, owner: opts.Owner,
 		queueSize: opts.QueueSize, queueTimeout: opts.QueueTimeout}
 	if p.intN == nil {
 		p.intN = rand.IntN
@@ -266,6 +270,17 @@ func (p *Picker) Close() {
 	p.reg.detach(p)
 }
 
+// Owner is Options.Owner.
+func (p *Picker) Owner() any { return p.owner }
+
+// MakeCurrent makes p the Picker of the config being served: a request queued under an
+// older Picker that has closed looks for its slot in p. Call it when p's config is swapped
+// in (a Picker that is built and dropped never becomes current).
+func (p *Picker) MakeCurrent() {
+	p.reg.latest.Store(p)
+	p.reg.queue.wake()
+}
+
 // makePlan derives the split and the up lists from the members and their health now. A site
 // with no backend up gets weight 0, so its share goes to the others in proportion to theirs.
 func (p *Picker) makePlan(epoch uint64) *plan {
@@ -330,6 +345,10 @@ type Lease struct {
 	Queued time.Duration
 	// Started is when the lease was taken.
 	Started time.Time
+	// Picker is the one the lease was taken from: SiteIndex and Preferred index its sites.
+	// A request queued across a reload can be admitted by a newer Picker than the one it
+	// asked (see MakeCurrent).
+	Picker *Picker
 
 	limit *AdaptiveLimit // the backend's, if its site learns limits
 	sent  int64          // the backend's in-flight count with this request

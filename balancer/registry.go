@@ -114,8 +114,8 @@ type Registry struct {
 
 	queue waitQueue
 	sheds [numShedReasons]atomic.Uint64
-	// latest is the Picker attached last (the current config): a request queued on an
-	// older one that has closed waits for a slot in it.
+	// latest is the current Picker (Picker.MakeCurrent; at first the first one): a request
+	// queued on an older one that has closed waits for a slot in it.
 	latest atomic.Pointer[Picker]
 	now    func() time.Time
 }
@@ -294,7 +294,7 @@ func (r *Registry) attach(p *Picker) {
 	defer r.mu.Unlock()
 	r.pickers[p] = struct{}{}
 	r.warm = true
-	r.latest.Store(p)
+	r.latest.CompareAndSwap(nil, p) // the first is current; later ones once made so
 }
 
 func (r *Registry) detach(p *Picker) {

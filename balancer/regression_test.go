@@ -98,6 +98,7 @@ func TestRegressionQueueWaiterOnOldPickerStarvesNewCapacity(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	p2 := admPicker(t, reg, opts(10)) // reload: 9 free slots now
+	p2.MakeCurrent()                  // its config is swapped in
 	p1.Close()
 	var l Lease
 	start := time.Now()

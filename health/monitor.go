@@ -66,6 +66,11 @@ type MonitorOptions struct {
 	// are clamped. It is called from every prober's goroutine, so it must be safe for
 	// concurrent use. Nil: math/rand/v2.Float64.
 	Rand func() float64
+	// Current, if set, tells what the Sink holds for a target now. A probe that confirms
+	// the prober's state when the Sink holds the other one reports it again, so that a
+	// change made by someone else (an older Monitor, during a reload) does not stick. It is
+	// called from every prober's goroutine and must not block.
+	Current func(site, addr string) (up bool)
 	// Passed, if set, is called after every passing probe of a target that is up, from its
 	// prober goroutine; passive health uses it to return an ejected backend that probes see
 	// healthy (Outliers.Recovered). It must not block.
@@ -78,6 +83,7 @@ type MonitorOptions struct {
 type Monitor struct {
 	sink    Sink
 	passed  func(site, addr string)
+	current func(site, addr string) bool
 	log     *zap.Logger
 	rand    func() float64
 	probers []*prober
@@ -99,7 +105,7 @@ func NewMonitor(opts MonitorOptions) *Monitor {
 	if opts.Sink == nil {
 		panic("health: NewMonitor: nil Sink")
 	}
-	m := &Monitor{sink: opts.Sink, log: opts.Log, rand: opts.Rand, passed: opts.Passed}
+	m := &Monitor{sink: opts.Sink, log: opts.Log, rand: opts.Rand, passed: opts.Passed, current: opts.Current}
 	if m.log == nil {
 		m.log = zap.NewNop()
 	}
@@ -165,6 +171,10 @@ func (m *Monitor) watch(ctx context.Context, p *prober) {
 			m.log.Info("backend "+upDown(p.up),
 				zap.String("site", p.site), zap.String("backend", p.addr),
 				zap.Bool("up", p.up), zap.String("reason", reason))
+			m.sink.SetUp(p.site, p.addr, p.up)
+		} else if m.current != nil && ok == p.up && m.current(p.site, p.addr) != p.up {
+			// This probe confirms a state the Sink no longer has (another generation's
+			// last word during a reload): put it right.
 			m.sink.SetUp(p.site, p.addr, p.up)
 		}
 		if ok && p.up && m.passed != nil {

@@ -30,6 +30,9 @@ type accessState struct {
 	// users counts the Records writing through this state, so that a state replaced by
 	// Configure closes its output only once the last line is written.
 	users atomic.Int64
+	// shared is set when the state writes to the output of the one it replaces (the same
+	// output, another sampling): replacing it must not close that output.
+	shared bool
 }
 
 // NewAccessLog returns an access log that is off until Configure turns it on. rand is the
@@ -44,38 +47,62 @@ func NewAccessLog(rand_ func() float64) *AccessLog {
 }
 
 // Configure applies cfg's access_log section: off when absent, else its output ("stdout",
-// "stderr" or a file, opened for appending) and sampling.
+// "stderr" or a file, opened for appending) and sampling. It is prepare then commit.
 func (a *AccessLog) Configure(cfg *configs.Config) error {
+	next, err := a.prepare(cfg)
+	if err != nil {
+		return err
+	}
+	a.commit(next)
+	return nil
+}
+
+// prepare opens what cfg's access_log needs, without changing what is written now: a
+// reload opens the new output before it builds anything, so that an output that cannot be
+// opened refuses the config before anything else changed. Pass the result to commit, or to
+// discard if the config is refused after all.
+func (a *AccessLog) prepare(cfg *configs.Config) (*accessState, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	old := a.state.Load()
 	al := cfg.AccessLog
 	if al == nil {
-		a.state.Store(&accessState{})
-		old.retire()
-		return nil
+		return &accessState{}, nil
 	}
 	if al.Output == old.output && old.log != nil {
-		a.state.Store(&accessState{log: old.log, output: old.output, sample: al.Sample2xx, close: old.close})
-		return nil
+		return &accessState{log: old.log, output: old.output, sample: al.Sample2xx, close: old.close, shared: true}, nil
 	}
 	sink, closeSink, err := zap.Open(al.Output)
 	if err != nil {
-		return configs.Errors{cfg.Errorf("access_log.output", "cannot open %q: %v", al.Output, err)}
+		return nil, configs.Errors{cfg.Errorf("access_log.output", "cannot open %q: %v", al.Output, err)}
 	}
 	// Lines are written in batches (up to 256 KiB, or every second), not one write per
 	// request: the log must not cost the request path a system call each.
 	buffered := &zapcore.BufferedWriteSyncer{WS: sink, FlushInterval: time.Second}
-	sink = buffered
-	closeOutput := closeSink
-	closeSink = func() { buffered.Stop(); closeOutput() }
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey, enc.MessageKey, enc.LevelKey = "time", "msg", ""
 	enc.EncodeTime = zapcore.RFC3339NanoTimeEncoder
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), sink, zapcore.InfoLevel))
-	a.state.Store(&accessState{log: log, output: al.Output, sample: al.Sample2xx, close: closeSink})
-	old.retire()
-	return nil
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), buffered, zapcore.InfoLevel))
+	return &accessState{log: log, output: al.Output, sample: al.Sample2xx,
+		close: func() { buffered.Stop(); closeSink() }}, nil
+}
+
+// commit makes next, from prepare, what is written, and closes the output it replaces
+// (unless next shares it).
+func (a *AccessLog) commit(next *accessState) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.state.Swap(next)
+	if !next.shared || next.log != old.log {
+		old.retire()
+	}
+}
+
+// discard closes what prepare opened for a config that is not served after all.
+func (a *AccessLog) discard(next *accessState) {
+	if next != nil && !next.shared {
+		next.closeSink()
+	}
 }
 
 // retire closes the output of a state that has just been replaced, once the Records still

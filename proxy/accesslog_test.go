@@ -246,6 +246,7 @@ access_log: {output: %q, sample_2xx: 1}
 	e := startReloader(t, config(outputs[0]), proxy.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	var answered atomic.Int64
 	for range 8 {
 		wg.Go(func() {
 			for {
@@ -258,6 +259,7 @@ access_log: {output: %q, sample_2xx: 1}
 					t.Errorf("GET: %d %v", status, err)
 					return
 				}
+				answered.Add(1)
 			}
 		})
 	}
@@ -271,6 +273,8 @@ access_log: {output: %q, sample_2xx: 1}
 	}
 	close(stop)
 	wg.Wait()
+	// A client has its answer a moment before the proxy has recorded the request.
+	until(t, "every answered request recorded", func() bool { return rec.n.Load() >= answered.Load() })
 	total := rec.n.Load()
 	// Close the Reloader's output by moving it elsewhere, which flushes and closes it.
 	e.write(t, config(filepath.Join(dir, "c.log")))

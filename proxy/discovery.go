@@ -79,6 +79,9 @@ func (t *Table) runDiscovery(ctx context.Context, d *discoveredSite) {
 			c.stop()
 		}
 	}()
+	// Members carried over from the previous config are checked from the start, not from
+	// the first lookup that answers (DNS may be failing just then).
+	t.syncChecks(ctx, d, t.members(d.name), checks)
 	// The first set a proxy that just started finds is its deployment, not newcomers.
 	joining := !t.fresh
 	for {
@@ -132,6 +135,12 @@ func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []str
 		}
 		return true
 	})
+	t.syncChecks(ctx, d, addrs, checks)
+}
+
+// syncChecks runs the health checks of exactly the members addrs of site d: it starts those
+// of members that have none and stops those of members no longer listed.
+func (t *Table) syncChecks(ctx context.Context, d *discoveredSite, addrs []string, checks map[string]*memberCheck) {
 	if d.health == nil {
 		return
 	}

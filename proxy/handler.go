@@ -87,6 +87,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.record(t, ex, r)
 		return
 	}
+	if owner, ok := ex.lease.Picker.Owner().(*Table); ok && owner != t {
+		// It waited in the queue across a reload and got its slot from the new config:
+		// the lease's indexes are that Table's sites.
+		t = owner
+	}
 	defer h.finish(ex, r, t)
 	if t.retry.attempts > 1 {
 		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -19,7 +20,7 @@ import (
 // before it replaces the file, which it does atomically (a temporary file in the same
 // directory, renamed over the old one, with its mode). A symlinked file is written where
 // the link points.
-func persistWeight(path, site string, weight int, checks ...configs.Check) error {
+func persistWeight(path, site string, weight int, loaded [sha256.Size]byte, checks ...configs.Check) error {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return err
@@ -27,6 +28,11 @@ func persistWeight(path, site string, weight int, checks ...configs.Check) error
 	data, err := os.ReadFile(real)
 	if err != nil {
 		return err
+	}
+	// Only the file the running config came from: an edit not loaded yet is the operator's
+	// to apply (by a reload), not this change's to carry along or to overwrite.
+	if sha256.Sum256(data) != loaded {
+		return fmt.Errorf("%w: %s changed since it was loaded; reload it (or undo the edit) first", ErrInvalid, path)
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -70,6 +76,11 @@ func persistWeight(path, site string, weight int, checks ...configs.Check) error
 	}
 	if err := tmp.Close(); err != nil {
 		return err
+	}
+	// The same test just before the rename narrows the window in which an operator's save
+	// could be overwritten to the rename itself.
+	if now, err := os.ReadFile(real); err != nil || sha256.Sum256(now) != loaded {
+		return fmt.Errorf("%w: %s changed while the weight was being written; nothing was changed", ErrInvalid, path)
 	}
 	return os.Rename(tmp.Name(), real)
 }

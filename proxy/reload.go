@@ -245,13 +245,17 @@ func (r *Reloader) reloadLocked(source string, force bool) error {
 	if err == nil && !force && sum == r.sum {
 		return nil
 	}
+	// Everything that can refuse the config comes before Build, and Build changes no
+	// running state until the new Table is activated, so a refused config leaves the
+	// running one as it was.
+	var access *accessState
+	if err == nil {
+		access, err = r.access.prepare(cfg)
+	}
 	var t *Table
 	if err == nil {
-		t, err = Build(cfg, Deps{Registry: r.reg, Log: r.log, Outliers: r.outliers, Previous: r.gen.table})
-	}
-	if err == nil {
-		if err = r.access.Configure(cfg); err != nil {
-			t.Close()
+		if t, err = Build(cfg, Deps{Registry: r.reg, Log: r.log, Outliers: r.outliers, Previous: r.gen.table}); err != nil {
+			r.access.discard(access)
 		}
 	}
 	if err != nil {
@@ -260,6 +264,7 @@ func (r *Reloader) reloadLocked(source string, force bool) error {
 			zap.String("file", r.opts.Path), zap.Error(err))
 		return err
 	}
+	r.access.commit(access)
 	r.applyControls(cfg, t)
 	old := r.gen
 	r.gen = r.startGeneration(cfg, t)
@@ -338,7 +343,7 @@ func (r *Reloader) SetWeight(site string, weight int, ramp time.Duration, who st
 		return fmt.Errorf("%w: every site would have weight 0", ErrInvalid)
 	}
 	if persist {
-		if err := persistWeight(r.opts.Path, site, weight, r.checks()...); err != nil {
+		if err := persistWeight(r.opts.Path, site, weight, r.sum, r.checks()...); err != nil {
 			return fmt.Errorf("persist: %w", err)
 		}
 	}
@@ -429,7 +434,11 @@ func (r *Reloader) startRamp(site string, o *override) {
 			r.gen.table.picker.SetWeight(site, o.at(now))
 			over := now.Sub(o.since) >= o.ramp
 			if over && o.persisted {
+				// The file has the weight: it applies from now, with any edit made since.
 				delete(r.weights, site)
+				if s := r.gen.cfg.Site(site); s != nil {
+					r.gen.table.picker.SetWeight(site, float64(s.Weight))
+				}
 			}
 			r.mu.Unlock()
 			if over {

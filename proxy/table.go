@@ -74,6 +74,7 @@ func (t *Table) activate() {
 	for _, id := range t.unhealthy {
 		t.deps.Registry.SetUp(id.Site, id.Addr, true)
 	}
+	t.picker.MakeCurrent()
 }
 
 // route returns the route of the site called name, or nil (also for a nil Table).
@@ -105,8 +106,9 @@ func (t *Table) members(name string) []string {
 func sameConnections(a, b *configs.Config, name string) bool {
 	sa, sb := a.Site(name), b.Site(name)
 	// A site with TLS gets a new transport: its certificate files may have been renewed.
-	return sa != nil && sb != nil && a.Timeouts == b.Timeouts && sa.Protocol == sb.Protocol &&
-		sa.TLS == nil && sb.TLS == nil
+	ta, tb := a.Timeouts, b.Timeouts
+	return sa != nil && sb != nil && sa.Protocol == sb.Protocol && sa.TLS == nil && sb.TLS == nil &&
+		ta.Connect == tb.Connect && ta.ResponseHeader == tb.ResponseHeader && ta.Idle == tb.Idle
 }
 
 type siteRoute struct {
@@ -211,6 +213,7 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		t.outliers = d.Outliers
 	}
 	opts := balancer.Options{
+		Owner:        t,
 		Sites:        make([]balancer.SiteOptions, len(cfg.Sites)),
 		Resume:       cfg.Spillover.Resume,
 		QueueSize:    cfg.Spillover.Queue.Size,
@@ -281,7 +284,14 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 
 // monitorOptions are the options of a Monitor over targets, reporting to the Registry.
 func (t *Table) monitorOptions(targets []health.Target) health.MonitorOptions {
-	opts := health.MonitorOptions{Sink: t.deps.Registry, Targets: targets, Log: t.deps.Log.Named("health")}
+	reg := t.deps.Registry
+	opts := health.MonitorOptions{Sink: reg, Targets: targets, Log: t.deps.Log.Named("health"),
+		// During a reload the old generation's Monitor may still change a backend after
+		// this one took its state: the first confirming probe puts the Registry right.
+		Current: func(site, addr string) bool {
+			b, ok := reg.Lookup(balancer.BackendID{Site: site, Addr: addr})
+			return !ok || b.Healthy()
+		}}
 	if r, ok := t.deps.Outliers.(interface{ Recovered(site, addr string) }); ok {
 		opts.Passed = r.Recovered // a backend probes see healthy is not kept ejected
 	}

@@ -24,10 +24,15 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	defer wg.Wait()
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	for _, p := range paths {
+	for i, p := range paths {
 		fw, err := discovery.WatchFile(p, r.log)
 		if err != nil {
-			return err
+			if i == 0 {
+				return err
+			}
+			// The file the link points to: the link's own directory is watched anyway.
+			r.log.Warn("cannot watch where the config file's symlink points", zap.String("path", p), zap.Error(err))
+			continue
 		}
 		wg.Go(func() { fw.Run(ctx) })
 		wg.Go(func() {

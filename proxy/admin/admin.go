@@ -40,8 +40,9 @@ type Options struct {
 	Control Control
 	// Tokens may make changes (and, off loopback, read); see LoadTokens.
 	Tokens Tokens
-	// OpenReads lets requests without a token read (GET) the state and metrics: set it
-	// when the admin listener is on loopback.
+	// OpenReads lets requests without a token read (GET) the state and metrics, when they
+	// name a loopback host (localhost, 127.0.0.1, [::1]): set it when the admin listener is
+	// on loopback.
 	OpenReads bool
 	// Metrics serves GET /metrics; nil: 404.
 	Metrics http.Handler
@@ -159,10 +160,12 @@ func (a *api) who(r *http.Request) (string, int, string) {
 	return name + " (" + r.RemoteAddr + ")", 0, ""
 }
 
-// read guards a read: open on loopback, else a token is needed.
+// read guards a read: open on loopback, else a token is needed. Open reads also need the
+// request to name a loopback host: a web page the operator visits could otherwise read the
+// API through a name of its own that resolves to 127.0.0.1 (DNS rebinding).
 func (a *api) read(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !a.o.OpenReads {
+		if !a.o.OpenReads || !loopbackHost(r.Host) {
 			if _, status, msg := a.who(r); status != 0 {
 				a.refuse(w, r, status, msg)
 				return
@@ -338,6 +341,19 @@ func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"request": info, "why": info.Explain()})
+}
+
+// loopbackHost reports whether a request's Host names this machine's loopback.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // IsLoopback reports whether addr (host:port) listens on loopback only.
