@@ -222,15 +222,20 @@ func (r *Registry) set(site, addr string, v bool, flag func(*Backend) *atomic.Bo
 // replanAll makes every open Picker see a change of health or membership.
 func (r *Registry) replanAll() {
 	r.epoch.Add(1)
+	for _, p := range r.openPickers() {
+		p.replan()
+	}
+}
+
+// openPickers is a snapshot of the Pickers attached now, to act on outside the lock.
+func (r *Registry) openPickers() []*Picker {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	pickers := make([]*Picker, 0, len(r.pickers))
 	for p := range r.pickers {
 		pickers = append(pickers, p)
 	}
-	r.mu.Unlock()
-	for _, p := range pickers {
-		p.replan()
-	}
+	return pickers
 }
 
 // Prune forgets the state of every backend, site and splitter position that no open Picker
@@ -241,13 +246,7 @@ func (r *Registry) replanAll() {
 // being built (NewPicker takes its backends before it attaches to the Registry).
 func (r *Registry) Prune() {
 	// Member changes (SetMembers) take a backend, then list it: hold them all off.
-	r.mu.Lock()
-	pickers := make([]*Picker, 0, len(r.pickers))
-	for p := range r.pickers {
-		pickers = append(pickers, p)
-	}
-	r.mu.Unlock()
-	for _, p := range pickers {
+	for _, p := range r.openPickers() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 	}

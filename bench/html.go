@@ -40,12 +40,7 @@ func WriteHTML(w io.Writer, rep *Report) {
 		e(m.OS), e(m.Arch), m.CPUs, e(prefixed(", ", m.CPUModel)), e(m.GoVersion))
 	p("<table><tr><th>scenario</th><th>verdict</th><th>checks passed</th><th>p99</th><th>errors</th><th>seconds</th></tr>\n")
 	for _, r := range rep.Scenarios {
-		passed := 0
-		for _, c := range r.Checks {
-			if c.Pass {
-				passed++
-			}
-		}
+		passed := r.Passed()
 		p("<tr><td><a href=\"#%s\">%s</a></td><td>%s</td><td>%d/%d</td><td>%s</td><td>%s</td><td>%.1f</td></tr>\n",
 			e(anchor(r.Name)), e(r.Name), verdictHTML(r.Verdict), passed, len(r.Checks),
 			e(figure(r.Figures, "p99_ms", " ms")), e(figure(r.Figures, "errors", "")), r.Seconds)

@@ -128,12 +128,7 @@ func WriteMarkdown(w io.Writer, rep *Report) {
 	p("Machine: %s/%s, %d CPUs%s, %s.\n\n", m.OS, m.Arch, m.CPUs, prefixed(", ", m.CPUModel), m.GoVersion)
 	p("| scenario | verdict | checks passed | p99 | errors | seconds |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rep.Scenarios {
-		passed := 0
-		for _, c := range r.Checks {
-			if c.Pass {
-				passed++
-			}
-		}
+		passed := r.Passed()
 		p("| [%s](#%s) | %s | %d/%d | %s | %s | %.1f |\n", r.Name, anchor(r.Name), verdictWord(r.Verdict), passed, len(r.Checks),
 			figure(r.Figures, "p99_ms", " ms"), figure(r.Figures, "errors", ""), r.Seconds)
 	}

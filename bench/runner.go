@@ -218,6 +218,21 @@ type window struct {
 	hist     Histogram
 }
 
+// add counts one request in w.
+func (w *window) add(r *Record) {
+	w.n++
+	w.outcomes[r.Outcome]++
+	if r.Outcome == OK {
+		w.ok++
+		if r.Site >= 0 {
+			w.bySite[r.Site]++
+		}
+	}
+	if r.Outcome != Overflow {
+		w.hist.Record(r.Latency)
+	}
+}
+
 // errors is every request not answered 2xx.
 func (w *window) errors() int { return w.n - w.ok }
 
@@ -237,17 +252,7 @@ func (d *runData) windowBy(from, to time.Duration, at func(*Record) time.Duratio
 		if t := at(r); t < from || t >= to {
 			continue
 		}
-		w.n++
-		w.outcomes[r.Outcome]++
-		if r.Outcome == OK {
-			w.ok++
-			if r.Site >= 0 {
-				w.bySite[r.Site]++
-			}
-		}
-		if r.Outcome != Overflow {
-			w.hist.Record(r.Latency)
-		}
+		w.add(r)
 	}
 	return w
 }
@@ -326,17 +331,7 @@ func (d *runData) series() *Series {
 		if k < 0 || k >= n {
 			continue
 		}
-		w := ws[k]
-		w.n++
-		if r.Outcome == OK {
-			w.ok++
-			if r.Site >= 0 {
-				w.bySite[r.Site]++
-			}
-		}
-		if r.Outcome != Overflow {
-			w.hist.Record(r.Latency)
-		}
+		ws[k].add(r)
 	}
 	for k, w := range ws {
 		t := time.Duration(k) * b

@@ -95,6 +95,17 @@ func (r *Result) Judge() {
 	}
 }
 
+// Passed counts the checks that hold.
+func (r *Result) Passed() int {
+	n := 0
+	for _, c := range r.Checks {
+		if c.Pass {
+			n++
+		}
+	}
+	return n
+}
+
 // Result is one scenario's outcome: what it did, what it measured, and the verdict with
 // the thresholds it was judged by.
 type Result struct {

@@ -56,7 +56,7 @@ func accessLines(t *testing.T, path string) []map[string]any {
 func waitLines(t *testing.T, path string, n int) []map[string]any {
 	t.Helper()
 	var lines []map[string]any
-	until(t, fmt.Sprintf("%d lines in %s", n, filepath.Base(path)), func() bool {
+	waitFor(t, fmt.Sprintf("%d lines in %s", n, filepath.Base(path)), func() bool {
 		lines = accessLines(t, path)
 		return len(lines) >= n
 	})
@@ -269,12 +269,12 @@ access_log: {output: %q, sample_2xx: 1}
 			t.Fatal(err)
 		}
 		n := rec.n.Load()
-		until(t, "requests between reloads", func() bool { return rec.n.Load() >= n+2 })
+		waitFor(t, "requests between reloads", func() bool { return rec.n.Load() >= n+2 })
 	}
 	close(stop)
 	wg.Wait()
 	// A client has its answer a moment before the proxy has recorded the request.
-	until(t, "every answered request recorded", func() bool { return rec.n.Load() >= answered.Load() })
+	waitFor(t, "every answered request recorded", func() bool { return rec.n.Load() >= answered.Load() })
 	total := rec.n.Load()
 	// Close the Reloader's output by moving it elsewhere, which flushes and closes it.
 	e.write(t, config(filepath.Join(dir, "c.log")))

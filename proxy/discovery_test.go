@@ -23,18 +23,6 @@ func (e *env) runTable(t *testing.T) {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 }
 
-// waitFor polls cond, a reading of the proxy's state, until it holds or liveness passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(liveness)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", liveness, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // The elastic pool grows and shrinks with DNS: members that join raise the site's limit and
 // end the shedding; a member that leaves finishes what it has and gets nothing new; a DNS
 // failure keeps the pool as it was.

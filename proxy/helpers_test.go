@@ -271,6 +271,18 @@ func (g *gate) wait(ctx context.Context) bool {
 	}
 }
 
+// waitFor polls cond, a reading of the proxy's state, until it holds or liveness passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(liveness)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", liveness, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // await waits for a value on ch for at most liveness.
 func await[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()

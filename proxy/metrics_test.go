@@ -192,7 +192,7 @@ spillover: {queue: {size: 0, timeout: 1s}}
 retries: {attempts: 1}
 `, idc1.url, aws.url, down.URL)
 	e := startReloader(t, config, proxy.ReloaderOptions{Metrics: reg, Now: now})
-	until(t, "idc2's backend to go down", func() bool { return !e.site(t, "idc2").Backends[0].Up })
+	waitFor(t, "idc2's backend to go down", func() bool { return !e.site(t, "idc2").Backends[0].Up })
 
 	answers := make(chan string, 3)
 	get := func(path string) {
@@ -235,7 +235,7 @@ retries: {attempts: 1}
 			t.Errorf("held request answered %q, want 200", got)
 		}
 	}
-	until(t, "both requests counted", func() bool {
+	waitFor(t, "both requests counted", func() bool {
 		return sumOf(scrape(t, reg), "spillway_requests_total") == 3
 	})
 	if err := e.r.Reload("test", true); err != nil {
@@ -286,7 +286,7 @@ retries: {attempts: 2, min_per_second: 3}
 			t.Fatalf("answered by %q, want aws after a retry", body)
 		}
 	}
-	until(t, "three answers counted", func() bool {
+	waitFor(t, "three answers counted", func() bool {
 		v, _ := metric(scrape(t, reg), "spillway_requests_total", "site", "aws", "code", "200")
 		return v == 3
 	})

@@ -52,7 +52,7 @@ retries: {attempts: 1}
 		bs := e.site(t, "aws").Backends
 		return len(bs) == 1 && bs[0].Healthy
 	}
-	until(t, "the discovered member up", up)
+	waitFor(t, "the discovered member up", up)
 	// Discovery starts failing (empty file: the last members are kept), then a reload.
 	if err := os.WriteFile(targets, nil, 0o644); err != nil {
 		t.Fatal(err)

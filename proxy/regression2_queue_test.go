@@ -44,7 +44,7 @@ retries: {attempts: 1}
 	}
 	second := make(chan res, 1)
 	go func() { s, bd, err := e.send("GET", "/2", nil); second <- res{s, bd, err} }()
-	until(t, "second request queued", func() bool { return e.r.Registry().QueueLen() == 1 })
+	waitFor(t, "second request queued", func() bool { return e.r.Registry().QueueLen() == 1 })
 	e.write(t, twoSites)
 	if err := e.r.Reload("test", false); err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ func TestRegressionPersistedRampEndIgnoresLaterFileEdit(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.advance(11 * time.Second)
-	until(t, "the override to go at the ramp's end", func() bool { return e.site(t, "idc1").Override == nil })
+	waitFor(t, "the override to go at the ramp's end", func() bool { return e.site(t, "idc1").Override == nil })
 	s := e.site(t, "idc1")
 	if s.Weight != float64(s.ConfiguredWeight) {
 		t.Fatalf("after the ramp: weight in effect %g, configured %d (the file's edit is not applied)", s.Weight, s.ConfiguredWeight)

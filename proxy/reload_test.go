@@ -118,19 +118,6 @@ func (e *rlEnv) site(t *testing.T, name string) proxy.SiteState {
 	return s
 }
 
-// until polls cond, a reading of state, every few milliseconds until it holds, failing
-// the test after liveness.
-func until(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(liveness)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", liveness, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // testClock is a settable clock for ReloaderOptions.Now.
 type testClock struct {
 	mu  sync.Mutex
@@ -313,7 +300,7 @@ func TestReloadUnderLoadAnswersEveryRequest(t *testing.T) {
 		}
 		// Let traffic flow on this generation before the next reload.
 		n := answered.Load()
-		until(t, "requests answered after a reload", func() bool { return answered.Load() >= n+10 })
+		waitFor(t, "requests answered after a reload", func() bool { return answered.Load() >= n+10 })
 	}
 	close(stop)
 	wg.Wait()
@@ -327,7 +314,7 @@ func TestReloadUnderLoadAnswersEveryRequest(t *testing.T) {
 	if g := e.r.State().Generation; g != 51 {
 		t.Errorf("generation %d, want 51", g)
 	}
-	until(t, "in-flight back to 0", func() bool {
+	waitFor(t, "in-flight back to 0", func() bool {
 		for _, s := range e.r.State().Sites {
 			if s.Inflight != 0 {
 				return false
@@ -390,7 +377,7 @@ retries: {attempts: 1}
 %s`, held.url, spare.URL, extra)
 	}
 	e := startReloader(t, config(""), proxy.ReloaderOptions{})
-	until(t, "aws's backend to come up (initial: down, rise 1)", func() bool {
+	waitFor(t, "aws's backend to come up (initial: down, rise 1)", func() bool {
 		return e.site(t, "aws").Backends[0].Up
 	})
 
@@ -420,7 +407,7 @@ retries: {attempts: 1}
 	if got := await(t, answer, "the held request's answer"); got != "200 idc1 <nil>" {
 		t.Errorf("the request in flight across the reload got %q, want 200 idc1", got)
 	}
-	until(t, "idc1 in-flight back to 0", func() bool {
+	waitFor(t, "idc1 in-flight back to 0", func() bool {
 		s := e.site(t, "idc1")
 		return s.Inflight == 0 && s.Backends[0].Inflight == 0
 	})
@@ -571,7 +558,7 @@ func TestWeightRampFollowsTheClock(t *testing.T) {
 		t.Errorf("override %+v, want weight 10, ramp 10s, by alice", o)
 	}
 	clock.advance(5 * time.Second)
-	until(t, "weight 7.5 half-way through the ramp", func() bool { return weight() == 7.5 })
+	waitFor(t, "weight 7.5 half-way through the ramp", func() bool { return weight() == 7.5 })
 
 	e.write(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, "timeouts: {idle: 80s}\n"))
 	if err := e.r.Reload("test", false); err != nil {
@@ -581,7 +568,7 @@ func TestWeightRampFollowsTheClock(t *testing.T) {
 		t.Errorf("weight %g right after a reload mid-ramp, want 7.5", w)
 	}
 	clock.advance(2500 * time.Millisecond)
-	until(t, "weight 8.75 three quarters through the ramp", func() bool { return weight() == 8.75 })
+	waitFor(t, "weight 8.75 three quarters through the ramp", func() bool { return weight() == 8.75 })
 
 	// A new change mid-ramp starts from the weight in effect.
 	if err := e.r.SetWeight("idc1", 5, 10*time.Second, "bob", false); err != nil {
@@ -591,7 +578,7 @@ func TestWeightRampFollowsTheClock(t *testing.T) {
 		t.Errorf("weight %g at the start of the second ramp, want 8.75", w)
 	}
 	clock.advance(10 * time.Second)
-	until(t, "the second ramp to end at 5", func() bool { return weight() == 5 })
+	waitFor(t, "the second ramp to end at 5", func() bool { return weight() == 5 })
 	if o := e.site(t, "idc1").Override; o == nil || o.Weight != 5 {
 		t.Errorf("override after the ramp %+v, want weight 5 until cleared", o)
 	}
@@ -745,7 +732,7 @@ func TestWatchReloadsTheConfigFile(t *testing.T) {
 		// The next update is seen too, although the directory the link pointed into at
 		// start is gone.
 		publish(withIDC1(8))
-		until(t, "the second swap to load", func() bool { return e.site(t, "idc1").Weight == 8 })
+		waitFor(t, "the second swap to load", func() bool { return e.site(t, "idc1").Weight == 8 })
 		if _, failed := e.r.Reloads(); failed != 0 {
 			t.Errorf("%d failed reloads, want 0", failed)
 		}
@@ -772,7 +759,7 @@ func TestWatchReloadsTheConfigFile(t *testing.T) {
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}
-		until(t, "the saved file to load", func() bool { return e.site(t, "idc1").Weight == 9 })
+		waitFor(t, "the saved file to load", func() bool { return e.site(t, "idc1").Weight == 9 })
 		ok, failed := e.r.Reloads()
 		if failed != 0 || ok-okBefore != 1 {
 			t.Errorf("a save in 3 writes made %d reloads and %d failures, want 1 and 0", ok-okBefore, failed)
@@ -866,7 +853,7 @@ retries: {attempts: 1}
 	withHealth := "    health: {path: /healthz, interval: 20ms, timeout: 20ms, fall: 1, rise: 1}\n"
 	e := startReloader(t, config(withHealth, ""), proxy.ReloaderOptions{})
 	up := func() bool { return e.site(t, "idc1").Backends[0].Up }
-	until(t, "idc1's backend to be marked down", func() bool { return !up() })
+	waitFor(t, "idc1's backend to be marked down", func() bool { return !up() })
 
 	unopenable := filepath.Join(t.TempDir(), "missing-dir", "access.log")
 	e.write(t, config("", fmt.Sprintf("access_log: {output: %q}\n", unopenable)))
@@ -877,7 +864,7 @@ retries: {attempts: 1}
 		t.Fatalf("generation %d after a refused reload, want 1", g)
 	}
 	n := probes.Load()
-	until(t, "three more probes of the running generation", func() bool { return probes.Load() >= n+3 })
+	waitFor(t, "three more probes of the running generation", func() bool { return probes.Load() >= n+3 })
 	if up() {
 		t.Errorf("after a refused reload idc1's backend, whose probes fail, is up in the running " +
 			"generation (Build of the refused config marked it up; proxy/table.go Build, \"Its site no longer has health checks\")")
@@ -931,7 +918,7 @@ func TestStateShowsLiveShareAgainstTarget(t *testing.T) {
 	for range 100 {
 		e.mustGet(t, "/")
 	}
-	until(t, "100 requests recorded", func() bool { return rec.n.Load() == 100 })
+	waitFor(t, "100 requests recorded", func() bool { return rec.n.Load() == 100 })
 	offset.Store(int64(2 * time.Second))
 	st := e.r.State()
 	for i, want := range []float64{0.5, 0.3, 0.2} {
