@@ -152,7 +152,7 @@ func StartEnv(o EnvOptions) (_ *Env, err error) {
 	e.handler = e.reloader.Handler()
 	e.srv = proxy.NewServer(e.reloader.Config(), e.handler, e.log)
 	e.served = make(chan error, 1)
-	go func() { e.served <- e.srv.Serve(ln) }()
+	go func() { e.served <- proxy.Serve(e.srv, ln) }()
 	if e.Group != nil {
 		e.group.Go(func() {
 			if err := e.Group.Run(e.ctx); err != nil {

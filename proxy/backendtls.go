@@ -19,7 +19,7 @@ import (
 // as configs.Errors placed at the key that names the file.
 func newSiteTransport(cfg *configs.Config, i int, log *zap.Logger) (*http.Transport, error) {
 	s := cfg.Sites[i]
-	tr := newTransport(cfg.Timeouts)
+	tr := newTransport(cfg.Timeouts, s.Protocol != "h2")
 	var p http.Protocols
 	switch s.Protocol {
 	case "h2":

@@ -44,7 +44,7 @@ func benchServe(b *testing.B, h http.Handler) string {
 		b.Fatal(err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
+	go Serve(srv, ln)
 	b.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String()
 }
@@ -89,7 +89,7 @@ func BenchmarkProxyPlainReverseProxy(b *testing.B) {
 	target, _ := url.Parse(benchBackend(b).URL)
 	// The same tuned transport Spillway uses, so the comparison is of what sits around it.
 	tr := newTransport(configs.Timeouts{Connect: configs.DefaultConnectTimeout,
-		ResponseHeader: configs.DefaultResponseHeader, Idle: configs.DefaultIdleTimeout})
+		ResponseHeader: configs.DefaultResponseHeader, Idle: configs.DefaultIdleTimeout}, true)
 	b.Cleanup(tr.CloseIdleConnections)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -119,7 +119,7 @@ func BenchmarkProxySpillway(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := NewServer(cfg, NewHandler(table, nil), nil)
-	go srv.Serve(ln)
+	go Serve(srv, ln)
 	b.Cleanup(func() { srv.Close() })
 	benchGet(b, "http://"+ln.Addr().String()+"/x")
 }
@@ -147,7 +147,7 @@ func BenchmarkProxySpillwayOperated(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := NewServer(r.Config(), r.Handler(), nil)
-	go srv.Serve(ln)
+	go Serve(srv, ln)
 	b.Cleanup(func() { srv.Close() })
 	benchGet(b, "http://"+ln.Addr().String()+"/x")
 }

@@ -213,7 +213,7 @@ func TestRapidResetBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- proxy.Serve(srv, ln) }()
 	defer func() { srv.Close(); <-served }()
 
 	conn, err := net.Dial("tcp", ln.Addr().String())

@@ -67,6 +67,12 @@ type exchange struct {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := h.table.Load()
+	if r.TLS == nil {
+		// The edge terminates TLS itself (see Serve); net/http sees a plain connection.
+		if ec := edgeConnOf(r); ec != nil {
+			r.TLS = ec.tlsState()
+		}
+	}
 	ex := &exchange{rw: responseWriter{ResponseWriter: w}, start: time.Now()}
 	ex.rw.ex = ex
 	ex.id = h.ids.ensure(r.Header)
@@ -273,7 +279,11 @@ func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 // retry, and no error answer, can follow.
 func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.hijacked = true
-	return http.NewResponseController(w.ResponseWriter).Hijack()
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if ec, ok := c.(*edgeConn); ok {
+		ec.tunnel() // what the client sends from now on is the tunnel's, not HTTP
+	}
+	return c, brw, err
 }
 
 // FlushError sends what has been written to the client. ReverseProxy flushes after every

@@ -34,7 +34,7 @@ func serveInternalSrv(t *testing.T, cfg *configs.Config, h http.Handler) (string
 	}
 	srv := NewServer(cfg, h, nil)
 	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ln) }()
+	go func() { defer close(done); Serve(srv, ln) }()
 	t.Cleanup(func() { srv.Close(); <-done })
 	return "http://" + ln.Addr().String(), srv
 }

@@ -108,12 +108,12 @@ func startProxy(t *testing.T, yaml string) *env {
 func serveOn(t *testing.T, cfg *configs.Config, h http.Handler) (*http.Server, string) {
 	t.Helper()
 	srv := proxy.NewServer(cfg, h, nil)
-	return srv, serve(t, srv, false)
+	return srv, serve(t, srv)
 }
 
-// serve runs srv on a new 127.0.0.1 listener (with TLS from srv.TLSConfig if tls is set)
+// serve runs srv on a new 127.0.0.1 listener through proxy.Serve (with TLS when srv has a TLSConfig)
 // until the test ends, and returns the listener's address.
-func serve(t *testing.T, srv *http.Server, tls bool) string {
+func serve(t *testing.T, srv *http.Server) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -121,11 +121,7 @@ func serve(t *testing.T, srv *http.Server, tls bool) string {
 	}
 	served := make(chan error, 1)
 	go func() {
-		if tls {
-			served <- srv.ServeTLS(ln, "", "")
-		} else {
-			served <- srv.Serve(ln)
-		}
+		served <- proxy.Serve(srv, ln) // a server with a TLSConfig terminates TLS there
 	}()
 	t.Cleanup(func() {
 		srv.Close()

@@ -9,7 +9,8 @@ import (
 	"github.com/spillway/spillway/configs"
 )
 
-// NewServer returns the client-facing server for h on the plain listener: HTTP/1.1, and
+// NewServer returns the client-facing server for h on the plain listener, to be served
+// with Serve: HTTP/1.1, and
 // HTTP/2 with prior knowledge (h2c) unless listen.h2c is false, with the config's limits.
 // Malformed requests get 400 and oversized headers 431 from net/http before they reach h,
 // so never a backend. An "Upgrade: h2c" request is not upgraded (net/http serves h2c by
@@ -25,11 +26,14 @@ func NewServer(cfg *configs.Config, h http.Handler, log *zap.Logger) *http.Serve
 }
 
 // NewTLSServer returns the client-facing server for h on the HTTPS listener: HTTP/2 and
-// HTTP/1.1 chosen by ALPN, over tc (see ServerTLSConfig). Serve it with ServeTLS(ln, "", "").
+// HTTP/1.1 chosen by ALPN, over tc (see ServerTLSConfig). Serve it with Serve.
 func NewTLSServer(cfg *configs.Config, h http.Handler, tc *tls.Config, log *zap.Logger) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
+	// Serve terminates TLS before the edge checks framing, so net/http sees plain
+	// connections: HTTP/2 negotiated by ALPN reaches it as HTTP/2 with prior knowledge.
+	protocols.SetUnencryptedHTTP2(true)
 	srv := newServer(cfg, h, &protocols, log)
 	srv.TLSConfig = tc
 	return srv
@@ -53,5 +57,9 @@ func newServer(cfg *configs.Config, h http.Handler, p *http.Protocols, log *zap.
 		// MaxHeaderBytes also bounds an HTTP/2 request's header list.
 		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: cfg.Limits.MaxConcurrentStreams},
 		ErrorLog: zap.NewStdLog(log.Named("http")),
+		// The edge (see Serve) learns which connection a request came in on, and when
+		// one is being served.
+		ConnContext: edgeConnContext,
+		ConnState:   edgeConnState,
 	}
 }

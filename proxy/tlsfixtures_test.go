@@ -179,7 +179,7 @@ func startLoggedProxy(t *testing.T, yaml string, tc *tls.Config, roots *x509.Cer
 	} else {
 		srv = proxy.NewServer(cfg, h, log)
 	}
-	addr := serve(t, srv, tc != nil)
+	addr := serve(t, srv)
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
 	scheme := "http://"
 	if tc != nil {

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"log"
 	"net"
@@ -9,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spillway/spillway/configs"
@@ -26,11 +29,13 @@ const (
 
 var discardLog = log.New(io.Discard, "", 0)
 
-// newTransport builds one site's transport to its backends.
-func newTransport(t configs.Timeouts) *http.Transport {
+// newTransport builds one site's transport to its backends. http1 is set for a site spoken
+// to in HTTP/1.1, whose responses the proxy checks for framing (backendConn); an HTTP/2
+// site's connections carry frames, not HTTP/1 messages.
+func newTransport(t configs.Timeouts, http1 bool) *http.Transport {
 	dialer := &net.Dialer{Timeout: t.Connect, KeepAlive: dialKeepAlive}
 	stall := t.ResponseHeader
-	return &http.Transport{
+	tr := &http.Transport{
 		// Never the environment's HTTP_PROXY: backends are reached directly.
 		Proxy: nil,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -38,7 +43,7 @@ func newTransport(t configs.Timeouts) *http.Transport {
 			if err != nil {
 				return nil, err
 			}
-			return &writeStallGuard{Conn: c, limit: stall}, nil
+			return newBackendConn(c, stall, http1), nil
 		},
 		MaxIdleConns:          0, // no global cap; per backend below
 		MaxIdleConnsPerHost:   maxIdlePerBackend,
@@ -52,6 +57,34 @@ func newTransport(t configs.Timeouts) *http.Transport {
 		WriteBufferSize:    ioBufferSize,
 		ReadBufferSize:     ioBufferSize,
 	}
+	if http1 {
+		// TLS to https backends is done here rather than by the Transport, so that the
+		// framing check sees the plaintext. tr.TLSClientConfig is read at each dial: the
+		// site's settings are filled in after this (newSiteTransport).
+		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			raw, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			tc := &tls.Config{MinVersion: tls.VersionTLS12}
+			if tr.TLSClientConfig != nil {
+				tc = tr.TLSClientConfig.Clone()
+			}
+			if tc.ServerName == "" {
+				tc.ServerName, _, _ = net.SplitHostPort(addr)
+			}
+			tc.NextProtos = []string{"http/1.1"}
+			conn := tls.Client(raw, tc)
+			hctx, cancel := context.WithTimeout(ctx, t.Connect)
+			defer cancel()
+			if err := conn.HandshakeContext(hctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return newBackendConn(conn, stall, true), nil
+		}
+	}
+	return tr
 }
 
 // newForwarder returns the ReverseProxy for one backend. The inbound Host header is kept
@@ -95,20 +128,145 @@ func newForwarder(target *url.URL, tr http.RoundTripper, t *Table, d Deps) forwa
 	}
 }
 
-// writeStallGuard bounds how long one write to a backend may block. net/http starts the
-// response-header clock only once the whole request is sent, so without it a backend that
-// stops reading a large upload would hold the request (and its in-flight slot) until the
-// client gave up. With it, the write fails after limit and the client gets 504.
-type writeStallGuard struct {
+// backendConn is a connection to a backend. It bounds how long one write may block: net/http
+// starts the response-header clock only once the whole request is sent, so without it a
+// backend that stops reading a large upload would hold the request (and its in-flight
+// slot) until the client gave up; with it, the write fails after limit and the client gets
+// 504. And it checks the framing of every response it reads (framing.go) before net/http
+// sees a byte: a response whose end is ambiguous fails the read, so it never reaches the
+// client as a well-formed answer, and the Transport discards the connection.
+type backendConn struct {
 	net.Conn
 	limit time.Duration
+	// written counts the bytes written (see exchange.reached).
+	written atomic.Int64
+	// Read side, used by the Transport's one reader goroutine.
+	f       framer
+	head    []byte
+	scan    int
+	out     []byte
+	rerr    error
+	refused error
+	// isHEAD is whether the request being answered is a HEAD (a response to it has no
+	// body whatever its headers say); idle is set once a final response has been read,
+	// so that the next write starts a new request.
+	isHEAD atomic.Bool
+	idle   atomic.Bool
+	final  bool // the response being read is a final one (not 1xx)
 }
 
-func (c *writeStallGuard) Write(p []byte) (int, error) {
+func newBackendConn(c net.Conn, limit time.Duration, check bool) *backendConn {
+	bc := &backendConn{Conn: c, limit: limit, f: framer{response: true, maxHead: maxResponseHead}}
+	if !check {
+		bc.f.st = stPass
+	}
+	bc.idle.Store(true)
+	return bc
+}
+
+// maxResponseHead bounds a response head held for checking; net/http's Transport allows
+// 1 MiB (MaxResponseHeaderBytes' default) beside the status line.
+const maxResponseHead = 1<<20 + 4096
+
+func (c *backendConn) Write(p []byte) (int, error) {
+	if len(p) > 0 && c.idle.Load() {
+		// The Transport writes one request at a time, and the next only once the last
+		// response has been read: this write starts a request.
+		c.idle.Store(false)
+		c.isHEAD.Store(bytes.HasPrefix(p, []byte("HEAD ")))
+	}
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.limit)); err != nil {
 		return 0, err
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+func (c *backendConn) Read(p []byte) (int, error) {
+	for {
+		if len(c.out) > 0 {
+			n := copy(p, c.out)
+			c.out = c.out[n:]
+			return n, nil
+		}
+		if c.rerr != nil {
+			err := c.rerr
+			c.rerr = nil
+			return 0, err
+		}
+		if c.refused != nil {
+			return 0, c.refused
+		}
+		if c.f.st == stPass && len(c.head) == 0 {
+			return c.Conn.Read(p)
+		}
+		n, err := c.Conn.Read(p)
+		k := c.take(p[:n])
+		if err != nil {
+			if k == 0 && len(c.out) == 0 {
+				return 0, err
+			}
+			c.rerr = err
+		}
+		if k > 0 {
+			return k, nil
+		}
+	}
+}
+
+// take checks b and returns how many of its first bytes may be handed over at once.
+func (c *backendConn) take(b []byte) int {
+	if len(c.head) == 0 {
+		k, err := c.f.advance(b)
+		c.bodyDone()
+		if err != nil || k == len(b) {
+			c.refused = err
+			return k
+		}
+		b = b[k:]
+	}
+	c.head = append(c.head, b...)
+	for len(c.head) > 0 && c.refused == nil {
+		if c.f.st != stHead {
+			k, err := c.f.advance(c.head)
+			c.bodyDone()
+			c.out = append(c.out, c.head[:k]...)
+			c.head = append(c.head[:0], c.head[k:]...)
+			c.refused = err
+			continue
+		}
+		end, next, err := headEnd(c.head, c.scan)
+		switch {
+		case err != nil:
+			c.refused = err
+		case end == 0 && len(c.head) > maxResponseHead:
+			c.refused = badFrame("response head too large")
+		case end == 0:
+			c.scan = next
+			return 0
+		default:
+			c.scan = 0
+			h, err := c.f.checkHead(c.head[:end], c.isHEAD.Load())
+			if err != nil {
+				c.refused = err
+				break
+			}
+			c.final = h.status >= 200
+			c.bodyDone()
+			c.out = append(c.out, c.head[:end]...)
+			c.head = append(c.head[:0], c.head[end:]...)
+		}
+	}
+	return 0
+}
+
+// bodyDone marks the connection idle once a final response has been read whole.
+func (c *backendConn) bodyDone() {
+	if c.final && c.f.st == stHead {
+		c.final = false
+		c.idle.Store(true)
+	}
 }
 
 // BufferPool is an httputil.BufferPool of 32 KiB buffers, shared by every forwarder.

@@ -285,10 +285,10 @@ func (in *instance) serve(ctx context.Context) error {
 	served := make(chan error, len(servers))
 	for _, s := range servers {
 		go func() {
-			if s.tls {
-				served <- s.srv.ServeTLS(s.ln, "", "")
-			} else {
+			if s.name == "admin" {
 				served <- s.srv.Serve(s.ln)
+			} else {
+				served <- proxy.Serve(s.srv, s.ln) // through the edge, TLS terminated there
 			}
 		}()
 	}

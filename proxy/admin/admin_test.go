@@ -79,7 +79,7 @@ func startAdmin(t *testing.T, yaml string, openReads bool) *adminEnv {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- proxy.Serve(srv, ln) }()
 	t.Cleanup(func() {
 		srv.Close()
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {

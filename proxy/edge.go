@@ -1,0 +1,279 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// The edge: every client connection passes through an edgeConn, which checks the framing
+// of each HTTP/1.1 request on the raw bytes (framing.go) before net/http reads any of it.
+// net/http alone cannot be the check: it quietly drops Content-Length when
+// Transfer-Encoding is present, so its handlers never see that conflict. A request the edge
+// refuses gets 400 (431 for an oversized head) from the edge itself, and the connection
+// closes: nothing after it on that connection is read, so a request hidden behind it never
+// reaches a backend. A framing error inside a chunked body, once the request is already
+// being forwarded, fails the body read instead: the backend's request is cut, never
+// completed, and the client gets 400 from the Handler.
+
+// Serve accepts connections on ln and serves srv (made by NewServer or NewTLSServer) on
+// each, through the edge. A server with a TLSConfig terminates TLS here, so that the edge
+// sees plaintext; HTTP/2 (by ALPN, or by prior knowledge on the plain listener when h2c is
+// on) is recognised by its preface and passed to net/http unchecked, as it frames its
+// messages itself.
+func Serve(srv *http.Server, ln net.Listener) error {
+	if srv.TLSConfig != nil {
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	h2 := srv.Protocols != nil && srv.Protocols.UnencryptedHTTP2()
+	return srv.Serve(&edgeListener{Listener: ln, maxHead: maxHeadBytes(srv), h2: h2})
+}
+
+// maxHeadBytes is net/http's own bound on a request's head: MaxHeaderBytes plus 4 KiB for
+// the request line.
+func maxHeadBytes(srv *http.Server) int {
+	n := srv.MaxHeaderBytes
+	if n <= 0 {
+		n = http.DefaultMaxHeaderBytes
+	}
+	return n + 4096
+}
+
+type edgeListener struct {
+	net.Listener
+	maxHead int
+	h2      bool
+}
+
+func (l *edgeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &edgeConn{Conn: c, f: framer{maxHead: l.maxHead}, h2: l.h2, first: true}, nil
+}
+
+// http2Preface is what an HTTP/2 client sends first (RFC 9113 section 3.4).
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// edgeConn checks the framing of the requests read from a client connection. Its Read is
+// called by one goroutine at a time (net/http's reader, then whoever took the connection
+// over); active and pass are set from others.
+type edgeConn struct {
+	net.Conn
+	f     framer
+	h2    bool // the connection may start with the HTTP/2 preface
+	first bool // no head seen yet
+	// head holds bytes of a head not yet whole: none of it is handed to net/http until
+	// the whole head has passed.
+	head []byte
+	scan int    // where headEnd resumes in head
+	out  []byte // checked bytes not yet handed over
+	rerr error  // a read error that came with bytes, for the next Read
+	// refused is a head the edge refuses (answered by the edge); bodyErr a broken body
+	// (the read fails, and the Handler answers).
+	refused  *frameError
+	bodyErr  error
+	answered bool
+	// active is set while net/http serves a request of this connection (http.ConnState):
+	// a refusal waits until that request is answered, so the two answers never interleave.
+	active atomic.Bool
+	// pass is set once the connection is a tunnel (a WebSocket handed over): no more HTTP.
+	pass atomic.Bool
+	tls  atomic.Pointer[tls.ConnectionState]
+}
+
+func (c *edgeConn) Read(p []byte) (int, error) {
+	for {
+		if len(c.out) > 0 {
+			n := copy(p, c.out)
+			c.out = c.out[n:]
+			return n, nil
+		}
+		if c.rerr != nil {
+			err := c.rerr
+			c.rerr = nil
+			return 0, err
+		}
+		if c.bodyErr != nil {
+			return 0, c.bodyErr
+		}
+		if c.refused != nil {
+			return c.refuse()
+		}
+		if c.pass.Load() {
+			if len(c.head) > 0 {
+				c.out, c.head = append(c.out, c.head...), nil
+				continue
+			}
+			return c.Conn.Read(p)
+		}
+		n, err := c.Conn.Read(p)
+		k := c.take(p[:n])
+		if err != nil {
+			if k == 0 && len(c.out) == 0 {
+				return 0, err
+			}
+			c.rerr = err
+		}
+		if k > 0 {
+			return k, nil
+		}
+	}
+}
+
+// take checks b, just read into the caller's buffer, and returns how many of its first
+// bytes may be handed over at once; the rest is kept (in head or out) or refused.
+func (c *edgeConn) take(b []byte) int {
+	if len(c.head) == 0 {
+		k, err := c.f.advance(b)
+		if err != nil {
+			c.bodyErr = err
+			return k
+		}
+		if k == len(b) {
+			return k
+		}
+		b = b[k:]
+		c.head = append(c.head, b...)
+		c.checkHeads()
+		return k
+	}
+	c.head = append(c.head, b...)
+	c.checkHeads()
+	return 0
+}
+
+// checkHeads moves what is whole and checked from head to out.
+func (c *edgeConn) checkHeads() {
+	for len(c.head) > 0 {
+		if c.f.st != stHead {
+			k, err := c.f.advance(c.head)
+			c.out = append(c.out, c.head[:k]...)
+			c.head = append(c.head[:0], c.head[k:]...)
+			if err != nil {
+				c.bodyErr = err
+				return
+			}
+			continue
+		}
+		if c.first && c.h2 {
+			n := min(len(c.head), len(http2Preface))
+			if string(c.head[:n]) == http2Preface[:n] {
+				if n == len(http2Preface) {
+					c.pass.Store(true) // HTTP/2 frames its own messages
+					c.out, c.head = append(c.out, c.head...), nil
+				}
+				return
+			}
+		}
+		end, next, err := headEnd(c.head, c.scan)
+		if err != nil {
+			c.refused = err.(*frameError)
+			return
+		}
+		if end == 0 {
+			c.scan = next
+			if len(c.head) > c.f.maxHead {
+				c.refused = &frameError{status: http.StatusRequestHeaderFieldsTooLarge, msg: "request head too large"}
+			}
+			return
+		}
+		c.scan = 0
+		if end > c.f.maxHead {
+			c.refused = &frameError{status: http.StatusRequestHeaderFieldsTooLarge, msg: "request head too large"}
+			return
+		}
+		if _, err := c.f.checkHead(c.head[:end], false); err != nil {
+			c.refused = err.(*frameError)
+			return
+		}
+		c.first = false
+		c.out = append(c.out, c.head[:end]...)
+		c.head = append(c.head[:0], c.head[end:]...)
+	}
+}
+
+// refuse answers a refused head and ends the connection. While an earlier request of the
+// connection is still being served, it only waits, reading nothing net/http will see, until
+// net/http stops the read (when that answer is done) or the client goes.
+func (c *edgeConn) refuse() (int, error) {
+	if c.active.Load() {
+		var scratch [512]byte
+		for {
+			if _, err := c.Conn.Read(scratch[:]); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if !c.answered {
+		c.answered = true
+		c.Conn.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
+		c.Conn.Write(refusal(c.refused))
+	}
+	return 0, io.EOF
+}
+
+// refusalWriteTimeout bounds the write of the edge's own 400 to a client that does not read.
+const refusalWriteTimeout = 5 * time.Second
+
+// refusal is the edge's answer to a refused request head.
+func refusal(e *frameError) []byte {
+	body := http.StatusText(e.status) + ": " + e.msg + "\n"
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 " + strconv.Itoa(e.status) + " " + http.StatusText(e.status) + "\r\n")
+	b.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n")
+	b.WriteString("Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n")
+	b.WriteString(body)
+	return b.Bytes()
+}
+
+// tunnel marks the connection as handed over (a WebSocket): what follows is not HTTP.
+func (c *edgeConn) tunnel() { c.pass.Store(true) }
+
+// tlsState is the connection's TLS state, or nil for plain connections.
+func (c *edgeConn) tlsState() *tls.ConnectionState {
+	if s := c.tls.Load(); s != nil {
+		return s
+	}
+	tc, ok := c.Conn.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	s := tc.ConnectionState()
+	if s.HandshakeComplete {
+		c.tls.Store(&s)
+	}
+	return &s
+}
+
+type edgeConnKey struct{}
+
+// edgeConnContext puts a client connection's edgeConn in its requests' contexts
+// (http.Server.ConnContext), where the Handler finds it.
+func edgeConnContext(ctx context.Context, c net.Conn) context.Context {
+	if ec, ok := c.(*edgeConn); ok {
+		return context.WithValue(ctx, edgeConnKey{}, ec)
+	}
+	return ctx
+}
+
+// edgeConnState follows whether a request of a client connection is being served
+// (http.Server.ConnState).
+func edgeConnState(c net.Conn, s http.ConnState) {
+	if ec, ok := c.(*edgeConn); ok {
+		ec.active.Store(s == http.StateActive)
+	}
+}
+
+// edgeConnOf returns the edgeConn a request came in on, or nil.
+func edgeConnOf(r *http.Request) *edgeConn {
+	ec, _ := r.Context().Value(edgeConnKey{}).(*edgeConn)
+	return ec
+}

@@ -1,0 +1,440 @@
+package proxy
+
+import (
+	"bytes"
+	"strconv"
+)
+
+// HTTP/1.1 message framing (RFC 9112 sections 2–7), checked on the raw bytes before
+// net/http reads them: on client connections (edge.go) and on connections to backends
+// (backendConn). Request smuggling lives in the gap between two parsers that disagree on
+// where a message ends; this one accepts only messages whose end every parser agrees on,
+// a strict subset of what net/http accepts, so that nothing it passes can be framed
+// differently behind it. What it refuses, and why, is listed in README.md ("Security").
+//
+// One framer follows one direction of one connection: at a message boundary it needs a
+// whole head (checkHead), then counts the body through (advance) until the next boundary.
+
+// frameError is a message the framer refuses: status is what a client gets for a request
+// (400, or 431 for a head that is too large).
+type frameError struct {
+	status int
+	msg    string
+}
+
+func (e *frameError) Error() string { return "http framing: " + e.msg }
+
+func badFrame(msg string) *frameError { return &frameError{status: 400, msg: msg} }
+
+type frameState uint8
+
+const (
+	stHead      frameState = iota // at a boundary: a head comes next
+	stFixed                       // remain bytes of a Content-Length body
+	stChunkLine                   // a chunk-size line (in line)
+	stChunkData                   // remain bytes of chunk data
+	stChunkCR                     // the CR after chunk data
+	stChunkLF                     // the LF after chunk data
+	stTrailer                     // trailer lines (in line) until an empty one
+	stPass                        // no more HTTP/1 framing: a tunnel, HTTP/2, a body read to close
+)
+
+// Bounds on the parts of a message the framer holds while it checks them.
+const (
+	maxChunkLine  = 4096 // net/http's own bound on a chunk-size line
+	maxChunkDigit = 15   // hex digits of a chunk size: < 2^60, never an overflow
+	maxLenDigits  = 18   // decimal digits of a Content-Length: < 10^18, never an overflow
+)
+
+// framer tracks the framing of one direction of an HTTP/1.1 connection.
+type framer struct {
+	response bool
+	st       frameState
+	remain   int64
+	line     []byte // a chunk-size or trailer line not yet complete
+	trailer  int    // bytes of trailer section so far
+	maxHead  int    // bound on a head (and on a trailer section)
+}
+
+// head is what a checked head says about the message.
+type head struct {
+	method  string // request
+	status  int    // response
+	upgrade bool   // request: asks to switch protocols
+}
+
+// advance consumes the body bytes at the front of p and returns how many there were: all
+// of p, or fewer when a boundary comes first (then the framer is at stHead and p[n:] starts
+// the next head) or when p breaks the framing (then err is set and p[n:] must not be used).
+func (f *framer) advance(p []byte) (n int, err error) {
+	for n < len(p) {
+		switch f.st {
+		case stHead:
+			return n, nil
+		case stPass:
+			return len(p), nil
+		case stFixed, stChunkData:
+			k := int64(len(p) - n)
+			if k > f.remain {
+				k = f.remain
+			}
+			n += int(k)
+			f.remain -= k
+			if f.remain == 0 {
+				if f.st == stFixed {
+					f.st = stHead
+				} else {
+					f.st = stChunkCR
+				}
+			}
+		case stChunkCR, stChunkLF:
+			want := byte('\r')
+			if f.st == stChunkLF {
+				want = '\n'
+			}
+			if p[n] != want {
+				return n, badFrame("chunk data not followed by CRLF")
+			}
+			n++
+			if f.st == stChunkCR {
+				f.st = stChunkLF
+			} else {
+				f.st = stChunkLine
+			}
+		case stChunkLine, stTrailer:
+			i := bytes.IndexByte(p[n:], '\n')
+			end := len(p)
+			if i >= 0 {
+				end = n + i + 1
+			}
+			f.line = append(f.line, p[n:end]...)
+			n = end
+			if f.st == stChunkLine && len(f.line) > maxChunkLine {
+				return n, badFrame("chunk-size line too long")
+			}
+			if f.st == stTrailer && f.trailer+len(f.line) > f.maxHead {
+				return n, badFrame("trailer section too large")
+			}
+			if i < 0 {
+				continue
+			}
+			line := f.line
+			f.line = f.line[:0]
+			if err := f.endLine(line); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// endLine handles one complete chunk-size or trailer line (with its line ending).
+func (f *framer) endLine(line []byte) error {
+	if len(line) < 2 || line[len(line)-2] != '\r' {
+		return badFrame("line ends in a bare LF")
+	}
+	line = line[:len(line)-2]
+	if f.st == stTrailer {
+		if len(line) == 0 {
+			f.st, f.trailer = stHead, 0
+			return nil
+		}
+		f.trailer += len(line) + 2
+		name, err := checkField(line)
+		if err != nil {
+			return err
+		}
+		if equalFold(name, "content-length") || equalFold(name, "transfer-encoding") || equalFold(name, "trailer") || equalFold(name, "host") {
+			return badFrame("trailer field " + string(name) + " is not allowed")
+		}
+		return nil
+	}
+	size, err := chunkSize(line)
+	if err != nil {
+		return err
+	}
+	if size == 0 {
+		f.st = stTrailer
+		return nil
+	}
+	f.st, f.remain = stChunkData, size
+	return nil
+}
+
+// chunkSize parses a chunk-size line without its CRLF: 1 to 15 hex digits, optionally
+// followed by extensions (";"...; whitespace allowed only right before a ";").
+func chunkSize(line []byte) (int64, error) {
+	var size int64
+	i := 0
+	for ; i < len(line); i++ {
+		v := unhex(line[i])
+		if v < 0 {
+			break
+		}
+		if i == maxChunkDigit {
+			return 0, badFrame("chunk size too large")
+		}
+		size = size<<4 | int64(v)
+	}
+	if i == 0 {
+		return 0, badFrame("chunk size is not hexadecimal")
+	}
+	rest := line[i:]
+	for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
+		rest = rest[1:]
+	}
+	if len(rest) == 0 {
+		if i < len(line) {
+			return 0, badFrame("whitespace after chunk size")
+		}
+		return size, nil
+	}
+	if rest[0] != ';' {
+		return 0, badFrame("chunk size is not hexadecimal")
+	}
+	for _, c := range rest {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return 0, badFrame("control character in a chunk extension")
+		}
+	}
+	return size, nil
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+// headEnd looks for the end of the head at the front of b, from start, the first byte of
+// a line not yet checked (0 at first). It returns the length of the head, up to and
+// including the empty line that ends it, or 0 and where to resume once more bytes came.
+// Every line must end in CRLF: a bare CR or LF anywhere in a head is an error.
+func headEnd(b []byte, start int) (end, next int, err error) {
+	for {
+		i := bytes.IndexByte(b[start:], '\n')
+		if i < 0 {
+			if j := bytes.IndexByte(b[start:], '\r'); j >= 0 && j < len(b[start:])-1 {
+				return 0, 0, badFrame("bare CR in the head")
+			}
+			return 0, start, nil
+		}
+		lf := start + i
+		if lf == 0 || b[lf-1] != '\r' {
+			return 0, 0, badFrame("bare LF in the head")
+		}
+		if bytes.IndexByte(b[start:lf-1], '\r') >= 0 {
+			return 0, 0, badFrame("bare CR in the head")
+		}
+		if lf-1 == start {
+			if start == 0 {
+				return 0, 0, badFrame("empty line before the start line")
+			}
+			return lf + 1, 0, nil // an empty line: the end of the head
+		}
+		start = lf + 1
+	}
+}
+
+// checkHead checks a whole head (from headEnd) and sets the framer up for its body.
+// isHEAD tells a response framer that the request it answers was a HEAD.
+func (f *framer) checkHead(b []byte, isHEAD bool) (head, error) {
+	var h head
+	lineEnd := bytes.Index(b, crlf)
+	start := b[:lineEnd]
+	b = b[lineEnd+2 : len(b)-2] // the field lines, each ending in CRLF
+	var version []byte
+	if f.response {
+		var err error
+		if version, h.status, err = statusLine(start); err != nil {
+			return h, err
+		}
+	} else {
+		method, target, v, ok := requestLine(start)
+		if !ok {
+			return h, badFrame("malformed request line")
+		}
+		h.method, version = string(method), v
+		_ = target
+	}
+	var te, cl []byte
+	var nTE, nCL, nHost int
+	var upgrade, connUpgrade bool
+	for len(b) > 0 {
+		i := bytes.Index(b, crlf)
+		line := b[:i]
+		b = b[i+2:]
+		if line[0] == ' ' || line[0] == '\t' {
+			return h, badFrame("obsolete line folding")
+		}
+		name, err := checkField(line)
+		if err != nil {
+			return h, err
+		}
+		value := bytes.Trim(line[len(name)+1:], " \t")
+		switch {
+		case equalFold(name, "transfer-encoding"):
+			nTE++
+			te = value
+		case equalFold(name, "content-length"):
+			nCL++
+			cl = value
+		case equalFold(name, "host"):
+			nHost++
+		case equalFold(name, "upgrade"):
+			upgrade = true
+		case equalFold(name, "connection"):
+			connUpgrade = connUpgrade || hasToken([]string{string(value)}, "upgrade")
+		}
+	}
+	if !f.response && nHost > 1 {
+		return h, badFrame("more than one Host")
+	}
+	h.upgrade = !f.response && upgrade && connUpgrade
+	f.st, f.remain = stHead, 0
+	noBody := f.response && (h.status < 200 || h.status == 204 || h.status == 304 || isHEAD)
+	switch {
+	case nTE > 0 && nCL > 0:
+		return h, badFrame("both Content-Length and Transfer-Encoding")
+	case nTE > 1:
+		return h, badFrame("more than one Transfer-Encoding")
+	case nTE == 1 && string(version) != "HTTP/1.1":
+		return h, badFrame("Transfer-Encoding in an HTTP/1.0 message")
+	case nTE == 1 && !equalFold(te, "chunked"):
+		return h, badFrame("Transfer-Encoding other than chunked")
+	case nCL > 1:
+		return h, badFrame("more than one Content-Length")
+	}
+	var length int64
+	if nCL == 1 {
+		if len(cl) == 0 || len(cl) > maxLenDigits {
+			return h, badFrame("invalid Content-Length")
+		}
+		for _, c := range cl {
+			if c < '0' || c > '9' {
+				return h, badFrame("invalid Content-Length")
+			}
+			length = length*10 + int64(c-'0')
+		}
+	}
+	switch {
+	case f.response && h.status == 101:
+		f.st = stPass
+	case noBody:
+	case nTE == 1:
+		f.st = stChunkLine
+	case nCL == 1 && length > 0:
+		f.st, f.remain = stFixed, length
+	case nCL == 0 && f.response:
+		f.st = stPass // a response without a length ends when the connection does
+	}
+	return h, nil
+}
+
+var crlf = []byte("\r\n")
+
+// requestLine splits "METHOD SP target SP HTTP/1.x", each part strictly formed.
+func requestLine(l []byte) (method, target, version []byte, ok bool) {
+	sp1 := bytes.IndexByte(l, ' ')
+	if sp1 <= 0 {
+		return nil, nil, nil, false
+	}
+	sp2 := bytes.IndexByte(l[sp1+1:], ' ')
+	if sp2 <= 0 {
+		return nil, nil, nil, false
+	}
+	method, target, version = l[:sp1], l[sp1+1:sp1+1+sp2], l[sp1+2+sp2:]
+	if !isToken(method) || !(string(version) == "HTTP/1.1" || string(version) == "HTTP/1.0") {
+		return nil, nil, nil, false
+	}
+	for _, c := range target {
+		if c <= ' ' || c == 0x7f {
+			return nil, nil, nil, false
+		}
+	}
+	return method, target, version, true
+}
+
+// statusLine parses "HTTP/1.x SP 3DIGIT [SP reason]".
+func statusLine(l []byte) ([]byte, int, error) {
+	if len(l) < 12 || !(bytes.HasPrefix(l, []byte("HTTP/1.1 ")) || bytes.HasPrefix(l, []byte("HTTP/1.0 "))) {
+		return nil, 0, badFrame("malformed status line")
+	}
+	code, err := strconv.Atoi(string(l[9:12]))
+	if err != nil || code < 100 || code > 999 || l[9] == '+' || l[9] == '-' {
+		return nil, 0, badFrame("malformed status code")
+	}
+	if len(l) > 12 && l[12] != ' ' {
+		return nil, 0, badFrame("malformed status line")
+	}
+	for _, c := range l[12:] {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return nil, 0, badFrame("control character in the reason phrase")
+		}
+	}
+	return l[:8], code, nil
+}
+
+// checkField checks one field line "name: value" (without CRLF) and returns the name.
+func checkField(line []byte) ([]byte, error) {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 || !isToken(line[:colon]) {
+		return nil, badFrame("malformed field name")
+	}
+	for _, c := range line[colon+1:] {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return nil, badFrame("control character in a field value")
+		}
+	}
+	return line[:colon], nil
+}
+
+// isToken reports whether b is a non-empty RFC 9110 token.
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c >= 0x80 || !tokenChar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenChar = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// equalFold reports whether b equals the lower-case ASCII s, ignoring case.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
