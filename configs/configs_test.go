@@ -177,9 +177,9 @@ func TestParseUnknownKeys(t *testing.T) {
 		{"deep key", okSites + "spillover:\n  queue: {size: 10, timout: 1s}\n",
 			wantErr{6, 21, "spillover.queue.timout", `unknown key "timout" (did you mean "timeout"?)`}},
 		{"nothing close at the top", okSites + "frobnicate: 1\n",
-			wantErr{5, 1, "frobnicate", `unknown key "frobnicate" (known keys: access_log, admin, affinity, limits, listen, outlier, retries, sites, spillover, timeouts, tls, websocket)`}},
+			wantErr{5, 1, "frobnicate", `unknown key "frobnicate" (known keys: access_log, admin, affinity, headers, limits, listen, outlier, retries, sites, spillover, timeouts, tls, websocket)`}},
 		{"nothing close in a section", okSites + "timeouts:\n  keepalive: 5s\n",
-			wantErr{6, 3, "timeouts.keepalive", `unknown key "keepalive" (known keys: connect, idle, read_header, response_header, shutdown)`}},
+			wantErr{6, 3, "timeouts.keepalive", `unknown key "keepalive" (known keys: body_idle, connect, idle, read_header, response_header, shutdown)`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Exactly one error: the missing weight or backends that the typo leaves
@@ -525,6 +525,16 @@ func TestParseValidation(t *testing.T) {
 			[]wantErr{{5, 19, "retries.budget", "must be in [0, 1], got NaN"}}},
 		{"retries bad idempotency header", okSites + "retries: {idempotency_header: \"Idem Key\"}\n",
 			[]wantErr{{5, 31, "retries.idempotency_header", `not a valid header name: "Idem Key"`}}},
+		{"headers underscores unknown", okSites + "headers: {underscores: maybe}\n",
+			[]wantErr{{5, 24, "headers.underscores", `want drop, reject or allow, got "maybe"`}}},
+		{"headers via with a space", okSites + "headers: {via: \"my proxy\"}\n",
+			[]wantErr{{5, 16, "headers.via", "want a name of at most 64 letters, digits and !#$%&'*+-.^_`|~ (or \"\" for no Via), got \"my proxy\""}}},
+		{"headers via empty", okSites + "headers: {via: \"\"}\n", nil},
+		{"affinity header with an underscore dropped", okSites + "affinity: {header: X_Session}\n",
+			[]wantErr{{5, 20, "affinity.header", `"X_Session" has a "_", and headers.underscores is drop: set headers.underscores: allow, or name another header`}}},
+		{"affinity header with an underscore allowed", okSites + "affinity: {header: X_Session}\nheaders: {underscores: allow}\n", nil},
+		{"timeouts body_idle zero", okSites + "timeouts: {body_idle: 0s}\n",
+			[]wantErr{{5, 23, "timeouts.body_idle", "must be a duration > 0, got 0s"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.want == nil {
@@ -642,8 +652,12 @@ func TestDefaultsForOmittedKeys(t *testing.T) {
 		Idle:           configs.DefaultIdleTimeout,
 		ReadHeader:     configs.DefaultReadHeaderTimeout,
 		Shutdown:       configs.DefaultShutdownTimeout,
+		BodyIdle:       configs.DefaultBodyIdle,
 	}); cfg.Timeouts != want {
 		t.Errorf("Timeouts = %+v, want %+v", cfg.Timeouts, want)
+	}
+	if want := (configs.Headers{Via: "spillway", Underscores: "drop"}); cfg.Headers != want {
+		t.Errorf("Headers = %+v, want %+v", cfg.Headers, want)
 	}
 	if cfg.Limits.MaxHeaderBytes != configs.DefaultMaxHeaderBytes {
 		t.Errorf("MaxHeaderBytes = %d, want %d", cfg.Limits.MaxHeaderBytes, configs.DefaultMaxHeaderBytes)
@@ -727,8 +741,9 @@ sites:
     discovery: {dns: "b.internal:80", interval: 7s}
 spillover: {resume: 0.5, queue: {size: 0, timeout: 3s}}
 retries: {attempts: 1, budget: 0, idempotency_header: X-Idem}
-timeouts: {connect: 1s, response_header: 2s, idle: 3s, read_header: 4s, shutdown: 5s}
+timeouts: {connect: 1s, response_header: 2s, idle: 3s, read_header: 4s, shutdown: 5s, body_idle: 6s}
 limits: {max_header_bytes: 2048}
+headers: {via: "", underscores: reject}
 `)
 	if want := (configs.Listen{HTTP: ":9000", H2C: true}); cfg.Listen != want {
 		t.Errorf("Listen = %+v, want %+v", cfg.Listen, want)
@@ -737,8 +752,11 @@ limits: {max_header_bytes: 2048}
 		t.Errorf("Admin = %+v, want %+v", cfg.Admin, want)
 	}
 	if want := (configs.Timeouts{Connect: time.Second, ResponseHeader: 2 * time.Second, Idle: 3 * time.Second,
-		ReadHeader: 4 * time.Second, Shutdown: 5 * time.Second}); cfg.Timeouts != want {
+		ReadHeader: 4 * time.Second, Shutdown: 5 * time.Second, BodyIdle: 6 * time.Second}); cfg.Timeouts != want {
 		t.Errorf("Timeouts = %+v, want %+v", cfg.Timeouts, want)
+	}
+	if want := (configs.Headers{Via: "", Underscores: "reject"}); cfg.Headers != want {
+		t.Errorf("Headers = %+v, want %+v (via: \"\" means no Via, not the default)", cfg.Headers, want)
 	}
 	if cfg.Limits.MaxHeaderBytes != 2048 {
 		t.Errorf("MaxHeaderBytes = %d, want 2048", cfg.Limits.MaxHeaderBytes)

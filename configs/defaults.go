@@ -11,6 +11,9 @@ const (
 	DefaultIdleTimeout       = 90 * time.Second
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultBodyIdle          = 60 * time.Second
+	DefaultVia               = "spillway"
+	DefaultUnderscores       = "drop"
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultResume            = 0.8
 	DefaultQueueSize         = 1000
@@ -65,6 +68,9 @@ func (c *Config) SetDefaults() {
 	setDefault(c, "timeouts.idle", &t.Idle, DefaultIdleTimeout)
 	setDefault(c, "timeouts.read_header", &t.ReadHeader, DefaultReadHeaderTimeout)
 	setDefault(c, "timeouts.shutdown", &t.Shutdown, DefaultShutdownTimeout)
+	setDefault(c, "timeouts.body_idle", &t.BodyIdle, DefaultBodyIdle)
+	setDefault(c, "headers.via", &c.Headers.Via, DefaultVia)
+	setDefault(c, "headers.underscores", &c.Headers.Underscores, DefaultUnderscores)
 	setDefault(c, "limits.max_header_bytes", &c.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setDefault(c, "limits.max_concurrent_streams", &c.Limits.MaxConcurrentStreams, DefaultMaxStreams)
 	setDefault(c, "listen.h2c", &c.Listen.H2C, true)

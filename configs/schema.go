@@ -20,6 +20,7 @@ type Config struct {
 	Outlier   Outlier    `yaml:"outlier"`
 	Timeouts  Timeouts   `yaml:"timeouts"`
 	Limits    Limits     `yaml:"limits"`
+	Headers   Headers    `yaml:"headers"`
 	AccessLog *AccessLog `yaml:"access_log"`
 	WebSocket WebSocket  `yaml:"websocket"`
 
@@ -203,6 +204,19 @@ type Timeouts struct {
 	Idle           time.Duration `yaml:"idle"`            // keep-alive idle, both sides
 	ReadHeader     time.Duration `yaml:"read_header"`     // client's request headers
 	Shutdown       time.Duration `yaml:"shutdown"`        // grace for in-flight requests on stop
+	// BodyIdle is the longest silence inside a request or response body once it streams.
+	BodyIdle time.Duration `yaml:"body_idle"`
+}
+
+// Headers is what the proxy does to the headers it forwards.
+type Headers struct {
+	// Via names the proxy in the Via header it appends to forwarded requests and
+	// responses (RFC 9110 section 7.6.3); empty: no Via.
+	Via string `yaml:"via"`
+	// Underscores is what happens to a request header whose name has a "_": "drop" it,
+	// "reject" the request (400), or "allow" it. CGI-style backends read X_Forwarded_For
+	// as X-Forwarded-For, so a client could pass off its own as the proxy's.
+	Underscores string `yaml:"underscores"`
 }
 
 // AccessLog is the one-line-per-request JSON log.

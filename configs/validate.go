@@ -107,6 +107,7 @@ func (v *validator) listen() {
 	v.positive("timeouts.idle", t.Idle)
 	v.positive("timeouts.read_header", t.ReadHeader)
 	v.positive("timeouts.shutdown", t.Shutdown)
+	v.positive("timeouts.body_idle", t.BodyIdle)
 	if m := c.Limits.MaxHeaderBytes; m < 1<<10 || m > 16<<20 {
 		v.add("limits.max_header_bytes", "must be between 1024 and 16777216, got %d", m)
 	}
@@ -434,5 +435,22 @@ func (v *validator) policies() {
 	}
 	if r.IdempotencyHeader != "" && !headerNameRE.MatchString(r.IdempotencyHeader) {
 		v.add("retries.idempotency_header", "not a valid header name: %q", r.IdempotencyHeader)
+	}
+	h := c.Headers
+	switch h.Underscores {
+	case "drop", "reject", "allow":
+	default:
+		v.add("headers.underscores", "want drop, reject or allow, got %q", h.Underscores)
+	}
+	if h.Via != "" && (len(h.Via) > 64 || !headerNameRE.MatchString(h.Via)) {
+		v.add("headers.via", "want a name of at most 64 letters, digits and !#$%%&'*+-.^_`|~ (or \"\" for no Via), got %q", h.Via)
+	}
+	if h.Underscores != "allow" {
+		// A header the proxy itself must read would never arrive.
+		for _, k := range []struct{ path, name string }{{"affinity.header", a.Header}, {"retries.idempotency_header", r.IdempotencyHeader}} {
+			if strings.Contains(k.name, "_") {
+				v.add(k.path, "%q has a \"_\", and headers.underscores is %s: set headers.underscores: allow, or name another header", k.name, h.Underscores)
+			}
+		}
 	}
 }

@@ -81,6 +81,8 @@ type edgeConn struct {
 	refused  *frameError
 	bodyErr  error
 	answered bool
+	// badBody is set with bodyErr, for the Handler's goroutine (see malformedBody).
+	badBody atomic.Bool
 	// active is set while net/http serves a request of this connection (http.ConnState):
 	// a refusal waits until that request is answered, so the two answers never interleave.
 	active atomic.Bool
@@ -134,7 +136,7 @@ func (c *edgeConn) take(b []byte) int {
 	if len(c.head) == 0 {
 		k, err := c.f.advance(b)
 		if err != nil {
-			c.bodyErr = err
+			c.failBody(err)
 			return k
 		}
 		if k == len(b) {
@@ -158,7 +160,7 @@ func (c *edgeConn) checkHeads() {
 			c.out = append(c.out, c.head[:k]...)
 			c.head = append(c.head[:0], c.head[k:]...)
 			if err != nil {
-				c.bodyErr = err
+				c.failBody(err)
 				return
 			}
 			continue
@@ -199,6 +201,17 @@ func (c *edgeConn) checkHeads() {
 		c.head = append(c.head[:0], c.head[end:]...)
 	}
 }
+
+// failBody fails the body under way: this and every later read returns err.
+func (c *edgeConn) failBody(err error) {
+	c.bodyErr = err
+	c.badBody.Store(true)
+}
+
+// malformedBody reports whether the edge failed a request body of this connection for its
+// framing. net/http reports that to the Handler as the body's read error, or not at all
+// (a broken trailer section), and cancels the request's context.
+func (c *edgeConn) malformedBody() bool { return c.badBody.Load() }
 
 // refuse answers a refused head and ends the connection. While an earlier request of the
 // connection is still being served, it only waits, reading nothing net/http will see, until

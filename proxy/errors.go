@@ -36,6 +36,8 @@ const (
 	reasonUpstream502    = "upstream_502"    // 502: the backend itself answered 502
 	reasonClientGone     = "client_closed"   // client went away; nothing is sent
 	reasonClientBody     = "client_body"     // 400: the client's request body broke off
+	reasonClientTimeout  = "client_timeout"  // 408: the client was silent inside its body (or stopped reading) for body_idle
+	reasonBodyIdle       = "body_idle"       // the backend was silent inside its response for body_idle (cut)
 	statusClientClosed   = 499               // logged for reasonClientGone, never sent
 )
 
@@ -49,11 +51,18 @@ func backendFailed(reason string) bool {
 	return false
 }
 
-// classify maps an error from picking or forwarding to a status and a reason.
-func classify(err error, r *http.Request, body *requestBody) (int, string) {
+// classify maps an error from picking or forwarding ex's request r to a status and a reason.
+func classify(err error, r *http.Request, ex *exchange) (int, string) {
 	var ne net.Error
 	var op *net.OpError
 	dial := errors.As(err, &op) && op.Op == "dial"
+	body := ex.body
+	switch cut := ex.clock.cut(); {
+	case cut == errClientIdle:
+		return http.StatusRequestTimeout, reasonClientTimeout
+	case cut == errHeaderDeadline:
+		return http.StatusGatewayTimeout, reasonTimeout
+	}
 	switch {
 	case errors.Is(err, balancer.ErrNoBackend):
 		return http.StatusServiceUnavailable, reasonNoBackend
@@ -61,6 +70,11 @@ func classify(err error, r *http.Request, body *requestBody) (int, string) {
 		return http.StatusServiceUnavailable, reasonQueueTimeout
 	case errors.Is(err, balancer.ErrSaturated):
 		return http.StatusServiceUnavailable, reasonQueueFull
+	case body != nil && (isFrameError(body.clientErr()) || edgeConnOf(r) != nil && edgeConnOf(r).malformedBody()):
+		// Before the client-gone check: net/http cancels the request's context when a
+		// read from the connection fails, and the edge fails the read of a malformed
+		// chunked body; the client is still there to get its 400.
+		return http.StatusBadRequest, reasonClientBody
 	case r.Context().Err() != nil:
 		return statusClientClosed, reasonClientGone
 	case body != nil && body.clientErr() != nil:
@@ -78,6 +92,12 @@ func classify(err error, r *http.Request, body *requestBody) (int, string) {
 	default:
 		return http.StatusBadGateway, reasonBadGateway
 	}
+}
+
+// isFrameError reports whether err is the edge's refusal of a malformed message.
+func isFrameError(err error) bool {
+	var fe *frameError
+	return errors.As(err, &fe)
 }
 
 // isTLSHandshakeError reports whether err looks like a failed TLS handshake with a backend,
@@ -102,7 +122,7 @@ func isTLSHandshakeError(err error) bool {
 // fail answers a request that could not be served: logs it once and sends the error,
 // unless the client has gone.
 func (h *Handler) fail(ex *exchange, r *http.Request, err error) {
-	status, reason := classify(err, r, ex.body)
+	status, reason := classify(err, r, ex)
 	ex.reason = reason
 	logFailure(h.log, ex, r, status, reason, err)
 	if reason == reasonClientGone || ex.rw.hijacked {
@@ -113,6 +133,9 @@ func (h *Handler) fail(ex *exchange, r *http.Request, err error) {
 	}
 	if status == http.StatusServiceUnavailable {
 		ex.rw.Header().Set("Retry-After", "1")
+	}
+	if status == http.StatusRequestTimeout {
+		ex.rw.Header().Set("Connection", "close") // the rest of its body may still come
 	}
 	writeError(&ex.rw, ex.id, status, http.StatusText(status))
 }

@@ -102,13 +102,14 @@ func (f *framer) advance(p []byte) (n int, err error) {
 				f.st = stChunkLine
 			}
 		case stChunkLine, stTrailer:
+			// On an error, none of the offending line in p is handed over: the reader
+			// behind never sees it whole.
 			i := bytes.IndexByte(p[n:], '\n')
 			end := len(p)
 			if i >= 0 {
 				end = n + i + 1
 			}
 			f.line = append(f.line, p[n:end]...)
-			n = end
 			if f.st == stChunkLine && len(f.line) > maxChunkLine {
 				return n, badFrame("chunk-size line too long")
 			}
@@ -116,6 +117,7 @@ func (f *framer) advance(p []byte) (n int, err error) {
 				return n, badFrame("trailer section too large")
 			}
 			if i < 0 {
+				n = end
 				continue
 			}
 			line := f.line
@@ -123,6 +125,7 @@ func (f *framer) advance(p []byte) (n int, err error) {
 			if err := f.endLine(line); err != nil {
 				return n, err
 			}
+			n = end
 		}
 	}
 	return n, nil

@@ -59,10 +59,44 @@ type exchange struct {
 	start  time.Time
 	info   RequestInfo // what the recorders get, kept here so that it is not allocated
 	// conns counts the backend connections the Transport got for this request
-	// (httptrace GotConn). A try during which it did not move never reached a backend: the
-	// dial, DNS lookup or TLS handshake failed. Judging by error types instead would take
-	// a TLS record error after the request was sent for a handshake failure.
-	conns atomic.Int32
+	// (httptrace GotConn), and conn is the last of them with what had been written to it
+	// then. A try during which conns did not move, or nothing was written to its
+	// connection, never reached a backend: the dial, DNS lookup or TLS handshake failed,
+	// or a kept-alive connection was found closed before the request went out. Judging
+	// by error types instead would take a TLS record error after the request was sent
+	// for a handshake failure.
+	conns       atomic.Int32
+	conn        atomic.Pointer[backendConn]
+	connWritten atomic.Int64
+	reused      atomic.Bool // the last connection had served requests before
+	// clock enforces response_header across retries and body_idle (clock.go); headerBy
+	// is when the client's wait for response headers ends, set at the first retry.
+	clock    exchangeClock
+	headerBy time.Time
+	tryCtx   tryContext // the first try's context
+	respBody timedBody  // the answer's body, when the clock watches it
+}
+
+// gotConn is the exchange's httptrace GotConn.
+func (ex *exchange) gotConn(info httptrace.GotConnInfo) {
+	ex.reused.Store(info.Reused)
+	if bc, ok := info.Conn.(*backendConn); ok {
+		ex.connWritten.Store(bc.written.Load())
+		ex.conn.Store(bc)
+	} else {
+		ex.conn.Store(nil)
+	}
+	ex.conns.Add(1)
+}
+
+// reached reports whether the try that began when conns was connsBefore may have
+// reached a backend.
+func (ex *exchange) reached(connsBefore int32) bool {
+	if ex.conns.Load() == connsBefore {
+		return false
+	}
+	bc := ex.conn.Load()
+	return bc == nil || bc.written.Load() != ex.connWritten.Load()
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -82,11 +116,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.record(t, ex, r)
 		return
 	}
-	dropNonWebSocketUpgrade(r.Header)
-	if r.Body != nil && r.Body != http.NoBody {
-		ex.body = newRequestBody(r.Body, t.retry.maxBody)
-		r.Body = ex.body.first()
+	if t.headers.underscored(r.Header) {
+		writeError(&ex.rw, ex.id, http.StatusBadRequest, "header names with \"_\" are refused")
+		h.record(t, ex, r)
+		return
 	}
+	dropNonWebSocketUpgrade(r.Header)
 	t.retry.budget.request()
 	if err := t.picker.Admit(r.Context(), &ex.lease, t.affinityKey(r)); err != nil {
 		h.fail(ex, r, err)
@@ -98,59 +133,100 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// the lease's indexes are that Table's sites.
 		t = owner
 	}
+	ex.clock.idle = t.bodyIdle
+	ex.clock.start(&ex.rw)
 	defer h.finish(ex, r, t)
+	// out is what goes to the backends: a copy, so that the inbound request keeps its own
+	// Body. net/http's server looks at that Body when the answer starts: an
+	// "Expect: 100-continue" body nobody asked for is then left unread (and the 100 never
+	// sent), where any other body would be read, waiting for a client that waits for the
+	// 100, before the answer could go.
+	base := r.Context()
 	if t.retry.attempts > 1 {
-		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
-			GotConn: func(httptrace.GotConnInfo) { ex.conns.Add(1) },
-		}))
+		base = httptrace.WithClientTrace(base, &httptrace.ClientTrace{GotConn: ex.gotConn})
+	}
+	ex.tryCtx = tryContext{Context: ex.clock.try(base), ex: ex}
+	out := r.WithContext(&ex.tryCtx)
+	if r.Body != nil && r.Body != http.NoBody {
+		if r.ProtoMajor == 2 && h2NeedsContinue(r.Body) {
+			r.Header.Set("Expect", "100-continue") // for the backend to answer
+		}
+		ex.body = newRequestBody(r.Body, t.retry.maxBody, &ex.clock)
+		out.Body = ex.body.first()
 	}
 	for {
 		ex.tries++
 		site := &t.sites[ex.lease.SiteIndex]
 		ex.site = site.name
 		connsBefore := ex.conns.Load()
-		t.forwarder(site, ex.lease.Backend).ServeHTTP(&ex.rw, r)
+		t.forwarder(site, ex.lease.Backend).ServeHTTP(&ex.rw, out)
+		ex.clock.endTry()
 		err := ex.rw.err
 		if err == nil {
 			t.observe(ex, "")
 			return
 		}
-		status, reason := classify(err, r, ex.body)
+		status, reason := classify(err, r, ex)
 		if ex.rw.hijacked {
 			reason = reasonClientGone // the tunnel was handed over; what fails now is not the backend's doing
 		}
 		ex.reason = reason
 		t.observe(ex, reason)
-		reached := ex.conns.Load() != connsBefore
-		if !h.retry(t, ex, r, status, reason, reached, err) {
+		body := out.Body
+		if !h.retry(t, ex, r, &body, status, reason, ex.reached(connsBefore), err) {
 			h.fail(ex, r, err)
 			return
 		}
+		// A new try: a new context (the last one ended), the same request otherwise.
+		out = out.WithContext(&tryContext{Context: ex.clock.try(base), ex: ex})
+		out.Body = body
 	}
 }
 
 // retry moves ex to another backend for one more try, if the retry policy allows one after
 // a try that failed with reason (see retry.go), and reports whether it did.
-func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, status int, reason string, reached bool, err error) bool {
+// nextBody is set to the body of the next try.
+func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.ReadCloser, status int, reason string, reached bool, err error) bool {
 	p := &t.retry
 	switch {
 	case ex.tries >= p.attempts:
 		return false
 	case ex.rw.status != 0 || ex.rw.informational || ex.rw.hijacked:
 		return false // the client has seen part of this answer
-	case reason == reasonClientGone || reason == reasonClientBody:
+	case reason == reasonClientGone || reason == reasonClientBody || reason == reasonClientTimeout:
 		return false
 	case reached && !p.idempotent(r):
 		return false // it may have reached the backend: a payment must not go twice
 	case ex.body != nil && !ex.body.replayable():
 		return false
 	}
+	if ex.headerBy.IsZero() {
+		// The client's wait for response headers began when the first try had the
+		// whole request; a retry gets only what is left of response_header.
+		ex.headerBy = ex.sentAt().Add(t.responseHeader)
+	}
+	if time.Until(ex.headerBy) <= 0 {
+		return false
+	}
 	var next balancer.Lease
+	same := false // the next try goes to the same backend, on this lease
 	if t.picker.PickRetry(&next, ex.lease.SiteIndex, ex.lease.Backend) != nil {
-		return false // nowhere else to go; the failure is answered on this try's lease
+		if !ex.reused.Load() || reason != reasonBadGateway {
+			return false // nowhere else to go; the failure is answered on this try's lease
+		}
+		// The only backend left is this one, and the try failed on a kept-alive
+		// connection, closed or reset before any answer: the backend probably closed it
+		// as idle just as the request went out. Try it again (net/http's Transport would
+		// have, silently; here it counts as a try, and only an idempotent request gets it).
+		same = true
+	}
+	release := func() {
+		if !same {
+			next.Done(balancer.Result{})
+		}
 	}
 	if !p.budget.allow() {
-		next.Done(balancer.Result{})
+		release()
 		if ce := h.log.Check(zap.WarnLevel, "retry budget exhausted"); ce != nil {
 			ce.Write(ex.logFields(r, status, reason)...)
 		}
@@ -160,16 +236,19 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, status int, rea
 	if ex.body != nil {
 		var ok bool
 		if body, ok = ex.body.next(); !ok {
-			next.Done(balancer.Result{})
+			release()
 			return false
 		}
 	}
 	from := ex.lease.Backend.ID.Addr
-	ex.lease.Done(ex.result())
-	ex.lease = next
-	if body != nil {
-		r.Body = body
+	if !same {
+		ex.lease.Done(ex.result())
+		ex.lease = next
 	}
+	if body != nil {
+		*nextBody = body
+	}
+	ex.clock.limitHeaders(ex.headerBy)
 	ex.rw.err, ex.reason = nil, ""
 	h.retries.count(reason)
 	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
@@ -184,6 +263,8 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, status int, rea
 // the client went away).
 func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
 	v := recover()
+	ex.clock.stop()
+	ex.clock.endTry()
 	if v == nil {
 		ex.lease.Done(ex.result())
 		h.record(t, ex, r)
@@ -191,9 +272,15 @@ func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
 	}
 	ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: errAborted})
 	level, reason := zap.WarnLevel, "backend_aborted"
-	if r.Context().Err() != nil {
+	switch cut := ex.clock.cut(); {
+	case cut == errClientStalled:
+		level, reason = zap.InfoLevel, reasonClientTimeout
+	case r.Context().Err() != nil:
 		level, reason = zap.DebugLevel, reasonClientGone
-	} else {
+	case cut == errBackendIdle:
+		reason = reasonBodyIdle
+		t.observe(ex, reasonBadGateway) // silent inside its answer: a failure
+	default:
 		t.observe(ex, reasonBadGateway) // the backend broke off its answer: a failure
 	}
 	if ce := h.log.Check(level, "response aborted"); ce != nil {
@@ -254,10 +341,16 @@ type responseWriter struct {
 
 func (w *responseWriter) WriteHeader(code int) {
 	switch {
+	case code == http.StatusContinue && w.status == 0:
+		// A backend's 100 Continue is not passed on: net/http's server sends the client
+		// its own when the body is first read, which is when the backend asked for it.
+		// Passing both would send two.
+		return
 	case w.status != 0:
 	case code >= 200 || code == http.StatusSwitchingProtocols:
 		w.status = code
 		w.headerAt = time.Now()
+		w.ex.clock.gotHeaders.Store(true)
 	default:
 		w.informational = true // a 1xx went to the client: no retry after this
 	}
@@ -268,7 +361,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	begin(&w.ex.clock.clientWrite)
 	n, err := w.ResponseWriter.Write(p)
+	done(&w.ex.clock.clientWrite)
 	w.bytes += int64(n)
 	return n, err
 }
@@ -279,6 +374,7 @@ func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 // retry, and no error answer, can follow.
 func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.hijacked = true
+	w.ex.clock.stop() // the tunnel's own limits take over (websocket.idle, max_lifetime)
 	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if ec, ok := c.(*edgeConn); ok {
 		ec.tunnel() // what the client sends from now on is the tunnel's, not HTTP

@@ -7,9 +7,77 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"github.com/spillway/spillway/configs"
 )
 
 const headerRequestID = "X-Request-Id"
+
+// headerPolicy is the compiled headers section of a config.
+type headerPolicy struct {
+	// via10, via11 and via2 are the Via entries for a message received in HTTP/1.0,
+	// HTTP/1.1 and HTTP/2 ("1.1 spillway"); all "" for no Via.
+	via10, via11, via2 string
+	underscores        underscorePolicy
+}
+
+type underscorePolicy uint8
+
+const (
+	underscoresDrop underscorePolicy = iota
+	underscoresReject
+	underscoresAllow
+)
+
+func newHeaderPolicy(h configs.Headers) headerPolicy {
+	var p headerPolicy
+	if h.Via != "" {
+		p.via10, p.via11, p.via2 = "1.0 "+h.Via, "1.1 "+h.Via, "2 "+h.Via
+	}
+	switch h.Underscores {
+	case "reject":
+		p.underscores = underscoresReject
+	case "allow":
+		p.underscores = underscoresAllow
+	}
+	return p
+}
+
+// addVia appends the proxy's entry to a message's Via header (RFC 9110 section 7.6.3): the
+// protocol version the message was received with, then the proxy's name.
+func (p *headerPolicy) addVia(h http.Header, major, minor int) {
+	v := p.via11
+	switch {
+	case v == "":
+		return
+	case major == 2:
+		v = p.via2
+	case major == 1 && minor == 0:
+		v = p.via10
+	}
+	h["Via"] = append(h["Via"], v)
+}
+
+// underscored applies the underscore policy to a request's headers: with drop, it removes
+// every header whose name has a "_"; with reject, it reports whether there is one (the
+// request is then refused). CGI-style backends (and anything that maps headers onto
+// environment variables) read X_Forwarded_For as X-Forwarded-For: a client could pass off
+// its own value as the proxy's.
+func (p *headerPolicy) underscored(h http.Header) (refuse bool) {
+	if p.underscores == underscoresAllow {
+		return false
+	}
+	for name := range h {
+		if strings.IndexByte(name, '_') < 0 {
+			continue
+		}
+		if p.underscores == underscoresReject {
+			return true
+		}
+		delete(h, name)
+	}
+	return false
+}
 
 // requestIDs makes request IDs: a random per-process prefix and a counter, unique without a
 // syscall per request.

@@ -45,19 +45,26 @@ func (p *retryPolicy) idempotent(r *http.Request) bool {
 	return h != "" && r.Header.Get(h) != "" && !hasToken(r.Header["Connection"], h)
 }
 
-// fenceTransportReplay stops net/http's Transport from sending out again on its own a
-// request the policy says must not be: the Transport silently resends a request without a
-// body, after a kept-alive connection failed, when its method is idempotent or it carries
-// Idempotency-Key or X-Idempotency-Key — whatever retries.idempotency_header says. A
-// non-nil empty body makes it not replayable. The price, for such rare requests only (a
-// POST or PATCH with no body and a key the policy does not honour): the empty body goes
-// out chunked rather than with Content-Length: 0.
-func (p *retryPolicy) fenceTransportReplay(out *http.Request) {
-	if out.Body != nil && out.Body != http.NoBody || p.idempotent(out) {
+// fenceTransportReplay stops net/http's Transport from sending a request out again on its
+// own: after a kept-alive connection fails, it silently resends a request without a body
+// whose method is GET, HEAD, OPTIONS or TRACE, or that carries Idempotency-Key or
+// X-Idempotency-Key, even when the backend had read it (a GET whose backend read it and
+// reset reached it twice per try). Every try is the Handler's to make and to count against
+// retries.attempts. A non-nil empty body makes a request not replayable. For GET, HEAD,
+// OPTIONS and TRACE the Transport finds it empty and sends no body; the price, for the
+// rare other bodyless request with an idempotency key, is an empty chunked body rather
+// than Content-Length: 0. (A request with a body is never resent: it has no GetBody.)
+func fenceTransportReplay(out *http.Request) {
+	if out.Body != nil && out.Body != http.NoBody {
 		return
 	}
-	if out.Header.Get("Idempotency-Key") != "" || out.Header.Get("X-Idempotency-Key") != "" {
+	switch out.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		out.Body = emptyBody{}
+	default:
+		if out.Header.Get("Idempotency-Key") != "" || out.Header.Get("X-Idempotency-Key") != "" {
+			out.Body = emptyBody{}
+		}
 	}
 }
 
@@ -149,7 +156,8 @@ var errStaleAttempt = errors.New("request body read by a superseded try")
 type requestBody struct {
 	mu       sync.Mutex
 	src      io.ReadCloser
-	err      error // reading from the client failed: the client's fault, not the backend's
+	clock    *exchangeClock // watches reads from the client
+	err      error          // reading from the client failed: the client's fault, not the backend's
 	limit    int
 	kept     []byte
 	overflow bool // more than limit was read: the body can no longer be replayed
@@ -158,8 +166,8 @@ type requestBody struct {
 	ended    time.Time
 }
 
-func newRequestBody(src io.ReadCloser, limit int) *requestBody {
-	return &requestBody{src: src, limit: limit}
+func newRequestBody(src io.ReadCloser, limit int, clock *exchangeClock) *requestBody {
+	return &requestBody{src: src, limit: limit, clock: clock}
 }
 
 // clientErr reports whether reading from the client failed.
@@ -215,7 +223,9 @@ func (t tryBody) Read(p []byte) (int, error) {
 		b.pos += n
 		return n, nil
 	}
+	begin(&b.clock.clientRead)
 	n, err := b.src.Read(p)
+	done(&b.clock.clientRead)
 	if n > 0 && !b.overflow {
 		if len(b.kept)+n <= b.limit {
 			b.kept = append(b.kept, p[:n]...)

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -56,6 +57,9 @@ type Table struct {
 	tookOver                       atomic.Bool  // activate was called
 	fresh                          bool         // built without Deps.Previous: the process's first
 	tunnels                        tunnelLimits // WebSocket idle and lifetime limits
+	headers                        headerPolicy
+	responseHeader                 time.Duration // timeouts.response_header: a request's wait, retries included
+	bodyIdle                       time.Duration // timeouts.body_idle
 	// unhealthy are backends down by active health in a site that has no health checks in
 	// this config: activate brings them up.
 	unhealthy []balancer.BackendID
@@ -220,6 +224,8 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		QueueTimeout: cfg.Spillover.Queue.Timeout,
 	}
 	t.tunnels = tunnelLimits{idle: cfg.WebSocket.Idle, lifetime: cfg.WebSocket.MaxLifetime}
+	t.headers = newHeaderPolicy(cfg.Headers)
+	t.responseHeader, t.bodyIdle = cfg.Timeouts.ResponseHeader, cfg.Timeouts.BodyIdle
 	var targets []health.Target
 	var fileErrs configs.Errors // every site's unreadable TLS files, in one list
 	for i, s := range cfg.Sites {
@@ -326,6 +332,15 @@ func (t *Table) monitorTargets() []health.Target { return t.targets }
 // request while retries are on, so that the Handler can try elsewhere.
 func (t *Table) modifyResponse(res *http.Response) error {
 	modifyResponse(res)
+	t.headers.addVia(res.Header, res.ProtoMajor, res.ProtoMinor)
+	if ex := exchangeOf(res.Request); ex != nil {
+		ex.clock.gotHeaders.Store(true)
+		if ex.clock.idle > 0 && res.StatusCode != http.StatusSwitchingProtocols {
+			// A tunnel's body is the connection itself, with limits of its own.
+			ex.respBody = timedBody{ReadCloser: res.Body, c: &ex.clock}
+			res.Body = &ex.respBody
+		}
+	}
 	t.tunnels.wrap(res)
 	markEmptyBody(res)
 	if res.StatusCode == http.StatusBadGateway && t.retry.attempts > 1 && t.retry.idempotent(res.Request) {

@@ -103,10 +103,18 @@ func newForwarder(target *url.URL, tr http.RoundTripper, t *Table, d Deps) forwa
 				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 			}
 			pr.SetXForwarded()
+			t.headers.addVia(pr.Out.Header, pr.In.ProtoMajor, pr.In.ProtoMinor)
 			// The request ID is ours, set by Handler: "Connection: X-Request-Id" must not
 			// strip it on the way to the backend.
 			pr.Out.Header[headerRequestID] = pr.In.Header[headerRequestID]
-			t.retry.fenceTransportReplay(pr.Out)
+			fenceTransportReplay(pr.Out)
+			if pr.Out.Body != nil && pr.Out.Body != http.NoBody && hasToken(pr.Out.Header["Expect"], "100-continue") {
+				// A backend that answers at once without 100 Continue (401, 413, 417) gets
+				// no body, and its connection closes after the answer: otherwise net/http
+				// sends the body anyway, to keep the connection in step, and so pulls it
+				// from a client that is waiting for that very answer.
+				pr.Out.Close = true
+			}
 			// Request trailers (gRPC-web, chunked uploads with a checksum): Clone copied
 			// the map before the body was read, so its values are still empty; share the
 			// inbound one, which the server fills when the body ends, before the
