@@ -163,6 +163,9 @@ func (c *edgeConn) checkHeads() {
 				c.failBody(err)
 				return
 			}
+			if c.f.st != stHead && len(c.head) > 0 {
+				return // a chunk-size or trailer line not yet whole
+			}
 			continue
 		}
 		if c.first && c.h2 {

@@ -51,9 +51,8 @@ type framer struct {
 	response bool
 	st       frameState
 	remain   int64
-	line     []byte // a chunk-size or trailer line not yet complete
-	trailer  int    // bytes of trailer section so far
-	maxHead  int    // bound on a head (and on a trailer section)
+	trailer  int // bytes of trailer section so far
+	maxHead  int // bound on a head (and on a trailer section)
 }
 
 // head is what a checked head says about the message.
@@ -65,7 +64,9 @@ type head struct {
 
 // advance consumes the body bytes at the front of p and returns how many there were: all
 // of p, or fewer when a boundary comes first (then the framer is at stHead and p[n:] starts
-// the next head) or when p breaks the framing (then err is set and p[n:] must not be used).
+// the next head), when p ends inside a chunk-size or trailer line (then p[n:] starts that
+// line, to be given again with more bytes), or when p breaks the framing (then err is set
+// and p[n:] must not be used).
 func (f *framer) advance(p []byte) (n int, err error) {
 	for n < len(p) {
 		switch f.st {
@@ -102,30 +103,25 @@ func (f *framer) advance(p []byte) (n int, err error) {
 				f.st = stChunkLine
 			}
 		case stChunkLine, stTrailer:
-			// On an error, none of the offending line in p is handed over: the reader
-			// behind never sees it whole.
+			// A line is handed on only once it is whole and has passed: until then
+			// advance stops before it, and the caller holds it back with what follows.
 			i := bytes.IndexByte(p[n:], '\n')
-			end := len(p)
-			if i >= 0 {
-				end = n + i + 1
+			if i < 0 {
+				if f.st == stChunkLine && len(p)-n > maxChunkLine {
+					return n, badFrame("chunk-size line too long")
+				}
+				if f.st == stTrailer && f.trailer+len(p)-n > f.maxHead {
+					return n, badFrame("trailer section too large")
+				}
+				return n, nil
 			}
-			f.line = append(f.line, p[n:end]...)
-			if f.st == stChunkLine && len(f.line) > maxChunkLine {
+			if f.st == stChunkLine && i+1 > maxChunkLine {
 				return n, badFrame("chunk-size line too long")
 			}
-			if f.st == stTrailer && f.trailer+len(f.line) > f.maxHead {
-				return n, badFrame("trailer section too large")
-			}
-			if i < 0 {
-				n = end
-				continue
-			}
-			line := f.line
-			f.line = f.line[:0]
-			if err := f.endLine(line); err != nil {
+			if err := f.endLine(p[n : n+i+1]); err != nil {
 				return n, err
 			}
-			n = end
+			n += i + 1
 		}
 	}
 	return n, nil
@@ -143,6 +139,9 @@ func (f *framer) endLine(line []byte) error {
 			return nil
 		}
 		f.trailer += len(line) + 2
+		if f.trailer > f.maxHead {
+			return badFrame("trailer section too large")
+		}
 		name, err := checkField(line)
 		if err != nil {
 			return err

@@ -242,6 +242,9 @@ func (c *backendConn) take(b []byte) int {
 			c.out = append(c.out, c.head[:k]...)
 			c.head = append(c.head[:0], c.head[k:]...)
 			c.refused = err
+			if err == nil && c.f.st != stHead && c.f.st != stPass && len(c.head) > 0 {
+				return 0 // a chunk-size or trailer line not yet whole
+			}
 			continue
 		}
 		end, next, err := headEnd(c.head, c.scan)
