@@ -72,10 +72,11 @@ type edgeConn struct {
 	first bool // no head seen yet
 	// head holds bytes of a head not yet whole: none of it is handed to net/http until
 	// the whole head has passed.
-	head []byte
-	scan int    // where headEnd resumes in head
-	out  []byte // checked bytes not yet handed over
-	rerr error  // a read error that came with bytes, for the next Read
+	head   []byte
+	scan   int    // where headEnd resumes in head
+	out    []byte // checked bytes, handed over from outPos on
+	outPos int
+	rerr   error // a read error that came with bytes, for the next Read
 	// refused is a head the edge refuses (answered by the edge); bodyErr a broken body
 	// (the read fails, and the Handler answers).
 	refused  *frameError
@@ -93,9 +94,12 @@ type edgeConn struct {
 
 func (c *edgeConn) Read(p []byte) (int, error) {
 	for {
-		if len(c.out) > 0 {
-			n := copy(p, c.out)
-			c.out = c.out[n:]
+		if c.outPos < len(c.out) {
+			n := copy(p, c.out[c.outPos:])
+			c.outPos += n
+			if c.outPos == len(c.out) {
+				c.out, c.outPos = c.out[:0], 0 // keep the buffer for the next message
+			}
 			return n, nil
 		}
 		if c.rerr != nil {
@@ -119,7 +123,7 @@ func (c *edgeConn) Read(p []byte) (int, error) {
 		n, err := c.Conn.Read(p)
 		k := c.take(p[:n])
 		if err != nil {
-			if k == 0 && len(c.out) == 0 {
+			if k == 0 && c.outPos == len(c.out) {
 				return 0, err
 			}
 			c.rerr = err

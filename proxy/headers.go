@@ -18,6 +18,7 @@ type headerPolicy struct {
 	// via10, via11 and via2 are the Via entries for a message received in HTTP/1.0,
 	// HTTP/1.1 and HTTP/2 ("1.1 spillway"); all "" for no Via.
 	via10, via11, via2 string
+	viaLists           [3][]string // {via11}, {via2}, {via10}
 	underscores        underscorePolicy
 }
 
@@ -33,6 +34,7 @@ func newHeaderPolicy(h configs.Headers) headerPolicy {
 	var p headerPolicy
 	if h.Via != "" {
 		p.via10, p.via11, p.via2 = "1.0 "+h.Via, "1.1 "+h.Via, "2 "+h.Via
+		p.viaLists = [3][]string{{p.via11}, {p.via2}, {p.via10}}
 	}
 	switch h.Underscores {
 	case "reject":
@@ -55,7 +57,20 @@ func (p *headerPolicy) addVia(h http.Header, major, minor int) {
 	case major == 1 && minor == 0:
 		v = p.via10
 	}
-	h["Via"] = append(h["Via"], v)
+	if old, ok := h["Via"]; ok {
+		h["Via"] = append(old, v)
+		return
+	}
+	// Most messages carry no Via yet: share one read-only slice rather than make one each
+	// time (its capacity is 1, so an append elsewhere copies it).
+	switch v {
+	case p.via11:
+		h["Via"] = p.viaLists[0][:1:1]
+	case p.via2:
+		h["Via"] = p.viaLists[1][:1:1]
+	default:
+		h["Via"] = p.viaLists[2][:1:1]
+	}
 }
 
 // underscored applies the underscore policy to a request's headers: with drop, it removes

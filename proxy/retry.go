@@ -51,16 +51,19 @@ func (p *retryPolicy) idempotent(r *http.Request) bool {
 // X-Idempotency-Key, even when the backend had read it (a GET whose backend read it and
 // reset reached it twice per try). Every try is the Handler's to make and to count against
 // retries.attempts. A non-nil empty body makes a request not replayable. For GET, HEAD,
-// OPTIONS and TRACE the Transport finds it empty and sends no body; the price, for the
-// rare other bodyless request with an idempotency key, is an empty chunked body rather
-// than Content-Length: 0. (A request with a body is never resent: it has no GetBody.)
+// OPTIONS and TRACE, "identity" as the transfer coding then makes the Transport send the
+// request as it is, with neither Content-Length nor Transfer-Encoding, as those requests
+// always go, without first reading the body on a goroutine of its own to see whether it
+// is empty. The price, for the rare other bodyless request with an idempotency key, is an
+// empty chunked body rather than Content-Length: 0. (A request with a body is never
+// resent: it has no GetBody.)
 func fenceTransportReplay(out *http.Request) {
 	if out.Body != nil && out.Body != http.NoBody {
 		return
 	}
 	switch out.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		out.Body = emptyBody{}
+		out.Body, out.ContentLength, out.TransferEncoding = emptyBody{}, 0, identity
 	default:
 		if out.Header.Get("Idempotency-Key") != "" || out.Header.Get("X-Idempotency-Key") != "" {
 			out.Body = emptyBody{}
@@ -68,12 +71,17 @@ func fenceTransportReplay(out *http.Request) {
 	}
 }
 
+var identity = []string{"identity"}
+
 // emptyBody is a request body with nothing in it that net/http does not recognise as
 // http.NoBody.
 type emptyBody struct{}
 
 func (emptyBody) Read([]byte) (int, error) { return 0, io.EOF }
 func (emptyBody) Close() error             { return nil }
+
+// WriteTo spares the Transport's copy of the (empty) body a 32 KiB buffer.
+func (emptyBody) WriteTo(io.Writer) (int64, error) { return 0, nil }
 
 // retryBudget caps retries at a fraction of the requests of the last budgetWindow seconds,
 // with a floor of minPerSecond retries a second, so that retries cannot multiply an outage.

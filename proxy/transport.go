@@ -152,7 +152,8 @@ type backendConn struct {
 	f       framer
 	head    []byte
 	scan    int
-	out     []byte
+	out     []byte // checked bytes, handed over from outPos on
+	outPos  int
 	rerr    error
 	refused error
 	// isHEAD is whether the request being answered is a HEAD (a response to it has no
@@ -193,9 +194,12 @@ func (c *backendConn) Write(p []byte) (int, error) {
 
 func (c *backendConn) Read(p []byte) (int, error) {
 	for {
-		if len(c.out) > 0 {
-			n := copy(p, c.out)
-			c.out = c.out[n:]
+		if c.outPos < len(c.out) {
+			n := copy(p, c.out[c.outPos:])
+			c.outPos += n
+			if c.outPos == len(c.out) {
+				c.out, c.outPos = c.out[:0], 0 // keep the buffer for the next message
+			}
 			return n, nil
 		}
 		if c.rerr != nil {
@@ -212,7 +216,7 @@ func (c *backendConn) Read(p []byte) (int, error) {
 		n, err := c.Conn.Read(p)
 		k := c.take(p[:n])
 		if err != nil {
-			if k == 0 && len(c.out) == 0 {
+			if k == 0 && c.outPos == len(c.out) {
 				return 0, err
 			}
 			c.rerr = err
