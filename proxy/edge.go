@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"strconv"
@@ -32,7 +33,7 @@ func Serve(srv *http.Server, ln net.Listener) error {
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	h2 := srv.Protocols != nil && srv.Protocols.UnencryptedHTTP2()
-	return srv.Serve(&edgeListener{Listener: ln, maxHead: maxHeadBytes(srv), h2: h2})
+	return srv.Serve(&edgeListener{Listener: ln, maxHead: maxHeadBytes(srv), h2: h2, log: srv.ErrorLog})
 }
 
 // maxHeadBytes is net/http's own bound on a request's head: MaxHeaderBytes plus 4 KiB for
@@ -49,6 +50,7 @@ type edgeListener struct {
 	net.Listener
 	maxHead int
 	h2      bool
+	log     *log.Logger // the server's ErrorLog: one line per refused request; nil: none
 }
 
 func (l *edgeListener) Accept() (net.Conn, error) {
@@ -56,7 +58,7 @@ func (l *edgeListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &edgeConn{Conn: c, f: framer{maxHead: l.maxHead}, h2: l.h2, first: true}, nil
+	return &edgeConn{Conn: c, f: framer{maxHead: l.maxHead}, h2: l.h2, first: true, log: l.log}, nil
 }
 
 // http2Preface is what an HTTP/2 client sends first (RFC 9113 section 3.4).
@@ -68,6 +70,7 @@ const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 type edgeConn struct {
 	net.Conn
 	f     framer
+	log   *log.Logger
 	h2    bool // the connection may start with the HTTP/2 preface
 	first bool // no head seen yet
 	// head holds bytes of a head not yet whole: none of it is handed to net/http until
@@ -213,6 +216,15 @@ func (c *edgeConn) checkHeads() {
 func (c *edgeConn) failBody(err error) {
 	c.bodyErr = err
 	c.badBody.Store(true)
+	c.logRefusal(err)
+}
+
+// logRefusal logs a refused request, so that operators see smuggling attempts (and broken
+// clients) for what they are. It costs the sender a connection each.
+func (c *edgeConn) logRefusal(err error) {
+	if c.log != nil {
+		c.log.Printf("edge: refused a request from %s: %v", c.RemoteAddr(), err)
+	}
 }
 
 // malformedBody reports whether the edge failed a request body of this connection for its
@@ -234,6 +246,7 @@ func (c *edgeConn) refuse() (int, error) {
 	}
 	if !c.answered {
 		c.answered = true
+		c.logRefusal(c.refused)
 		c.Conn.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
 		c.Conn.Write(refusal(c.refused))
 	}
