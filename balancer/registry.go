@@ -8,6 +8,7 @@
 package balancer
 
 import (
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,12 @@ type Backend struct {
 	joined atomic.Int64
 	// latency is an EWMA of the time to response headers, in nanoseconds; 0: no sample yet.
 	latency atomic.Int64
+	// failures is a count of b's recent failed requests (see Result), decaying with
+	// failureDecay, as math.Float64bits, brought up to date at failedAt (Unix nanoseconds;
+	// 0: no failure counted, or it has decayed away). The in-site choice adds it to b's
+	// requests in flight.
+	failures atomic.Uint64
+	failedAt atomic.Int64
 	// adaptive is b's learned concurrency limit, made the first time a Picker lists b in a
 	// site without max_inflight, and kept (with what it learned) across reloads.
 	adaptive atomic.Pointer[AdaptiveLimit]
@@ -67,6 +74,38 @@ func (b *Backend) observeLatency(d time.Duration) {
 		return
 	}
 	b.latency.Store(old + (int64(d)-old)/8)
+}
+
+// failureDecay is the time constant of a backend's failure penalty: each failure counts as
+// one more request in flight, e^-1 of it after failureDecay. One failure at low load keeps a
+// backend out of comparisons it would tie for about 0.7 s (until the penalty rounds to 0); a
+// backend that fails every request in a millisecond gets about as many requests a second as
+// its peers have in flight.
+const failureDecay = time.Second
+
+// penalty is b's failure count decayed to now (Unix nanoseconds).
+func (b *Backend) penalty(now int64) float64 {
+	at := b.failedAt.Load()
+	if at == 0 {
+		return 0
+	}
+	v := math.Float64frombits(b.failures.Load())
+	if dt := now - at; dt > 0 {
+		v *= math.Exp(-float64(dt) / float64(failureDecay))
+	}
+	if v < 0.01 {
+		b.failedAt.CompareAndSwap(at, 0) // decayed away: later picks skip the clock
+		return 0
+	}
+	return v
+}
+
+// addFailure counts one failed request at now. Concurrent failures may lose one another's
+// count; the penalty stays a penalty.
+func (b *Backend) addFailure(now int64) {
+	v := b.penalty(now) + 1
+	b.failures.Store(math.Float64bits(v))
+	b.failedAt.Store(now)
 }
 
 // Site is one site's long-lived state.
