@@ -16,6 +16,9 @@ var ErrSaturated = errors.New("no site has a free slot")
 var (
 	ErrQueueFull    error = shedError("no site has a free slot and the queue is full")
 	ErrQueueTimeout error = shedError("no slot freed up in time")
+	// ErrQueueDelay: shed from a congested queue after waiting longer than its delay
+	// target (a quarter of the queue timeout); see waitQueue.
+	ErrQueueDelay error = shedError("waited too long in a congested queue")
 )
 
 // shedError is a refusal for lack of capacity; every one matches ErrSaturated.
@@ -50,11 +53,12 @@ const (
 	ShedQueueFull    ShedReason = iota // no slot, and the queue is full (or size 0)
 	ShedQueueTimeout                   // waited spillover.queue.timeout without a slot
 	ShedClientGone                     // the client went away while waiting
+	ShedQueueDelay                     // shed from a congested queue after its delay target
 	numShedReasons
 )
 
 func (r ShedReason) String() string {
-	return [...]string{"queue_full", "queue_timeout", "client_gone"}[r]
+	return [...]string{"queue_full", "queue_timeout", "client_gone", "queue_delay"}[r]
 }
 
 // slowStartFloor is the share of its limit and of its picks a backend starts a ramp with.

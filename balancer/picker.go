@@ -279,6 +279,7 @@ func (p *Picker) Owner() any { return p.owner }
 // in (a Picker that is built and dropped never becomes current).
 func (p *Picker) MakeCurrent() {
 	p.reg.latest.Store(p)
+	p.reg.queue.setPolicy(p.queueTimeout)
 	p.reg.queue.wake()
 }
 

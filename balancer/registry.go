@@ -161,7 +161,7 @@ type Registry struct {
 
 // NewRegistry returns an empty Registry.
 func NewRegistry() *Registry {
-	return &Registry{
+	r := &Registry{
 		backends: map[BackendID]*Backend{},
 		sites:    map[string]*Site{},
 		cursors:  map[string]*atomic.Uint64{},
@@ -169,6 +169,9 @@ func NewRegistry() *Registry {
 		spills:   map[spillKey]*[numSpillReasons]atomic.Uint64{},
 		now:      time.Now,
 	}
+	r.queue.now = func() time.Time { return r.now() } // the Registry's clock, even if replaced
+	r.queue.interval = defaultInterval
+	return r
 }
 
 // Backend returns the state for id, creating it (up, idle) on first use.
@@ -332,7 +335,9 @@ func (r *Registry) attach(p *Picker) {
 	defer r.mu.Unlock()
 	r.pickers[p] = struct{}{}
 	r.warm = true
-	r.latest.CompareAndSwap(nil, p) // the first is current; later ones once made so
+	if r.latest.CompareAndSwap(nil, p) { // the first is current; later ones once made so
+		r.queue.setPolicy(p.queueTimeout)
+	}
 }
 
 func (r *Registry) detach(p *Picker) {
