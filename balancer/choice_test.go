@@ -10,6 +10,7 @@ package balancer
 
 import (
 	"container/heap"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -256,5 +257,50 @@ func TestInSiteCostModels(t *testing.T) {
 		if f.comebackFirst < 0 || f.comebackFirst > time.Second {
 			t.Errorf("the backend back from a slow spell got its first request %v after, want within 1s", f.comebackFirst)
 		}
+	}
+}
+
+// TestBackendBackInRotationGetsTrafficAtOnce pins issue 12's slow comeback: a backend that
+// had timed out before it went down kept its long latency average, and the cost by
+// (in flight + 1) × latency gave it no request for seconds after it came back. Its failure
+// penalty is forgiven when it returns, and in-flight first has no average to go stale: of
+// 100 sequential requests right after its return it gets its share.
+func TestBackendBackInRotationGetsTrafficAtOnce(t *testing.T) {
+	for _, how := range []string{"health", "ejection"} {
+		t.Run(how, func(t *testing.T) {
+			reg := NewRegistry()
+			rng := rand.New(rand.NewPCG(3, 4))
+			p := admPicker(t, reg, Options{IntN: rng.IntN, Sites: []SiteOptions{
+				{Name: "s", Weight: 1, Backends: []string{"a", "b"}, MaxInflight: 100}}})
+			b := admMember(p, 0, 1)
+			// b times out ten times (5 s each), then goes down.
+			for range 10 {
+				l := new(Lease)
+				if !p.take(l, 0, b) {
+					t.Fatal("take")
+				}
+				l.Done(Result{Status: 504, Err: errors.New("timeout"), Latency: 5 * time.Second, Overload: true})
+			}
+			set := reg.SetUp
+			if how == "ejection" {
+				set = func(site, addr string, up bool) { reg.SetEjected(site, addr, !up) }
+			}
+			set("s", "b", false)
+			set("s", "b", true)
+			got := 0
+			for range 100 {
+				l := new(Lease)
+				if err := p.Pick(l, 0); err != nil {
+					t.Fatal(err)
+				}
+				if l.Backend == b {
+					got++
+				}
+				l.Done(Result{Status: 200, Latency: time.Millisecond})
+			}
+			if got < 30 {
+				t.Errorf("back in rotation, b got %d of the next 100 sequential requests, want its share (50 ± 20)", got)
+			}
+		})
 	}
 }

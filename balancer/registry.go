@@ -255,7 +255,10 @@ func (r *Registry) set(site, addr string, v bool, flag func(*Backend) *atomic.Bo
 	}
 	if !wasUp && b.Up() {
 		// Back in rotation: it ramps up again from the slow-start floor, and capacity grew.
+		// Its failure penalty is forgiven: health let it back, so it competes at once (if
+		// it still fails, its new failures count, and passive health ejects it for longer).
 		b.joined.Store(r.now().UnixNano())
+		b.failedAt.Store(0)
 		defer r.queue.wake()
 	}
 	r.replanAll()
