@@ -86,19 +86,56 @@ func (q *waitQueue) congestedLocked(now time.Time) bool {
 }
 
 // shedLateLocked sheds, from the head, the waiters that have waited longer than the delay
-// target of a congested queue; each finds dropped set when it wakes.
-func (q *waitQueue) shedLateLocked(now time.Time) {
+// target of a congested queue; each finds dropped set when it wakes, and leaves. It returns
+// how many of them held a wake-up (signalled, maybe trying for a slot this moment), which
+// the caller must pass on: a shed waiter never does.
+func (q *waitQueue) shedLateLocked(now time.Time) (owed int) {
 	if q.delay <= 0 {
-		return
+		return 0
 	}
 	for w := q.head; w != nil && now.Sub(w.since) > q.delay; w = q.head {
 		q.unlinkLocked(w)
 		w.dropped = true
+		if w.signalled {
+			owed++
+		}
 		select {
 		case w.ch <- struct{}{}:
 		default: // a wake-up it has not read yet; it will see dropped
 		}
 	}
+	return owed
+}
+
+// passOnLocked signals n waiters (see wake); what finds nobody to signal is kept pending.
+func (q *waitQueue) passOnLocked(n int, congested bool) {
+	for ; n > 0; n-- {
+		if !q.signalNextLocked(congested) {
+			break
+		}
+	}
+	if n > 0 && q.head != nil {
+		q.pending += n
+	}
+}
+
+// signalNextLocked signals the next waiter not already trying for a slot: the oldest, or
+// while congested the newest. It reports whether there was one.
+func (q *waitQueue) signalNextLocked(congested bool) bool {
+	if congested {
+		for w := q.tail; w != nil; w = w.prev {
+			if q.signalLocked(w) {
+				return true
+			}
+		}
+		return false
+	}
+	for w := q.head; w != nil; w = w.next {
+		if q.signalLocked(w) {
+			return true
+		}
+	}
+	return false
 }
 
 // push appends w unless max are already waiting.
@@ -107,7 +144,8 @@ func (q *waitQueue) push(w *waiter, max int) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.congestedLocked(now) {
-		q.shedLateLocked(now) // room for the newcomer, who is served first
+		// Room for the newcomer, who is served first.
+		q.passOnLocked(q.shedLateLocked(now), true)
 	}
 	if int(q.len.Load()) >= max {
 		return false
@@ -208,23 +246,11 @@ func (q *waitQueue) wake() {
 	if q.head == nil {
 		return
 	}
-	if q.congestedLocked(now) {
-		q.shedLateLocked(now)
-		for w := q.tail; w != nil; w = w.prev {
-			if q.signalLocked(w) {
-				return
-			}
-		}
-	} else {
-		for w := q.head; w != nil; w = w.next {
-			if q.signalLocked(w) {
-				return
-			}
-		}
+	owed, congested := 1, q.congestedLocked(now)
+	if congested {
+		owed += q.shedLateLocked(now)
 	}
-	if q.head != nil {
-		q.pending++
-	}
+	q.passOnLocked(owed, congested)
 }
 
 // signalLocked sends w a wake-up unless it is already trying for a slot, and reports
@@ -276,6 +302,9 @@ func (p *Picker) RetryAfter() time.Duration { return p.reg.queue.retryAfter(p.qu
 func (q *waitQueue) unsignal(w *waiter) (again bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if w.dropped {
+		return true // it leaves; whoever shed it passed its wake-up on
+	}
 	select {
 	case <-w.ch:
 		// Woken while it looked (its first look needs no wake-up): the slot that freed
@@ -343,9 +372,7 @@ func (p *Picker) Admit(ctx context.Context, l *Lease, key uint64) error {
 	try := q.isNext(w)
 	for {
 		if q.isDropped(w) {
-			// Shed from a congested queue. Whatever wake-up it held goes on: the one
-			// that shed it signalled another already, and one more costs only a look.
-			q.wake()
+			// Shed from a congested queue; whoever shed it passed its wake-up on.
 			p.reg.shed(ShedQueueDelay)
 			return ErrQueueDelay
 		}
