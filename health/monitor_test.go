@@ -705,7 +705,7 @@ func TestMonitorProbeReadsTheWholeBody(t *testing.T) {
 			conn.(*net.TCPConn).SetLinger(0)
 			conn.Close()
 		}},
-		{name: "body stalls past the timeout", reason: "status 200, body not complete within 50ms", body: func(w http.ResponseWriter, r *http.Request) {
+		{name: "body stalls past the timeout", reason: "status 200, body not complete within 300ms", body: func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", "1000")
 			w.WriteHeader(http.StatusOK)
 			_, _ = io.WriteString(w, "partial")
@@ -734,8 +734,10 @@ func TestMonitorProbeReadsTheWholeBody(t *testing.T) {
 			core, logs := observer.New(zap.InfoLevel)
 			// Start from the state the probe must change: up for a failing body, down for a
 			// passing one; rise and fall of 1, so the first probe decides.
-			startMonitor(t, MonitorOptions{Sink: sink, Log: zap.New(core), Targets: []Target{{Site: "idc1", Addr: srv.URL, Up: !tc.pass,
-				Check: Check{Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Rise: 1, Fall: 1}}}})
+			// The first probe at once (Rand 0); a timeout that headers on loopback always beat.
+			startMonitor(t, MonitorOptions{Sink: sink, Log: zap.New(core), Rand: func() float64 { return 0 },
+				Targets: []Target{{Site: "idc1", Addr: srv.URL, Up: !tc.pass,
+					Check: Check{Interval: time.Second, Timeout: 300 * time.Millisecond, Rise: 1, Fall: 1}}}})
 			got := sink.next(t)
 			if got.Up != tc.pass {
 				t.Fatalf("reported up=%v, want %v", got.Up, tc.pass)
