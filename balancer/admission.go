@@ -16,6 +16,9 @@ var ErrSaturated = errors.New("no site has a free slot")
 var (
 	ErrQueueFull    error = shedError("no site has a free slot and the queue is full")
 	ErrQueueTimeout error = shedError("no slot freed up in time")
+	// ErrQueueDelay: shed from a congested queue after waiting longer than its delay
+	// target (a quarter of the queue timeout); see waitQueue.
+	ErrQueueDelay error = shedError("waited too long in a congested queue")
 )
 
 // shedError is a refusal for lack of capacity; every one matches ErrSaturated.
@@ -50,11 +53,12 @@ const (
 	ShedQueueFull    ShedReason = iota // no slot, and the queue is full (or size 0)
 	ShedQueueTimeout                   // waited spillover.queue.timeout without a slot
 	ShedClientGone                     // the client went away while waiting
+	ShedQueueDelay                     // shed from a congested queue after its delay target
 	numShedReasons
 )
 
 func (r ShedReason) String() string {
-	return [...]string{"queue_full", "queue_timeout", "client_gone"}[r]
+	return [...]string{"queue_full", "queue_timeout", "client_gone", "queue_delay"}[r]
 }
 
 // slowStartFloor is the share of its limit and of its picks a backend starts a ramp with.
@@ -178,18 +182,30 @@ func (p *Picker) acquireExcept(l *Lease, pl *plan, i int, except *Backend) bool 
 	return false
 }
 
-// cheaper orders two backends for power of two choices: requests in flight (this one
-// included), divided by the slow-start ramp, so a ramping backend gets fewer; when both have
-// a latency average, times that, so a slower backend gets fewer. A backend without one yet
-// (new, or never answered) is compared on in-flight alone, not taken as infinitely fast.
+// cheaper orders two backends for power of two choices: in flight first. Each one's score
+// is its requests in flight (this one included) plus its failure penalty (recent failures,
+// decaying: see Backend.penalty), divided by its slow-start ramp, so that a ramping backend
+// gets fewer; the lower score wins, and a tie keeps the first candidate, which is random.
+//
+// Why not (in flight + 1) × latency average: at low load every backend has nothing in
+// flight, so the one with the lowest average wins every comparison it is drawn into, and
+// the others are never measured again (1000 sequential requests went 999/1 on two
+// backends), and a backend that fails in a millisecond looks the fastest of all. Scores in
+// whole requests tie at low load, so the site's backends share it evenly; under load a
+// slower backend holds more requests in flight for the same share (Little's law) and so
+// gets fewer; and nothing stale is kept: there is no average to decay. Failures weigh as
+// extra requests in flight, so a backend that answers 500 at once never looks idle.
 func (p *Picker) cheaper(s *pickerSite, x, y *Backend) bool {
-	cx := float64(x.inflight.Load()+1) / p.ramp(s, x)
-	cy := float64(y.inflight.Load()+1) / p.ramp(s, y)
-	if lx, ly := x.latency.Load(), y.latency.Load(); lx > 0 && ly > 0 {
-		cx *= float64(lx)
-		cy *= float64(ly)
+	return p.score(s, x) < p.score(s, y)
+}
+
+// score is b's cost for cheaper.
+func (p *Picker) score(s *pickerSite, b *Backend) float64 {
+	c := float64(b.inflight.Load() + 1)
+	if b.failedAt.Load() != 0 { // only a backend that failed recently reads the clock
+		c += math.Round(b.penalty(p.reg.now().UnixNano()))
 	}
-	return cx < cy
+	return c / p.ramp(s, b)
 }
 
 // take counts the request in flight on backend b of site i if b is below its limit, and
@@ -307,6 +323,9 @@ func (l *Lease) Done(res Result) bool {
 	l.done = true
 	if res.Latency > 0 {
 		l.Backend.observeLatency(res.Latency)
+	}
+	if res.failed() && l.Picker != nil {
+		l.Backend.addFailure(l.Picker.reg.now().UnixNano())
 	}
 	if l.limit != nil && (res.Latency > 0 || res.Overload) {
 		l.limit.Observe(res.Latency, l.sent, res.Overload)

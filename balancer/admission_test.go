@@ -732,7 +732,9 @@ func TestAdmitQueue(t *testing.T) {
 					t.Fatalf("after %d waiters QueueLen = %d", i+1, got)
 				}
 			}
-			time.Sleep(time.Second)
+			// Less than the congestion interval (100 ms without a timeout): a queue that
+			// has stood longer serves the newest first (see TestAdmitCongestedQueue).
+			time.Sleep(50 * time.Millisecond)
 			holder := first
 			for i := range n {
 				holder.Done(Result{})
@@ -744,8 +746,8 @@ func TestAdmitQueue(t *testing.T) {
 				if r.err != nil {
 					t.Fatalf("waiter %d: %v", i, r.err)
 				}
-				if r.l.Queued != time.Second {
-					t.Errorf("waiter %d: Queued %v, want 1s", i, r.l.Queued)
+				if r.l.Queued != 50*time.Millisecond {
+					t.Errorf("waiter %d: Queued %v, want 50ms", i, r.l.Queued)
 				}
 				for j := i + 1; j < n; j++ {
 					if _, ok := recvNow(waiters[j]); ok {

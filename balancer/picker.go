@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -278,6 +279,7 @@ func (p *Picker) Owner() any { return p.owner }
 // in (a Picker that is built and dropped never becomes current).
 func (p *Picker) MakeCurrent() {
 	p.reg.latest.Store(p)
+	p.reg.queue.setPolicy(p.queueTimeout)
 	p.reg.queue.wake()
 }
 
@@ -364,6 +366,14 @@ type Result struct {
 	Latency time.Duration
 	// Overload says the backend showed it is over its capacity: a timeout or a 503.
 	Overload bool
+}
+
+// failed reports whether the try counts as a failure of its backend for the in-site choice:
+// a 5xx status, or an error before any status was sent that is not the client's going away.
+// An answer broken off midway (an error after a status below 500) is not counted: it may be
+// the client's doing.
+func (r Result) failed() bool {
+	return r.Status >= 500 || (r.Status == 0 && r.Err != nil && !errors.Is(r.Err, context.Canceled))
 }
 
 // Pick chooses the preferred site by the weighted split (or, for a key other than 0, by

@@ -8,6 +8,7 @@
 package balancer
 
 import (
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,12 @@ type Backend struct {
 	joined atomic.Int64
 	// latency is an EWMA of the time to response headers, in nanoseconds; 0: no sample yet.
 	latency atomic.Int64
+	// failures is a count of b's recent failed requests (see Result), decaying with
+	// failureDecay, as math.Float64bits, brought up to date at failedAt (Unix nanoseconds;
+	// 0: no failure counted, or it has decayed away). The in-site choice adds it to b's
+	// requests in flight.
+	failures atomic.Uint64
+	failedAt atomic.Int64
 	// adaptive is b's learned concurrency limit, made the first time a Picker lists b in a
 	// site without max_inflight, and kept (with what it learned) across reloads.
 	adaptive atomic.Pointer[AdaptiveLimit]
@@ -67,6 +74,38 @@ func (b *Backend) observeLatency(d time.Duration) {
 		return
 	}
 	b.latency.Store(old + (int64(d)-old)/8)
+}
+
+// failureDecay is the time constant of a backend's failure penalty: each failure counts as
+// one more request in flight, e^-1 of it after failureDecay. One failure at low load keeps a
+// backend out of comparisons it would tie for about 0.7 s (until the penalty rounds to 0); a
+// backend that fails every request in a millisecond gets about as many requests a second as
+// its peers have in flight.
+const failureDecay = time.Second
+
+// penalty is b's failure count decayed to now (Unix nanoseconds).
+func (b *Backend) penalty(now int64) float64 {
+	at := b.failedAt.Load()
+	if at == 0 {
+		return 0
+	}
+	v := math.Float64frombits(b.failures.Load())
+	if dt := now - at; dt > 0 {
+		v *= math.Exp(-float64(dt) / float64(failureDecay))
+	}
+	if v < 0.01 {
+		b.failedAt.CompareAndSwap(at, 0) // decayed away: later picks skip the clock
+		return 0
+	}
+	return v
+}
+
+// addFailure counts one failed request at now. Concurrent failures may lose one another's
+// count; the penalty stays a penalty.
+func (b *Backend) addFailure(now int64) {
+	v := b.penalty(now) + 1
+	b.failures.Store(math.Float64bits(v))
+	b.failedAt.Store(now)
 }
 
 // Site is one site's long-lived state.
@@ -122,7 +161,7 @@ type Registry struct {
 
 // NewRegistry returns an empty Registry.
 func NewRegistry() *Registry {
-	return &Registry{
+	r := &Registry{
 		backends: map[BackendID]*Backend{},
 		sites:    map[string]*Site{},
 		cursors:  map[string]*atomic.Uint64{},
@@ -130,6 +169,9 @@ func NewRegistry() *Registry {
 		spills:   map[spillKey]*[numSpillReasons]atomic.Uint64{},
 		now:      time.Now,
 	}
+	r.queue.now = func() time.Time { return r.now() } // the Registry's clock, even if replaced
+	r.queue.interval = defaultInterval
+	return r
 }
 
 // Backend returns the state for id, creating it (up, idle) on first use.
@@ -213,7 +255,10 @@ func (r *Registry) set(site, addr string, v bool, flag func(*Backend) *atomic.Bo
 	}
 	if !wasUp && b.Up() {
 		// Back in rotation: it ramps up again from the slow-start floor, and capacity grew.
+		// Its failure penalty is forgiven: health let it back, so it competes at once (if
+		// it still fails, its new failures count, and passive health ejects it for longer).
 		b.joined.Store(r.now().UnixNano())
+		b.failedAt.Store(0)
 		defer r.queue.wake()
 	}
 	r.replanAll()
@@ -293,7 +338,9 @@ func (r *Registry) attach(p *Picker) {
 	defer r.mu.Unlock()
 	r.pickers[p] = struct{}{}
 	r.warm = true
-	r.latest.CompareAndSwap(nil, p) // the first is current; later ones once made so
+	if r.latest.CompareAndSwap(nil, p) { // the first is current; later ones once made so
+		r.queue.setPolicy(p.queueTimeout)
+	}
 }
 
 func (r *Registry) detach(p *Picker) {

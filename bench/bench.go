@@ -83,7 +83,7 @@ func (c *runContext) healthInterval() time.Duration { return 100 * time.Millisec
 // Scenarios lists the suite in the order it runs.
 func Scenarios() []Scenario {
 	return []Scenario{steadyScenario, spikeScenario, outageScenario, brownoutScenario,
-		scaleOutScenario, reloadScenario, overheadScenario}
+		scaleOutScenario, reloadScenario, blackholeScenario, lowloadScenario, overheadScenario}
 }
 
 // ScenarioNames lists the names of the suite's scenarios.

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -43,9 +46,12 @@ func totalSlots(sites []SiteSpec) int {
 
 var defaultTarget = targetShare([]int{5, 3, 2})
 
-// start starts an Env with the suite's service times, health checks and seed.
+// start starts an Env with the suite's service times (unless o has its own), health checks
+// and seed.
 func (c *runContext) start(o EnvOptions) (*Env, error) {
-	o.Service = service
+	if o.Service == nil {
+		o.Service = service
+	}
 	o.HealthInterval = c.healthInterval()
 	o.Seed = c.Seed
 	o.Dir = c.dir
@@ -516,6 +522,129 @@ var reloadScenario = Scenario{
 			AtLeast("weight changes made", float64(len(data.weights)-1), float64(n), ""),
 			noErrors(all, "over the run"),
 			AtMost("intervals between changes where the split did not follow the weights", float64(off), 0, ""))
+		return r, nil
+	},
+}
+
+var blackholeScenario = Scenario{
+	Name:  "blackhole",
+	Title: "an idc1 backend answers 500 at once while its health endpoint passes",
+	Description: "50% of capacity; from the start one of idc1's two backends answers every request 500 at once, " +
+		"while its health endpoint passes (a black hole: the fastest-looking backend of all). Failures weigh in " +
+		"a backend's cost and 5xx answers count towards ejection (outlier.on_5xx, on by default), so from 2 s on " +
+		"at most 10% of idc1's answers may be that backend's 500s, and over the run at most 2% of all requests " +
+		"may be answered other than 2xx.",
+	run: func(ctx context.Context, c *runContext) (*Result, error) {
+		sites := standardSites()
+		rate := 0.5 * rps(totalSlots(sites))
+		env, err := c.start(EnvOptions{Sites: sites})
+		if err != nil {
+			return nil, err
+		}
+		defer env.Close()
+		bad := env.Backends["idc1"][1]
+		bad.SetFailFast(true)
+		data, err := c.drive(ctx, "blackhole", env, Constant(rate))
+		if err != nil {
+			return nil, err
+		}
+		const after = 2 * time.Second
+		data.marks = append(data.marks, Mark{T: after.Seconds(), Label: "judged from here"})
+		all := data.window(0, c.duration)
+		var answered, failed int // idc1's answers from 2 s on, and of them 500s
+		for i := range data.records {
+			r := &data.records[i]
+			if r.Sched < after || r.Site != 0 {
+				continue
+			}
+			answered++
+			if r.Status == http.StatusInternalServerError {
+				failed++
+			}
+		}
+		r := &Result{Params: c.baseParams(sites, rate), Figures: figures(all, env.Sites), Series: data.series()}
+		r.Params["black_hole"] = "idc1-2: every request 500 at once, /healthz 200"
+		envFigures(r.Figures, env)
+		share := pct(failed, answered)
+		r.Figures["blackhole.idc1_answers_after_2s"] = float64(answered)
+		r.Figures["blackhole.idc1_500s_after_2s"] = float64(failed)
+		r.Figures["blackhole.idc1_500_share_after_2s"] = round3(share)
+		r.Figures["blackhole.requests_to_bad_backend"] = float64(bad.Stats().Injected)
+		r.Checks = append(r.Checks,
+			AtLeast("idc1 answers from 2 s on", float64(answered), 1, ""),
+			AtMost("the black hole's 500s, % of idc1's answers from 2 s on", share, 10, "%"),
+			AtMost("requests not answered 2xx over the run, %", pct(all.errors(), all.n), 2, "%"))
+		return r, nil
+	},
+}
+
+var lowloadScenario = Scenario{
+	Name:  "lowload",
+	Title: "requests one at a time share each site's backends evenly",
+	Description: "Requests sent one after the other (the next when the last is answered): 600 (3000 without " +
+		"-short), backends with a 2 ms median service time. Nothing is ever in flight at a backend when it is " +
+		"chosen, so a choice that prefers the backend it measured fastest would starve the others; each backend " +
+		"must receive within 40% of an even share of its site's requests, and every request must be answered 2xx.",
+	run: func(ctx context.Context, c *runContext) (*Result, error) {
+		sites := standardSites()
+		n := 3000
+		if c.Short {
+			n = 600
+		}
+		fast := sim.NewLogNormal(2*time.Millisecond, 5*time.Millisecond)
+		env, err := c.start(EnvOptions{Sites: sites, Service: fast})
+		if err != nil {
+			return nil, err
+		}
+		defer env.Close()
+		client := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+		defer client.CloseIdleConnections()
+		w := &window{bySite: make([]int, len(env.Sites))}
+		index := map[string]int{}
+		for i, s := range env.Sites {
+			index[s] = i
+		}
+		start := time.Now()
+		for i := range n {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			t0 := time.Now()
+			rec := Record{Sched: t0.Sub(start), Sent: t0.Sub(start), Site: -1}
+			resp, err := client.Get(env.URL + "/lowload/" + strconv.Itoa(i))
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				rec.Status = resp.StatusCode
+				if s, ok := index[resp.Header.Get(sim.HeaderSite)]; ok {
+					rec.Site = int8(s)
+				}
+			}
+			rec.Latency = time.Since(t0)
+			rec.Outcome = classifyAnswer(rec.Status, rec.Site >= 0, err)
+			w.add(&rec)
+		}
+		elapsed := time.Since(start)
+		r := &Result{Params: c.baseParams(sites, float64(n)/elapsed.Seconds()), Figures: figures(w, env.Sites)}
+		r.Params["requests"] = n
+		r.Params["arrivals"] = "sequential (one at a time)"
+		r.Params["service_median_ms"], r.Params["service_p99_ms"], r.Params["service_mean_ms"] = ms(fast.Median), ms(fast.P99), ms(fast.Mean())
+		envFigures(r.Figures, env)
+		for _, s := range env.Sites {
+			bs := env.Backends[s]
+			total := int64(0)
+			for _, b := range bs {
+				total += b.Stats().Served
+			}
+			even := float64(total) / float64(len(bs))
+			for _, b := range bs {
+				got := b.Stats().Served
+				r.Figures["requests."+b.Name] = float64(got)
+				r.Checks = append(r.Checks, AtMost(fmt.Sprintf("%s: distance from an even share of %s's %d requests", b.Name, s, total),
+					100*math.Abs(float64(got)-even)/math.Max(even, 1), 40, "%"))
+			}
+		}
+		r.Checks = append(r.Checks, noErrors(w, "over the run"))
 		return r, nil
 	},
 }

@@ -640,6 +640,9 @@ func TestDefaultsForOmittedKeys(t *testing.T) {
 		t.Errorf("listen.http on the admin default port without an admin section: %v", err)
 	}
 	withAdmin := mustParse(t, okSites+"admin: {token_file: admin.token}\n")
+	if off := mustParse(t, okSites+"outlier: {on_5xx: false}\n"); off.Outlier.On5xx {
+		t.Error("outlier.on_5xx: false written in the file was replaced by the default true")
+	}
 	if withAdmin.Admin.Listen != configs.DefaultAdminListen {
 		t.Errorf("admin section without listen: Admin.Listen = %q, want %q", withAdmin.Admin.Listen, configs.DefaultAdminListen)
 	}
@@ -677,6 +680,7 @@ func TestDefaultsForOmittedKeys(t *testing.T) {
 	if want := (configs.Outlier{
 		ConsecutiveFailures: configs.DefaultOutlierFailures, BaseEjection: configs.DefaultBaseEjection,
 		MaxEjection: configs.DefaultMaxEjection, MaxEjectionPercent: configs.DefaultMaxEjectionPct,
+		On5xx: configs.DefaultOn5xx,
 	}); cfg.Outlier != want {
 		t.Errorf("Outlier = %+v, want %+v", cfg.Outlier, want)
 	}

@@ -27,6 +27,10 @@ const (
 	DefaultBaseEjection      = 30 * time.Second
 	DefaultMaxEjection       = 5 * time.Minute
 	DefaultMaxEjectionPct    = 50
+	// DefaultOn5xx: 5xx answers count as failures, as Envoy's consecutive_5xx does by
+	// default, so that a backend that answers 500 at once while its health endpoint passes
+	// is ejected (issue 12's black hole).
+	DefaultOn5xx             = true
 	DefaultHealthKind        = "http"
 	DefaultHealthInitial     = "up"
 	DefaultHealthPath        = "/healthz"
@@ -107,6 +111,7 @@ func (c *Config) SetDefaults() {
 	setDefault(c, "outlier.base_ejection", &o.BaseEjection, DefaultBaseEjection)
 	setDefault(c, "outlier.max_ejection", &o.MaxEjection, DefaultMaxEjection)
 	setDefault(c, "outlier.max_ejection_percent", &o.MaxEjectionPercent, DefaultMaxEjectionPct)
+	setDefault(c, "outlier.on_5xx", &o.On5xx, DefaultOn5xx)
 
 	if a := c.AccessLog; a != nil {
 		setDefault(c, "access_log.output", &a.Output, "stdout")

@@ -194,7 +194,7 @@ type Outlier struct {
 	BaseEjection        time.Duration `yaml:"base_ejection"`        // the n-th ejection lasts n × this
 	MaxEjection         time.Duration `yaml:"max_ejection"`         // ... at most this
 	MaxEjectionPercent  int           `yaml:"max_ejection_percent"` // panic guard, per site
-	On5xx               bool          `yaml:"on_5xx"`               // count 5xx answers as failures
+	On5xx               bool          `yaml:"on_5xx"`               // count 5xx answers as failures (default true)
 }
 
 // Timeouts are the proxy's clocks, client side and backend side.

@@ -3,10 +3,13 @@
 // implements (the guard is in package proxy, which wires the two together).
 //
 // A Monitor probes backends actively (HTTP GET or TCP connect, on a jittered interval, one
-// probe in flight per backend, rise/fall hysteresis) and reports only changes of state. It
+// probe in flight per backend, rise/fall hysteresis) and reports only changes of state. An
+// HTTP probe passes on an accepted status and its whole body (up to 64 KiB) within the
+// timeout. It
 // belongs to one config generation: its caller starts each target from the state it already
 // knows, runs it under the generation's context, and waits for Run to return on reload.
-// Passive outlier detection (outlier.go) ejects backends that fail real requests.
+// Passive outlier detection (outlier.go) ejects backends that fail real requests, for longer
+// each time they fail again after returning.
 package health
 
 // Sink receives health changes: the backend at addr in site is now up, or down. It must be

@@ -37,7 +37,7 @@ type Check struct {
 	// once per Interval + Timeout. The first probe comes after a random fraction of
 	// Interval, so that probes across backends do not align.
 	Interval time.Duration
-	Timeout  time.Duration // per probe, dial to drained body; must be <= Interval
+	Timeout  time.Duration // per probe, dial to the end of the body (see maxBody); must be <= Interval
 	Rise     int           // consecutive passes to turn up (>= 1)
 	Fall     int           // consecutive failures to turn down (>= 1)
 	// TLS is the client configuration for https backends (CA, client certificate, server
@@ -92,7 +92,12 @@ type Monitor struct {
 
 // Probes never keep a connection, so these bound only what one probe may cost.
 const (
-	maxDrain       = 4 << 10  // response body bytes read before closing
+	// maxBody is how much of a probe's response body is read. An HTTP probe passes only
+	// once its whole body has arrived within the timeout (a 200 whose body is then reset,
+	// or stalls, is a backend that cannot answer); a body longer than this passes once this
+	// much has arrived, and the connection is closed on the rest: a health endpoint that
+	// sends more is judged by its status and its first 64 KiB.
+	maxBody        = 64 << 10
 	maxHeaderBytes = 64 << 10 // response header bytes accepted
 	userAgent      = "spillway-health"
 )
@@ -323,9 +328,15 @@ func (p *prober) get(ctx context.Context) (ok bool, reason string, err error) {
 	if err != nil {
 		return false, "", err
 	}
-	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
-	_ = resp.Body.Close()
 	code := resp.StatusCode
+	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
+	_ = resp.Body.Close()
+	switch {
+	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return false, fmt.Sprintf("status %d, body not complete within %s", code, p.check.Timeout), nil
+	case err != nil:
+		return false, fmt.Sprintf("status %d, body broken off: %v", code, err), nil
+	}
 	return code >= p.check.Expect[0] && code <= p.check.Expect[1], fmt.Sprintf("status %d", code), nil
 }
 

@@ -129,8 +129,8 @@ func (b *scriptedBackend) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", "/moved") // a prober that followed it would ask for /moved
 	}
 	w.WriteHeader(code)
-	// More than the prober drains: it must close the body, not read it to the end.
-	_, _ = io.WriteString(w, strings.Repeat("x", 16<<10))
+	// More than the prober reads: it passes once maxBody has arrived and closes the rest.
+	_, _ = io.WriteString(w, strings.Repeat("x", maxBody+16<<10))
 }
 
 func (b *scriptedBackend) requests() []probeRequest {
@@ -681,3 +681,71 @@ func TestMonitorPassedHook(t *testing.T) {
 type sinkFunc func(site, addr string, up bool)
 
 func (f sinkFunc) SetUp(site, addr string, up bool) { f(site, addr, up) }
+
+// TestMonitorProbeReadsTheWholeBody pins issue 12's probes that stopped at the status line:
+// the copy error was dropped, so a 200 whose body was reset, or stalled past the timeout,
+// passed. A probe passes only when its whole body arrives within the timeout; a body longer
+// than maxBody passes once maxBody has arrived.
+func TestMonitorProbeReadsTheWholeBody(t *testing.T) {
+	tests := []struct {
+		name   string
+		body   func(w http.ResponseWriter, r *http.Request)
+		pass   bool
+		reason string
+	}{
+		{name: "reset after the status", reason: "status 200, body broken off", body: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "1000")
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(w, "partial")
+			w.(http.Flusher).Flush()
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				panic(err)
+			}
+			conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+		}},
+		{name: "body stalls past the timeout", reason: "status 200, body not complete within 300ms", body: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "1000")
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(w, "partial")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // the prober gives up
+		}},
+		{name: "whole small body", pass: true, reason: "status 200", body: func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "ok")
+		}},
+		{name: "endless body: maxBody is enough", pass: true, reason: "status 200", body: func(w http.ResponseWriter, r *http.Request) {
+			chunk := strings.Repeat("x", 8<<10)
+			for r.Context().Err() == nil {
+				if _, err := io.WriteString(w, chunk); err != nil {
+					return
+				}
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(tc.body))
+			srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+			srv.Start()
+			t.Cleanup(srv.Close)
+			sink := newProbeSink(nil)
+			core, logs := observer.New(zap.InfoLevel)
+			// Start from the state the probe must change: up for a failing body, down for a
+			// passing one; rise and fall of 1, so the first probe decides.
+			// The first probe at once (Rand 0); a timeout that headers on loopback always beat.
+			startMonitor(t, MonitorOptions{Sink: sink, Log: zap.New(core), Rand: func() float64 { return 0 },
+				Targets: []Target{{Site: "idc1", Addr: srv.URL, Up: !tc.pass,
+					Check: Check{Interval: time.Second, Timeout: 300 * time.Millisecond, Rise: 1, Fall: 1}}}})
+			got := sink.next(t)
+			if got.Up != tc.pass {
+				t.Fatalf("reported up=%v, want %v", got.Up, tc.pass)
+			}
+			fl := flipLogs(logs)
+			if len(fl) == 0 || !strings.HasPrefix(fl[0].reason, tc.reason) {
+				t.Fatalf("logged %v, want reason %q", fl, tc.reason)
+			}
+		})
+	}
+}

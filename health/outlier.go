@@ -34,7 +34,7 @@ type OutlierOptions struct {
 	// ConsecutiveFailures is the number of failures in a row that ejects a backend (≤0: 5).
 	ConsecutiveFailures int
 	// BaseEjection is how long the first ejection lasts; the n-th lasts n × BaseEjection
-	// (≤0: 30s) ...
+	// (≤0: 30s), and only the first may be cut short by a passing probe (Recovered) ...
 	BaseEjection time.Duration
 	// ... capped at MaxEjection (≤0: 300s; raised to BaseEjection if below it). MaxEjection
 	// is also the decay period: for every full MaxEjection a backend has spent back in
@@ -317,9 +317,14 @@ func (o *Outliers) expire(b *outlierBackend, epoch uint64) {
 	o.logAll([]outlierEvent{ev})
 }
 
-// Recovered tells the detector that an active health probe sees the backend healthy: an
-// ejected backend returns at once and its timer is stopped. It takes no lock unless the
-// backend is ejected, so it may be called on every passing probe.
+// Recovered tells the detector that an active health probe sees the backend healthy: a
+// backend in its first ejection returns at once and its timer is stopped. One that failed
+// again after returning (its ejection count, after decay, is 2 or more) serves its longer
+// ejection whatever its probes say: its health endpoint passing while its requests fail is
+// exactly what a black hole looks like, and returning it on every passing probe let it
+// flap back in every probe interval. An early return keeps the count, so the next ejection
+// is longer still. It takes no lock unless the backend is ejected, so it may be called on
+// every passing probe.
 func (o *Outliers) Recovered(site, addr string) {
 	if o.closed.Load() {
 		return
@@ -329,7 +334,7 @@ func (o *Outliers) Recovered(site, addr string) {
 		return
 	}
 	o.mu.Lock()
-	if o.closed.Load() || b.gone || !b.ejected.Load() {
+	if o.closed.Load() || b.gone || !b.ejected.Load() || b.n > 1 {
 		o.mu.Unlock()
 		return
 	}

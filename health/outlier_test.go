@@ -672,3 +672,55 @@ func BenchmarkObserveSuccess(b *testing.B) {
 		}
 	})
 }
+
+// TestOutliersFailingBackendWithPassingProbesEscalates pins issue 12's flapping ejections: a
+// backend whose health endpoint passes while every request fails was returned by each
+// passing probe (Recovered) and ejected again by its next failures, every probe interval.
+// Simulated 20 s, in 100 ms steps: while in rotation it fails 5 requests a step; a probe
+// passes every second; return timers fire when due. It may return at most 3 times, and each
+// ejection lasts longer than the one before.
+func TestOutliersFailingBackendWithPassingProbesEscalates(t *testing.T) {
+	t.Parallel()
+	for _, base := range []time.Duration{5 * time.Second, DefaultBaseEjection} {
+		t.Run(base.String(), func(t *testing.T) {
+			f := newFixture(t, OutlierOptions{ConsecutiveFailures: 5, BaseEjection: base}, twoBackends)
+			start := f.clock.Now()
+			var due time.Time // when the pending return timer fires
+			var durations []time.Duration
+			returns := 0
+			for step := range 200 {
+				now := f.clock.Now()
+				if p := f.timers.pending(); len(p) == 1 && !due.IsZero() && !now.Before(due) {
+					f.timers.fire(t, p[0])
+				}
+				if step%10 == 0 {
+					f.o.Recovered("idc1", "a") // a passing probe
+				}
+				for _, c := range f.rec.take() {
+					if !c.ejected {
+						returns++
+					}
+				}
+				if !f.o.Ejected("idc1", "a") {
+					f.fail("idc1", "a", 5)
+					if f.o.Ejected("idc1", "a") {
+						d := f.timers.onlyPending(t).d
+						durations = append(durations, d)
+						due = now.Add(d)
+					}
+					f.rec.take()
+				}
+				f.clock.Advance(100 * time.Millisecond)
+			}
+			t.Logf("base %v: %d returns in %v; ejections %v", base, returns, f.clock.Now().Sub(start), durations)
+			if returns > 3 {
+				t.Errorf("returned %d times in 20 s, want at most 3", returns)
+			}
+			for i := 1; i < len(durations); i++ {
+				if durations[i] <= durations[i-1] {
+					t.Errorf("ejection %d lasts %v, not longer than the one before (%v)", i+1, durations[i], durations[i-1])
+				}
+			}
+		})
+	}
+}

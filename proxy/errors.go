@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -28,6 +29,7 @@ const (
 	reasonNoBackend      = "no_backend"      // 503: no site has a backend up
 	reasonQueueFull      = "queue_full"      // 503: every site full and the queue too
 	reasonQueueTimeout   = "queue_timeout"   // 503: every site full for spillover.queue.timeout
+	reasonQueueDelay     = "queue_delay"     // 503: shed from a congested queue (a quarter of the timeout)
 	reasonConnect        = "connect"         // 502: dial refused, unreachable
 	reasonBackendTLS     = "backend_tls"     // 502: TLS with the backend failed (certificate, mTLS)
 	reasonConnectTimeout = "connect_timeout" // 504: the dial did not finish in time
@@ -68,6 +70,8 @@ func classify(err error, r *http.Request, ex *exchange) (int, string) {
 		return http.StatusServiceUnavailable, reasonNoBackend
 	case errors.Is(err, balancer.ErrQueueTimeout):
 		return http.StatusServiceUnavailable, reasonQueueTimeout
+	case errors.Is(err, balancer.ErrQueueDelay):
+		return http.StatusServiceUnavailable, reasonQueueDelay
 	case errors.Is(err, balancer.ErrSaturated):
 		return http.StatusServiceUnavailable, reasonQueueFull
 	case body != nil && (isFrameError(body.clientErr()) || edgeConnOf(r) != nil && edgeConnOf(r).malformedBody()):
@@ -132,7 +136,13 @@ func (h *Handler) fail(ex *exchange, r *http.Request, err error) {
 		return
 	}
 	if status == http.StatusServiceUnavailable {
-		ex.rw.Header().Set("Retry-After", "1")
+		// For a shed, when the queue should have drained (balancer: Picker.RetryAfter);
+		// with no backend up there is nothing to estimate.
+		retryAfter := time.Second
+		if reason != reasonNoBackend {
+			retryAfter = h.table.Load().picker.RetryAfter()
+		}
+		ex.rw.Header().Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
 	}
 	if status == http.StatusRequestTimeout {
 		ex.rw.Header().Set("Connection", "close") // the rest of its body may still come

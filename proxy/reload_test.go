@@ -426,6 +426,7 @@ sites:
     backends: [%q]
     adaptive: {floor: 1, cap: 100, initial: 40}
 retries: {attempts: 1}
+outlier: {on_5xx: false} # 503s are its overload signal here, not failures to eject it for
 %s`, busy.URL, extra)
 	}
 	e := startReloader(t, config(""), proxy.ReloaderOptions{})

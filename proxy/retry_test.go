@@ -331,11 +331,18 @@ func TestPassiveEjectionMovesTrafficAway(t *testing.T) {
 	e := &retryEnv{url: serveInternal(t, cfg, NewHandler(table, nil)), client: &http.Client{Transport: &http.Transport{}}}
 	defer e.client.CloseIdleConnections()
 	refused := cfg.Sites[0].Backends[0]
-	for i := 0; !outliers.Ejected("first", refused); i++ {
-		if i > 100 {
-			t.Fatal("the refusing backend was never ejected")
+	// Each failure also weighs in the refusing backend's cost (issue 12: fast failures must
+	// not look cheap), so it gets a request again only once that penalty has decayed (about
+	// 0.7 s): its 3 failures in a row take a second or two, not 3 requests.
+	deadline := time.Now().Add(10 * time.Second) // a liveness bound, not a timing
+	for !outliers.Ejected("first", refused) {
+		if time.Now().After(deadline) {
+			t.Fatal("the refusing backend was never ejected within 10s")
 		}
 		e.do(t, "GET", nil, nil)
+		for len(second.bodies) > 0 {
+			<-second.bodies // the scripted backend records at most 100
+		}
 	}
 	if reg.Backend(balancer.BackendID{Site: "first", Addr: refused}).Up() {
 		t.Fatal("ejected backend still up in the registry")

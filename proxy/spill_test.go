@@ -152,7 +152,9 @@ func TestBeyondCapacityQueuesThenSheds(t *testing.T) {
 	idc1 := []*capBackend{newCapBackend(t, "idc1", true)}
 	idc2 := []*capBackend{newCapBackend(t, "idc2", true)}
 	aws := []*capBackend{newCapBackend(t, "aws", true)}
-	e := startProxy(t, spillConfig(idc1, idc2, aws, 1, 1, "spillover: {queue: {size: 2, timeout: 1s}}\n"))
+	// 2s: the queue counts as congested (newest first) only after standing 200 ms, far
+	// longer than the steps below take, so the oldest waiter gets the freed slot.
+	e := startProxy(t, spillConfig(idc1, idc2, aws, 1, 1, "spillover: {queue: {size: 2, timeout: 2s}}\n"))
 
 	type answer struct {
 		path        string

@@ -5,7 +5,8 @@
 // Besides a fixed service time (Start), a backend can model a real one (StartWith): a
 // capacity (the most requests it works on at once; beyond it it answers 503 or queues), a
 // service-time distribution, and faults injected while it runs: a slowdown factor, a rate of
-// 500 answers, a rate of reset connections, and a whole outage (Kill, then Restore on the
+// 500 answers, 500 at once on every request (a black hole), a rate of reset connections,
+// and a whole outage (Kill, then Restore on the
 // same port, so that connections are refused in between).
 package sim
 
@@ -67,6 +68,7 @@ type Backend struct {
 	slowdown  atomic.Uint64 // math.Float64bits of the service time factor; 0 means 1
 	errorRate atomic.Uint64 // Float64bits: share of requests answered 500
 	resetRate atomic.Uint64 // Float64bits: share of requests whose connection is reset
+	failFast  atomic.Bool   // answer every request 500 at once (the health path still passes)
 
 	inflight, peak                          atomic.Int64
 	served, rejected, injected, resets, cut atomic.Int64
@@ -197,6 +199,11 @@ func (b *Backend) SetSlowdown(f float64) { b.slowdown.Store(math.Float64bits(f))
 // SetErrorRate makes a share p of requests answered 500 after their service time.
 func (b *Backend) SetErrorRate(p float64) { b.errorRate.Store(math.Float64bits(p)) }
 
+// SetFailFast makes b answer every request 500 at once, before any service time and
+// outside its capacity, while its health path (Options.HealthPath) still answers 200: a
+// black hole, the cheapest-looking backend of all. Its 500s count as injected.
+func (b *Backend) SetFailFast(on bool) { b.failFast.Store(on) }
+
 // SetResetRate makes a share p of requests end with their connection reset, no answer.
 func (b *Backend) SetResetRate(p float64) { b.resetRate.Store(math.Float64bits(p)) }
 
@@ -206,7 +213,7 @@ type Stats struct {
 	Peak     int64 `json:"peak"`     // most requests served at once
 	Served   int64 `json:"served"`   // answered 200
 	Rejected int64 `json:"rejected"` // answered 503: at capacity (Reject)
-	Injected int64 `json:"injected"` // answered 500 by SetErrorRate
+	Injected int64 `json:"injected"` // answered 500 by SetErrorRate or SetFailFast
 	Resets   int64 `json:"resets"`   // connections reset by SetResetRate
 	Cut      int64 `json:"cut"`      // in flight when Kill cut them
 }
@@ -230,6 +237,11 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(HeaderBackend, b.Name)
 	if b.opts.HealthPath != "" && r.URL.Path == b.opts.HealthPath {
 		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if b.failFast.Load() {
+		b.injected.Add(1)
+		http.Error(w, "injected failure", http.StatusInternalServerError)
 		return
 	}
 	if b.slots != nil {
