@@ -347,6 +347,59 @@ func (p *Picker) Admit(ctx context.Context, l *Lease, key uint64) error {
 			pref = p.preferred(pl, key)
 		}
 	}
+	return p.wait(ctx, l, func(p *Picker, switched bool) error {
+		if switched {
+			pref = -1 // the new config's sites may differ
+		}
+		return p.spill(l, p.plan.Load(), pref, SpillSaturated, true)
+	})
+}
+
+// AdmitRetry is PickRetry that waits, for another try of a request whose last try never
+// reached a backend (prev refused the connection, say): when no other backend has a free
+// slot at that instant, the request joins the queue as Admit's do, and when woken takes a
+// slot anywhere but on prev. ErrNoBackend at once when no backend but prev is up, as
+// nothing could then free a slot it may take; the other errors are Admit's.
+func (p *Picker) AdmitRetry(ctx context.Context, l *Lease, prevSite int, prev *Backend) error {
+	err := p.PickRetry(l, prevSite, prev)
+	if err == nil || !p.othersUp(prev) {
+		return err
+	}
+	return p.wait(ctx, l, func(p *Picker, switched bool) error {
+		if switched {
+			prevSite = -1 // an index into the old config's sites
+		}
+		if p.PickRetry(l, prevSite, prev) == nil {
+			return nil
+		}
+		if !p.othersUp(prev) {
+			return ErrNoBackend
+		}
+		return ErrSaturated
+	})
+}
+
+// othersUp reports whether a backend other than prev is up in a site PickRetry may use.
+func (p *Picker) othersUp(prev *Backend) bool {
+	pl := p.plan.Load()
+	for i := range p.sites {
+		if pl.weights[i] == 0 && !p.sites[i].elastic {
+			continue
+		}
+		for _, j := range pl.up[i] {
+			if pl.members[i][j] != prev {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// wait queues a request that found no free slot until place (called with the Picker to
+// place it in, and whether that is a newer one than last time) takes one, or the wait ends:
+// see Admit.
+func (p *Picker) wait(ctx context.Context, l *Lease, place func(p *Picker, switched bool) error) error {
+	q := &p.reg.queue
 	if p.queueSize <= 0 {
 		p.reg.shed(ShedQueueFull)
 		return ErrQueueFull
@@ -377,14 +430,15 @@ func (p *Picker) Admit(ctx context.Context, l *Lease, key uint64) error {
 			return ErrQueueDelay
 		}
 		if try {
+			switched := false
 			if p.closed.Load() {
 				// A new config replaced the one this request came in under: look for a
-				// slot in the new one, with no preference (its sites may differ).
+				// slot in the new one.
 				if latest := p.reg.latest.Load(); latest != nil && latest != p {
-					p, pref = latest, -1
+					p, switched = latest, true
 				}
 			}
-			err := p.spill(l, p.plan.Load(), pref, SpillSaturated, true)
+			err := place(p, switched)
 			if err == nil {
 				q.remove(w, true)
 				q.wake() // more may have freed at once (a member joined): let the next look

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -74,6 +75,7 @@ type exchange struct {
 	clock    exchangeClock
 	headerBy time.Time
 	tryCtx   tryContext // the first try's context
+	waitErr  error      // why a retry's wait in the queue failed (retryQueued)
 	respBody timedBody  // the answer's body, when the clock watches it
 }
 
@@ -174,6 +176,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.observe(ex, reason)
 		body := out.Body
 		if !h.retry(t, ex, r, &body, status, reason, ex.reached(connsBefore), err) {
+			if ex.waitErr != nil {
+				err = ex.waitErr // it waited for another slot, and none came
+			}
 			h.fail(ex, r, err)
 			return
 		}
@@ -211,6 +216,12 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 	var next balancer.Lease
 	same := false // the next try goes to the same backend, on this lease
 	if t.picker.PickRetry(&next, ex.lease.SiteIndex, ex.lease.Backend) != nil {
+		if !reached {
+			// It never reached a backend, and every other one is full this instant:
+			// rather than answer 502, it waits in the queue for a slot elsewhere, as a
+			// first try would.
+			return h.retryQueued(t, ex, r, nextBody, status, reason, err)
+		}
 		if !ex.reused.Load() || reason != reasonBadGateway {
 			return false // nowhere else to go; the failure is answered on this try's lease
 		}
@@ -254,6 +265,52 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
 		ce.Write(append(ex.logFields(r, status, reason), zap.String("from_site", ex.site),
 			zap.String("from_backend", from), zap.Int("try", ex.tries+1), zap.Error(err))...)
+	}
+	return true
+}
+
+// retryQueued is retry for a try that never reached a backend when no other backend has a
+// free slot: the try's slot is given back, and the request waits in the queue
+// (balancer.Picker.AdmitRetry) for one anywhere but on the backend that failed. If the wait
+// fails, ex.waitErr says why, and that is what the client is answered (503 with the queue's
+// reason). Time in the queue is not counted in response_header, for a retry as for a first
+// try.
+func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody *io.ReadCloser, status int, reason string, err error) bool {
+	if !t.retry.budget.allow() {
+		if ce := h.log.Check(zap.WarnLevel, "retry budget exhausted"); ce != nil {
+			ce.Write(ex.logFields(r, status, reason)...)
+		}
+		return false
+	}
+	var body io.ReadCloser
+	if ex.body != nil {
+		var ok bool
+		if body, ok = ex.body.next(); !ok {
+			return false
+		}
+	}
+	from, site := ex.lease.Backend, ex.lease.SiteIndex
+	ex.lease.Done(ex.result())
+	remaining := time.Until(ex.headerBy)
+	var next balancer.Lease
+	if werr := t.picker.AdmitRetry(r.Context(), &next, site, from); werr != nil {
+		if !errors.Is(werr, balancer.ErrNoBackend) {
+			ex.waitErr = werr
+		} // else: no other backend is up, nothing to wait for: the try's own failure is the answer
+		return false
+	}
+	ex.headerBy = time.Now().Add(remaining)
+	ex.lease = next
+	if body != nil {
+		*nextBody = body
+	}
+	ex.clock.limitHeaders(ex.headerBy)
+	ex.rw.err, ex.reason = nil, ""
+	h.retries.count(reason)
+	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
+		ce.Write(append(ex.logFields(r, status, reason), zap.String("from_site", ex.site),
+			zap.String("from_backend", from.ID.Addr), zap.Int("try", ex.tries+1),
+			zap.Duration("queued", next.Queued), zap.Error(err))...)
 	}
 	return true
 }
