@@ -65,8 +65,12 @@ func (c *exchangeClock) start(rw http.ResponseWriter) {
 func (c *exchangeClock) try(parent context.Context) context.Context {
 	ctx, cancel := context.WithCancelCause(parent)
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expired != nil {
+		cancel(c.expired) // cut already: the try must not run unwatched
+		return ctx
+	}
 	c.cancel = cancel
-	c.mu.Unlock()
 	return ctx
 }
 

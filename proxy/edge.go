@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -51,6 +52,7 @@ type edgeListener struct {
 	maxHead int
 	h2      bool
 	log     *log.Logger // the server's ErrorLog: one line per refused request; nil: none
+	bufs    sync.Pool   // *[readBufSize]byte, for edgeConn.readSmall
 }
 
 func (l *edgeListener) Accept() (net.Conn, error) {
@@ -58,7 +60,7 @@ func (l *edgeListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &edgeConn{Conn: c, f: framer{maxHead: l.maxHead}, h2: l.h2, first: true, log: l.log}, nil
+	return &edgeConn{Conn: c, f: framer{maxHead: l.maxHead}, h2: l.h2, first: true, log: l.log, bufs: &l.bufs}, nil
 }
 
 // http2Preface is what an HTTP/2 client sends first (RFC 9113 section 3.4).
@@ -75,8 +77,12 @@ type edgeConn struct {
 	first bool // no head seen yet
 	// head holds bytes of a head not yet whole: none of it is handed to net/http until
 	// the whole head has passed.
-	head   []byte
-	scan   int    // where headEnd resumes in head
+	head []byte
+	scan headScan // where headEnd resumes in head
+	lead int      // bytes of CRLF skipped before the head to come (at most 4, as net/http)
+	// bufs lends a read buffer for reads smaller than it (net/http's background read
+	// is 1 byte): the edge never reads the socket a byte at a time. nil: a new one.
+	bufs   *sync.Pool
 	out    []byte // checked bytes, handed over from outPos on
 	outPos int
 	rerr   error // a read error that came with bytes, for the next Read
@@ -123,6 +129,12 @@ func (c *edgeConn) Read(p []byte) (int, error) {
 			}
 			return c.Conn.Read(p)
 		}
+		if len(p) < readBufSize {
+			if err := c.readSmall(); err != nil {
+				return 0, err
+			}
+			continue
+		}
 		n, err := c.Conn.Read(p)
 		k := c.take(p[:n])
 		if err != nil {
@@ -135,6 +147,31 @@ func (c *edgeConn) Read(p []byte) (int, error) {
 			return k, nil
 		}
 	}
+}
+
+// readBufSize is the read buffer lent to small reads.
+const readBufSize = 4096
+
+// readSmall reads from the socket into a lent buffer of readBufSize for a caller that
+// asked for less, and checks what came; the caller's Read hands it out from out.
+func (c *edgeConn) readSmall() error {
+	var buf *[readBufSize]byte
+	if c.bufs != nil {
+		buf, _ = c.bufs.Get().(*[readBufSize]byte)
+	}
+	if buf == nil {
+		buf = new([readBufSize]byte)
+	}
+	n, err := c.Conn.Read(buf[:])
+	c.head = append(c.head, buf[:n]...)
+	if c.bufs != nil {
+		c.bufs.Put(buf)
+	}
+	c.checkHeads()
+	if err != nil && c.outPos < len(c.out) {
+		c.rerr, err = err, nil
+	}
+	return err
 }
 
 // take checks b, just read into the caller's buffer, and returns how many of its first
@@ -185,6 +222,19 @@ func (c *edgeConn) checkHeads() {
 				return
 			}
 		}
+		if c.lead < 4 && c.scan == (headScan{}) && c.head[0] == '\r' {
+			// RFC 9112 section 2.2: an empty line or two before a request (after a POST
+			// body, from old clients) is skipped; net/http skips up to 4 CR or LF bytes.
+			if len(c.head) < 2 {
+				return
+			}
+			if c.head[1] == '\n' {
+				c.lead += 2
+				c.out = append(c.out, c.head[:2]...)
+				c.head = append(c.head[:0], c.head[2:]...)
+				continue
+			}
+		}
 		end, next, err := headEnd(c.head, c.scan)
 		if err != nil {
 			c.refused = err.(*frameError)
@@ -197,7 +247,7 @@ func (c *edgeConn) checkHeads() {
 			}
 			return
 		}
-		c.scan = 0
+		c.scan, c.lead = headScan{}, 0
 		if end > c.f.maxHead {
 			c.refused = &frameError{status: http.StatusRequestHeaderFieldsTooLarge, msg: "request head too large"}
 			return

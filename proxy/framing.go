@@ -214,33 +214,40 @@ func unhex(c byte) int {
 	return -1
 }
 
-// headEnd looks for the end of the head at the front of b, from start, the first byte of
-// a line not yet checked (0 at first). It returns the length of the head, up to and
-// including the empty line that ends it, or 0 and where to resume once more bytes came.
-// Every line must end in CRLF: a bare CR or LF anywhere in a head is an error.
-func headEnd(b []byte, start int) (end, next int, err error) {
+// headScan is how far headEnd has checked a head still arriving: line is where the
+// current line starts, pos where checking resumes. The zero value starts a new head.
+type headScan struct{ line, pos int }
+
+// headEnd looks for the end of the head at the front of b, resuming from s. It returns the
+// length of the head, up to and including the empty line that ends it, or 0 and where to
+// resume once more bytes came. Every line must end in CRLF: a bare CR or LF anywhere in a
+// head is an error. Each byte is looked at once however the head arrives, byte by byte
+// included.
+func headEnd(b []byte, s headScan) (end int, next headScan, err error) {
 	for {
-		i := bytes.IndexByte(b[start:], '\n')
+		i := bytes.IndexAny(b[s.pos:], "\r\n")
 		if i < 0 {
-			if j := bytes.IndexByte(b[start:], '\r'); j >= 0 && j < len(b[start:])-1 {
-				return 0, 0, badFrame("bare CR in the head")
+			s.pos = len(b)
+			return 0, s, nil
+		}
+		j := s.pos + i
+		if b[j] == '\n' {
+			return 0, s, badFrame("bare LF in the head")
+		}
+		if j+1 == len(b) {
+			s.pos = j // a CR at the end: look at it again with the next byte
+			return 0, s, nil
+		}
+		if b[j+1] != '\n' {
+			return 0, s, badFrame("bare CR in the head")
+		}
+		if j == s.line {
+			if s.line == 0 {
+				return 0, s, badFrame("empty line before the start line")
 			}
-			return 0, start, nil
+			return j + 2, headScan{}, nil // an empty line: the end of the head
 		}
-		lf := start + i
-		if lf == 0 || b[lf-1] != '\r' {
-			return 0, 0, badFrame("bare LF in the head")
-		}
-		if bytes.IndexByte(b[start:lf-1], '\r') >= 0 {
-			return 0, 0, badFrame("bare CR in the head")
-		}
-		if lf-1 == start {
-			if start == 0 {
-				return 0, 0, badFrame("empty line before the start line")
-			}
-			return lf + 1, 0, nil // an empty line: the end of the head
-		}
-		start = lf + 1
+		s = headScan{line: j + 2, pos: j + 2}
 	}
 }
 

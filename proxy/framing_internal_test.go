@@ -106,7 +106,7 @@ func TestFramerHeadsTable(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", false, 0},
 	} {
 		f := framer{maxHead: 8 << 10}
-		end, _, err := headEnd([]byte(tc.head), 0)
+		end, _, err := headEnd([]byte(tc.head), headScan{})
 		if err == nil && end == 0 {
 			t.Fatalf("%q: no end of head found", tc.head)
 		}

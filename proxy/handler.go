@@ -70,6 +70,7 @@ type exchange struct {
 	conn        atomic.Pointer[backendConn]
 	connWritten atomic.Int64
 	reused      atomic.Bool // the last connection had served requests before
+	head        bool        // the request is a HEAD
 	// clock enforces response_header across retries and body_idle (clock.go); headerBy
 	// is when the client's wait for response headers ends, set at the first retry.
 	clock    exchangeClock
@@ -83,6 +84,7 @@ type exchange struct {
 func (ex *exchange) gotConn(info httptrace.GotConnInfo) {
 	ex.reused.Store(info.Reused)
 	if bc, ok := info.Conn.(*backendConn); ok {
+		bc.isHEAD.Store(ex.head) // what the answer's framing depends on
 		ex.connWritten.Store(bc.written.Load())
 		ex.conn.Store(bc)
 	} else {
@@ -118,7 +120,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.record(t, ex, r)
 		return
 	}
-	if t.headers.underscored(r.Header) {
+	if t.headers.underscored(r.Header) || t.headers.underscored(r.Trailer) { // (declared trailers too)
 		writeError(&ex.rw, ex.id, http.StatusBadRequest, "header names with \"_\" are refused")
 		h.record(t, ex, r)
 		return
@@ -144,7 +146,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// sent), where any other body would be read, waiting for a client that waits for the
 	// 100, before the answer could go.
 	base := r.Context()
-	if t.retry.attempts > 1 {
+	ex.head = r.Method == http.MethodHead
+	if t.retry.attempts > 1 || ex.head {
 		base = httptrace.WithClientTrace(base, &httptrace.ClientTrace{GotConn: ex.gotConn})
 	}
 	ex.tryCtx = tryContext{Context: ex.clock.try(base), ex: ex}
@@ -153,7 +156,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && h2NeedsContinue(r.Body) {
 			r.Header.Set("Expect", "100-continue") // for the backend to answer
 		}
-		ex.body = newRequestBody(r.Body, t.retry.maxBody, &ex.clock)
+		ex.body = newRequestBody(r.Body, t.retry.maxBody, &ex.clock, r.Trailer, &t.headers)
 		out.Body = ex.body.first()
 	}
 	for {
@@ -173,7 +176,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reason = reasonClientGone // the tunnel was handed over; what fails now is not the backend's doing
 		}
 		ex.reason = reason
-		t.observe(ex, reason)
+		if ex.clock.cut() != errHeaderDeadline {
+			// (A retry cut because the client's wait ran out had only what an earlier try
+			// left: that says nothing against its backend.)
+			t.observe(ex, reason)
+		}
 		body := out.Body
 		if !h.retry(t, ex, r, &body, status, reason, ex.reached(connsBefore), err) {
 			if ex.waitErr != nil {
@@ -182,9 +189,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.fail(ex, r, err)
 			return
 		}
-		// A new try: a new context (the last one ended), the same request otherwise.
+		// A new try: a new context (the last one ended), the same request otherwise, and
+		// its response headers due by what is left of the client's wait.
 		out = out.WithContext(&tryContext{Context: ex.clock.try(base), ex: ex})
 		out.Body = body
+		if !ex.headerBy.IsZero() {
+			ex.clock.limitHeaders(ex.headerBy)
+		}
 	}
 }
 
@@ -205,13 +216,8 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 	case ex.body != nil && !ex.body.replayable():
 		return false
 	}
-	if ex.headerBy.IsZero() {
-		// The client's wait for response headers began when the first try had the
-		// whole request; a retry gets only what is left of response_header.
-		ex.headerBy = ex.sentAt().Add(t.responseHeader)
-	}
-	if time.Until(ex.headerBy) <= 0 {
-		return false
+	if !ex.headerBudget(t) {
+		return false // nothing is left of the client's wait for an answer
 	}
 	var next balancer.Lease
 	same := false // the next try goes to the same backend, on this lease
@@ -259,7 +265,6 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 	if body != nil {
 		*nextBody = body
 	}
-	ex.clock.limitHeaders(ex.headerBy)
 	ex.rw.err, ex.reason = nil, ""
 	h.retries.count(reason)
 	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
@@ -267,6 +272,21 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 			zap.String("from_backend", from), zap.Int("try", ex.tries+1), zap.Error(err))...)
 	}
 	return true
+}
+
+// headerBudget works out what is left of the client's wait for response headers for a
+// retry (exchange.headerBy), and reports whether anything is. The wait begins once the
+// proxy has the whole request: while the client's body is still arriving it has not begun,
+// and the retry gets the whole of response_header from the end of the body, timed by the
+// Transport as a first try is.
+func (ex *exchange) headerBudget(t *Table) bool {
+	if ex.body != nil && ex.body.endedAt().IsZero() {
+		return true
+	}
+	if ex.headerBy.IsZero() {
+		ex.headerBy = ex.sentAt().Add(t.responseHeader)
+	}
+	return time.Until(ex.headerBy) > 0
 }
 
 // retryQueued is retry for a try that never reached a backend when no other backend has a
@@ -291,7 +311,7 @@ func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody 
 	}
 	from, site := ex.lease.Backend, ex.lease.SiteIndex
 	ex.lease.Done(ex.result())
-	remaining := time.Until(ex.headerBy)
+	remaining := time.Until(ex.headerBy) // (headerBy is zero while the body still arrives)
 	var next balancer.Lease
 	if werr := t.picker.AdmitRetry(r.Context(), &next, site, from); werr != nil {
 		if !errors.Is(werr, balancer.ErrNoBackend) {
@@ -299,12 +319,13 @@ func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody 
 		} // else: no other backend is up, nothing to wait for: the try's own failure is the answer
 		return false
 	}
-	ex.headerBy = time.Now().Add(remaining)
+	if !ex.headerBy.IsZero() {
+		ex.headerBy = time.Now().Add(remaining)
+	}
 	ex.lease = next
 	if body != nil {
 		*nextBody = body
 	}
-	ex.clock.limitHeaders(ex.headerBy)
 	ex.rw.err, ex.reason = nil, ""
 	h.retries.count(reason)
 	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
@@ -354,6 +375,9 @@ func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
 // says it is over its capacity. A protocol switch or a try that got no answer teaches
 // nothing about latency.
 func (ex *exchange) result() balancer.Result {
+	if ex.clock.cut() == errHeaderDeadline {
+		return balancer.Result{} // the client's wait ran out: nothing learnt of the backend
+	}
 	res := balancer.Result{Status: ex.rw.status, Err: ex.rw.err}
 	switch ex.reason {
 	case "":
@@ -449,7 +473,12 @@ func (w *responseWriter) FlushError() error {
 	if w.bytes == 0 && w.Header().Get("Content-Length") != "" {
 		return nil
 	}
-	return http.NewResponseController(w.ResponseWriter).Flush()
+	// A flush is where a small write blocks on a client that does not read: timed as a
+	// write (timeouts.body_idle).
+	begin(&w.ex.clock.clientWrite)
+	err := http.NewResponseController(w.ResponseWriter).Flush()
+	done(&w.ex.clock.clientWrite)
+	return err
 }
 
 // Flush is FlushError for callers that want an http.Flusher.

@@ -162,10 +162,14 @@ var errStaleAttempt = errors.New("request body read by a superseded try")
 // next one starts (http.RoundTripper may read the body after RoundTrip returns), and such
 // a stale read must neither race nor steal bytes from the new try.
 type requestBody struct {
-	mu       sync.Mutex
-	src      io.ReadCloser
-	clock    *exchangeClock // watches reads from the client
-	err      error          // reading from the client failed: the client's fault, not the backend's
+	mu    sync.Mutex
+	src   io.ReadCloser
+	clock *exchangeClock // watches reads from the client
+	// trailer is the request's trailer map, which net/http fills as the body ends and the
+	// Transport sends on; headers applies the underscore policy to it then.
+	trailer  http.Header
+	headers  *headerPolicy
+	err      error // reading from the client failed: the client's fault, not the backend's
 	limit    int
 	kept     []byte
 	overflow bool // more than limit was read: the body can no longer be replayed
@@ -174,9 +178,13 @@ type requestBody struct {
 	ended    time.Time
 }
 
-func newRequestBody(src io.ReadCloser, limit int, clock *exchangeClock) *requestBody {
-	return &requestBody{src: src, limit: limit, clock: clock}
+func newRequestBody(src io.ReadCloser, limit int, clock *exchangeClock, trailer http.Header, headers *headerPolicy) *requestBody {
+	return &requestBody{src: src, limit: limit, clock: clock, trailer: trailer, headers: headers}
 }
+
+// errUnderscoreTrailer fails a body whose trailers have a "_" name under
+// headers.underscores: reject.
+var errUnderscoreTrailer = errors.New(`request trailer name with "_" refused (headers.underscores: reject)`)
 
 // clientErr reports whether reading from the client failed.
 func (b *requestBody) clientErr() error {
@@ -244,6 +252,13 @@ func (t tryBody) Read(p []byte) (int, error) {
 	}
 	if err == io.EOF && b.ended.IsZero() {
 		b.ended = time.Now()
+		// The trailers are in (net/http reads them before it reports the end): the
+		// underscore policy applies to them as to the head, before the Transport sends
+		// them on.
+		if len(b.trailer) > 0 && b.headers != nil && b.headers.underscored(b.trailer) {
+			b.ended = time.Time{}
+			n, err = 0, errUnderscoreTrailer
+		}
 	}
 	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) {
 		b.err = err

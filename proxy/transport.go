@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -92,6 +91,11 @@ func newTransport(t configs.Timeouts, http1 bool) *http.Transport {
 // X-Forwarded-For gets the client's address appended to what the request carried.
 func newForwarder(target *url.URL, tr http.RoundTripper, t *Table, d Deps) forwarder {
 	scheme, host := target.Scheme, target.Host
+	// HTTP/2's client resends on its own only what the protocol proves was never processed
+	// (a stream refused, or above a GOAWAY's last one): a resend that is safe, and that the
+	// fence would turn into a 502 on every graceful restart of an h2 backend.
+	ht, _ := tr.(*http.Transport)
+	fence := ht == nil || ht.Protocols == nil || ht.Protocols.HTTP1()
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = scheme
@@ -107,7 +111,9 @@ func newForwarder(target *url.URL, tr http.RoundTripper, t *Table, d Deps) forwa
 			// The request ID is ours, set by Handler: "Connection: X-Request-Id" must not
 			// strip it on the way to the backend.
 			pr.Out.Header[headerRequestID] = pr.In.Header[headerRequestID]
-			fenceTransportReplay(pr.Out)
+			if fence {
+				fenceTransportReplay(pr.Out)
+			}
 			if pr.Out.Body != nil && pr.Out.Body != http.NoBody && hasToken(pr.Out.Header["Expect"], "100-continue") {
 				// A backend that answers at once without 100 Continue (401, 413, 417) gets
 				// no body, and its connection closes after the answer: otherwise net/http
@@ -151,17 +157,18 @@ type backendConn struct {
 	// Read side, used by the Transport's one reader goroutine.
 	f       framer
 	head    []byte
-	scan    int
+	scan    headScan
 	out     []byte // checked bytes, handed over from outPos on
 	outPos  int
 	rerr    error
 	refused error
 	// isHEAD is whether the request being answered is a HEAD (a response to it has no
-	// body whatever its headers say); idle is set once a final response has been read,
-	// so that the next write starts a new request.
+	// body whatever its headers say). The exchange sets it when the Transport hands it
+	// this connection for a HEAD (exchange.gotConn), and the reader clears it once the
+	// answer's head has been read. (Guessing from the bytes written would not do: a
+	// backend may answer before the request's body is all written, and the rest of the
+	// body, which the client chose, would pass for the start of the next request.)
 	isHEAD atomic.Bool
-	idle   atomic.Bool
-	final  bool // the response being read is a final one (not 1xx)
 }
 
 func newBackendConn(c net.Conn, limit time.Duration, check bool) *backendConn {
@@ -169,7 +176,6 @@ func newBackendConn(c net.Conn, limit time.Duration, check bool) *backendConn {
 	if !check {
 		bc.f.st = stPass
 	}
-	bc.idle.Store(true)
 	return bc
 }
 
@@ -178,12 +184,6 @@ func newBackendConn(c net.Conn, limit time.Duration, check bool) *backendConn {
 const maxResponseHead = 1<<20 + 4096
 
 func (c *backendConn) Write(p []byte) (int, error) {
-	if len(p) > 0 && c.idle.Load() {
-		// The Transport writes one request at a time, and the next only once the last
-		// response has been read: this write starts a request.
-		c.idle.Store(false)
-		c.isHEAD.Store(bytes.HasPrefix(p, []byte("HEAD ")))
-	}
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.limit)); err != nil {
 		return 0, err
 	}
@@ -231,7 +231,6 @@ func (c *backendConn) Read(p []byte) (int, error) {
 func (c *backendConn) take(b []byte) int {
 	if len(c.head) == 0 {
 		k, err := c.f.advance(b)
-		c.bodyDone()
 		if err != nil || k == len(b) {
 			c.refused = err
 			return k
@@ -242,7 +241,6 @@ func (c *backendConn) take(b []byte) int {
 	for len(c.head) > 0 && c.refused == nil {
 		if c.f.st != stHead {
 			k, err := c.f.advance(c.head)
-			c.bodyDone()
 			c.out = append(c.out, c.head[:k]...)
 			c.head = append(c.head[:0], c.head[k:]...)
 			c.refused = err
@@ -261,27 +259,20 @@ func (c *backendConn) take(b []byte) int {
 			c.scan = next
 			return 0
 		default:
-			c.scan = 0
+			c.scan = headScan{}
 			h, err := c.f.checkHead(c.head[:end], c.isHEAD.Load())
 			if err != nil {
 				c.refused = err
 				break
 			}
-			c.final = h.status >= 200
-			c.bodyDone()
+			if h.status >= 200 {
+				c.isHEAD.Store(false) // answered; the next request sets it again
+			}
 			c.out = append(c.out, c.head[:end]...)
 			c.head = append(c.head[:0], c.head[end:]...)
 		}
 	}
 	return 0
-}
-
-// bodyDone marks the connection idle once a final response has been read whole.
-func (c *backendConn) bodyDone() {
-	if c.final && c.f.st == stHead {
-		c.final = false
-		c.idle.Store(true)
-	}
 }
 
 // BufferPool is an httputil.BufferPool of 32 KiB buffers, shared by every forwarder.
