@@ -228,14 +228,14 @@ func (c *backendConn) Read(p []byte) (int, error) {
 }
 
 // take checks b and returns how many of its first bytes may be handed over at once.
-func (c *backendConn) take(b []byte) int {
+func (c *backendConn) take(b []byte) (handed int) {
 	if len(c.head) == 0 {
 		k, err := c.f.advance(b)
 		if err != nil || k == len(b) {
 			c.refused = err
 			return k
 		}
-		b = b[k:]
+		handed, b = k, b[k:] // b[:k] goes at once; the rest is held and checked below
 	}
 	c.head = append(c.head, b...)
 	for len(c.head) > 0 && c.refused == nil {
@@ -245,7 +245,7 @@ func (c *backendConn) take(b []byte) int {
 			c.head = append(c.head[:0], c.head[k:]...)
 			c.refused = err
 			if err == nil && c.f.st != stHead && c.f.st != stPass && len(c.head) > 0 {
-				return 0 // a chunk-size or trailer line not yet whole
+				return handed // a chunk-size or trailer line not yet whole
 			}
 			continue
 		}
@@ -257,7 +257,7 @@ func (c *backendConn) take(b []byte) int {
 			c.refused = badFrame("response head too large")
 		case end == 0:
 			c.scan = next
-			return 0
+			return handed
 		default:
 			c.scan = headScan{}
 			h, err := c.f.checkHead(c.head[:end], c.isHEAD.Load())
@@ -272,7 +272,7 @@ func (c *backendConn) take(b []byte) int {
 			c.head = append(c.head[:0], c.head[end:]...)
 		}
 	}
-	return 0
+	return handed
 }
 
 // BufferPool is an httputil.BufferPool of 32 KiB buffers, shared by every forwarder.
