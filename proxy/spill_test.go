@@ -445,7 +445,7 @@ func TestAdaptiveLimitLearnsABackendsCapacity(t *testing.T) {
 		case <-r.Context().Done():
 			return
 		}
-		time.Sleep(2 * time.Millisecond) // service time; the wait for a slot is the queue
+		time.Sleep(5 * time.Millisecond) // service time; the wait for a slot is the queue
 		<-slots
 		served.Add(1)
 		io.WriteString(w, "idc1")
