@@ -82,10 +82,8 @@ type edgeConn struct {
 	lead int      // bytes of CRLF skipped before the head to come (at most 4, as net/http)
 	// bufs lends a read buffer for reads smaller than it (net/http's background read
 	// is 1 byte): the edge never reads the socket a byte at a time. nil: a new one.
-	bufs   *sync.Pool
-	out    []byte // checked bytes, handed over from outPos on
-	outPos int
-	rerr   error // a read error that came with bytes, for the next Read
+	bufs  *sync.Pool
+	ready // checked bytes not yet handed over
 	// refused is a head the edge refuses (answered by the edge); bodyErr a broken body
 	// (the read fails, and the Handler answers).
 	refused  *frameError
@@ -103,18 +101,8 @@ type edgeConn struct {
 
 func (c *edgeConn) Read(p []byte) (int, error) {
 	for {
-		if c.outPos < len(c.out) {
-			n := copy(p, c.out[c.outPos:])
-			c.outPos += n
-			if c.outPos == len(c.out) {
-				c.out, c.outPos = c.out[:0], 0 // keep the buffer for the next message
-			}
-			return n, nil
-		}
-		if c.rerr != nil {
-			err := c.rerr
-			c.rerr = nil
-			return 0, err
+		if n, err, ok := c.pop(p); ok {
+			return n, err
 		}
 		if c.bodyErr != nil {
 			return 0, c.bodyErr
@@ -136,15 +124,8 @@ func (c *edgeConn) Read(p []byte) (int, error) {
 			continue
 		}
 		n, err := c.Conn.Read(p)
-		k := c.take(p[:n])
-		if err != nil {
-			if k == 0 && c.outPos == len(c.out) {
-				return 0, err
-			}
-			c.rerr = err
-		}
-		if k > 0 {
-			return k, nil
+		if n, err, ok := c.after(c.take(p[:n]), err); ok {
+			return n, err
 		}
 	}
 }

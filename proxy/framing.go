@@ -447,3 +447,42 @@ func equalFold(b []byte, s string) bool {
 	}
 	return true
 }
+
+// ready is what a checking connection (edgeConn, backendConn) has read and checked but not
+// yet handed to its reader, in order, and a read error that came with bytes, for after them.
+type ready struct {
+	out    []byte
+	outPos int
+	rerr   error
+}
+
+// pop hands on what is ready, or then the error that came after it; ok is false when there
+// is neither.
+func (r *ready) pop(p []byte) (n int, err error, ok bool) {
+	if r.outPos < len(r.out) {
+		n = copy(p, r.out[r.outPos:])
+		r.outPos += n
+		if r.outPos == len(r.out) {
+			r.out, r.outPos = r.out[:0], 0 // keep the buffer for the next message
+		}
+		return n, nil, true
+	}
+	if r.rerr != nil {
+		err, r.rerr = r.rerr, nil
+		return 0, err, true
+	}
+	return 0, nil, false
+}
+
+// after is a Read's answer once a read from the socket ended with err and k of its bytes
+// may go at once (the rest was kept or refused); ok is false when there is nothing to
+// answer yet, and the Read reads again.
+func (r *ready) after(k int, err error) (int, error, bool) {
+	if err != nil {
+		if k == 0 && r.outPos == len(r.out) {
+			return 0, err, true
+		}
+		r.rerr = err
+	}
+	return k, nil, k > 0
+}

@@ -31,28 +31,39 @@ func (c *scriptConn) Read(p []byte) (int, error) {
 func (c *scriptConn) Write(p []byte) (int, error)      { return c.wrote.Write(p) }
 func (c *scriptConn) SetWriteDeadline(time.Time) error { return nil }
 
-// edgeRead runs input through an edgeConn, delivered in pieces cut at the given offsets,
-// and returns what the edge handed on, and whether it refused or failed the stream.
-func edgeRead(input []byte, cuts []int, readSize int) (passed []byte, refused bool) {
-	var pieces [][]byte
+// pieces cuts input at the given offsets (in increasing order), for a scriptConn.
+func pieces(input []byte, cuts []int) [][]byte {
+	var out [][]byte
 	prev := 0
 	for _, c := range cuts {
 		if c > prev && c < len(input) {
-			pieces = append(pieces, input[prev:c])
+			out = append(out, input[prev:c])
 			prev = c
 		}
 	}
-	pieces = append(pieces, input[prev:])
-	sc := &scriptConn{pieces: pieces}
-	ec := &edgeConn{Conn: sc, f: framer{maxHead: 8 << 10}, h2: true, first: true}
-	buf := make([]byte, readSize)
+	return append(out, input[prev:])
+}
+
+// readThrough reads r to its end in reads of size, and returns what it handed on and the
+// error that ended it.
+func readThrough(r io.Reader, size int) ([]byte, error) {
+	var passed []byte
+	buf := make([]byte, size)
 	for {
-		n, err := ec.Read(buf)
+		n, err := r.Read(buf)
 		passed = append(passed, buf[:n]...)
 		if err != nil {
-			return passed, ec.refused != nil || ec.bodyErr != nil || !errors.Is(err, io.EOF)
+			return passed, err
 		}
 	}
+}
+
+// edgeRead runs input through an edgeConn, delivered in pieces cut at the given offsets,
+// and returns what the edge handed on, and whether it refused or failed the stream.
+func edgeRead(input []byte, cuts []int, readSize int) (passed []byte, refused bool) {
+	ec := &edgeConn{Conn: &scriptConn{pieces: pieces(input, cuts)}, f: framer{maxHead: 8 << 10}, h2: true, first: true}
+	passed, err := readThrough(ec, readSize)
+	return passed, ec.refused != nil || ec.bodyErr != nil || !errors.Is(err, io.EOF)
 }
 
 // FuzzEdgeFraming: whatever the bytes and however they are cut into reads, the edge never
@@ -87,27 +98,10 @@ func FuzzEdgeFraming(f *testing.F) {
 	})
 }
 
-// backendRead runs input through a backendConn (the response side), delivered in pieces cut
-// at the given offsets, and returns what it handed on and whether it refused the stream.
+// backendRead is edgeRead for a backendConn (the response side).
 func backendRead(input []byte, cuts []int, readSize int) (passed []byte, refused bool) {
-	var pieces [][]byte
-	prev := 0
-	for _, c := range cuts {
-		if c > prev && c < len(input) {
-			pieces = append(pieces, input[prev:c])
-			prev = c
-		}
-	}
-	pieces = append(pieces, input[prev:])
-	bc := newBackendConn(&scriptConn{pieces: pieces}, time.Second, true)
-	buf := make([]byte, readSize)
-	for {
-		n, err := bc.Read(buf)
-		passed = append(passed, buf[:n]...)
-		if err != nil {
-			return passed, !errors.Is(err, io.EOF)
-		}
-	}
+	passed, err := readThrough(newBackendConn(&scriptConn{pieces: pieces(input, cuts)}, time.Second, true), readSize)
+	return passed, !errors.Is(err, io.EOF)
 }
 
 // FuzzBackendFraming is FuzzEdgeFraming for responses. It caught a read that ended inside

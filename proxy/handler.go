@@ -242,26 +242,38 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 			next.Done(balancer.Result{})
 		}
 	}
-	if !p.budget.allow() {
+	body, ok := h.spend(t, ex, r, status, reason)
+	if !ok {
 		release()
-		if ce := h.log.Check(zap.WarnLevel, "retry budget exhausted"); ce != nil {
-			ce.Write(ex.logFields(r, status, reason)...)
-		}
 		return false
 	}
-	var body io.ReadCloser
-	if ex.body != nil {
-		var ok bool
-		if body, ok = ex.body.next(); !ok {
-			release()
-			return false
-		}
-	}
-	from := ex.lease.Backend.ID.Addr
+	from := ex.lease.Backend
 	if !same {
 		ex.lease.Done(ex.result())
 		ex.lease = next
 	}
+	h.moveOn(ex, r, nextBody, body, from, status, reason, err)
+	return true
+}
+
+// spend takes a retry from the budget and the body of the next try (nil for a request
+// without one); false when the budget is spent or the body was not kept.
+func (h *Handler) spend(t *Table, ex *exchange, r *http.Request, status int, reason string) (io.ReadCloser, bool) {
+	if !t.retry.budget.allow() {
+		if ce := h.log.Check(zap.WarnLevel, "retry budget exhausted"); ce != nil {
+			ce.Write(ex.logFields(r, status, reason)...)
+		}
+		return nil, false
+	}
+	if ex.body == nil {
+		return nil, true
+	}
+	return ex.body.next()
+}
+
+// moveOn readies ex for its next try, now on ex.lease, with body (nil: none), and counts and
+// logs the retry of the try that failed on from.
+func (h *Handler) moveOn(ex *exchange, r *http.Request, nextBody *io.ReadCloser, body io.ReadCloser, from *balancer.Backend, status int, reason string, err error) {
 	if body != nil {
 		*nextBody = body
 	}
@@ -269,9 +281,9 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 	h.retries.count(reason)
 	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
 		ce.Write(append(ex.logFields(r, status, reason), zap.String("from_site", ex.site),
-			zap.String("from_backend", from), zap.Int("try", ex.tries+1), zap.Error(err))...)
+			zap.String("from_backend", from.ID.Addr), zap.Int("try", ex.tries+1),
+			zap.Duration("queued", ex.lease.Queued), zap.Error(err))...)
 	}
-	return true
 }
 
 // headerBudget works out what is left of the client's wait for response headers for a
@@ -296,18 +308,9 @@ func (ex *exchange) headerBudget(t *Table) bool {
 // reason). Time in the queue is not counted in response_header, for a retry as for a first
 // try.
 func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody *io.ReadCloser, status int, reason string, err error) bool {
-	if !t.retry.budget.allow() {
-		if ce := h.log.Check(zap.WarnLevel, "retry budget exhausted"); ce != nil {
-			ce.Write(ex.logFields(r, status, reason)...)
-		}
+	body, ok := h.spend(t, ex, r, status, reason)
+	if !ok {
 		return false
-	}
-	var body io.ReadCloser
-	if ex.body != nil {
-		var ok bool
-		if body, ok = ex.body.next(); !ok {
-			return false
-		}
 	}
 	from, site := ex.lease.Backend, ex.lease.SiteIndex
 	ex.lease.Done(ex.result())
@@ -323,16 +326,7 @@ func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody 
 		ex.headerBy = time.Now().Add(remaining)
 	}
 	ex.lease = next
-	if body != nil {
-		*nextBody = body
-	}
-	ex.rw.err, ex.reason = nil, ""
-	h.retries.count(reason)
-	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
-		ce.Write(append(ex.logFields(r, status, reason), zap.String("from_site", ex.site),
-			zap.String("from_backend", from.ID.Addr), zap.Int("try", ex.tries+1),
-			zap.Duration("queued", next.Queued), zap.Error(err))...)
-	}
+	h.moveOn(ex, r, nextBody, body, from, status, reason, err)
 	return true
 }
 

@@ -158,9 +158,7 @@ type backendConn struct {
 	f       framer
 	head    []byte
 	scan    headScan
-	out     []byte // checked bytes, handed over from outPos on
-	outPos  int
-	rerr    error
+	ready   // checked bytes not yet handed over
 	refused error
 	// isHEAD is whether the request being answered is a HEAD (a response to it has no
 	// body whatever its headers say). The exchange sets it when the Transport hands it
@@ -194,18 +192,8 @@ func (c *backendConn) Write(p []byte) (int, error) {
 
 func (c *backendConn) Read(p []byte) (int, error) {
 	for {
-		if c.outPos < len(c.out) {
-			n := copy(p, c.out[c.outPos:])
-			c.outPos += n
-			if c.outPos == len(c.out) {
-				c.out, c.outPos = c.out[:0], 0 // keep the buffer for the next message
-			}
-			return n, nil
-		}
-		if c.rerr != nil {
-			err := c.rerr
-			c.rerr = nil
-			return 0, err
+		if n, err, ok := c.pop(p); ok {
+			return n, err
 		}
 		if c.refused != nil {
 			return 0, c.refused
@@ -214,15 +202,8 @@ func (c *backendConn) Read(p []byte) (int, error) {
 			return c.Conn.Read(p)
 		}
 		n, err := c.Conn.Read(p)
-		k := c.take(p[:n])
-		if err != nil {
-			if k == 0 && c.outPos == len(c.out) {
-				return 0, err
-			}
-			c.rerr = err
-		}
-		if k > 0 {
-			return k, nil
+		if n, err, ok := c.after(c.take(p[:n]), err); ok {
+			return n, err
 		}
 	}
 }
