@@ -75,6 +75,7 @@ func (t *Table) activate() {
 	for _, prev := range t.inherited {
 		prev.handedOver.Store(true)
 	}
+	t.inherited = nil // the routes of the Table replaced: nothing here may keep it alive
 	for _, id := range t.unhealthy {
 		t.deps.Registry.SetUp(id.Site, id.Addr, true)
 	}
@@ -213,6 +214,9 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		affinityHeader: cfg.Affinity.Header,
 		deps:           d,
 	}
+	// Build reads d.Previous; the Table must not keep it, or every generation would keep
+	// the one before it alive.
+	t.deps.Previous = nil
 	if cfg.Outlier.ConsecutiveFailures > 0 {
 		t.outliers = d.Outliers
 	}
