@@ -57,9 +57,7 @@ type framer struct {
 
 // head is what a checked head says about the message.
 type head struct {
-	method  string // request
-	status  int    // response
-	upgrade bool   // request: asks to switch protocols
+	status int // response
 }
 
 // advance consumes the body bytes at the front of p and returns how many there were: all
@@ -265,16 +263,14 @@ func (f *framer) checkHead(b []byte, isHEAD bool) (head, error) {
 			return h, err
 		}
 	} else {
-		method, target, v, ok := requestLine(start)
+		v, ok := requestLine(start)
 		if !ok {
 			return h, badFrame("malformed request line")
 		}
-		h.method, version = string(method), v
-		_ = target
+		version = v
 	}
 	var te, cl []byte
 	var nTE, nCL, nHost int
-	var upgrade, connUpgrade bool
 	for len(b) > 0 {
 		i := bytes.Index(b, crlf)
 		line := b[:i]
@@ -296,16 +292,11 @@ func (f *framer) checkHead(b []byte, isHEAD bool) (head, error) {
 			cl = value
 		case equalFold(name, "host"):
 			nHost++
-		case equalFold(name, "upgrade"):
-			upgrade = true
-		case equalFold(name, "connection"):
-			connUpgrade = connUpgrade || hasToken([]string{string(value)}, "upgrade")
 		}
 	}
 	if !f.response && nHost > 1 {
 		return h, badFrame("more than one Host")
 	}
-	h.upgrade = !f.response && upgrade && connUpgrade
 	f.st, f.remain = stHead, 0
 	noBody := f.response && (h.status < 200 || h.status == 204 || h.status == 304 || isHEAD)
 	switch {
@@ -348,26 +339,27 @@ func (f *framer) checkHead(b []byte, isHEAD bool) (head, error) {
 
 var crlf = []byte("\r\n")
 
-// requestLine splits "METHOD SP target SP HTTP/1.x", each part strictly formed.
-func requestLine(l []byte) (method, target, version []byte, ok bool) {
+// requestLine checks "METHOD SP target SP HTTP/1.x", each part strictly formed, and
+// returns the version.
+func requestLine(l []byte) (version []byte, ok bool) {
 	sp1 := bytes.IndexByte(l, ' ')
 	if sp1 <= 0 {
-		return nil, nil, nil, false
+		return nil, false
 	}
 	sp2 := bytes.IndexByte(l[sp1+1:], ' ')
 	if sp2 <= 0 {
-		return nil, nil, nil, false
+		return nil, false
 	}
-	method, target, version = l[:sp1], l[sp1+1:sp1+1+sp2], l[sp1+2+sp2:]
+	method, target, version := l[:sp1], l[sp1+1:sp1+1+sp2], l[sp1+2+sp2:]
 	if !isToken(method) || !(string(version) == "HTTP/1.1" || string(version) == "HTTP/1.0") {
-		return nil, nil, nil, false
+		return nil, false
 	}
 	for _, c := range target {
 		if c <= ' ' || c == 0x7f {
-			return nil, nil, nil, false
+			return nil, false
 		}
 	}
-	return method, target, version, true
+	return version, true
 }
 
 // statusLine parses "HTTP/1.x SP 3DIGIT [SP reason]".
