@@ -223,29 +223,33 @@ type headScan struct{ line, pos int }
 // included.
 func headEnd(b []byte, s headScan) (end int, next headScan, err error) {
 	for {
-		i := bytes.IndexAny(b[s.pos:], "\r\n")
+		i := bytes.IndexByte(b[s.pos:], '\n')
 		if i < 0 {
+			// No LF yet: a CR may only be the last byte (its LF may be next to come).
+			rest := b[s.pos:]
+			if j := bytes.IndexByte(rest, '\r'); j >= 0 && j < len(rest)-1 {
+				return 0, s, badFrame("bare CR in the head")
+			}
 			s.pos = len(b)
+			if len(rest) > 0 && rest[len(rest)-1] == '\r' {
+				s.pos-- // look at it again with the next byte
+			}
 			return 0, s, nil
 		}
-		j := s.pos + i
-		if b[j] == '\n' {
+		lf := s.pos + i
+		if lf == s.line || b[lf-1] != '\r' {
 			return 0, s, badFrame("bare LF in the head")
 		}
-		if j+1 == len(b) {
-			s.pos = j // a CR at the end: look at it again with the next byte
-			return 0, s, nil
-		}
-		if b[j+1] != '\n' {
+		if bytes.IndexByte(b[s.pos:lf-1], '\r') >= 0 {
 			return 0, s, badFrame("bare CR in the head")
 		}
-		if j == s.line {
+		if lf-1 == s.line {
 			if s.line == 0 {
 				return 0, s, badFrame("empty line before the start line")
 			}
-			return j + 2, headScan{}, nil // an empty line: the end of the head
+			return lf + 1, headScan{}, nil // an empty line: the end of the head
 		}
-		s = headScan{line: j + 2, pos: j + 2}
+		s = headScan{line: lf + 1, pos: lf + 1}
 	}
 }
 
