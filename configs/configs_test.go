@@ -54,7 +54,6 @@ func checkErrors(t *testing.T, got configs.Errors, want []wantErr) {
 	}
 }
 
-// mustParse parses src as "test.yaml" and fails the test on any error.
 // abs is where a relative path in a config Parse'd as "test.yaml" points: the working
 // directory, the directory of that file.
 func abs(t *testing.T, name string) string {
@@ -66,6 +65,7 @@ func abs(t *testing.T, name string) string {
 	return p
 }
 
+// mustParse parses src as "test.yaml" and fails the test on any error.
 func mustParse(t *testing.T, src string) *configs.Config {
 	t.Helper()
 	cfg, err := configs.Parse("test.yaml", []byte(src))
