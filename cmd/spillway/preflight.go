@@ -14,7 +14,7 @@ import (
 // preflight is what run checks of a config at start beyond Validate and proxy.CheckTLSFiles
 // (which the Reloader runs on every config): the admin tokens and the access log's file.
 // validate runs the same check, so that what one refuses the other refuses, with the same
-// file:line:col message; it opens no socket and creates no file. tokenEnv is
+// file:line:col message; it opens no socket and leaves no file behind. tokenEnv is
 // SPILLWAY_ADMIN_TOKEN; tokens, when not nil, are used instead of token_file and tokenEnv
 // (the demo).
 func preflight(tokenEnv string, tokens admin.Tokens) configs.Check {
@@ -51,8 +51,8 @@ func checkAdmin(cfg *configs.Config, tokenEnv string, tokens admin.Tokens) confi
 
 // checkAccessLog refuses an access log file that run could not open for appending: one
 // that exists but cannot be written, or one in a directory that is missing or read-only.
-// It creates nothing: a file that does not exist yet is tried as a temporary file in its
-// directory, removed at once.
+// It leaves nothing behind: a file that does not exist yet is tried as a temporary file in
+// its directory, removed at once.
 func checkAccessLog(cfg *configs.Config) configs.Errors {
 	al := cfg.AccessLog
 	if al == nil || al.Output == "" || al.Output == "stdout" || al.Output == "stderr" {
