@@ -54,6 +54,17 @@ func checkErrors(t *testing.T, got configs.Errors, want []wantErr) {
 	}
 }
 
+// abs is where a relative path in a config Parse'd as "test.yaml" points: the working
+// directory, the directory of that file.
+func abs(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // mustParse parses src as "test.yaml" and fails the test on any error.
 func mustParse(t *testing.T, src string) *configs.Config {
 	t.Helper()
@@ -445,8 +456,8 @@ func TestParseValidation(t *testing.T) {
 			[]wantErr{
 				{6, 13, "sites[0].health.path", `must start with /, got "healthz"`},
 				{8, 16, "sites[0].health.timeout", "2s is longer than the interval 1s"},
-				{9, 13, "sites[0].health.rise", "must be >= 1, got 0"},
-				{10, 13, "sites[0].health.fall", "must be >= 1, got 0"},
+				{9, 13, "sites[0].health.rise", "must be between 1 and 100, got 0"},
+				{10, 13, "sites[0].health.fall", "must be between 1 and 100, got 0"},
 			}},
 		{"health interval zero", okSites + "    health:\n      interval: 0s\n",
 			[]wantErr{{6, 17, "sites[0].health.interval", "must be a duration > 0, got 0s"}}},
@@ -463,7 +474,7 @@ func TestParseValidation(t *testing.T) {
 		{"adaptive with max_inflight", okSites + "    max_inflight: 10\n    adaptive: {floor: 2}\n",
 			[]wantErr{{6, 15, "sites[0].adaptive", "a site with max_inflight has a fixed limit; adaptive applies only without it"}}},
 		{"adaptive floor zero", okSites + "    adaptive: {floor: 0}\n",
-			[]wantErr{{5, 23, "sites[0].adaptive.floor", "must be >= 1, got 0"}}},
+			[]wantErr{{5, 23, "sites[0].adaptive.floor", "must be between 1 and 100000, got 0"}}},
 		{"adaptive cap below floor", okSites + "    adaptive: {floor: 10, cap: 5}\n",
 			[]wantErr{{5, 32, "sites[0].adaptive.cap", "must be between floor (10) and 100000, got 5"}}},
 		{"adaptive initial above cap", okSites + "    adaptive: {cap: 50, initial: 60}\n",
@@ -499,7 +510,7 @@ func TestParseValidation(t *testing.T) {
 			[]wantErr{{6, 11, "spillover.resume", "must be in (0, 1], got NaN"}}},
 		{"resume one", okSites + "spillover:\n  resume: 1\n", nil},
 		{"queue size negative", okSites + "spillover:\n  queue: {size: -1}\n",
-			[]wantErr{{6, 17, "spillover.queue.size", "must be >= 0, got -1"}}},
+			[]wantErr{{6, 17, "spillover.queue.size", "must be between 0 and 1000000, got -1"}}},
 		{"queue size zero", okSites + "spillover:\n  queue: {size: 0}\n", nil},
 		{"queue timeout zero", okSites + "spillover:\n  queue: {timeout: 0s}\n",
 			[]wantErr{{6, 20, "spillover.queue.timeout", "must be a duration > 0, got 0s"}}},
@@ -752,7 +763,7 @@ headers: {via: "", underscores: reject}
 	if want := (configs.Listen{HTTP: ":9000", H2C: true}); cfg.Listen != want {
 		t.Errorf("Listen = %+v, want %+v", cfg.Listen, want)
 	}
-	if want := (configs.Admin{Listen: "127.0.0.1:9999", TokenFile: "admin.token"}); cfg.Admin != want {
+	if want := (configs.Admin{Listen: "127.0.0.1:9999", TokenFile: abs(t, "admin.token")}); cfg.Admin != want {
 		t.Errorf("Admin = %+v, want %+v", cfg.Admin, want)
 	}
 	if want := (configs.Timeouts{Connect: time.Second, ResponseHeader: 2 * time.Second, Idle: 3 * time.Second,
@@ -819,7 +830,7 @@ func TestDefaultsInsideSections(t *testing.T) {
 	if cfg.Sites[2].Health != nil {
 		t.Errorf("sites[2].health = %+v, want nil (no health section, no probe)", cfg.Sites[2].Health)
 	}
-	if d := cfg.Sites[2].Discovery; d == nil || *d != (configs.Discovery{File: "targets.txt", Interval: configs.DefaultDiscoveryInterval}) {
+	if d := cfg.Sites[2].Discovery; d == nil || *d != (configs.Discovery{File: abs(t, "targets.txt"), Interval: configs.DefaultDiscoveryInterval}) {
 		t.Errorf("sites[2].discovery = %+v, want file targets.txt every %s", d, configs.DefaultDiscoveryInterval)
 	}
 }
@@ -864,7 +875,7 @@ func TestDefaultsHTTPSOnly(t *testing.T) {
 	if want := (configs.Listen{HTTPS: ":8443", H2C: true}); cfg.Listen != want {
 		t.Errorf("Listen = %+v, want %+v (no plain http listener when only https is set)", cfg.Listen, want)
 	}
-	if want := (configs.TLS{CertFile: "c.pem", KeyFile: "k.pem"}); cfg.TLS == nil || *cfg.TLS != want {
+	if want := (configs.TLS{CertFile: abs(t, "c.pem"), KeyFile: abs(t, "k.pem")}); cfg.TLS == nil || *cfg.TLS != want {
 		t.Errorf("TLS = %+v, want %+v", cfg.TLS, want)
 	}
 }

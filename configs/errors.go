@@ -37,7 +37,7 @@ func (e *Error) Error() string {
 		b.WriteByte(' ')
 	}
 	if e.Path != "" {
-		b.WriteString(e.Path)
+		b.WriteString(cut(e.Path)) // an unknown key is in its path
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Msg)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -32,13 +33,15 @@ func Load(path string, checks ...Check) (*Config, error) {
 	return Parse(path, data, checks...)
 }
 
-// Parse is Load for a file already in memory; name is used in error positions.
+// Parse is Load for a file already in memory; name is used in error positions, and
+// relative file paths in the config are made absolute against name's directory.
 func Parse(name string, data []byte, checks ...Check) (*Config, error) {
 	cfg, decodeErrs := decode(name, data)
 	if cfg == nil {
 		return nil, decodeErrs // not YAML, empty, or several documents: nothing to validate
 	}
 	cfg.SetDefaults()
+	cfg.resolvePaths(filepath.Dir(name))
 	errs := decodeErrs
 	for _, check := range append([]Check{(*Config).Validate}, checks...) {
 		err := check(cfg)
@@ -245,11 +248,11 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	}
 	if v.Kind() == reflect.Int && n.ShortTag() != "!!int" {
 		// yaml.v3 would truncate "weight: 2.5" to 2 without a word.
-		d.errorf(at, path, "want %s, got %q", typeName(v.Type()), n.Value)
+		d.errorf(at, path, "want %s, got %s", typeName(v.Type()), Quote(n.Value))
 		return
 	}
 	if err := n.Decode(v.Addr().Interface()); err != nil {
-		d.errorf(at, path, "want %s, got %q", typeName(v.Type()), n.Value)
+		d.errorf(at, path, "want %s, got %s", typeName(v.Type()), Quote(n.Value))
 	}
 }
 
@@ -293,7 +296,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			} else {
 				unset = meant
 			}
-			d.errorf(k, kp, "unknown key %q%s", k.Value, hint)
+			d.errorf(k, kp, "unknown key %s%s", Quote(k.Value), hint)
 			d.errs[len(d.errs)-1].unset = unset
 			continue
 		}
@@ -348,7 +351,7 @@ func kindName(n *yaml.Node) string {
 	case yaml.SequenceNode:
 		return "a list"
 	default:
-		return fmt.Sprintf("%q", n.Value)
+		return Quote(n.Value)
 	}
 }
 

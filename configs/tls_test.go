@@ -74,7 +74,7 @@ websocket: {idle: 30s, max_lifetime: 1h}
 `)
 	want := configs.TLS{
 		ACME: &configs.ACME{Domains: []string{"bank.example.com"}, CA: "https://acme.internal:14000/dir",
-			CARoot: "/etc/spillway/acme-root.pem", Storage: "st", Challenges: []string{"tls-alpn-01"}},
+			CARoot: "/etc/spillway/acme-root.pem", Storage: abs(t, "st"), Challenges: []string{"tls-alpn-01"}},
 		RedirectHTTP: true,
 		HSTS:         &configs.HSTS{MaxAge: 8760 * time.Hour, IncludeSubdomains: true, Preload: true},
 	}

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -49,12 +48,49 @@ func (v *validator) add(path, format string, args ...any) {
 // missing unit ("5ns" for "5s") rather than a wish.
 const minDuration = time.Millisecond
 
-func (v *validator) positive(path string, d time.Duration) {
+// Upper bounds of durations and counts (README, "Config reference"): generous for any
+// production use, and small enough that a slip of the keyboard ("rise: 20000000", "interval:
+// 2000h") is refused rather than turning a probe, a queue or a limit into a silent no-op.
+const (
+	day = 24 * time.Hour
+
+	MaxConnectTimeout    = 5 * time.Minute
+	MaxReadHeader        = 5 * time.Minute
+	MaxResponseHeader    = time.Hour
+	MaxBodyIdle          = time.Hour
+	MaxIdleTimeout       = day
+	MaxShutdown          = time.Hour
+	MaxWebSocketIdle     = day
+	MaxWebSocketLifetime = 30 * day
+	MaxHSTSMaxAge        = 2 * 365 * day
+	MaxDiscoveryInterval = day
+	MaxHealthInterval    = time.Hour
+	MaxSlowStart         = time.Hour
+	MaxQueueTimeout      = 5 * time.Minute
+	MaxEjection          = day
+
+	MaxHealthCount      = 100       // health.rise and health.fall
+	MaxQueueSize        = 1_000_000 // spillover.queue.size
+	MaxRetriesPerSecond = 10_000    // retries.min_per_second
+	MaxOutlierFailures  = 1000      // outlier.consecutive_failures
+)
+
+// positive checks a duration that must be > 0 (at least minDuration) and at most max.
+func (v *validator) positive(path string, d, max time.Duration) {
 	switch {
 	case d <= 0:
 		v.add(path, "must be a duration > 0, got %s", d)
 	case d < minDuration:
 		v.add(path, "must be at least %s, got %s", minDuration, d)
+	case d > max:
+		v.add(path, "must be at most %s, got %s", max, d)
+	}
+}
+
+// between checks a whole number that must be in [lo, hi].
+func (v *validator) between(path string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.add(path, "must be between %d and %d, got %d", lo, hi, n)
 	}
 }
 
@@ -74,13 +110,12 @@ func (v *validator) address(path, addr string) {
 	if addr == "" {
 		return
 	}
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		v.add(path, "want host:port (e.g. \":8080\" or \"127.0.0.1:9901\"), got %q", addr)
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		v.add(path, "want host:port (e.g. \":8080\" or \"127.0.0.1:9901\"), got %s", Quote(addr))
 		return
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		v.add(path, "port must be a number 0-65535, got %q", port)
+	if msg := hostPortProblem(addr, 0, true); msg != "" {
+		v.add(path, "%s", msg)
 	}
 }
 
@@ -102,20 +137,20 @@ func (v *validator) listen() {
 		v.add("listen.https", "needs a tls section (acme, or cert_file and key_file)")
 	}
 	t := c.Timeouts
-	v.positive("timeouts.connect", t.Connect)
-	v.positive("timeouts.response_header", t.ResponseHeader)
-	v.positive("timeouts.idle", t.Idle)
-	v.positive("timeouts.read_header", t.ReadHeader)
-	v.positive("timeouts.shutdown", t.Shutdown)
-	v.positive("timeouts.body_idle", t.BodyIdle)
+	v.positive("timeouts.connect", t.Connect, MaxConnectTimeout)
+	v.positive("timeouts.response_header", t.ResponseHeader, MaxResponseHeader)
+	v.positive("timeouts.idle", t.Idle, MaxIdleTimeout)
+	v.positive("timeouts.read_header", t.ReadHeader, MaxReadHeader)
+	v.positive("timeouts.shutdown", t.Shutdown, MaxShutdown)
+	v.positive("timeouts.body_idle", t.BodyIdle, MaxBodyIdle)
 	if m := c.Limits.MaxHeaderBytes; m < 1<<10 || m > 16<<20 {
 		v.add("limits.max_header_bytes", "must be between 1024 and 16777216, got %d", m)
 	}
 	if m := c.Limits.MaxConcurrentStreams; m < 1 || m > 10000 {
 		v.add("limits.max_concurrent_streams", "must be between 1 and 10000, got %d", m)
 	}
-	v.positive("websocket.idle", c.WebSocket.Idle)
-	v.positive("websocket.max_lifetime", c.WebSocket.MaxLifetime)
+	v.positive("websocket.idle", c.WebSocket.Idle, MaxWebSocketIdle)
+	v.positive("websocket.max_lifetime", c.WebSocket.MaxLifetime, MaxWebSocketLifetime)
 }
 
 func (v *validator) tls() {
@@ -131,7 +166,7 @@ func (v *validator) tls() {
 		v.add("tls.redirect_http", "needs both listen.http (where it redirects from) and listen.https")
 	}
 	if h := t.HSTS; h != nil {
-		v.positive("tls.hsts.max_age", h.MaxAge)
+		v.positive("tls.hsts.max_age", h.MaxAge, MaxHSTSMaxAge)
 		if h.Preload && (!h.IncludeSubdomains || h.MaxAge < 365*24*time.Hour) {
 			v.add("tls.hsts.preload", "preload needs include_subdomains and a max_age of at least 8760h (one year)")
 		}
@@ -152,19 +187,19 @@ func (v *validator) tls() {
 		domains := map[string]int{}
 		for i, d := range a.Domains {
 			p := fmt.Sprintf("tls.acme.domains[%d]", i)
-			if d == "" || strings.ContainsAny(d, "/: ") {
-				v.add(p, "want a DNS name, got %q", d)
+			if hostProblem(strings.TrimPrefix(d, "*."), false) != "" {
+				v.add(p, "want a DNS name, got %s", Quote(d))
 			} else if first, dup := domains[strings.ToLower(d)]; dup {
-				v.add(p, "%q is listed twice (first as domains[%d])", d, first)
+				v.add(p, "%s is listed twice (first as domains[%d])", Quote(d), first)
 			} else {
 				domains[strings.ToLower(d)] = i
 			}
 		}
 		if a.Email != "" && !strings.Contains(a.Email, "@") {
-			v.add("tls.acme.email", "want an email address, got %q", a.Email)
+			v.add("tls.acme.email", "want an email address, got %s", Quote(a.Email))
 		}
 		if u, err := url.Parse(a.CA); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			v.add("tls.acme.ca", "want the ACME directory URL, got %q", a.CA)
+			v.add("tls.acme.ca", "want the ACME directory URL, got %s", Quote(a.CA))
 		}
 		if a.Storage == "" {
 			v.add("tls.acme.storage", "set the directory that keeps certificates, keys and the ACME account across restarts")
@@ -177,9 +212,9 @@ func (v *validator) tls() {
 			p := fmt.Sprintf("tls.acme.challenges[%d]", i)
 			switch {
 			case ch != "http-01" && ch != "tls-alpn-01":
-				v.add(p, "want http-01 or tls-alpn-01, got %q", ch)
+				v.add(p, "want http-01 or tls-alpn-01, got %s", Quote(ch))
 			case seen[ch]:
-				v.add(p, "%q is listed twice", ch)
+				v.add(p, "%s is listed twice", Quote(ch))
 			case ch == "http-01" && c.Listen.HTTP == "":
 				v.add(p, "http-01 is answered on listen.http, which is not set")
 			}
@@ -205,15 +240,15 @@ func (v *validator) sites() {
 		case s.Name == "":
 			v.add(p+".name", "every site needs a name")
 		case !siteNameRE.MatchString(s.Name):
-			v.add(p+".name", "%q: use lower-case letters, digits, '-' and '_' (at most 63)", s.Name)
+			v.add(p+".name", "%s: use lower-case letters, digits, '-' and '_' (at most 63)", Quote(s.Name))
 		}
 		if first, dup := names[s.Name]; dup && s.Name != "" {
-			v.add(p+".name", "%q is already the name of sites[%d]", s.Name, first)
+			v.add(p+".name", "%s is already the name of sites[%d]", Quote(s.Name), first)
 		} else {
 			names[s.Name] = i
 		}
 		if c.src != nil && !c.Has(p+".weight") {
-			v.add(p+".weight", "site %q: weight is required (0 takes no share of the split)", s.Name)
+			v.add(p+".weight", "site %s: weight is required (0 takes no share of the split)", Quote(s.Name))
 			weightsOK = false
 		}
 		if s.Weight < 0 || s.Weight > MaxWeight {
@@ -225,7 +260,7 @@ func (v *validator) sites() {
 		if len(s.Backends) > 0 || s.Discovery != nil {
 			withMembers++
 		} else if s.Weight > 0 && s.Weight <= MaxWeight {
-			v.add(p, "site %q has weight %d but no backends or discovery; list its backends, or set weight 0", s.Name, s.Weight)
+			v.add(p, "site %s has weight %d but no backends or discovery; list its backends, or set weight 0", Quote(s.Name), s.Weight)
 		}
 		v.backends(p, s)
 		v.site(p, s)
@@ -251,7 +286,7 @@ func (v *validator) backends(p string, s Site) {
 		}
 		key := backendKey(raw)
 		if first, dup := seen[key]; dup {
-			v.add(bp, "%q is listed twice (first as backends[%d])", raw, first)
+			v.add(bp, "%s is listed twice (first as backends[%d])", Quote(raw), first)
 			continue
 		}
 		seen[key] = j
@@ -273,22 +308,23 @@ func backendKey(raw string) string {
 func checkBackendURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Sprintf("not a URL: %q", raw)
+		return fmt.Sprintf("not a URL: %s", Quote(raw))
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Sprintf("want http://host:port or https://host:port, got %q", raw)
+		return fmt.Sprintf("want http://host:port or https://host:port, got %s", Quote(raw))
 	case u.Host == "" || u.Hostname() == "":
-		return fmt.Sprintf("no host in %q", raw)
+		return fmt.Sprintf("no host in %s", Quote(raw))
 	case u.User != nil:
-		return fmt.Sprintf("credentials in a backend URL are not allowed: %q", u.Redacted())
+		return fmt.Sprintf("credentials in a backend URL are not allowed: %s", Quote(u.Redacted()))
 	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return fmt.Sprintf("a backend is scheme://host:port only; no path, query or fragment: %q", raw)
+		return fmt.Sprintf("a backend is scheme://host:port only; no path, query or fragment: %s", Quote(raw))
 	}
-	if port := u.Port(); port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return fmt.Sprintf("port must be 1-65535 in %q", raw)
-		}
+	if port := u.Port(); port != "" && portProblem(port, 1) != "" {
+		return fmt.Sprintf("port must be 1-65535 in %s", Quote(raw))
+	}
+	if msg := hostProblem(u.Hostname(), false); msg != "" {
+		return fmt.Sprintf("%s, in %s", msg, Quote(raw))
 	}
 	return ""
 }
@@ -301,8 +337,8 @@ func (v *validator) site(p string, s Site) {
 		switch {
 		case s.MaxInflight > 0:
 			v.add(p+".adaptive", "a site with max_inflight has a fixed limit; adaptive applies only without it")
-		case a.Floor < 1:
-			v.add(p+".adaptive.floor", "must be >= 1, got %d", a.Floor)
+		case a.Floor < 1 || a.Floor > MaxInflightLimit:
+			v.add(p+".adaptive.floor", "must be between 1 and %d, got %d", MaxInflightLimit, a.Floor)
 		case a.Cap < a.Floor || a.Cap > MaxInflightLimit:
 			v.add(p+".adaptive.cap", "must be between floor (%d) and %d, got %d", a.Floor, MaxInflightLimit, a.Cap)
 		case a.Initial < a.Floor || a.Initial > a.Cap:
@@ -311,20 +347,28 @@ func (v *validator) site(p string, s Site) {
 	}
 	if s.SlowStart < 0 {
 		v.add(p+".slow_start", "must be >= 0, got %s", s.SlowStart)
+	} else if s.SlowStart > MaxSlowStart {
+		v.add(p+".slow_start", "must be at most %s, got %s", MaxSlowStart, s.SlowStart)
 	}
 	if d := s.Discovery; d != nil {
 		if (d.DNS == "") == (d.File == "") {
 			v.add(p+".discovery", "set exactly one of dns or file")
 		}
-		if d.DNS != "" && !strings.HasPrefix(d.DNS, "_") {
+		if d.DNS != "" && strings.HasPrefix(d.DNS, "_") {
+			if msg := hostProblem(d.DNS, true); msg != "" {
+				v.add(p+".discovery.dns", "want an SRV name like _app._tcp.example: %s", msg)
+			}
+		} else if d.DNS != "" {
 			if _, _, err := net.SplitHostPort(d.DNS); err != nil {
-				v.add(p+".discovery.dns", "want host:port for A/AAAA, or an SRV name like _app._tcp.example; got %q", d.DNS)
+				v.add(p+".discovery.dns", "want host:port for A/AAAA, or an SRV name like _app._tcp.example; got %s", Quote(d.DNS))
+			} else if msg := hostPortProblem(d.DNS, 1, false); msg != "" {
+				v.add(p+".discovery.dns", "%s", msg)
 			}
 		}
-		v.positive(p+".discovery.interval", d.Interval)
+		v.positive(p+".discovery.interval", d.Interval, MaxDiscoveryInterval)
 		if d.Resolver != "" {
-			if host, port, err := net.SplitHostPort(d.Resolver); err != nil || net.ParseIP(host) == nil || port == "" {
-				v.add(p+".discovery.resolver", "want ip:port of a DNS server, e.g. 10.0.0.2:53; got %q", d.Resolver)
+			if host, port, err := net.SplitHostPort(d.Resolver); err != nil || net.ParseIP(host) == nil || portProblem(port, 1) != "" {
+				v.add(p+".discovery.resolver", "want ip:port of a DNS server, e.g. 10.0.0.2:53; got %s", Quote(d.Resolver))
 			} else if d.DNS == "" {
 				v.add(p+".discovery.resolver", "applies to dns discovery only")
 			}
@@ -334,32 +378,28 @@ func (v *validator) site(p string, s Site) {
 		switch h.Kind {
 		case "http":
 			if !strings.HasPrefix(h.Path, "/") {
-				v.add(p+".health.path", "must start with /, got %q", h.Path)
+				v.add(p+".health.path", "must start with /, got %s", Quote(h.Path))
 			}
 			if len(h.Expect) != 2 || h.Expect[0] < 100 || h.Expect[1] > 599 || h.Expect[0] > h.Expect[1] {
-				v.add(p+".health.expect", "want [low, high] with 100 <= low <= high <= 599, got %v", h.Expect)
+				v.add(p+".health.expect", "want [low, high] with 100 <= low <= high <= 599, got %s", cut(fmt.Sprint(h.Expect)))
 			}
 		case "tcp":
 			if h.Path != "" || h.Host != "" || v.c.Has(p+".health.expect") {
 				v.add(p+".health.kind", "a tcp probe only connects: path, host and expect do not apply")
 			}
 		default:
-			v.add(p+".health.kind", "want http or tcp, got %q", h.Kind)
+			v.add(p+".health.kind", "want http or tcp, got %s", Quote(h.Kind))
 		}
 		if h.Initial != "up" && h.Initial != "down" {
-			v.add(p+".health.initial", "want up or down, got %q", h.Initial)
+			v.add(p+".health.initial", "want up or down, got %s", Quote(h.Initial))
 		}
-		v.positive(p+".health.interval", h.Interval)
-		v.positive(p+".health.timeout", h.Timeout)
+		v.positive(p+".health.interval", h.Interval, MaxHealthInterval)
+		v.positive(p+".health.timeout", h.Timeout, MaxHealthInterval)
 		if h.Timeout > h.Interval && h.Interval > 0 {
 			v.add(p+".health.timeout", "%s is longer than the interval %s", h.Timeout, h.Interval)
 		}
-		if h.Rise < 1 {
-			v.add(p+".health.rise", "must be >= 1, got %d", h.Rise)
-		}
-		if h.Fall < 1 {
-			v.add(p+".health.fall", "must be >= 1, got %d", h.Fall)
-		}
+		v.between(p+".health.rise", h.Rise, 1, MaxHealthCount)
+		v.between(p+".health.fall", h.Fall, 1, MaxHealthCount)
 	}
 	if t := s.TLS; t != nil {
 		if (t.CertFile == "") != (t.KeyFile == "") {
@@ -370,14 +410,19 @@ func (v *validator) site(p string, s Site) {
 			https = https || strings.HasPrefix(strings.ToLower(b), "https://")
 		}
 		if !https {
-			v.add(p+".tls", "site %q has no https:// backend for these settings to apply to", s.Name)
+			v.add(p+".tls", "site %s has no https:// backend for these settings to apply to", Quote(s.Name))
+		}
+		if t.ServerName != "" {
+			if msg := hostProblem(t.ServerName, false); msg != "" {
+				v.add(p+".tls.server_name", "%s", msg)
+			}
 		}
 		if t.InsecureSkipVerify && (t.CAFile != "" || t.ServerName != "") {
 			v.add(p+".tls.insecure_skip_verify", "verifies nothing, so ca_file and server_name would be ignored; remove one or the other")
 		}
 	}
 	if s.Protocol != "http1" && s.Protocol != "h2" {
-		v.add(p+".protocol", "want http1 or h2, got %q", s.Protocol)
+		v.add(p+".protocol", "want http1 or h2, got %s", Quote(s.Protocol))
 	}
 }
 
@@ -386,19 +431,17 @@ func (v *validator) policies() {
 	if r := c.Spillover.Resume; !(r > 0 && r <= 1) { // also refuses .nan
 		v.add("spillover.resume", "must be in (0, 1], got %g", r)
 	}
-	if c.Spillover.Queue.Size < 0 {
-		v.add("spillover.queue.size", "must be >= 0, got %d", c.Spillover.Queue.Size)
-	}
-	v.positive("spillover.queue.timeout", c.Spillover.Queue.Timeout)
+	v.between("spillover.queue.size", c.Spillover.Queue.Size, 0, MaxQueueSize)
+	v.positive("spillover.queue.timeout", c.Spillover.Queue.Timeout, MaxQueueTimeout)
 	a := c.Affinity
 	if a.Cookie != "" && a.Header != "" {
 		v.add("affinity", "use either cookie or header, not both")
 	}
 	if a.Cookie != "" && !headerNameRE.MatchString(a.Cookie) {
-		v.add("affinity.cookie", "not a valid cookie name: %q", a.Cookie)
+		v.add("affinity.cookie", "not a valid cookie name: %s", Quote(a.Cookie))
 	}
 	if a.Header != "" && !headerNameRE.MatchString(a.Header) {
-		v.add("affinity.header", "not a valid header name: %q", a.Header)
+		v.add("affinity.header", "not a valid header name: %s", Quote(a.Header))
 	}
 	if a := c.AccessLog; a != nil {
 		if !(a.Sample2xx >= 0 && a.Sample2xx <= 1) {
@@ -412,18 +455,16 @@ func (v *validator) policies() {
 	if r.Attempts < 1 || r.Attempts > 10 {
 		v.add("retries.attempts", "must be between 1 (never retry) and 10 tries, got %d", r.Attempts)
 	}
-	if r.MinPerSecond < 0 {
-		v.add("retries.min_per_second", "must be >= 0, got %d", r.MinPerSecond)
-	}
+	v.between("retries.min_per_second", r.MinPerSecond, 0, MaxRetriesPerSecond)
 	if r.MaxBodyBytes < 0 || r.MaxBodyBytes > 16<<20 {
 		v.add("retries.max_body_bytes", "must be between 0 and 16777216, got %d", r.MaxBodyBytes)
 	}
 	o := c.Outlier
-	if o.ConsecutiveFailures < 0 {
-		v.add("outlier.consecutive_failures", "must be >= 0 (0: never eject), got %d", o.ConsecutiveFailures)
+	if o.ConsecutiveFailures < 0 || o.ConsecutiveFailures > MaxOutlierFailures {
+		v.add("outlier.consecutive_failures", "must be between 0 (never eject) and %d, got %d", MaxOutlierFailures, o.ConsecutiveFailures)
 	}
-	v.positive("outlier.base_ejection", o.BaseEjection)
-	v.positive("outlier.max_ejection", o.MaxEjection)
+	v.positive("outlier.base_ejection", o.BaseEjection, MaxEjection)
+	v.positive("outlier.max_ejection", o.MaxEjection, MaxEjection)
 	if o.MaxEjection < o.BaseEjection && o.MaxEjection > 0 {
 		v.add("outlier.max_ejection", "%s is shorter than base_ejection %s", o.MaxEjection, o.BaseEjection)
 	}
@@ -434,22 +475,22 @@ func (v *validator) policies() {
 		v.add("retries.budget", "must be in [0, 1], got %g", r.Budget)
 	}
 	if r.IdempotencyHeader != "" && !headerNameRE.MatchString(r.IdempotencyHeader) {
-		v.add("retries.idempotency_header", "not a valid header name: %q", r.IdempotencyHeader)
+		v.add("retries.idempotency_header", "not a valid header name: %s", Quote(r.IdempotencyHeader))
 	}
 	h := c.Headers
 	switch h.Underscores {
 	case "drop", "reject", "allow":
 	default:
-		v.add("headers.underscores", "want drop, reject or allow, got %q", h.Underscores)
+		v.add("headers.underscores", "want drop, reject or allow, got %s", Quote(h.Underscores))
 	}
 	if h.Via != "" && (len(h.Via) > 64 || !headerNameRE.MatchString(h.Via)) {
-		v.add("headers.via", "want a name of at most 64 letters, digits and !#$%%&'*+-.^_`|~ (or \"\" for no Via), got %q", h.Via)
+		v.add("headers.via", "want a name of at most 64 letters, digits and !#$%%&'*+-.^_`|~ (or \"\" for no Via), got %s", Quote(h.Via))
 	}
 	if h.Underscores != "allow" {
 		// A header the proxy itself must read would never arrive.
 		for _, k := range []struct{ path, name string }{{"affinity.header", a.Header}, {"retries.idempotency_header", r.IdempotencyHeader}} {
 			if strings.Contains(k.name, "_") {
-				v.add(k.path, "%q has a \"_\", and headers.underscores is %s: set headers.underscores: allow, or name another header", k.name, h.Underscores)
+				v.add(k.path, "%s has a \"_\", and headers.underscores is %s: set headers.underscores: allow, or name another header", Quote(k.name), h.Underscores)
 			}
 		}
 	}

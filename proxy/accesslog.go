@@ -74,7 +74,7 @@ func (a *AccessLog) prepare(cfg *configs.Config) (*accessState, error) {
 	}
 	sink, closeSink, err := zap.Open(al.Output)
 	if err != nil {
-		return nil, configs.Errors{cfg.Errorf("access_log.output", "cannot open %q: %v", al.Output, err)}
+		return nil, configs.Errors{cfg.Errorf("access_log.output", "cannot open %s: %v", configs.Quote(al.Output), err)}
 	}
 	// Lines are written in batches (up to 256 KiB, or every second), not one write per
 	// request: the log must not cost the request path a system call each.

@@ -312,9 +312,16 @@ sites:
 				<-done
 				t.Fatalf("run started instead of refusing; log:\n%s", log.String())
 			}
+			// A config problem, with its place in the file, on stderr (which is the log
+			// here); validate refuses it with the same line (issue 14).
 			var out bytes.Buffer
 			if code := exitCode(err, &out); code != 1 {
 				t.Errorf("exit %d, want 1", code)
+			}
+			out.WriteString(log.String())
+			var vout bytes.Buffer
+			if code := exitCode(run(context.Background(), []string{"validate", path}, io.Discard, &vout), &vout); code != 1 || !strings.Contains(out.String(), strings.SplitN(vout.String(), "\n", 2)[0]) {
+				t.Errorf("validate: exit %d, output %q; want 1 and the line run printed", code, vout.String())
 			}
 			if !strings.Contains(out.String(), tc.want) {
 				t.Errorf("error %q, want it to say %q", out.String(), tc.want)

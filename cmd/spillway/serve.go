@@ -92,12 +92,18 @@ type instance struct {
 // running.
 func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err error) {
 	var first *configs.Config // set once started: what a reload may not change
+	start := preflight(o.tokenEnv, o.tokens)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	recent := proxy.NewRecent(4096)
 	r := proxy.NewReloader(proxy.ReloaderOptions{Path: o.path, Log: o.log, Metrics: reg,
 		Recorders: []proxy.Recorder{recent},
-		Checks:    []configs.Check{func(c *configs.Config) error { return sameServers(first, c) }}})
+		Checks: []configs.Check{func(c *configs.Config) error {
+			if first == nil {
+				return start(c) // what validate checks too
+			}
+			return sameServers(first, c)
+		}}})
 	background, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
 		if err != nil {
@@ -118,10 +124,7 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 				return nil, err
 			}
 		}
-		loopback := admin.IsLoopback(cfg.Admin.Listen)
-		if !loopback && len(tokens) == 0 {
-			return nil, fmt.Errorf("admin.listen %s is not a loopback address: set admin.token_file or SPILLWAY_ADMIN_TOKEN, so that the admin API needs a token", cfg.Admin.Listen)
-		}
+		loopback := admin.IsLoopback(cfg.Admin.Listen) // preflight refused no token off loopback
 		in.admin = admin.New(admin.Options{Control: r, Tokens: tokens, OpenReads: loopback,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Recent: recent, Log: o.log.Named("admin")})
 		if in.adminLn, err = o.listen(cfg.Admin.Listen); err != nil {

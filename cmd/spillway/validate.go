@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
@@ -29,7 +30,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		return exitError{2}
 	}
 	path := fs.Arg(0)
-	cfg, t, outliers, err := loadAndBuild(path, nil)
+	cfg, t, outliers, err := loadAndBuild(path, nil, preflight(os.Getenv("SPILLWAY_ADMIN_TOKEN"), nil))
 	if err != nil {
 		printConfigError(stderr, err)
 		return exitError{1}
@@ -47,10 +48,11 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// loadAndBuild loads the config at path with every check run applies, and compiles it, so
-// that what validate accepts run accepts too, and every problem is reported in one list.
-func loadAndBuild(path string, log *zap.Logger) (*configs.Config, *proxy.Table, *health.Outliers, error) {
-	cfg, err := configs.Load(path, proxy.CheckTLSFiles)
+// loadAndBuild loads the config at path with every check run applies (the Reloader's
+// proxy.CheckTLSFiles, and the checks given: run's preflight), and compiles it, so that
+// what validate accepts run accepts too, and every problem is reported in one list.
+func loadAndBuild(path string, log *zap.Logger, checks ...configs.Check) (*configs.Config, *proxy.Table, *health.Outliers, error) {
+	cfg, err := configs.Load(path, append([]configs.Check{proxy.CheckTLSFiles}, checks...)...)
 	if err != nil {
 		return nil, nil, nil, err
 	}
