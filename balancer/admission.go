@@ -195,17 +195,37 @@ func (p *Picker) acquireExcept(l *Lease, pl *plan, i int, except *Backend) bool 
 // slower backend holds more requests in flight for the same share (Little's law) and so
 // gets fewer; and nothing stale is kept: there is no average to decay. Failures weigh as
 // extra requests in flight, so a backend that answers 500 at once never looks idle.
+//
+// A backend in slow start sits out each comparison with probability 1 - its ramp, so that
+// at low load, where costs tie, it gets its ramp's share of picks (a tenth at first), and
+// not none: dividing its cost by the ramp would make it lose every tie for the whole ramp.
+// Under load its limit ramps as well (limit).
 func (p *Picker) cheaper(s *pickerSite, x, y *Backend) bool {
-	return p.score(s, x) < p.score(s, y)
+	if p.sitsOut(s, x) {
+		return false
+	}
+	if p.sitsOut(s, y) {
+		return true
+	}
+	return p.score(x) < p.score(y)
+}
+
+// rampScale is the resolution of sitsOut's draw.
+const rampScale = 1024
+
+// sitsOut draws whether b, in slow start, sits out a comparison (probability 1 - ramp).
+func (p *Picker) sitsOut(s *pickerSite, b *Backend) bool {
+	r := p.ramp(s, b)
+	return r < 1 && p.intN(rampScale) >= int(r*rampScale)
 }
 
 // score is b's cost for cheaper.
-func (p *Picker) score(s *pickerSite, b *Backend) float64 {
+func (p *Picker) score(b *Backend) float64 {
 	c := float64(b.inflight.Load() + 1)
 	if b.failedAt.Load() != 0 { // only a backend that failed recently reads the clock
 		c += math.Round(b.penalty(p.reg.now().UnixNano()))
 	}
-	return c / p.ramp(s, b)
+	return c
 }
 
 // take counts the request in flight on backend b of site i if b is below its limit, and

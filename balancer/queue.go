@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,7 @@ type waitQueue struct {
 	head, tail *waiter
 	pending    int          // wakes that found every waiter already signalled
 	len        atomic.Int64 // waiters queued; read without the lock by Lease.Done
+	retries    atomic.Int64 // of which retries (waiter.retry)
 
 	// now is the Registry's clock.
 	now func() time.Time
@@ -54,6 +56,7 @@ type waiter struct {
 	ch         chan struct{} // capacity 1: a wake-up
 	signalled  bool          // a wake-up was sent and not yet answered by unsignal
 	queued     bool
+	retry      bool      // a retry, which may not take a slot on the backend that failed it
 	since      time.Time // when it joined
 	dropped    bool      // shed for waiting too long in a congested queue
 }
@@ -160,6 +163,9 @@ func (q *waitQueue) push(w *waiter, max int) bool {
 		q.head = w
 	}
 	q.tail = w
+	if w.retry {
+		q.retries.Add(1)
+	}
 	q.len.Add(1)
 	return true
 }
@@ -210,9 +216,42 @@ func (q *waitQueue) unlinkLocked(w *waiter) {
 		q.tail = w.prev
 	}
 	w.prev, w.next, w.queued = nil, nil, false
+	if w.retry {
+		q.retries.Add(-1)
+	}
 	if q.len.Add(-1) == 0 {
 		q.pending = 0 // wake-ups for nobody: the next waiter starts afresh
 		q.busySince = time.Time{}
+		// The drain estimate is of this busy period: the next starts from the timeout,
+		// not from the quiet time since the last admission.
+		q.servedAt, q.gap = time.Time{}, 0
+	}
+}
+
+// passOn is called by a retry that was woken (or looked) and could not take a slot: the
+// slot that freed may be on the backend that failed it, which any first try may take. It
+// signals the next first-try waiter not already trying, so that the slot is not left
+// unclaimed. Only first tries are signalled: two retries cannot pass a wake-up back and
+// forth.
+func (q *waitQueue) passOn() {
+	now := q.now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.len.Load() == q.retries.Load() {
+		return
+	}
+	if q.congestedLocked(now) {
+		for w := q.tail; w != nil; w = w.prev {
+			if !w.retry && q.signalLocked(w) {
+				return
+			}
+		}
+		return
+	}
+	for w := q.head; w != nil; w = w.next {
+		if !w.retry && q.signalLocked(w) {
+			return
+		}
 	}
 }
 
@@ -332,7 +371,9 @@ func (q *waitQueue) unsignal(w *waiter) (again bool) {
 func (p *Picker) Admit(ctx context.Context, l *Lease, key uint64) error {
 	q := &p.reg.queue
 	pref := -1
-	if q.len.Load() == 0 {
+	// Nobody waits, or only retries do (each for a slot anywhere but on one backend): a
+	// free slot is the new request's to take.
+	if q.len.Load() == q.retries.Load() {
 		err := p.Pick(l, key)
 		if !errors.Is(err, ErrSaturated) {
 			return err
@@ -347,7 +388,7 @@ func (p *Picker) Admit(ctx context.Context, l *Lease, key uint64) error {
 			pref = p.preferred(pl, key)
 		}
 	}
-	return p.wait(ctx, l, func(p *Picker, switched bool) error {
+	return p.wait(ctx, l, false, func(p *Picker, switched bool) error {
 		if switched {
 			pref = -1 // the new config's sites may differ
 		}
@@ -365,9 +406,11 @@ func (p *Picker) AdmitRetry(ctx context.Context, l *Lease, prevSite int, prev *B
 	if err == nil || !p.othersUp(prev) {
 		return err
 	}
-	return p.wait(ctx, l, func(p *Picker, switched bool) error {
+	return p.wait(ctx, l, true, func(p *Picker, switched bool) error {
 		if switched {
-			prevSite = -1 // an index into the old config's sites
+			// The new config's index of prev's site (-1: gone, and prev with it), so
+			// that prev stays excluded.
+			prevSite = slices.Index(p.names, prev.ID.Site)
 		}
 		if p.PickRetry(l, prevSite, prev) == nil {
 			return nil
@@ -397,14 +440,14 @@ func (p *Picker) othersUp(prev *Backend) bool {
 
 // wait queues a request that found no free slot until place (called with the Picker to
 // place it in, and whether that is a newer one than last time) takes one, or the wait ends:
-// see Admit.
-func (p *Picker) wait(ctx context.Context, l *Lease, place func(p *Picker, switched bool) error) error {
+// see Admit. retry marks a waiter of AdmitRetry.
+func (p *Picker) wait(ctx context.Context, l *Lease, retry bool, place func(p *Picker, switched bool) error) error {
 	q := &p.reg.queue
 	if p.queueSize <= 0 {
 		p.reg.shed(ShedQueueFull)
 		return ErrQueueFull
 	}
-	w := &waiter{ch: make(chan struct{}, 1)}
+	w := &waiter{ch: make(chan struct{}, 1), retry: retry}
 	if !q.push(w, p.queueSize) {
 		p.reg.shed(ShedQueueFull)
 		return ErrQueueFull
@@ -450,6 +493,9 @@ func (p *Picker) wait(ctx context.Context, l *Lease, place func(p *Picker, switc
 					q.wake()
 				}
 				return err
+			}
+			if retry {
+				q.passOn()
 			}
 			try = q.unsignal(w)
 			if try {
