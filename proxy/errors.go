@@ -3,11 +3,12 @@ package proxy
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -135,19 +136,21 @@ func (h *Handler) fail(ex *exchange, r *http.Request, err error) {
 		}
 		return
 	}
+	retryAfter := 0
 	if status == http.StatusServiceUnavailable {
 		// For a shed, when the queue should have drained (balancer: Picker.RetryAfter);
 		// with no backend up there is nothing to estimate.
-		retryAfter := time.Second
+		d := time.Second
 		if reason != reasonNoBackend {
-			retryAfter = h.table.Load().picker.RetryAfter()
+			d = h.table.Load().picker.RetryAfter()
 		}
-		ex.rw.Header().Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
+		retryAfter = int(d / time.Second)
+		ex.rw.Header().Set("Retry-After", strconv.Itoa(retryAfter))
 	}
 	if status == http.StatusRequestTimeout {
 		ex.rw.Header().Set("Connection", "close") // the rest of its body may still come
 	}
-	writeError(&ex.rw, ex.id, status, http.StatusText(status))
+	writeError(&ex.rw, r, ex.id, status, http.StatusText(status), retryAfter)
 }
 
 // recordError is every forwarder's ErrorHandler: the backend could not be reached or did not
@@ -185,13 +188,47 @@ func (ex *exchange) logFields(r *http.Request, status int, reason string) []zap.
 		zap.Int("status", status), zap.String("reason", reason)}
 }
 
-// writeError sends a short plain-text error.
-func writeError(w *responseWriter, id string, status int, msg string) {
+// writeError sends the proxy's own error answer: JSON ({"error", "request_id", and
+// "retry_after" in seconds when there is one}) for a client that accepts JSON, else two
+// lines of plain text, the error and the request ID. Either way the ID is in the body and
+// in X-Request-Id, so that a customer's screenshot finds the request in the logs.
+func writeError(w *responseWriter, r *http.Request, id string, status int, msg string, retryAfter int) {
+	var body []byte
 	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
+	if acceptsJSON(r) {
+		h.Set("Content-Type", "application/json")
+		e := errorBody{Error: msg, RequestID: id, RetryAfter: retryAfter}
+		body, _ = json.Marshal(e)
+		body = append(body, '\n')
+	} else {
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		body = []byte(msg + "\nrequest_id: " + id + "\n")
+	}
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Length", strconv.Itoa(len(msg)+1))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set(headerRequestID, id)
 	w.WriteHeader(status)
-	io.WriteString(w, msg+"\n")
+	w.Write(body)
+}
+
+// errorBody is the JSON form of the proxy's own errors.
+type errorBody struct {
+	Error      string `json:"error"`
+	RequestID  string `json:"request_id"`
+	RetryAfter int    `json:"retry_after,omitempty"` // seconds, as the Retry-After header
+}
+
+// acceptsJSON reports whether the client lists a JSON media type in Accept
+// (application/json, application/problem+json, ...).
+func acceptsJSON(r *http.Request) bool {
+	for _, v := range r.Header["Accept"] {
+		for t := range strings.SplitSeq(v, ",") {
+			t, _, _ = strings.Cut(t, ";")
+			t = strings.ToLower(strings.TrimSpace(t))
+			if t == "application/json" || strings.HasSuffix(t, "+json") {
+				return true
+			}
+		}
+	}
+	return false
 }

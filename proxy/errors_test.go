@@ -1,9 +1,11 @@
 package proxy_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -18,8 +20,9 @@ func checkErrorResponse(t *testing.T, resp *http.Response, body string, wantStat
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("Content-Type %q, want text/plain", ct)
 	}
-	if body == "" || len(body) > 64 || strings.ContainsAny(body, "<>{") {
-		t.Errorf("body %q, want a short plain-text message", body)
+	msg, ok := strings.CutSuffix(body, "\nrequest_id: "+wantID+"\n")
+	if !ok || msg == "" || len(msg) > 64 || strings.ContainsAny(msg, "<>{\n") {
+		t.Errorf("body %q, want a short plain-text message, then the line \"request_id: %s\"", body, wantID)
 	}
 	if v := resp.Header["X-Request-Id"]; len(v) != 1 || v[0] != wantID {
 		t.Errorf("X-Request-Id %q, want [%q]", v, wantID)
@@ -215,4 +218,53 @@ func TestBrokenClientBodyIs400(t *testing.T) {
 		t.Errorf("backend read a complete body from a broken upload")
 	}
 	e.checkIdle(t)
+}
+
+// TestErrorBodiesInJSON: a client that accepts JSON gets the proxy's own errors as
+// {"error", "request_id", "retry_after"}; the others get plain text; the request ID is in
+// the body either way.
+func TestErrorBodiesInJSON(t *testing.T) {
+	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{refusedURL(t)}}}, "retries: {attempts: 1}\n"))
+	e.reg.SetUp("idc1", e.cfg.Sites[0].Backends[0], false) // no backend up: 503, Retry-After 1
+	for _, tc := range []struct {
+		accept string
+		json   bool
+	}{
+		{"application/json", true},
+		{"text/html, application/problem+json;q=0.9", true},
+		{"", false},
+		{"text/html", false},
+	} {
+		t.Run(tc.accept, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", e.url+"/accounts", nil)
+			req.Header.Set("X-Request-Id", "json-1")
+			if tc.accept != "" {
+				req.Header.Set("Accept", tc.accept)
+			}
+			resp, err := e.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+				t.Fatalf("got %d, Retry-After %q; want 503 and 1", resp.StatusCode, resp.Header.Get("Retry-After"))
+			}
+			if !tc.json {
+				checkErrorResponse(t, resp, string(b), http.StatusServiceUnavailable, "json-1")
+				return
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q, want application/json", ct)
+			}
+			var got map[string]any
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatalf("body %q: %v", b, err)
+			}
+			want := map[string]any{"error": "Service Unavailable", "request_id": "json-1", "retry_after": float64(1)}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("body %v, want %v", got, want)
+			}
+		})
+	}
 }

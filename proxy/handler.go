@@ -116,12 +116,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.id = h.ids.ensure(r.Header)
 	ex.lease.Preferred = -1
 	if r.Method == http.MethodConnect {
-		writeError(&ex.rw, ex.id, http.StatusMethodNotAllowed, "CONNECT is not supported")
+		writeError(&ex.rw, r, ex.id, http.StatusMethodNotAllowed, "CONNECT is not supported", 0)
 		h.record(t, ex, r)
 		return
 	}
 	if t.headers.underscored(r.Header) || t.headers.underscored(r.Trailer) { // (declared trailers too)
-		writeError(&ex.rw, ex.id, http.StatusBadRequest, "header names with \"_\" are refused")
+		writeError(&ex.rw, r, ex.id, http.StatusBadRequest, "header names with \"_\" are refused", 0)
 		h.record(t, ex, r)
 		return
 	}
@@ -280,9 +280,13 @@ func (h *Handler) moveOn(ex *exchange, r *http.Request, nextBody *io.ReadCloser,
 	ex.rw.err, ex.reason = nil, ""
 	h.retries.count(reason)
 	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
-		ce.Write(append(ex.logFields(r, status, reason), zap.String("from_site", ex.site),
-			zap.String("from_backend", from.ID.Addr), zap.Int("try", ex.tries+1),
-			zap.Duration("queued", ex.lease.Queued), zap.Error(err))...)
+		// site and backend are the try that failed; next_site and next_backend the next.
+		ce.Write(zap.String("request_id", ex.id), zap.String("method", r.Method),
+			zap.String("host", r.Host), zap.String("path", r.URL.Path),
+			zap.String("site", from.ID.Site), zap.String("backend", from.ID.Addr),
+			zap.Int("status", status), zap.String("reason", reason),
+			zap.String("next_site", ex.lease.Backend.ID.Site), zap.String("next_backend", ex.lease.Backend.ID.Addr),
+			zap.Int("try", ex.tries+1), zap.Duration("queued", ex.lease.Queued), zap.Error(err))
 	}
 }
 

@@ -117,7 +117,7 @@ func TestFailureLoggedOnce(t *testing.T) {
 	}
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != http.StatusBadGateway || string(body) != "Bad Gateway\n" {
+	if res.StatusCode != http.StatusBadGateway || string(body) != "Bad Gateway\nrequest_id: req-42\n" {
 		t.Fatalf("got %d %q, want 502 \"Bad Gateway\\n\"", res.StatusCode, body)
 	}
 	entries := logs.All()
