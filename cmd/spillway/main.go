@@ -5,6 +5,7 @@
 //	spillway validate FILE
 //	spillway demo [-load] [-rate N] [-duration D] [-listen ADDR]
 //	spillway bench [-scenario NAME|all] [-duration D] [-out DIR] [-short]
+//	spillway version
 package main
 
 import (
@@ -53,6 +54,7 @@ const usage = `usage:
   spillway bench [flags]         the bench suite: scenarios on loopback, a report with
                                  charts and a verdict each (-short: briefly; exit 3 when
                                  a verdict fails)
+  spillway version               the version, revision and Go version of this build
 `
 
 // run is the whole program, with its environment passed in so that tests can drive it.
@@ -70,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdDemo(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return cmdBench(ctx, args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		return cmdVersion(stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -95,6 +95,7 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 	start := preflight(o.tokenEnv, o.tokens)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(reg)
 	recent := proxy.NewRecent(4096)
 	r := proxy.NewReloader(proxy.ReloaderOptions{Path: o.path, Log: o.log, Metrics: reg,
 		Recorders: []proxy.Recorder{recent},
