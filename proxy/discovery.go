@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	"go.uber.org/zap"
@@ -56,6 +57,11 @@ func (t *Table) Run(ctx context.Context) {
 func (t *Table) runDiscovery(ctx context.Context, d *discoveredSite) {
 	updates := make(chan []string, 1)
 	opts := d.opts
+	// What the previous config's discovery found (the site's members now, carried over):
+	// the first lookup logs a change only where it differs.
+	for _, m := range t.members(d.name) {
+		opts.Known = append(opts.Known, strings.TrimPrefix(m, d.scheme+"://"))
+	}
 	opts.Failures = t.deps.Registry.Site(d.name).DiscoveryFailures()
 	opts.Update = func(members []string) {
 		select { // only the latest set matters

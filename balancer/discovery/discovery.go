@@ -73,7 +73,16 @@ type Options struct {
 	// Failures, if set, is where failures are counted (see Discoverer.Failures): a counter
 	// that outlives this Discoverer, such as a site's across config reloads. Nil: its own.
 	Failures *atomic.Uint64
+	// Known is the set a Discoverer before this one found (a config reload): the first set
+	// this one finds still goes to Update, but is logged as a change only where it differs.
+	Known []string
+	// Now is the clock of the failure log's pacing; nil: time.Now.
+	Now func() time.Time
 }
+
+// failureLogEvery paces the log of a lasting failure: the first failure is logged at once,
+// then one line at most this often, with the count since the last line.
+const failureLogEvery = 5 * time.Minute
 
 // Discoverer keeps an elastic site's member set up to date from one source. Members and
 // Failures are safe for concurrent use; Run may be called once.
@@ -95,6 +104,13 @@ type Discoverer struct {
 	// were found and never two calls at once. Members and Failures do not take it.
 	resolving sync.Mutex
 	failing   bool // guarded by resolving: the last resolution failed
+	// Guarded by resolving too: the set the previous Discoverer found (Options.Known), when
+	// the failure was last logged, and the failures since.
+	known        []string
+	now          func() time.Time
+	loggedAt     time.Time
+	unlogged     uint64
+	failingSince time.Time
 }
 
 // source is where members come from: DNS or a targets file.
@@ -123,7 +139,14 @@ func New(o Options) (*Discoverer, error) {
 			return nil, fmt.Errorf("discovery: resolver: want ip:port, got %q", o.Resolver)
 		}
 	}
-	d := &Discoverer{site: o.Site, interval: o.Interval, update: o.Update, log: o.Log, failures: o.Failures}
+	d := &Discoverer{site: o.Site, interval: o.Interval, update: o.Update, log: o.Log, failures: o.Failures,
+		now: o.Now}
+	if len(o.Known) > 0 {
+		d.known = slices.Compact(slices.Sorted(slices.Values(o.Known)))
+	}
+	if d.now == nil {
+		d.now = time.Now
+	}
 	if d.failures == nil {
 		d.failures = new(atomic.Uint64)
 	}
@@ -179,21 +202,20 @@ func (d *Discoverer) Resolve(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		n := d.failures.Add(1)
-		d.failing = true
-		d.log.Warn("discovery failed, keeping the last members",
-			zap.String("site", d.site), zap.String("name", d.src.String()), zap.Error(err),
-			zap.Int("members", len(d.Members())), zap.Uint64("failures", n))
+		d.failures.Add(1)
+		d.logFailure(err)
 		return fmt.Errorf("discover %s: %w", d.src, err)
 	}
 	if d.failing {
 		d.failing = false
 		d.log.Info("discovery works again",
-			zap.String("site", d.site), zap.String("name", d.src.String()))
+			zap.String("site", d.site), zap.String("name", d.src.String()),
+			zap.Duration("failing_for", d.now().Sub(d.failingSince)), zap.Uint64("failures_since_last_line", d.unlogged))
+		d.unlogged = 0
 	}
 	slices.Sort(found)
 	found = slices.Compact(found)
-	var last []string
+	last := d.known // before the first good set: what the previous Discoverer found
 	if p := d.members.Load(); p != nil {
 		last = *p
 		if slices.Equal(last, found) {
@@ -201,14 +223,38 @@ func (d *Discoverer) Resolve(ctx context.Context) error {
 		}
 	}
 	d.members.Store(&found)
-	added, removed := diff(last, found)
-	d.log.Info("members changed",
-		zap.String("site", d.site), zap.String("name", d.src.String()),
-		zap.Int("members", len(found)), zap.Strings("added", added), zap.Strings("removed", removed))
+	d.known = nil
+	if !slices.Equal(last, found) {
+		added, removed := diff(last, found)
+		d.log.Info("members changed",
+			zap.String("site", d.site), zap.String("name", d.src.String()),
+			zap.Int("members", len(found)), zap.Strings("added", added), zap.Strings("removed", removed))
+	}
 	if d.update != nil {
 		d.update(slices.Clone(found))
 	}
 	return nil
+}
+
+// logFailure logs a failed resolution: the first of a run at once, then a line at most every
+// failureLogEvery with the number of failures since the last one, so that a resolver down
+// for an hour is not a log line every interval. Every failure is counted (Failures) all the
+// same. Called with resolving held.
+func (d *Discoverer) logFailure(err error) {
+	now := d.now()
+	first := !d.failing
+	if first {
+		d.failing, d.failingSince = true, now
+	}
+	d.unlogged++
+	if !first && now.Sub(d.loggedAt) < failureLogEvery {
+		return
+	}
+	d.log.Warn("discovery failed, keeping the last members",
+		zap.String("site", d.site), zap.String("name", d.src.String()), zap.Error(err),
+		zap.Int("members", len(d.Members())), zap.Uint64("failures_since_last_line", d.unlogged),
+		zap.Duration("failing_for", now.Sub(d.failingSince)))
+	d.loggedAt, d.unlogged = now, 0
 }
 
 // diff returns what b has that a lacks, and what a has that b lacks; both sorted.
