@@ -790,6 +790,11 @@ func TestWatchReloadsTheConfigFile(t *testing.T) {
 		if !found {
 			t.Errorf("no refusal logged with the problem's file:line; logs: %v", e.logs.All())
 		}
+		// One line per refused reload: the watch does not log the refusal a second time.
+		_, failed := e.r.Reloads()
+		if n := e.logs.FilterMessage("config refused; the running config stays").Len(); int64(n) != int64(failed) || e.logs.FilterMessage("the changed config file was refused").Len() != 0 {
+			t.Errorf("%d refusal lines for %d refused reloads, want one each; logs: %v", n, failed, e.logs.All())
+		}
 	})
 }
 

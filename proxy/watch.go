@@ -54,9 +54,7 @@ func (r *Reloader) Watch(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
-			if err := r.Reload("file", false); err != nil {
-				r.log.Warn("the changed config file was refused", zap.Error(err))
-			}
+			r.Reload("file", false) // a refusal is logged, once, with every problem
 		}
 	}
 }
