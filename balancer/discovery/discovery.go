@@ -236,10 +236,11 @@ func (d *Discoverer) Resolve(ctx context.Context) error {
 	return nil
 }
 
-// logFailure logs a failed resolution: the first of a run at once, then a line at most every
-// failureLogEvery with the number of failures since the last one, so that a resolver down
-// for an hour is not a log line every interval. Every failure is counted (Failures) all the
-// same. Called with resolving held.
+// logFailure logs a failed resolution: the first of a run at once as a warning, then a
+// warning at most every failureLogEvery with the number of failures since the last one, so
+// that a resolver down for an hour is not a warning every interval; the others are logged
+// at debug level. Every failure is counted (Failures) all the same. Called with resolving
+// held.
 func (d *Discoverer) logFailure(err error) {
 	now := d.now()
 	first := !d.failing
@@ -247,14 +248,18 @@ func (d *Discoverer) logFailure(err error) {
 		d.failing, d.failingSince = true, now
 	}
 	d.unlogged++
+	level := zap.WarnLevel
 	if !first && now.Sub(d.loggedAt) < failureLogEvery {
-		return
+		level = zap.DebugLevel // paced: seen only with -log-level debug
 	}
-	d.log.Warn("discovery failed, keeping the last members",
-		zap.String("site", d.site), zap.String("name", d.src.String()), zap.Error(err),
-		zap.Int("members", len(d.Members())), zap.Uint64("failures_since_last_line", d.unlogged),
-		zap.Duration("failing_for", now.Sub(d.failingSince)))
-	d.loggedAt, d.unlogged = now, 0
+	if ce := d.log.Check(level, "discovery failed, keeping the last members"); ce != nil {
+		ce.Write(zap.String("site", d.site), zap.String("name", d.src.String()), zap.Error(err),
+			zap.Int("members", len(d.Members())), zap.Uint64("failures_since_last_line", d.unlogged),
+			zap.Duration("failing_for", now.Sub(d.failingSince)))
+	}
+	if level == zap.WarnLevel {
+		d.loggedAt, d.unlogged = now, 0
+	}
 }
 
 // diff returns what b has that a lacks, and what a has that b lacks; both sorted.

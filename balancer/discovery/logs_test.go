@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/spillway/spillway/balancer/discovery"
 )
 
@@ -37,13 +40,19 @@ func TestFailureLogIsPaced(t *testing.T) {
 		}
 		clock.add(10 * time.Second)
 	}
-	if n := l.count(failMsg); n != 1 {
-		t.Errorf("%d failure lines for 30 failures within 5 minutes, want 1", n)
+	warnings := func() []observer.LoggedEntry {
+		return l.all.FilterMessage(failMsg).Filter(func(e observer.LoggedEntry) bool { return e.Level == zapcore.WarnLevel }).All()
+	}
+	if n := len(warnings()); n != 1 {
+		t.Errorf("%d failure warnings for 30 failures within 5 minutes, want 1", n)
+	}
+	if n := l.count(failMsg); n != 30 {
+		t.Errorf("%d failure lines in all, want 30 (the paced ones at debug level)", n)
 	}
 	d.Resolve(context.Background()) // 5 minutes after the first line: the second
-	lines := l.all.FilterMessage(failMsg).All()
+	lines := warnings()
 	if len(lines) != 2 || lines[1].ContextMap()["failures_since_last_line"] != uint64(30) {
-		t.Errorf("failure lines %v, want a second one counting 30 failures", lines)
+		t.Errorf("failure warnings %v, want a second one counting 30 failures", lines)
 	}
 	if n := d.Failures(); n != 31 {
 		t.Errorf("Failures = %d, want 31 (each counted)", n)
