@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"math/rand/v2"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +35,10 @@ type accessState struct {
 	// shared is set when the state writes to the output of the one it replaces (the same
 	// output, another sampling): replacing it must not close that output.
 	shared bool
+	// file is the output when it is a file (nil for stdout and stderr), which Reopen opens
+	// again; buffered is what writes to it.
+	file     *logFile
+	buffered *zapcore.BufferedWriteSyncer
 }
 
 // NewAccessLog returns an access log that is off until Configure turns it on. rand is the
@@ -70,9 +76,10 @@ func (a *AccessLog) prepare(cfg *configs.Config) (*accessState, error) {
 		return &accessState{}, nil
 	}
 	if al.Output == old.output && old.log != nil {
-		return &accessState{log: old.log, output: old.output, sample: al.Sample2xx, close: old.close, shared: true}, nil
+		return &accessState{log: old.log, output: old.output, sample: al.Sample2xx, close: old.close, shared: true,
+			file: old.file, buffered: old.buffered}, nil
 	}
-	sink, closeSink, err := zap.Open(al.Output)
+	sink, file, closeSink, err := openOutput(al.Output)
 	if err != nil {
 		return nil, configs.Errors{cfg.Errorf("access_log.output", "cannot open %s: %v", configs.Quote(al.Output), err)}
 	}
@@ -84,7 +91,7 @@ func (a *AccessLog) prepare(cfg *configs.Config) (*accessState, error) {
 	enc.EncodeTime = zapcore.RFC3339NanoTimeEncoder
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), buffered, zapcore.InfoLevel))
 	return &accessState{log: log, output: al.Output, sample: al.Sample2xx,
-		close: func() { buffered.Stop(); closeSink() }}, nil
+		close: func() { buffered.Stop(); closeSink() }, file: file, buffered: buffered}, nil
 }
 
 // commit makes next, from prepare, what is written, and closes the output it replaces
@@ -121,6 +128,23 @@ func (s *accessState) closeSink() {
 	}
 }
 
+// Reopen closes the access log file and opens it again at the same path, for logrotate:
+// after the file is renamed, the lines go to a new file under the old name. What was
+// buffered is written to the old file first; a line written meanwhile goes to one file or
+// the other, none is lost. It returns the path reopened, "" when the output is not a file
+// (stdout, stderr, off): then it does nothing. When the path cannot be opened, the lines
+// keep going to the old file.
+func (a *AccessLog) Reopen() (string, error) {
+	a.mu.Lock() // the state cannot be replaced (and closed) meanwhile
+	defer a.mu.Unlock()
+	s := a.state.Load()
+	if s.file == nil {
+		return "", nil
+	}
+	s.buffered.Sync() // (an error writing the old file is not the new one's)
+	return s.file.path, s.file.reopen()
+}
+
 // Close flushes and closes the output.
 func (a *AccessLog) Close() {
 	a.mu.Lock()
@@ -153,9 +177,69 @@ func (a *AccessLog) Record(i *RequestInfo) {
 	ce.Time = i.Start
 	ce.Write(zap.String("request_id", i.ID), zap.String("method", i.Method), zap.String("host", i.Host),
 		zap.String("path", i.Path), zap.Int("status", i.Status), zap.Int64("bytes", i.Bytes),
+		zap.Int64("bytes_in", i.BytesIn), zap.String("client", i.Client), zap.String("xff", i.XFF),
+		zap.String("user_agent", i.UserAgent), zap.String("proto", i.Proto), zap.String("tls", i.TLS),
 		zap.Float64("duration_ms", float64(i.Duration.Microseconds())/1000),
 		zap.String("site", i.Site), zap.String("backend", i.Backend),
 		zap.String("preferred", i.Preferred), zap.String("spill", i.Spill),
 		zap.Float64("queued_ms", float64(i.Queued.Microseconds())/1000),
 		zap.Int("retries", i.Retries), zap.String("reason", i.Reason))
+}
+
+// openOutput opens an access_log.output: "stdout", "stderr", a URL zap knows, or a file
+// path, opened for appending (created if need be) as a logFile that can be reopened.
+func openOutput(output string) (zapcore.WriteSyncer, *logFile, func(), error) {
+	if output == "stdout" || output == "stderr" || strings.Contains(output, "://") {
+		sink, closeSink, err := zap.Open(output)
+		return sink, nil, closeSink, err
+	}
+	f, err := openAppend(output)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	lf := &logFile{path: output, f: f}
+	return lf, lf, lf.close, nil
+}
+
+func openAppend(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o666) // (as zap.Open did)
+}
+
+// logFile is an access log file that reopen replaces with a new one at the same path.
+type logFile struct {
+	path string
+	mu   sync.Mutex
+	f    *os.File
+}
+
+func (l *logFile) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.f.Write(p)
+}
+
+func (l *logFile) Sync() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.f.Sync()
+}
+
+// reopen opens path again and closes the file it had. When path cannot be opened the old
+// file stays.
+func (l *logFile) reopen() error {
+	f, err := openAppend(l.path)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	old := l.f
+	l.f = f
+	l.mu.Unlock()
+	return old.Close()
+}
+
+func (l *logFile) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.f.Close()
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -20,8 +21,19 @@ type RequestInfo struct {
 	Method   string        `json:"method"`
 	Host     string        `json:"host"`
 	Path     string        `json:"path"`
-	Status   int           `json:"status"` // sent to the client; 499: the client went away first
-	Bytes    int64         `json:"bytes"`  // response body bytes sent
+	Status   int           `json:"status"`   // sent to the client; 499: the client went away first
+	Bytes    int64         `json:"bytes"`    // response body bytes sent (bytes out)
+	BytesIn  int64         `json:"bytes_in"` // request body bytes read from the client
+	// Client is the address of the client's connection (r.RemoteAddr, host:port).
+	Client string `json:"client"`
+	// XFF is the X-Forwarded-For chain the request came with ("" without one; several
+	// header lines joined with ", "). The backend gets it with the client's address
+	// (Client's host) appended; a chain the request named in Connection is hop-by-hop, not
+	// passed on, and not logged.
+	XFF       string `json:"xff"`
+	UserAgent string `json:"user_agent"`
+	Proto     string `json:"proto"` // "HTTP/1.1", "HTTP/2.0"
+	TLS       string `json:"tls"`   // the client connection's TLS version: "1.3", "1.2"...; "" for plain
 	// Site and Backend served the last try; "" when no backend was reached for it.
 	Site    string `json:"site"`
 	Backend string `json:"backend"`
@@ -69,6 +81,7 @@ func (h *Handler) record(t *Table, ex *exchange, r *http.Request) {
 	*info = RequestInfo{Start: ex.start, Duration: time.Since(ex.start), ID: ex.id,
 		Method: r.Method, Host: r.Host, Path: r.URL.Path, Status: ex.rw.status, Bytes: ex.rw.bytes,
 		Queued: ex.lease.Queued, Reason: ex.reason}
+	info.client(r, ex.body)
 	if ex.tries > 1 {
 		info.Retries = ex.tries - 1
 	}
@@ -82,6 +95,44 @@ func (h *Handler) record(t *Table, ex *exchange, r *http.Request) {
 	for _, rec := range h.recorders {
 		rec.Record(info)
 	}
+}
+
+// client fills in what the access log says of the client and its connection. It takes
+// the strings the request already has: nothing is allocated for a request with at most one
+// X-Forwarded-For line.
+func (i *RequestInfo) client(r *http.Request, body *requestBody) {
+	i.Client, i.Proto = r.RemoteAddr, r.Proto
+	if ua := r.Header["User-Agent"]; len(ua) > 0 {
+		i.UserAgent = ua[0]
+	}
+	switch xff := r.Header["X-Forwarded-For"]; {
+	case len(xff) == 0 || hasToken(r.Header["Connection"], "X-Forwarded-For"):
+	case len(xff) == 1:
+		i.XFF = xff[0]
+	default:
+		i.XFF = strings.Join(xff, ", ") // as ReverseProxy joins them for the backend
+	}
+	if r.TLS != nil {
+		i.TLS = tlsVersion(r.TLS.Version)
+	}
+	if body != nil {
+		i.BytesIn = body.bytesRead()
+	}
+}
+
+// tlsVersion names a TLS version as the access log does: "1.3", "1.2"...
+func tlsVersion(v uint16) string {
+	switch v {
+	case tls.VersionTLS13:
+		return "1.3"
+	case tls.VersionTLS12:
+		return "1.2"
+	case tls.VersionTLS11:
+		return "1.1"
+	case tls.VersionTLS10:
+		return "1.0"
+	}
+	return tls.VersionName(v) // (one the edge never negotiates)
 }
 
 // Recent keeps the last requests the Handler finished, to explain where one went (GET

@@ -306,6 +306,10 @@ func (r *Reloader) applyControls(cfg *configs.Config, t *Table) {
 	}
 }
 
+// ReopenAccessLog reopens the access log file at its path (SIGUSR1, for logrotate); see
+// AccessLog.Reopen.
+func (r *Reloader) ReopenAccessLog() (string, error) { return r.access.Reopen() }
+
 // Close stops the current generation's background work and passive health. Call it once
 // the server has stopped; the ramps stop with Start's context.
 func (r *Reloader) Close() {

@@ -176,6 +176,7 @@ type requestBody struct {
 	try      int  // the current try; readers of older ones get errStaleAttempt
 	pos      int  // how much of kept the current try has read
 	ended    time.Time
+	read     int64 // bytes read from the client (bytes_in in the access log)
 }
 
 func newRequestBody(src io.ReadCloser, limit int, clock *exchangeClock, trailer http.Header, headers *headerPolicy) *requestBody {
@@ -212,6 +213,13 @@ func (b *requestBody) endedAt() time.Time {
 	return b.ended
 }
 
+// bytesRead is how many bytes of the body have been read from the client.
+func (b *requestBody) bytesRead() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.read
+}
+
 // replayable reports whether a new try could send the body again.
 func (b *requestBody) replayable() bool {
 	b.mu.Lock()
@@ -242,6 +250,7 @@ func (t tryBody) Read(p []byte) (int, error) {
 	begin(&b.clock.clientRead)
 	n, err := b.src.Read(p)
 	done(&b.clock.clientRead)
+	b.read += int64(n)
 	if n > 0 && !b.overflow {
 		if len(b.kept)+n <= b.limit {
 			b.kept = append(b.kept, p[:n]...)

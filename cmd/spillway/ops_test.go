@@ -493,3 +493,98 @@ func TestRunReloadsOnSIGHUPAndFileChange(t *testing.T) {
 		t.Errorf("idc2 weight %g after a refused reload, want 3", w)
 	}
 }
+
+// SIGUSR1 reopens the access log file, as logrotate's postrotate asks: after a rename the
+// next lines land in a new file at the configured path, and none is lost. With the access
+// log on stderr it does nothing but say so.
+func TestRunReopensAccessLogOnSIGUSR1(t *testing.T) {
+	t.Setenv("SPILLWAY_ADMIN_TOKEN", "")
+	// Catch SIGUSR1 for the whole test: one arriving while run is not listening for it
+	// would end the test process.
+	guard := make(chan os.Signal, 8)
+	signal.Notify(guard, syscall.SIGUSR1)
+	defer signal.Stop(guard)
+
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	defer backend.Close()
+	out := filepath.Join(t.TempDir(), "access.log")
+	path := opsWriteConfig(t, opsConfig(backend.URL, 5, 3, fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out)))
+	r := startRun(t, path)
+	get := func(p string) {
+		t.Helper()
+		if status, body := r.call(http.MethodGet, r.proxy+p, "", ""); status != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", p, status, body)
+		}
+	}
+	lines := func(p string) []string {
+		t.Helper()
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Fields(string(b)) // (no spaces in these lines' JSON)
+	}
+	waitLine := func(p, reqPath string) {
+		t.Helper()
+		deadline := time.Now().Add(opsLiveness)
+		for !strings.Contains(string(must(os.ReadFile(p))), `"path":"`+reqPath+`"`) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no line for %s in %s within %v", reqPath, p, opsLiveness)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for i := range 5 {
+		get(fmt.Sprintf("/before/%d", i))
+	}
+	waitLine(out, "/before/4")
+	rotated := out + ".1"
+	if err := os.Rename(out, rotated); err != nil {
+		t.Fatal(err)
+	}
+	get("/rotated") // recorded just before the signal or just after: in one file or the other
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	r.log.wait(t, "access log reopened", "path", out, "source", "sigusr1")
+	for i := range 5 {
+		get(fmt.Sprintf("/after/%d", i))
+	}
+	waitLine(out, "/after/4")
+	old, cur := strings.Join(lines(rotated), "\n"), strings.Join(lines(out), "\n")
+	for i := range 5 {
+		if before := fmt.Sprintf(`"path":"/before/%d"`, i); !strings.Contains(old, before) || strings.Contains(cur, before) {
+			t.Errorf("/before/%d's line is not (only) in the rotated file:\n%s\nnew file:\n%s", i, old, cur)
+		}
+		if after := fmt.Sprintf(`"path":"/after/%d"`, i); strings.Contains(old, after) || !strings.Contains(cur, after) {
+			t.Errorf("/after/%d's line is not (only) in the new file:\n%s\nrotated file:\n%s", i, cur, old)
+		}
+	}
+	if n := strings.Count(old+cur, `"path":"/rotated"`); n != 1 {
+		t.Errorf("/rotated's line is written %d times, want once", n)
+	}
+	if n := len(lines(rotated)) + len(lines(out)); n != 11 {
+		t.Errorf("%d lines in the two files, want 11", n)
+	}
+
+	// Access log on stderr: nothing to reopen.
+	if err := os.WriteFile(path, []byte(opsConfig(backend.URL, 5, 3, "access_log: {output: stderr, sample_2xx: 0}\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	r.log.wait(t, "config reloaded", "source", "sighup")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	r.log.wait(t, "access log not reopened: it is not a file", "output", "stderr")
+	get("/still-serving")
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

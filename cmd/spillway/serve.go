@@ -29,7 +29,7 @@ import (
 // cmdRun runs the proxy on a config file until ctx is done (SIGTERM or SIGINT), then stops
 // accepting and gives in-flight requests timeouts.shutdown to finish. A config with any
 // problem is refused before anything listens. SIGHUP, a change of the file and the admin API
-// reload it.
+// reload it; SIGUSR1 reopens the access log file (logrotate).
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -229,6 +229,9 @@ func (in *instance) serve(ctx context.Context) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	wg.Go(func() {
 		for {
 			select {
@@ -236,6 +239,8 @@ func (in *instance) serve(ctx context.Context) error {
 				return
 			case <-hup:
 				r.Reload("sighup", true) // a refusal is logged with every problem
+			case <-usr1:
+				reopenAccessLog(r, log)
 			}
 		}
 	})
@@ -356,6 +361,24 @@ func (in *instance) serve(ctx context.Context) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// reopenAccessLog reopens the access log file (SIGUSR1): after logrotate has renamed it,
+// lines go to a new file at the configured path. Nothing happens for stdout and stderr.
+func reopenAccessLog(r *proxy.Reloader, log *zap.Logger) {
+	path, err := r.ReopenAccessLog()
+	switch {
+	case err != nil:
+		log.Error("cannot reopen the access log; it is still written to the file it had", zap.String("path", path), zap.Error(err))
+	case path != "":
+		log.Info("access log reopened", zap.String("path", path), zap.String("source", "sigusr1"))
+	default:
+		output := "off"
+		if al := r.Config().AccessLog; al != nil {
+			output = al.Output
+		}
+		log.Info("access log not reopened: it is not a file", zap.String("output", output), zap.String("source", "sigusr1"))
+	}
 }
 
 // newJSONLogger logs JSON lines to w, for machines.
