@@ -544,6 +544,8 @@ func TestParseValidation(t *testing.T) {
 		{"affinity header with an underscore dropped", okSites + "affinity: {header: X_Session}\n",
 			[]wantErr{{5, 20, "affinity.header", `"X_Session" has a "_", and headers.underscores is drop: set headers.underscores: allow, or name another header`}}},
 		{"affinity header with an underscore allowed", okSites + "affinity: {header: X_Session}\nheaders: {underscores: allow}\n", nil},
+		{"admin explain_requests zero", okSites + "admin: {explain_requests: 0}\n",
+			[]wantErr{{5, 27, "admin.explain_requests", "must be between 1 and 1000000, got 0"}}},
 		{"timeouts body_idle zero", okSites + "timeouts: {body_idle: 0s}\n",
 			[]wantErr{{5, 23, "timeouts.body_idle", "must be a duration > 0, got 0s"}}},
 	} {
@@ -743,6 +745,7 @@ func TestDefaultsKeepWhatTheFileSets(t *testing.T) {
 admin:
   listen: "127.0.0.1:9999"
   token_file: admin.token
+  explain_requests: 100
 sites:
   - name: a
     weight: 7
@@ -763,7 +766,7 @@ headers: {via: "", underscores: reject}
 	if want := (configs.Listen{HTTP: ":9000", H2C: true}); cfg.Listen != want {
 		t.Errorf("Listen = %+v, want %+v", cfg.Listen, want)
 	}
-	if want := (configs.Admin{Listen: "127.0.0.1:9999", TokenFile: abs(t, "admin.token")}); cfg.Admin != want {
+	if want := (configs.Admin{Listen: "127.0.0.1:9999", TokenFile: abs(t, "admin.token"), ExplainRequests: 100}); cfg.Admin != want {
 		t.Errorf("Admin = %+v, want %+v", cfg.Admin, want)
 	}
 	if want := (configs.Timeouts{Connect: time.Second, ResponseHeader: 2 * time.Second, Idle: 3 * time.Second,

@@ -52,6 +52,8 @@ type Listen struct {
 type Admin struct {
 	Listen    string `yaml:"listen"`
 	TokenFile string `yaml:"token_file"`
+	// ExplainRequests is how many of the last requests GET /api/v1/explain can explain.
+	ExplainRequests int `yaml:"explain_requests"`
 }
 
 // TLS terminates client TLS on listen.https, either from ACME or from static files.

@@ -73,6 +73,7 @@ const (
 	MaxQueueSize        = 1_000_000 // spillover.queue.size
 	MaxRetriesPerSecond = 10_000    // retries.min_per_second
 	MaxOutlierFailures  = 1000      // outlier.consecutive_failures
+	MaxExplainRequests  = 1_000_000 // admin.explain_requests
 )
 
 // positive checks a duration that must be > 0 (at least minDuration) and at most max.
@@ -127,6 +128,9 @@ func (v *validator) listen() {
 	v.address("listen.http", c.Listen.HTTP)
 	v.address("listen.https", c.Listen.HTTPS)
 	v.address("admin.listen", c.Admin.Listen)
+	if c.Has("admin.explain_requests") || c.Admin.ExplainRequests != 0 {
+		v.between("admin.explain_requests", c.Admin.ExplainRequests, 1, MaxExplainRequests)
+	}
 	if sameListenAddress(c.Listen.HTTP, c.Listen.HTTPS) {
 		v.add("listen.https", "same address as listen.http")
 	}

@@ -76,6 +76,8 @@ type exchange struct {
 	clock    exchangeClock
 	headerBy time.Time
 	tryCtx   tryContext // the first try's context
+	noRetry  string     // why the last failed try was not retried, for explain
+	affinity bool       // the session key chose the preferred site
 	waitErr  error      // why a retry's wait in the queue failed (retryQueued)
 	respBody timedBody  // the answer's body, when the clock watches it
 }
@@ -127,7 +129,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	dropNonWebSocketUpgrade(r.Header)
 	t.retry.budget.request()
-	if err := t.picker.Admit(r.Context(), &ex.lease, t.affinityKey(r)); err != nil {
+	key := t.affinityKey(r)
+	ex.affinity = key != 0
+	if err := t.picker.Admit(r.Context(), &ex.lease, key); err != nil {
 		h.fail(ex, r, err)
 		h.record(t, ex, r)
 		return
@@ -206,18 +210,19 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 	p := &t.retry
 	switch {
 	case ex.tries >= p.attempts:
-		return false
+		return ex.notRetried("retries.attempts reached")
 	case ex.rw.status != 0 || ex.rw.informational || ex.rw.hijacked:
-		return false // the client has seen part of this answer
+		return ex.notRetried("part of the answer had reached the client")
 	case reason == reasonClientGone || reason == reasonClientBody || reason == reasonClientTimeout:
-		return false
+		return ex.notRetried("the client's own doing")
 	case reached && !p.idempotent(r):
-		return false // it may have reached the backend: a payment must not go twice
+		// It may have reached the backend: a payment must not go twice.
+		return ex.notRetried("it may have reached the backend, and it is not idempotent")
 	case ex.body != nil && !ex.body.replayable():
-		return false
+		return ex.notRetried("its body was larger than retries.max_body_bytes")
 	}
 	if !ex.headerBudget(t) {
-		return false // nothing is left of the client's wait for an answer
+		return ex.notRetried("nothing was left of timeouts.response_header")
 	}
 	var next balancer.Lease
 	same := false // the next try goes to the same backend, on this lease
@@ -229,7 +234,8 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 			return h.retryQueued(t, ex, r, nextBody, status, reason, err)
 		}
 		if !ex.reused.Load() || reason != reasonBadGateway {
-			return false // nowhere else to go; the failure is answered on this try's lease
+			// Nowhere else to go; the failure is answered on this try's lease.
+			return ex.notRetried("no other backend had room")
 		}
 		// The only backend left is this one, and the try failed on a kept-alive
 		// connection, closed or reset before any answer: the backend probably closed it
@@ -263,12 +269,22 @@ func (h *Handler) spend(t *Table, ex *exchange, r *http.Request, status int, rea
 		if ce := h.log.Check(zap.WarnLevel, "retry budget exhausted"); ce != nil {
 			ce.Write(ex.logFields(r, status, reason)...)
 		}
-		return nil, false
+		return nil, ex.notRetried("the retry budget was spent")
 	}
 	if ex.body == nil {
 		return nil, true
 	}
-	return ex.body.next()
+	body, ok := ex.body.next()
+	if !ok {
+		ex.notRetried("its body was larger than retries.max_body_bytes")
+	}
+	return body, ok
+}
+
+// notRetried records why a failed try was not retried (for explain) and returns false.
+func (ex *exchange) notRetried(why string) bool {
+	ex.noRetry = why
+	return false
 }
 
 // moveOn readies ex for its next try, now on ex.lease, with body (nil: none), and counts and
@@ -323,8 +339,9 @@ func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody 
 	if werr := t.picker.AdmitRetry(r.Context(), &next, site, from); werr != nil {
 		if !errors.Is(werr, balancer.ErrNoBackend) {
 			ex.waitErr = werr
+			return ex.notRetried("it waited for a slot on another backend, and none came")
 		} // else: no other backend is up, nothing to wait for: the try's own failure is the answer
-		return false
+		return ex.notRetried("no other backend was up")
 	}
 	if !ex.headerBy.IsZero() {
 		ex.headerBy = time.Now().Add(remaining)

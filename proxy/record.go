@@ -46,6 +46,11 @@ type RequestInfo struct {
 	// Reason is why the request failed, as in the Errors table of the README ("" when
 	// it was answered by a backend).
 	Reason string `json:"reason"`
+	// Chosen is what chose the preferred site: "split", "affinity" (the session key), or
+	// "" when none was chosen (no backend up).
+	Chosen string `json:"chosen"`
+	// NoRetry is why the try that failed was not retried ("" when none failed unretried).
+	NoRetry string `json:"no_retry"`
 }
 
 // MarshalJSON writes the durations in milliseconds, as the access log does.
@@ -91,6 +96,15 @@ func (h *Handler) record(t *Table, ex *exchange, r *http.Request) {
 			info.Preferred = t.sites[p].name
 		}
 		info.Spill = ex.lease.Spill.String()
+	}
+	if info.Preferred != "" {
+		info.Chosen = "split"
+		if ex.affinity {
+			info.Chosen = "affinity"
+		}
+	}
+	if ex.reason != "" {
+		info.NoRetry = ex.noRetry
 	}
 	for _, rec := range h.recorders {
 		rec.Record(info)
@@ -151,6 +165,14 @@ type recentSlot struct {
 // NewRecent keeps the last n requests.
 func NewRecent(n int) *Recent { return &Recent{slots: make([]recentSlot, max(n, 1))} }
 
+// Resize makes r keep the last n requests from now on, forgetting those it has. Call it
+// before r records anything concurrently (before the Handler serves): `spillway run`
+// learns n (admin.explain_requests) from the config it loads after making r.
+func (r *Recent) Resize(n int) {
+	r.slots = make([]recentSlot, max(n, 1))
+	r.next.Store(0)
+}
+
 // Size is how many requests r keeps.
 func (r *Recent) Size() int { return len(r.slots) }
 
@@ -185,7 +207,11 @@ func (i *RequestInfo) Explain() string {
 	case i.Preferred == "":
 		fmt.Fprintf(&b, "no site of the split had a backend up; it went to the elastic site %s", i.Site)
 	default:
-		fmt.Fprintf(&b, "the split (or its session) preferred %s", i.Preferred)
+		if i.Chosen == "affinity" {
+			fmt.Fprintf(&b, "its session (affinity) preferred %s", i.Preferred)
+		} else {
+			fmt.Fprintf(&b, "the split preferred %s", i.Preferred)
+		}
 		switch i.Spill {
 		case "saturated":
 			fmt.Fprintf(&b, "; %s was full, so it spilled to %s", i.Preferred, i.Site)
@@ -208,6 +234,9 @@ func (i *RequestInfo) Explain() string {
 	}
 	if i.Reason != "" {
 		fmt.Fprintf(&b, "; it failed: %s", i.Reason)
+		if i.NoRetry != "" {
+			fmt.Fprintf(&b, " (not retried: %s)", i.NoRetry)
+		}
 	}
 	fmt.Fprintf(&b, "; answered %d in %s.", i.Status, i.Duration.Round(time.Microsecond))
 	return b.String()

@@ -96,7 +96,7 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(reg)
-	recent := proxy.NewRecent(4096)
+	recent := proxy.NewRecent(1) // sized by the config once it is loaded
 	r := proxy.NewReloader(proxy.ReloaderOptions{Path: o.path, Log: o.log, Metrics: reg,
 		Recorders: []proxy.Recorder{recent},
 		Checks: []configs.Check{func(c *configs.Config) error {
@@ -117,6 +117,7 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 	}
 	cfg := r.Config()
 	first = cfg
+	recent.Resize(cfg.Admin.ExplainRequests) // before anything is served
 	in := &instance{reloader: r, cfg: cfg, log: o.log, stop: stop}
 	if cfg.Admin.Listen != "" {
 		tokens := o.tokens
