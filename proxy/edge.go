@@ -75,8 +75,8 @@ type edgeConn struct {
 	log   *log.Logger
 	h2    bool // the connection may start with the HTTP/2 preface
 	first bool // no head seen yet
-	// head holds bytes of a head not yet whole: none of it is handed to net/http until
-	// the whole head has passed.
+	// head holds bytes not yet checked whole (a head, or a chunk-size or trailer line, and
+	// what came after it): none of it is handed to net/http until it has passed.
 	head []byte
 	scan headScan // where headEnd resumes in head
 	lead int      // bytes of CRLF skipped before the head to come (at most 4, as net/http)
