@@ -57,6 +57,8 @@ func (c *exchangeClock) start(rw http.ResponseWriter) {
 	if c.idle <= 0 {
 		return
 	}
+	c.mu.Lock() // a timer that fires at once must find c.timer set
+	defer c.mu.Unlock()
 	c.rw = rw
 	c.timer = time.AfterFunc(c.idle, c.check)
 }
