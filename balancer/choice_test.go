@@ -287,20 +287,27 @@ func TestBackendBackInRotationGetsTrafficAtOnce(t *testing.T) {
 			}
 			set("s", "b", false)
 			set("s", "b", true)
-			got := 0
-			for range 100 {
-				l := new(Lease)
-				if err := p.Pick(l, 0); err != nil {
-					t.Fatal(err)
-				}
-				if l.Backend == b {
-					got++
-				}
-				l.Done(Result{Status: 200, Latency: time.Millisecond})
-			}
-			if got < 30 {
+			if got := sequentialPicks(t, p, 100, b); got < 30 {
 				t.Errorf("back in rotation, b got %d of the next 100 sequential requests, want its share (50 ± 20)", got)
 			}
 		})
 	}
+}
+
+// sequentialPicks picks n times, one request at a time (each answered 200 in 1 ms before
+// the next), and returns how many went to b.
+func sequentialPicks(t *testing.T, p *Picker, n int, b *Backend) int {
+	t.Helper()
+	got := 0
+	for range n {
+		l := new(Lease)
+		if err := p.Pick(l, 0); err != nil {
+			t.Fatal(err)
+		}
+		if l.Backend == b {
+			got++
+		}
+		l.Done(Result{Status: 200, Latency: time.Millisecond})
+	}
+	return got
 }

@@ -134,18 +134,7 @@ func TestReviewSlowStartStarvedAtLowLoad(t *testing.T) {
 	reg.SetUp("s", "b", false)
 	reg.SetUp("s", "b", true)
 	clk = 8 * time.Second // 82% through its ramp: it should get ~0.82 of an even share
-	got := 0
-	for range 400 {
-		l := new(Lease)
-		if err := p.Pick(l, 0); err != nil {
-			t.Fatal(err)
-		}
-		if l.Backend == b {
-			got++
-		}
-		l.Done(Result{Status: 200, Latency: time.Millisecond})
-	}
-	if got < 40 {
+	if got := sequentialPicks(t, p, 400, b); got < 40 {
 		t.Errorf("8 s into a 10 s slow start, b got %d of 400 sequential requests; want a ramped share (~160)", got)
 	}
 }

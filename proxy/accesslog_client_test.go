@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/spillway/spillway/balancer"
@@ -178,25 +177,7 @@ func TestAccessLogReopen(t *testing.T) {
 		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out))
 	rec := &tally{}
 	e := startReloader(t, config, proxy.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var answered atomic.Int64
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if status, _, err := e.send(http.MethodGet, "/", nil); err != nil || status != http.StatusOK {
-					t.Errorf("GET: %d %v", status, err)
-					return
-				}
-				answered.Add(1)
-			}
-		})
-	}
+	stop := e.driveGets(t, 4, rec)
 	moreRequests := func() {
 		t.Helper()
 		n := rec.n.Load()
@@ -225,9 +206,7 @@ func TestAccessLogReopen(t *testing.T) {
 		}
 	}
 	moreRequests()
-	close(stop)
-	wg.Wait()
-	waitFor(t, "every answered request recorded", func() bool { return rec.n.Load() >= answered.Load() })
+	stop()
 	total := rec.n.Load()
 	sum := 0
 	for _, p := range rotated {

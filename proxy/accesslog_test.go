@@ -244,14 +244,42 @@ access_log: {output: %q, sample_2xx: 1}
 	}
 	rec := &tally{}
 	e := startReloader(t, config(outputs[0]), proxy.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
-	stop := make(chan struct{})
+	stop := e.driveGets(t, 8, rec)
+	for i := range 100 {
+		e.write(t, config(outputs[(i+1)%2]))
+		if err := e.r.Reload("test", false); err != nil {
+			t.Fatal(err)
+		}
+		n := rec.n.Load()
+		waitFor(t, "requests between reloads", func() bool { return rec.n.Load() >= n+2 })
+	}
+	stop()
+	total := rec.n.Load()
+	// Close the Reloader's output by moving it elsewhere, which flushes and closes it.
+	e.write(t, config(filepath.Join(dir, "c.log")))
+	if err := e.r.Reload("test", false); err != nil {
+		t.Fatal(err)
+	}
+	written := len(accessLines(t, outputs[0])) + len(accessLines(t, outputs[1]))
+	if int64(written) != total {
+		t.Errorf("%d requests, %d access log lines across reloads that moved the output", total, written)
+	}
+}
+
+// driveGets has n clients send GETs through the proxy, each after the last is answered 200,
+// until the returned stop is called. stop returns once every client has stopped and every
+// answered request has reached rec (a client has its answer a moment before the proxy
+// records the request).
+func (e *rlEnv) driveGets(t *testing.T, n int, rec *tally) (stop func()) {
+	t.Helper()
+	done := make(chan struct{})
 	var wg sync.WaitGroup
 	var answered atomic.Int64
-	for range 8 {
+	for range n {
 		wg.Go(func() {
 			for {
 				select {
-				case <-stop:
+				case <-done:
 					return
 				default:
 				}
@@ -263,26 +291,10 @@ access_log: {output: %q, sample_2xx: 1}
 			}
 		})
 	}
-	for i := range 100 {
-		e.write(t, config(outputs[(i+1)%2]))
-		if err := e.r.Reload("test", false); err != nil {
-			t.Fatal(err)
-		}
-		n := rec.n.Load()
-		waitFor(t, "requests between reloads", func() bool { return rec.n.Load() >= n+2 })
-	}
-	close(stop)
-	wg.Wait()
-	// A client has its answer a moment before the proxy has recorded the request.
-	waitFor(t, "every answered request recorded", func() bool { return rec.n.Load() >= answered.Load() })
-	total := rec.n.Load()
-	// Close the Reloader's output by moving it elsewhere, which flushes and closes it.
-	e.write(t, config(filepath.Join(dir, "c.log")))
-	if err := e.r.Reload("test", false); err != nil {
-		t.Fatal(err)
-	}
-	written := len(accessLines(t, outputs[0])) + len(accessLines(t, outputs[1]))
-	if int64(written) != total {
-		t.Errorf("%d requests, %d access log lines across reloads that moved the output", total, written)
+	return func() {
+		t.Helper()
+		close(done)
+		wg.Wait()
+		waitFor(t, "every answered request recorded", func() bool { return rec.n.Load() >= answered.Load() })
 	}
 }

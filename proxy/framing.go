@@ -55,11 +55,6 @@ type framer struct {
 	maxHead  int // bound on a head (and on a trailer section)
 }
 
-// head is what a checked head says about the message.
-type head struct {
-	status int // response
-}
-
 // advance consumes the body bytes at the front of p and returns how many there were: all
 // of p, or fewer when a boundary comes first (then the framer is at stHead and p[n:] starts
 // the next head), when p ends inside a chunk-size or trailer line (then p[n:] starts that
@@ -253,23 +248,22 @@ func headEnd(b []byte, s headScan) (end int, next headScan, err error) {
 	}
 }
 
-// checkHead checks a whole head (from headEnd) and sets the framer up for its body.
+// checkHead checks a whole head (from headEnd) and sets the framer up for its body. For a
+// response it returns the status.
 // isHEAD tells a response framer that the request it answers was a HEAD.
-func (f *framer) checkHead(b []byte, isHEAD bool) (head, error) {
-	var h head
+func (f *framer) checkHead(b []byte, isHEAD bool) (status int, err error) {
 	lineEnd := bytes.Index(b, crlf)
 	start := b[:lineEnd]
 	b = b[lineEnd+2 : len(b)-2] // the field lines, each ending in CRLF
 	var version []byte
 	if f.response {
-		var err error
-		if version, h.status, err = statusLine(start); err != nil {
-			return h, err
+		if version, status, err = statusLine(start); err != nil {
+			return status, err
 		}
 	} else {
 		v, ok := requestLine(start)
 		if !ok {
-			return h, badFrame("malformed request line")
+			return status, badFrame("malformed request line")
 		}
 		version = v
 	}
@@ -280,11 +274,11 @@ func (f *framer) checkHead(b []byte, isHEAD bool) (head, error) {
 		line := b[:i]
 		b = b[i+2:]
 		if line[0] == ' ' || line[0] == '\t' {
-			return h, badFrame("obsolete line folding")
+			return status, badFrame("obsolete line folding")
 		}
 		name, err := checkField(line)
 		if err != nil {
-			return h, err
+			return status, err
 		}
 		value := bytes.Trim(line[len(name)+1:], " \t")
 		switch {
@@ -299,36 +293,36 @@ func (f *framer) checkHead(b []byte, isHEAD bool) (head, error) {
 		}
 	}
 	if !f.response && nHost > 1 {
-		return h, badFrame("more than one Host")
+		return status, badFrame("more than one Host")
 	}
 	f.st, f.remain = stHead, 0
-	noBody := f.response && (h.status < 200 || h.status == 204 || h.status == 304 || isHEAD)
+	noBody := f.response && (status < 200 || status == 204 || status == 304 || isHEAD)
 	switch {
 	case nTE > 0 && nCL > 0:
-		return h, badFrame("both Content-Length and Transfer-Encoding")
+		return status, badFrame("both Content-Length and Transfer-Encoding")
 	case nTE > 1:
-		return h, badFrame("more than one Transfer-Encoding")
+		return status, badFrame("more than one Transfer-Encoding")
 	case nTE == 1 && string(version) != "HTTP/1.1":
-		return h, badFrame("Transfer-Encoding in an HTTP/1.0 message")
+		return status, badFrame("Transfer-Encoding in an HTTP/1.0 message")
 	case nTE == 1 && !equalFold(te, "chunked"):
-		return h, badFrame("Transfer-Encoding other than chunked")
+		return status, badFrame("Transfer-Encoding other than chunked")
 	case nCL > 1:
-		return h, badFrame("more than one Content-Length")
+		return status, badFrame("more than one Content-Length")
 	}
 	var length int64
 	if nCL == 1 {
 		if len(cl) == 0 || len(cl) > maxLenDigits {
-			return h, badFrame("invalid Content-Length")
+			return status, badFrame("invalid Content-Length")
 		}
 		for _, c := range cl {
 			if c < '0' || c > '9' {
-				return h, badFrame("invalid Content-Length")
+				return status, badFrame("invalid Content-Length")
 			}
 			length = length*10 + int64(c-'0')
 		}
 	}
 	switch {
-	case f.response && h.status == 101:
+	case f.response && status == 101:
 		f.st = stPass
 	case noBody:
 	case nTE == 1:
@@ -338,7 +332,7 @@ func (f *framer) checkHead(b []byte, isHEAD bool) (head, error) {
 	case nCL == 0 && f.response:
 		f.st = stPass // a response without a length ends when the connection does
 	}
-	return h, nil
+	return status, nil
 }
 
 var crlf = []byte("\r\n")

@@ -126,17 +126,44 @@ func TestReviewBodyIdleStalledClientSmallWrites(t *testing.T) {
 // request. Everything it starts ends at cleanup.
 func rawBackend(t *testing.T, serve func(w io.Writer, r *http.Request)) (url string, conns func() []string) {
 	t.Helper()
+	var mu sync.Mutex
+	var seen []string
+	addr := serveConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			seen = append(seen, r.URL.Path+" on "+c.RemoteAddr().String())
+			mu.Unlock()
+			serve(c, r)
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				return
+			}
+		}
+	})
+	return "http://" + addr, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), seen...)
+	}
+}
+
+// serveConns listens on 127.0.0.1 and runs handle on each connection accepted (which it
+// closes after) until the test ends; then it closes the listener and every connection and
+// waits for every handle to return. It returns the listener's address.
+func serveConns(t *testing.T, handle func(c net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	var seen []string
 	var open []net.Conn
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -145,27 +172,12 @@ func rawBackend(t *testing.T, serve func(w io.Writer, r *http.Request)) (url str
 			mu.Lock()
 			open = append(open, c)
 			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					mu.Lock()
-					seen = append(seen, r.URL.Path+" on "+c.RemoteAddr().String())
-					mu.Unlock()
-					serve(c, r)
-					if _, err := io.Copy(io.Discard, r.Body); err != nil {
-						return
-					}
-				}
-			}()
+				handle(c)
+			})
 		}
-	}()
+	})
 	t.Cleanup(func() {
 		ln.Close()
 		mu.Lock()
@@ -175,11 +187,7 @@ func rawBackend(t *testing.T, serve func(w io.Writer, r *http.Request)) (url str
 		mu.Unlock()
 		wg.Wait()
 	})
-	return "http://" + ln.Addr().String(), func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]string(nil), seen...)
-	}
+	return ln.Addr().String()
 }
 
 // TestReviewBackendConnHEADSniffPoisoned: backendConn learns whether the request it is
@@ -233,79 +241,47 @@ func TestReviewBackendConnHEADSniffPoisoned(t *testing.T) {
 // returns its URL and the number of streams it answered.
 func h2RefusingBackend(t *testing.T) (string, *atomic.Int32) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var answered atomic.Int32
 	var refused atomic.Bool
-	var mu sync.Mutex
-	var open []net.Conn
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	addr := serveConns(t, func(c net.Conn) {
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings()
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
 		for {
-			c, err := ln.Accept()
+			f, err := fr.ReadFrame()
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			open = append(open, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				preface := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(c, preface); err != nil {
-					return
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
 				}
-				fr := http2.NewFramer(c, c)
-				fr.WriteSettings()
-				var hb bytes.Buffer
-				enc := hpack.NewEncoder(&hb)
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
-							fr.WriteSettingsAck()
-						}
-					case *http2.PingFrame:
-						if !f.IsAck() {
-							fr.WritePing(true, f.Data)
-						}
-					case *http2.HeadersFrame:
-						id := f.StreamID
-						if refused.CompareAndSwap(false, true) {
-							fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
-							continue
-						}
-						hb.Reset()
-						enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-						enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "2"})
-						fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true})
-						fr.WriteData(id, true, []byte("ok"))
-						answered.Add(1)
-					}
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					fr.WritePing(true, f.Data)
 				}
-			}()
+			case *http2.HeadersFrame:
+				id := f.StreamID
+				if refused.CompareAndSwap(false, true) {
+					fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
+					continue
+				}
+				hb.Reset()
+				enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "2"})
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true})
+				fr.WriteData(id, true, []byte("ok"))
+				answered.Add(1)
+			}
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
-	return "http://" + ln.Addr().String(), &answered
+	return "http://" + addr, &answered
 }
 
 // TestReviewH2RefusedStreamNotRetried: fenceTransportReplay now gives every GET, HEAD,

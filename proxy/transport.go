@@ -241,12 +241,12 @@ func (c *backendConn) take(b []byte) (handed int) {
 			return handed
 		default:
 			c.scan = headScan{}
-			h, err := c.f.checkHead(c.head[:end], c.isHEAD.Load())
+			status, err := c.f.checkHead(c.head[:end], c.isHEAD.Load())
 			if err != nil {
 				c.refused = err
 				break
 			}
-			if h.status >= 200 {
+			if status >= 200 {
 				c.isHEAD.Store(false) // answered; the next request sets it again
 			}
 			c.out = append(c.out, c.head[:end]...)

@@ -436,11 +436,7 @@ func TestRunReloadMayNotMoveListeners(t *testing.T) {
 // bad config is refused and logged with its problems.
 func TestRunReloadsOnSIGHUPAndFileChange(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", "")
-	// Catch SIGHUP for the whole test, so that one arriving while run is not listening for
-	// it cannot end the test process.
-	guard := make(chan os.Signal, 8)
-	signal.Notify(guard, syscall.SIGHUP)
-	defer signal.Stop(guard)
+	catchSignal(t, syscall.SIGHUP)
 
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
 	defer backend.Close()
@@ -499,11 +495,7 @@ func TestRunReloadsOnSIGHUPAndFileChange(t *testing.T) {
 // log on stderr it does nothing but say so.
 func TestRunReopensAccessLogOnSIGUSR1(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", "")
-	// Catch SIGUSR1 for the whole test: one arriving while run is not listening for it
-	// would end the test process.
-	guard := make(chan os.Signal, 8)
-	signal.Notify(guard, syscall.SIGUSR1)
-	defer signal.Stop(guard)
+	catchSignal(t, syscall.SIGUSR1)
 
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
 	defer backend.Close()
@@ -587,4 +579,12 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// catchSignal catches sig for the whole test, so that one arriving while run is not
+// listening for it cannot end the test process.
+func catchSignal(t *testing.T, sig os.Signal) {
+	guard := make(chan os.Signal, 8)
+	signal.Notify(guard, sig)
+	t.Cleanup(func() { signal.Stop(guard) })
 }
