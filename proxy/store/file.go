@@ -1,0 +1,165 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// FormatVersion is the version of the state file's format. A file of another version is
+// refused, not guessed at.
+const FormatVersion = 1
+
+// fileData is the state file's content.
+type fileData struct {
+	Version int      `json:"version"`
+	State   State    `json:"state"`
+	NextID  uint64   `json:"next_id"`
+	Trail   []Change `json:"trail"` // newest first
+}
+
+// File is a Store in one JSON file (`state.file`): every Commit rewrites it atomically — a
+// temporary file in the same directory, written, synced, renamed over the old one, and the
+// directory synced — so a crash leaves either the old file or the new one, never a mix.
+type File struct {
+	path string
+
+	mu    sync.Mutex
+	state State
+	trail trail
+}
+
+var _ Store = (*File)(nil)
+
+// OpenFile opens the state file at path, creating it (empty) when it does not exist, so that
+// a directory that cannot be written is found at start-up and not at the first change. A
+// file that cannot be read or parsed, or is of another format version, is an error that
+// names the file and what is wrong with it. keep bounds the audit entries kept (0:
+// DefaultTrail).
+func OpenFile(path string, keep int) (*File, error) {
+	f := &File{path: path, state: State{}.Clone(), trail: trail{max: keep}}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := f.writeLocked(); err != nil {
+			return nil, err
+		}
+		return f, nil
+	case err != nil:
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	var d fileData
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return nil, fmt.Errorf("state file %s is corrupt (%v): it holds the operators' drains and weight overrides, so Spillway will not start without it; restore it from a backup, or move it away to start with none", path, err)
+	}
+	if d.Version != FormatVersion {
+		return nil, fmt.Errorf("state file %s has format version %d; this Spillway reads version %d", path, d.Version, FormatVersion)
+	}
+	if d.State.Overrides != nil {
+		f.state.Overrides = d.State.Overrides
+	}
+	if d.State.Drains != nil {
+		f.state.Drains = d.State.Drains
+	}
+	f.trail.entries, f.trail.next = d.Trail, d.NextID
+	if n := cmp0(keep, DefaultTrail); len(f.trail.entries) > n {
+		f.trail.entries = f.trail.entries[:n]
+	}
+	return f, nil
+}
+
+// Path is the file's path.
+func (f *File) Path() string { return f.path }
+
+// Load returns the state read at OpenFile, with every Commit since.
+func (f *File) Load(context.Context) (State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state.Clone(), nil
+}
+
+// Commit applies the edits and appends c, and writes the file; when the write fails,
+// nothing changes.
+func (f *File) Commit(_ context.Context, c Change, edits ...Edit) (Change, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	oldState, oldTrail := f.state, f.trail
+	f.state = f.state.Clone()
+	f.state.Apply(edits...)
+	f.trail.entries = append([]Change(nil), f.trail.entries...)
+	c = f.trail.add(c)
+	if err := f.writeLocked(); err != nil {
+		f.state, f.trail = oldState, oldTrail
+		return Change{}, err
+	}
+	return c, nil
+}
+
+// Changes returns a page of the trail, newest first.
+func (f *File) Changes(_ context.Context, before uint64, limit int) ([]Change, int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	page, total := f.trail.page(before, limit)
+	return page, total, nil
+}
+
+// Durable is true.
+func (f *File) Durable() bool { return true }
+
+// Close does nothing: every Commit is on disk when it returns.
+func (f *File) Close() error { return nil }
+
+func (f *File) writeLocked() error {
+	data, err := json.MarshalIndent(fileData{Version: FormatVersion, State: f.state, NextID: max(f.trail.next, 1), Trail: f.trail.entries}, "", "  ")
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	if err := writeAtomic(f.path, data); err != nil {
+		return fmt.Errorf("state file %s: %w", f.path, err)
+	}
+	return nil
+}
+
+// writeAtomic replaces path with data: a temporary file beside it, synced, renamed over it,
+// and the directory synced, so that the rename itself is on disk.
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, there is nothing left to remove
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
