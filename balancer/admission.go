@@ -86,8 +86,17 @@ func (p *Picker) ramp(s *pickerSite, b *Backend) float64 {
 }
 
 // limit is b's concurrency limit in site s now: max_inflight or the learned limit, times
-// its slow-start ramp, at least 1.
+// its slow-start ramp, at least 1; in a fleet, this replica's share of that (which may be 0).
 func (p *Picker) limit(s *pickerSite, b *Backend) int64 {
+	full := p.fullLimit(s, b)
+	if sh := p.reg.share.Load(); sh != nil {
+		return sh.Of(b.ID, full)
+	}
+	return full
+}
+
+// fullLimit is b's whole limit, before a fleet's share is taken of it.
+func (p *Picker) fullLimit(s *pickerSite, b *Backend) int64 {
 	base := s.static
 	if base == 0 {
 		if a := b.adaptive.Load(); a != nil {
@@ -240,6 +249,11 @@ func (p *Picker) take(l *Lease, i int, b *Backend) bool {
 		}
 		if b.inflight.CompareAndSwap(n, n+1) {
 			l.sent = n + 1
+			if lim > 0 && p.reg.share.Load() != nil {
+				// The learned limit is the fleet's: it learns from the backend's in-flight
+				// across the fleet, which this replica's share of it stands for.
+				l.sent = (n + 1) * p.fullLimit(s, b) / lim
+			}
 			break
 		}
 	}

@@ -157,6 +157,8 @@ type Registry struct {
 	// queued on an older one that has closed waits for a slot in it.
 	latest atomic.Pointer[Picker]
 	now    func() time.Time
+	// share, when set, is this replica's part of each backend's limit (a fleet).
+	share atomic.Pointer[shareOf]
 }
 
 // NewRegistry returns an empty Registry.
