@@ -52,7 +52,10 @@ func TestStoreAcrossReplicas(t *testing.T) {
 	var seen []store.State
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); b.Watch(wctx, func(s store.State) { mu.Lock(); seen = append(seen, s); mu.Unlock() }) }()
+	go func() {
+		defer close(done)
+		b.Watch(wctx, func(s store.State) { mu.Lock(); seen = append(seen, s); mu.Unlock() })
+	}()
 	t.Cleanup(func() { stop(); <-done })
 	last := func() store.State {
 		mu.Lock()
