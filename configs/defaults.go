@@ -82,6 +82,7 @@ func (c *Config) SetDefaults() {
 	setDefault(c, "listen.h2c", &c.Listen.H2C, true)
 	setDefault(c, "websocket.idle", &c.WebSocket.Idle, DefaultWebSocketIdle)
 	setDefault(c, "websocket.max_lifetime", &c.WebSocket.MaxLifetime, DefaultWebSocketLifetime)
+	c.setClusterDefaults()
 	if t := c.TLS; t != nil {
 		if a := t.ACME; a != nil {
 			setDefault(c, "tls.acme.ca", &a.CA, DefaultACMECA)

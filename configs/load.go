@@ -42,6 +42,7 @@ func Parse(name string, data []byte, checks ...Check) (*Config, error) {
 	}
 	cfg.SetDefaults()
 	cfg.resolvePaths(filepath.Dir(name))
+	cfg.resolveClusterPaths(filepath.Dir(name))
 	errs := decodeErrs
 	for _, check := range append([]Check{(*Config).Validate}, checks...) {
 		err := check(cfg)

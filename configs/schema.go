@@ -17,6 +17,7 @@ type Config struct {
 	Spillover Spillover  `yaml:"spillover"`
 	Affinity  Affinity   `yaml:"affinity"`
 	Retries   Retries    `yaml:"retries"`
+	Cluster   *Cluster   `yaml:"cluster"` // a fleet of replicas on etcd; see cluster.go
 	Outlier   Outlier    `yaml:"outlier"`
 	Timeouts  Timeouts   `yaml:"timeouts"`
 	Limits    Limits     `yaml:"limits"`
@@ -206,6 +207,9 @@ type Timeouts struct {
 	Idle           time.Duration `yaml:"idle"`            // keep-alive idle, both sides
 	ReadHeader     time.Duration `yaml:"read_header"`     // client's request headers
 	Shutdown       time.Duration `yaml:"shutdown"`        // grace for in-flight requests on stop
+	// DrainDelay is how long readiness (/readyz) is false before the listeners close on
+	// SIGTERM, so that load balancers and Kubernetes stop sending first (default 0).
+	DrainDelay time.Duration `yaml:"drain_delay"`
 	// BodyIdle is the longest silence inside a request or response body once it streams.
 	BodyIdle time.Duration `yaml:"body_idle"`
 }

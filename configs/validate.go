@@ -28,6 +28,7 @@ func (c *Config) Validate() error {
 	v.tls()
 	v.sites()
 	v.policies()
+	v.cluster()
 	if len(v.errs) == 0 {
 		return nil
 	}

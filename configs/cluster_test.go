@@ -1,0 +1,77 @@
+package configs_test
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestClusterSection(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, src string
+		want      []wantErr // nil: valid
+	}{
+		{"minimal", okSites + "cluster:\n  name: prod\n  etcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n", nil},
+		{"full", okSites + "cluster:\n  name: prod\n  node: spillway-0\n  lease: 10s\n  etcd:\n    endpoints: [\"https://10.0.1.5:2379\", \"https://etcd.idc2:2379\"]\n    tls: {ca_file: ca.pem, cert_file: c.pem, key_file: k.pem}\ntimeouts: {drain_delay: 5s}\n", nil},
+		{"no name", okSites + "cluster:\n  etcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n",
+			[]wantErr{{6, 3, "cluster", "set name: replicas with the same name and etcd act as one fleet"}}},
+		{"bad name", okSites + "cluster:\n  name: Prod/1\n  etcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n",
+			[]wantErr{{6, 9, "cluster.name", `want lower-case letters, digits, '-' and '_' (up to 63, a letter or digit first), got "Prod/1"`}}},
+		{"bad node", okSites + "cluster:\n  name: prod\n  node: a/b\n  etcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n",
+			[]wantErr{{7, 9, "cluster.node", `want letters, digits, '.', '-' and '_' (up to 253, a letter or digit first), got "a/b"`}}},
+		{"empty node", okSites + "cluster:\n  name: prod\n  node: \"\"\n  etcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n",
+			[]wantErr{{7, 9, "cluster.node", `want letters, digits, '.', '-' and '_' (up to 253, a letter or digit first), got ""`}}},
+		{"no endpoints", okSites + "cluster:\n  name: prod\n  etcd: {}\n",
+			[]wantErr{{7, 9, "cluster.etcd", `list the etcd cluster's client URLs in endpoints (e.g. ["https://10.0.1.5:2379"])`}}},
+		{"bad endpoints", okSites + "cluster:\n  name: prod\n  etcd:\n    endpoints: [\"127.0.0.1:2379\", \"http://h\", \"http://x:2379/v3\", \"http://a:2379\", \"http://a:2379\"]\n",
+			[]wantErr{
+				{8, 17, "cluster.etcd.endpoints[0]", `want http://host:port or https://host:port, got "127.0.0.1:2379"`},
+				{8, 35, "cluster.etcd.endpoints[1]", `want http://host:port or https://host:port, got "http://h"`},
+				{8, 47, "cluster.etcd.endpoints[2]", `want http://host:port or https://host:port, got "http://x:2379/v3"`},
+				{8, 84, "cluster.etcd.endpoints[4]", `"http://a:2379" is listed twice (first as endpoints[3])`},
+			}},
+		{"tls for http", okSites + "cluster:\n  name: prod\n  etcd:\n    endpoints: [\"http://a:2379\"]\n    tls: {cert_file: c.pem}\n",
+			[]wantErr{
+				{9, 10, "cluster.etcd.tls", "is for https:// endpoints; these are all http://"},
+				{9, 10, "cluster.etcd.tls", "cert_file and key_file go together"},
+			}},
+		{"lease too short", okSites + "cluster:\n  name: prod\n  lease: 1s\n  etcd: {endpoints: [\"http://a:2379\"]}\n",
+			[]wantErr{{7, 10, "cluster.lease", "must be between 2s and 5m0s, got 1s"}}},
+		{"lease not whole seconds", okSites + "cluster:\n  name: prod\n  lease: 2500ms\n  etcd: {endpoints: [\"http://a:2379\"]}\n",
+			[]wantErr{{7, 10, "cluster.lease", "must be whole seconds (etcd's leases are), got 2.5s"}}},
+		{"drain delay negative", okSites + "timeouts: {drain_delay: -1s}\n",
+			[]wantErr{{5, 25, "timeouts.drain_delay", "must be between 0s and 5m0s, got -1s"}}},
+		{"drain delay too long", okSites + "timeouts: {drain_delay: 1h}\n",
+			[]wantErr{{5, 25, "timeouts.drain_delay", "must be between 0s and 5m0s, got 1h0m0s"}}},
+		{"unknown key", okSites + "cluster:\n  name: prod\n  leas: 5s\n  etcd: {endpoints: [\"http://a:2379\"]}\n",
+			[]wantErr{{7, 3, "cluster.leas", `unknown key "leas" (did you mean "lease"?)`}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.want == nil {
+				mustParse(t, tc.src)
+				return
+			}
+			checkErrors(t, parseErrors(t, tc.src), tc.want)
+		})
+	}
+}
+
+func TestClusterDefaults(t *testing.T) {
+	t.Parallel()
+	cfg := mustParse(t, okSites+"cluster:\n  name: prod\n  etcd:\n    endpoints: [\"https://a:2379\"]\n    tls: {ca_file: ca.pem}\n")
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skip(err)
+	}
+	cl := cfg.Cluster
+	if cl.Node != host || cl.Lease != 5*time.Second {
+		t.Fatalf("node %q lease %s: want the host name %q and 5s", cl.Node, cl.Lease, host)
+	}
+	if cl.Etcd.TLS.CAFile != abs(t, "ca.pem") {
+		t.Fatalf("ca_file %q: want it relative to the config file, %q", cl.Etcd.TLS.CAFile, abs(t, "ca.pem"))
+	}
+	if cfg.Timeouts.DrainDelay != 0 {
+		t.Fatalf("drain_delay defaults to %s, want 0", cfg.Timeouts.DrainDelay)
+	}
+}
