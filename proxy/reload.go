@@ -77,6 +77,7 @@ type Reloader struct {
 
 	reloads [2]atomic.Uint64 // [0] success, [1] failure
 	ready   atomic.Bool
+	cluster atomic.Pointer[func() ClusterState] // SetCluster's
 }
 
 // generation is one config's Table and the context of its background work.

@@ -19,6 +19,7 @@ type State struct {
 	History    []HistoryPoint `json:"history"`
 	Changes    []Change       `json:"changes"`
 	Reloads    ReloadCounts   `json:"reloads"`
+	Cluster    *ClusterState  `json:"cluster,omitempty"` // a fleet's replica: see SetCluster
 }
 
 // QueueState is the wait for a free slot.
@@ -94,6 +95,7 @@ func (r *Reloader) state(history bool) State {
 		Queue:   QueueState{Waiting: r.reg.QueueLen(), Size: cfg.Spillover.Queue.Size},
 		Changes: append([]Change{}, r.changes...)}
 	st.Reloads.OK, st.Reloads.Failed = r.Reloads()
+	st.Cluster = r.clusterState()
 	names := make([]string, len(cfg.Sites))
 	for i, s := range cfg.Sites {
 		names[i] = s.Name

@@ -20,6 +20,7 @@ import (
 func preflight(tokenEnv string, tokens admin.Tokens) configs.Check {
 	return func(cfg *configs.Config) error {
 		errs := append(checkAdmin(cfg, tokenEnv, tokens), checkAccessLog(cfg)...)
+		errs = append(errs, checkCluster(cfg)...) // cluster.go
 		if len(errs) > 0 {
 			return errs
 		}

@@ -118,6 +118,16 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 	cfg := r.Config()
 	first = cfg
 	recent.Resize(cfg.Admin.ExplainRequests) // before anything is served
+	if cfg.Cluster != nil {
+		fleet, err := joinFleet(ctx, cfg, r, reg, o.log) // cluster.go
+		if err != nil {
+			return nil, err
+		}
+		// Leave the fleet once the servers have drained (serve stops the background last):
+		// the requests in flight hold their part of each backend's budget until then.
+		stopBackground := stop
+		stop = func() { fleet.Close(); stopBackground() }
+	}
 	in := &instance{reloader: r, cfg: cfg, log: o.log, stop: stop}
 	if cfg.Admin.Listen != "" {
 		tokens := o.tokens
@@ -205,6 +215,7 @@ func sameServers(first, next *configs.Config) error {
 	refuse(next.Limits != first.Limits, "limits", "the request limits are")
 	refuse(next.Timeouts.ReadHeader != first.Timeouts.ReadHeader, "timeouts.read_header", "the client header timeout is")
 	refuse(next.Timeouts.Idle != first.Timeouts.Idle, "timeouts.idle", "the keep-alive idle timeout (clients' side) is")
+	refuse(!reflect.DeepEqual(next.Cluster, first.Cluster), "cluster", "the fleet (cluster) is")
 	if len(errs) > 0 {
 		return errs
 	}
@@ -324,6 +335,13 @@ func (in *instance) serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	r.SetReady(false)
+	if delay := r.Config().Timeouts.DrainDelay; delay > 0 && failed == nil {
+		// Readiness is false: load balancers and Kubernetes endpoints stop sending here
+		// while the listeners still take what is already on its way.
+		log.Info("not ready; draining before the listeners close", zap.Duration("drain_delay", delay))
+		t := time.NewTimer(delay)
+		<-t.C
+	}
 	grace := r.Config().Timeouts.Shutdown
 	log.Info("shutting down", zap.Duration("grace", grace))
 	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)

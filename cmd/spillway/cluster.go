@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/cluster"
+)
+
+// joinTimeout bounds how long a replica waits at start for the fleet to make room for it.
+// The others hand over once their requests in flight fit their smaller shares (at most
+// cluster.DefaultSettleTimeout each) — past this, something is wrong, and start fails.
+const joinTimeout = time.Minute
+
+// checkCluster refuses a cluster section whose etcd TLS files run could not use (preflight:
+// validate refuses it too).
+func checkCluster(cfg *configs.Config) configs.Errors {
+	if _, err := clusterTLS(cfg); err != nil {
+		return configs.Errors{cfg.Errorf("cluster.etcd.tls", "%v", err)}
+	}
+	return nil
+}
+
+func clusterTLS(cfg *configs.Config) (*tls.Config, error) {
+	cl := cfg.Cluster
+	if cl == nil || cl.Etcd.TLS == nil {
+		return nil, nil
+	}
+	t := cl.Etcd.TLS
+	return cluster.ClientTLS(t.CAFile, t.CertFile, t.KeyFile)
+}
+
+// joinFleet makes this proxy a replica of the fleet in cfg.Cluster: it registers in etcd,
+// enforces its share of every backend's limit (nothing until the fleet has made room for
+// it: joinFleet returns once it has), shows the fleet in the state API and the metrics.
+// etcd must answer: a replica that cannot reach its fleet at start does not start.
+func joinFleet(ctx context.Context, cfg *configs.Config, r *proxy.Reloader, reg prometheus.Registerer, log *zap.Logger) (*cluster.Fleet, error) {
+	cl := cfg.Cluster
+	tc, err := clusterTLS(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.etcd.tls: %w", err)
+	}
+	f, err := cluster.Open(cluster.Options{Name: cl.Name, Node: cl.Node, Endpoints: cl.Etcd.Endpoints, TLS: tc,
+		Lease: cl.Lease, Log: log.Named("cluster"),
+		OnShare: func(s *cluster.Share) { r.Registry().SetShare(s) },
+		Settled: r.WithinLimits})
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Start(ctx); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.RegisterMetrics(reg); err != nil {
+		f.Close()
+		return nil, err
+	}
+	r.SetCluster(func() proxy.ClusterState {
+		st := f.Status()
+		return proxy.ClusterState{Name: st.Name, Node: st.Node, Members: st.Members, Store: st.Store, Joined: st.Joined}
+	})
+	t := time.NewTimer(joinTimeout)
+	defer t.Stop()
+	select {
+	case <-f.Joined():
+		log.Info("joined the fleet", zap.String("cluster", cl.Name), zap.String("node", cl.Node),
+			zap.Strings("members", f.Status().Members))
+		return f, nil
+	case <-ctx.Done():
+		f.Close()
+		return nil, ctx.Err()
+	case <-t.C:
+		f.Close()
+		return nil, fmt.Errorf("cluster %s: the fleet did not make room for node %s within %s (members: %v)",
+			cl.Name, cl.Node, joinTimeout, f.Status().Members)
+	}
+}

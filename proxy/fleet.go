@@ -1,0 +1,39 @@
+package proxy
+
+// ClusterState is the fleet in the state API: this replica, the members it sees, whether
+// the fleet's store (etcd) answers, and whether this replica holds its share of the limits.
+type ClusterState struct {
+	Name    string   `json:"name"`
+	Node    string   `json:"node"`
+	Members []string `json:"members"`
+	Store   string   `json:"store"` // "up" or "unavailable"
+	Joined  bool     `json:"joined"`
+}
+
+// SetCluster makes the state API show the fleet as status reports it (a replica of a fleet;
+// without it the state has no cluster).
+func (r *Reloader) SetCluster(status func() ClusterState) { r.cluster.Store(&status) }
+
+// clusterState is what SetCluster's status reports now, or nil.
+func (r *Reloader) clusterState() *ClusterState {
+	f := r.cluster.Load()
+	if f == nil {
+		return nil
+	}
+	st := (*f)()
+	return &st
+}
+
+// WithinLimits reports whether every backend's in-flight is within its limit now (in a
+// fleet, this replica's share of it): after a share shrank, the fleet hands the difference
+// to another replica only once it is.
+func (r *Reloader) WithinLimits() bool {
+	for _, s := range r.state(false).Sites {
+		for _, b := range s.Backends {
+			if b.Inflight > b.Limit {
+				return false
+			}
+		}
+	}
+	return true
+}
