@@ -1,0 +1,260 @@
+package main
+
+// Tests of a fleet (issue 15): several `spillway run` replicas on loopback sharing one real
+// etcd (embedded), with backends that count what they have in flight, so that the fleet's
+// promise — the sum in flight at a backend never exceeds its limit — is measured where it
+// matters: at the backend.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spillway/spillway/proxy/cluster/etcdtest"
+)
+
+// countingBackend is a backend that holds each request for delay and records the most
+// requests it had at once.
+type countingBackend struct {
+	srv            *httptest.Server
+	now, peak, all atomic.Int64
+	delay          atomic.Int64 // nanoseconds
+}
+
+func newCountingBackend(t *testing.T, delay time.Duration) *countingBackend {
+	b := &countingBackend{}
+	b.delay.Store(int64(delay))
+	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := b.now.Add(1)
+		defer b.now.Add(-1)
+		for p := b.peak.Load(); n > p && !b.peak.CompareAndSwap(p, n); p = b.peak.Load() {
+		}
+		b.all.Add(1)
+		time.Sleep(time.Duration(b.delay.Load()))
+		fmt.Fprint(w, "ok")
+	}))
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+const fleetLimit = 6 // max_inflight of every backend: the fleet's budget
+
+func fleetConfig(node string, endpoints []string, backends [3]*countingBackend, extra string) string {
+	eps, _ := json.Marshal(endpoints)
+	return fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
+admin: {listen: "127.0.0.1:0"}
+sites:
+  - {name: idc1, weight: 5, backends: [%q], max_inflight: %d}
+  - {name: idc2, weight: 3, backends: [%q], max_inflight: %d}
+  - {name: aws, weight: 2, elastic: true, backends: [%q], max_inflight: %d}
+spillover: {queue: {size: 10000, timeout: 20s}}
+retries: {attempts: 1}
+timeouts: {shutdown: 30s}
+cluster: {name: test, node: %s, lease: 2s, etcd: {endpoints: %s}}
+%s`, backends[0].srv.URL, fleetLimit, backends[1].srv.URL, fleetLimit, backends[2].srv.URL, fleetLimit, node, eps, extra)
+}
+
+// fleetState is what these tests read of GET /api/v1/state.
+type fleetState struct {
+	Cluster *struct {
+		Name    string   `json:"name"`
+		Node    string   `json:"node"`
+		Members []string `json:"members"`
+		Store   string   `json:"store"`
+		Joined  bool     `json:"joined"`
+	} `json:"cluster"`
+	Sites []struct {
+		Name     string  `json:"name"`
+		Weight   float64 `json:"weight"`
+		Drained  bool    `json:"drained"`
+		Backends []struct {
+			Limit int64 `json:"limit"`
+		} `json:"backends"`
+	} `json:"sites"`
+}
+
+func (r *opsRun) fleetState(t *testing.T) fleetState {
+	t.Helper()
+	status, body := r.call(http.MethodGet, r.admin+"/api/v1/state", "", "")
+	if status != http.StatusOK {
+		t.Fatalf("GET state: %d %s", status, body)
+	}
+	var st fleetState
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// pollUntil polls cond every 20 ms until it holds, failing the test after d.
+func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// load sends requests through the replicas from n clients until stop is closed, and counts
+// the answers by status.
+type load struct {
+	wg    sync.WaitGroup
+	stop  chan struct{}
+	codes sync.Map // int → *atomic.Int64
+}
+
+func startLoad(t *testing.T, n int, targets func() []*opsRun) *load {
+	l := &load{stop: make(chan struct{})}
+	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+	for i := range n {
+		l.wg.Go(func() {
+			for k := 0; ; k++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				rs := targets()
+				r := rs[(i+k)%len(rs)]
+				code := 0
+				if resp, err := client.Get(r.proxy + "/x"); err == nil {
+					code = resp.StatusCode
+					resp.Body.Close()
+				}
+				c, _ := l.codes.LoadOrStore(code, new(atomic.Int64))
+				c.(*atomic.Int64).Add(1)
+			}
+		})
+	}
+	t.Cleanup(l.end)
+	return l
+}
+
+func (l *load) end() {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	l.wg.Wait()
+}
+
+func (l *load) String() string {
+	var parts []string
+	l.codes.Range(func(k, v any) bool {
+		parts = append(parts, fmt.Sprintf("%v: %d", k, v.(*atomic.Int64).Load()))
+		return true
+	})
+	return strings.Join(parts, ", ")
+}
+
+// Three replicas on one etcd: they split traffic 5:3:2 together; under overload no backend
+// ever has more than its max_inflight in flight, counted at the backend, also while a fourth
+// replica joins and one leaves; each replica enforces its share (6 among 3: 2 each).
+func TestFleetSharesLimitsAcrossReplicas(t *testing.T) {
+	t.Setenv("SPILLWAY_ADMIN_TOKEN", "")
+	etcd := etcdtest.Start(t, 1)
+	var backends [3]*countingBackend
+	for i := range backends {
+		backends[i] = newCountingBackend(t, 0)
+	}
+	var mu sync.Mutex
+	var replicas []*opsRun
+	for i := range 3 {
+		replicas = append(replicas, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
+	}
+	targets := func() []*opsRun { mu.Lock(); defer mu.Unlock(); return append([]*opsRun(nil), replicas...) }
+	pollUntil(t, 30*time.Second, "every replica sees 3 members and holds 2 of each limit of 6", func() bool {
+		for _, r := range replicas {
+			st := r.fleetState(t)
+			if st.Cluster == nil || len(st.Cluster.Members) != 3 || !st.Cluster.Joined || st.Cluster.Store != "up" {
+				return false
+			}
+			for _, s := range st.Sites {
+				if s.Backends[0].Limit != fleetLimit/3 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+
+	// The split: one request at a time through each replica, in turn.
+	for range 100 {
+		for _, r := range replicas {
+			if status, body := r.call(http.MethodGet, r.proxy+"/split", "", ""); status != http.StatusOK {
+				t.Fatalf("GET through %s: %d %s", r.proxy, status, body)
+			}
+		}
+	}
+	got := [3]int64{backends[0].all.Load(), backends[1].all.Load(), backends[2].all.Load()}
+	if got != [3]int64{150, 90, 60} {
+		t.Fatalf("300 requests through 3 replicas went %v to idc1, idc2, aws; want 150, 90, 60 (5:3:2)", got)
+	}
+
+	// Overload: 60 clients, backends that take 20 ms each.
+	for _, b := range backends {
+		b.delay.Store(int64(20 * time.Millisecond))
+		b.peak.Store(0)
+	}
+	l := startLoad(t, 60, targets)
+	pollUntil(t, 30*time.Second, "the backends are full", func() bool {
+		for _, b := range backends {
+			if b.all.Load() < 300+200 {
+				return false
+			}
+		}
+		return true
+	})
+
+	// A fourth replica joins under load, then the first leaves.
+	r3 := startRun(t, opsWriteConfig(t, fleetConfig("r3", etcd.Endpoints(), backends, "")))
+	pollUntil(t, 30*time.Second, "4 members, r3 joined", func() bool {
+		st := r3.fleetState(t)
+		return st.Cluster != nil && st.Cluster.Joined && len(st.Cluster.Members) == 4
+	})
+	mu.Lock()
+	replicas = append(replicas, r3)
+	mu.Unlock()
+	before := backends[0].all.Load()
+	pollUntil(t, 30*time.Second, "r3 takes traffic", func() bool { return backends[0].all.Load() > before+100 })
+	mu.Lock()
+	leaving := replicas[0]
+	replicas = replicas[1:]
+	mu.Unlock()
+	leaving.cancel()
+	select {
+	case err := <-leaving.done:
+		leaving.done <- err
+	case <-time.After(60 * time.Second):
+		t.Fatal("r0 did not stop")
+	}
+	pollUntil(t, 30*time.Second, "3 members again, holding 2 of each limit of 6", func() bool {
+		for _, r := range targets() {
+			st := r.fleetState(t)
+			if len(st.Cluster.Members) != 3 || st.Sites[0].Backends[0].Limit != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	before = backends[0].all.Load()
+	pollUntil(t, 30*time.Second, "traffic goes on", func() bool { return backends[0].all.Load() > before+100 })
+	l.end()
+	for i, b := range backends {
+		t.Logf("backend %d: peak %d in flight, %d requests", i, b.peak.Load(), b.all.Load())
+		if p := b.peak.Load(); p > fleetLimit {
+			t.Errorf("backend %d had %d requests in flight at once; the fleet's limit is %d", i, p, fleetLimit)
+		}
+	}
+	t.Logf("answers: %s", l)
+}
