@@ -72,7 +72,7 @@ func (d *differ) sites(path string, old, next []Site) {
 		p := join(path, s.Name)
 		i := slices.IndexFunc(old, func(o Site) bool { return o.Name == s.Name })
 		if i < 0 {
-			d.add(p, "", fmt.Sprintf("added (weight %d, %d backends)", s.Weight, len(s.Backends)))
+			d.add(p, "", fmt.Sprintf("added (weight %d, %s)", s.Weight, backends(len(s.Backends))))
 			continue
 		}
 		o := old[i]
@@ -82,7 +82,7 @@ func (d *differ) sites(path string, old, next []Site) {
 	}
 	for _, o := range old {
 		if !slices.ContainsFunc(next, func(s Site) bool { return s.Name == o.Name }) {
-			d.add(join(path, o.Name), fmt.Sprintf("weight %d, %d backends", o.Weight, len(o.Backends)), "removed")
+			d.add(join(path, o.Name), fmt.Sprintf("weight %d, %s", o.Weight, backends(len(o.Backends))), "removed")
 		}
 	}
 }
@@ -99,6 +99,13 @@ func (d *differ) set(path string, old, next []string) {
 			d.add(path, "", v)
 		}
 	}
+}
+
+func backends(n int) string {
+	if n == 1 {
+		return "1 backend"
+	}
+	return fmt.Sprintf("%d backends", n)
 }
 
 func join(path, name string) string {
