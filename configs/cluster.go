@@ -88,6 +88,9 @@ func (v *validator) cluster() {
 	if cl == nil {
 		return
 	}
+	if c.State != nil {
+		v.add("cluster", "use either state (one node's file) or cluster (a fleet's etcd), not both")
+	}
 	if cl.Name == "" {
 		v.add("cluster", "set name: replicas with the same name and etcd act as one fleet")
 	} else if !clusterNameRE.MatchString(cl.Name) {

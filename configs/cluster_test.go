@@ -44,6 +44,8 @@ func TestClusterSection(t *testing.T) {
 			[]wantErr{{5, 25, "timeouts.drain_delay", "must be between 0s and 5m0s, got -1s"}}},
 		{"drain delay too long", okSites + "timeouts: {drain_delay: 1h}\n",
 			[]wantErr{{5, 25, "timeouts.drain_delay", "must be between 0s and 5m0s, got 1h0m0s"}}},
+		{"with state", okSites + "state: {file: s.json}\ncluster:\n  name: prod\n  etcd: {endpoints: [\"http://a:2379\"]}\n",
+			[]wantErr{{7, 3, "cluster", "use either state (one node's file) or cluster (a fleet's etcd), not both"}}},
 		{"unknown key", okSites + "cluster:\n  name: prod\n  leas: 5s\n  etcd: {endpoints: [\"http://a:2379\"]}\n",
 			[]wantErr{{7, 3, "cluster.leas", `unknown key "leas" (did you mean "lease"?)`}}},
 	} {

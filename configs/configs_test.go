@@ -188,7 +188,7 @@ func TestParseUnknownKeys(t *testing.T) {
 		{"deep key", okSites + "spillover:\n  queue: {size: 10, timout: 1s}\n",
 			wantErr{6, 21, "spillover.queue.timout", `unknown key "timout" (did you mean "timeout"?)`}},
 		{"nothing close at the top", okSites + "frobnicate: 1\n",
-			wantErr{5, 1, "frobnicate", `unknown key "frobnicate" (known keys: access_log, admin, affinity, cluster, headers, limits, listen, outlier, retries, sites, spillover, timeouts, tls, websocket)`}},
+			wantErr{5, 1, "frobnicate", `unknown key "frobnicate" (known keys: access_log, admin, affinity, cluster, headers, limits, listen, outlier, retries, sites, spillover, state, timeouts, tls, websocket)`}},
 		{"nothing close in a section", okSites + "timeouts:\n  keepalive: 5s\n",
 			wantErr{6, 3, "timeouts.keepalive", `unknown key "keepalive" (known keys: body_idle, connect, drain_delay, idle, read_header, response_header, shutdown)`}},
 	} {

@@ -44,6 +44,7 @@ const (
 	DefaultAdaptiveCap       = 1000
 	DefaultAdaptiveInitial   = 64
 	DefaultMaxStreams        = 250
+	DefaultStateKeep         = 2000
 	DefaultWebSocketIdle     = 10 * time.Minute
 	DefaultWebSocketLifetime = 24 * time.Hour
 	DefaultBackendProtocol   = "http1"
@@ -116,6 +117,9 @@ func (c *Config) SetDefaults() {
 	setDefault(c, "outlier.max_ejection_percent", &o.MaxEjectionPercent, DefaultMaxEjectionPct)
 	setDefault(c, "outlier.on_5xx", &o.On5xx, DefaultOn5xx)
 
+	if st := c.State; st != nil {
+		setDefault(c, "state.keep", &st.Keep, DefaultStateKeep)
+	}
 	if a := c.AccessLog; a != nil {
 		setDefault(c, "access_log.output", &a.Output, "stdout")
 		setDefault(c, "access_log.sample_2xx", &a.Sample2xx, 1.0)

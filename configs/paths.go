@@ -40,6 +40,9 @@ func (c *Config) resolvePaths(dir string) {
 			resolve(&d.File)
 		}
 	}
+	if st := c.State; st != nil {
+		resolve(&st.File)
+	}
 	if a := c.AccessLog; a != nil && a.Output != "stdout" && a.Output != "stderr" && !strings.Contains(a.Output, "://") {
 		resolve(&a.Output)
 	}

@@ -24,6 +24,7 @@ type Config struct {
 	Headers   Headers    `yaml:"headers"`
 	AccessLog *AccessLog `yaml:"access_log"`
 	WebSocket WebSocket  `yaml:"websocket"`
+	State     *State     `yaml:"state"`
 
 	// src maps key paths ("sites[1].weight") to where they stand in the file; nil for a
 	// Config built in code. See Config.Pos.
@@ -250,4 +251,15 @@ type WebSocket struct {
 	Idle time.Duration `yaml:"idle"`
 	// MaxLifetime closes a tunnel this long after it opened, however busy.
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
+}
+
+// State is where a single node keeps the operators' runtime state — weight overrides and
+// their ramps, drains — and the audit trail, so that they survive restarts. Without it they
+// live in memory only.
+type State struct {
+	// File is the state file (JSON, rewritten atomically on every change); relative to the
+	// config file's directory.
+	File string `yaml:"file"`
+	// Keep is how many audit entries are kept, the oldest dropped first (default 2000).
+	Keep int `yaml:"keep"`
 }

@@ -75,6 +75,7 @@ const (
 	MaxRetriesPerSecond = 10_000    // retries.min_per_second
 	MaxOutlierFailures  = 1000      // outlier.consecutive_failures
 	MaxExplainRequests  = 1_000_000 // admin.explain_requests
+	MaxStateKeep        = 100_000   // state.keep
 )
 
 // positive checks a duration that must be > 0 (at least minDuration) and at most max.
@@ -455,6 +456,12 @@ func (v *validator) policies() {
 		if a.Output == "" {
 			v.add("access_log.output", "want stdout, stderr or a file path")
 		}
+	}
+	if st := c.State; st != nil {
+		if st.File == "" {
+			v.add("state", "set file: the path of the state file")
+		}
+		v.between("state.keep", st.Keep, 1, MaxStateKeep)
 	}
 	r := c.Retries
 	if r.Attempts < 1 || r.Attempts > 10 {

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +17,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/health"
+	"github.com/spillway/spillway/proxy/store"
 )
 
 // Errors of the runtime controls, for the admin API to map to statuses.
@@ -44,6 +45,18 @@ type ReloaderOptions struct {
 	Checks []configs.Check
 	// Now is the clock of ramps and of the change log; nil: time.Now.
 	Now func() time.Time
+	// OpenStore opens the store of the runtime state for the config first loaded; nil:
+	// OpenStore (state.file, or memory only).
+	OpenStore func(*configs.Config) (store.Store, error)
+}
+
+// OpenStore is the runtime state's store that cfg asks for: the state file when it has a
+// `state` section, else memory only.
+func OpenStore(cfg *configs.Config) (store.Store, error) {
+	if st := cfg.State; st != nil && st.File != "" {
+		return store.OpenFile(st.File, st.Keep)
+	}
+	return store.NewMemory(0), nil
 }
 
 // Reloader owns the running configuration: the long-lived state (Registry, passive
@@ -64,16 +77,17 @@ type Reloader struct {
 	access   *AccessLog
 	metrics  *Metrics
 
-	ctx     context.Context // Start's: the parent of generations and ramps
-	wg      sync.WaitGroup  // ramps
-	mu      sync.Mutex      // serialises reloads and changes; guards the fields below
-	gen     *generation
-	number  int64 // generation number, from 1
-	loaded  time.Time
-	sum     [sha256.Size]byte // of the file the current generation was loaded from
-	weights map[string]*override
-	drained map[string]bool
-	changes []Change // newest first
+	ctx        context.Context // Start's: the parent of generations and ramps
+	wg         sync.WaitGroup  // ramps
+	mu         sync.Mutex      // serialises reloads and changes; guards the fields below
+	gen        *generation
+	number     int64 // generation number, from 1
+	loaded     time.Time
+	sum        [sha256.Size]byte      // of the file the current generation was loaded from
+	refusedSum [sha256.Size]byte      // of the file last refused
+	store      store.Store            // the runtime state's: overrides, drains, the audit trail
+	weights    map[string]*override   // the overrides in effect
+	drained    map[string]store.Drain // the drains in effect
 
 	reloads [2]atomic.Uint64 // [0] success, [1] failure
 	ready   atomic.Bool
@@ -88,42 +102,16 @@ type generation struct {
 	done   chan struct{} // closed when Table.Run has returned
 }
 
-// override is an operator's weight for a site, reached over a ramp.
-type override struct {
-	from, to  float64
-	ramp      time.Duration
-	since     time.Time
-	by        string
-	persisted bool               // written to the file too: cleared once the ramp is over
-	stop      context.CancelFunc // its ramp's
-}
+// Change is one entry of the audit trail.
+type Change = store.Change
 
-// at is the override's effective weight at time now.
-func (o *override) at(now time.Time) float64 {
-	if o.ramp <= 0 || now.Sub(o.since) >= o.ramp {
-		return o.to
-	}
-	f := float64(now.Sub(o.since)) / float64(o.ramp)
-	return o.from + (o.to-o.from)*max(f, 0)
-}
-
-// Change is one entry of the audit log.
-type Change struct {
-	Time   time.Time `json:"time"`
-	Who    string    `json:"who"`
-	Action string    `json:"action"` // weight, clear_weight, drain, undrain, reload
-	Site   string    `json:"site,omitempty"`
-	Before string    `json:"before"`
-	After  string    `json:"after"`
-}
-
-// maxChanges is how many changes the state API lists.
+// maxChanges is how many changes the state API lists (GET /api/v1/changes pages the rest).
 const maxChanges = 50
 
 // NewReloader returns a Reloader for opts.Path; Start loads it.
 func NewReloader(opts ReloaderOptions) *Reloader {
 	r := &Reloader{opts: opts, log: opts.Log, audit: opts.Audit, now: opts.Now,
-		reg: balancer.NewRegistry(), weights: map[string]*override{}, drained: map[string]bool{}}
+		reg: balancer.NewRegistry(), weights: map[string]*override{}, drained: map[string]store.Drain{}}
 	if r.log == nil {
 		r.log = zap.NewNop()
 	}
@@ -159,7 +147,19 @@ func (r *Reloader) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := r.access.Configure(cfg); err != nil {
+	open := r.opts.OpenStore
+	if open == nil {
+		open = OpenStore
+	}
+	if r.store, err = open(cfg); err != nil {
+		return fmt.Errorf("runtime state: %w", err)
+	}
+	saved, err := r.store.Load(ctx)
+	if err == nil {
+		err = r.access.Configure(cfg)
+	}
+	if err != nil {
+		r.store.Close()
 		return err
 	}
 	r.outliers = NewOutliers(cfg, r.reg, r.log)
@@ -167,6 +167,7 @@ func (r *Reloader) Start(ctx context.Context) error {
 	if err != nil {
 		r.outliers.Close()
 		r.access.Close()
+		r.store.Close()
 		return err
 	}
 	recorders := []Recorder{r.live, r.access}
@@ -174,12 +175,29 @@ func (r *Reloader) Start(ctx context.Context) error {
 		recorders = append(recorders, r.metrics)
 	}
 	r.handler = NewHandler(t, r.log, WithRecorders(append(recorders, r.opts.Recorders...)...))
+	r.gen = &generation{cfg: cfg, table: t}
+	_, fleet := r.store.(store.Watcher)
+	r.restore(cfg, saved, !fleet)
+	if len(r.weights)+len(r.drained) > 0 {
+		r.log.Info("runtime state restored", zap.Int("overrides", len(r.weights)), zap.Int("drains", len(r.drained)))
+	}
 	t.activate()
 	r.outliers.SetMembers(t.Members())
 	r.gen = r.startGeneration(cfg, t)
 	r.number, r.loaded, r.sum = 1, r.now(), sum
 	r.ready.Store(true)
-	r.log.Info("config loaded", zap.String("source", r.opts.Path), zap.Int64("generation", 1))
+	r.log.Info("config loaded", zap.String("source", r.opts.Path), zap.Int64("generation", 1),
+		zap.Bool("durable", r.store.Durable()))
+	if !r.store.Durable() {
+		r.log.Warn("runtime changes are not durable: weight overrides, drains and the audit trail live in memory and are lost on restart; set state.file (or cluster) to keep them")
+	}
+	if w, ok := r.store.(store.Watcher); ok && fleet {
+		r.wg.Go(func() {
+			if err := w.Watch(ctx, r.applyState); err != nil && ctx.Err() == nil {
+				r.log.Error("the runtime state's watch stopped", zap.Error(err))
+			}
+		})
+	}
 	return nil
 }
 
@@ -243,8 +261,8 @@ func (r *Reloader) Reload(source string, force bool) error {
 
 func (r *Reloader) reloadLocked(source string, force bool) error {
 	cfg, sum, err := r.load()
-	if err == nil && !force && sum == r.sum {
-		return nil
+	if !force && sum == r.sum || !force && err != nil && sum == r.refusedSum {
+		return nil // unchanged, or refused already (a file watch sees a save more than once)
 	}
 	// Everything that can refuse the config comes before Build, and Build changes no
 	// running state until the new Table is activated, so a refused config leaves the
@@ -259,14 +277,19 @@ func (r *Reloader) reloadLocked(source string, force bool) error {
 			r.access.discard(access)
 		}
 	}
+	entry := Change{Who: source, Action: "reload", Before: fmt.Sprintf("generation %d", r.number)}
 	if err != nil {
 		r.reloads[1].Add(1)
+		r.refusedSum = sum
 		r.log.Error("config refused; the running config stays", zap.String("source", source),
 			zap.String("file", r.opts.Path), zap.Error(err))
+		entry.After = "refused: " + cutText(err.Error(), maxReason)
+		r.refused(entry, err)
 		return err
 	}
+	entry.Items = r.reloadItems(r.gen.cfg, cfg, true)
 	r.access.commit(access)
-	r.applyControls(cfg, t)
+	edits := r.applyControls(cfg, t)
 	old := r.gen
 	r.gen = r.startGeneration(cfg, t)
 	r.outliers.SetPolicy(outlierOptions(cfg))
@@ -281,30 +304,68 @@ func (r *Reloader) reloadLocked(source string, force bool) error {
 	r.loaded, r.sum = r.now(), sum
 	r.reloads[0].Add(1)
 	r.log.Info("config reloaded", zap.String("source", source), zap.String("file", r.opts.Path),
-		zap.Int64("generation", r.number))
+		zap.Int64("generation", r.number), zap.Int("changes", len(entry.Items)))
+	entry.After = fmt.Sprintf("generation %d", r.number)
+	r.record(entry, edits...)
 	return nil
 }
 
-// applyControls gives a new Table the operators' weights and drains; those of sites the
-// config no longer has are dropped.
-func (r *Reloader) applyControls(cfg *configs.Config, t *Table) {
+// reloadItems lists what a reload from old to next changes, for its audit entry. A site
+// whose configured weight changes while an operator's override holds it gets a note, and
+// with warn a warning in the log: the file's weight does not apply until the override is
+// cleared.
+func (r *Reloader) reloadItems(old, next *configs.Config, warn bool) []store.Item {
+	diff := configs.Diff(old, next)
+	items := make([]store.Item, len(diff))
+	now := r.now()
+	for i, d := range diff {
+		items[i] = store.Item{Path: d.Path, Before: d.Before, After: d.After}
+		site, key, _ := strings.Cut(strings.TrimPrefix(d.Path, "sites."), ".")
+		o := r.weights[site]
+		if !strings.HasPrefix(d.Path, "sites.") || key != "weight" || o == nil {
+			continue
+		}
+		items[i].Note = fmt.Sprintf("an override (%s, by %s) still wins: clear it to apply the file's weight", formatWeight(o.At(now)), o.By)
+		if !warn {
+			continue
+		}
+		r.log.Warn("the config changed a site's weight, but an operator's override still wins",
+			zap.String("site", site), zap.String("configured_before", d.Before), zap.String("configured_after", d.After),
+			zap.String("in_effect", formatWeight(o.At(now))), zap.String("override_by", o.By))
+	}
+	return items
+}
+
+// applyControls gives a new Table the operators' weights and drains, and returns the edits
+// that drop those of sites the config no longer has (a fleet's stay in the store for the
+// replicas that have them).
+func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
+	_, fleet := r.store.(store.Watcher)
+	var edits []store.Edit
 	now := r.now()
 	for name, o := range r.weights {
 		if cfg.Site(name) == nil {
 			o.stop()
 			delete(r.weights, name)
 			r.log.Warn("weight override dropped: the site is gone", zap.String("site", name))
+			if !fleet {
+				edits = append(edits, store.Edit{Site: name, ClearOverride: true})
+			}
 			continue
 		}
-		t.picker.SetWeight(name, o.at(now))
+		t.picker.SetWeight(name, o.At(now))
 	}
 	for name := range r.drained {
 		if cfg.Site(name) == nil {
 			delete(r.drained, name)
+			if !fleet {
+				edits = append(edits, store.Edit{Site: name, Undrain: true})
+			}
 			continue
 		}
 		t.picker.SetDrained(name, true)
 	}
+	return edits
 }
 
 // ReopenAccessLog reopens the access log file at its path (SIGUSR1, for logrotate); see
@@ -329,202 +390,36 @@ func (r *Reloader) Close() {
 	r.access.Close()
 }
 
-// SetWeight makes weight the weight of site, reached linearly over ramp (0: at once),
-// until ClearWeight; it survives reloads. With persist the file is changed too (see
-// persistWeight). who is recorded in the audit log.
-func (r *Reloader) SetWeight(site string, weight int, ramp time.Duration, who string, persist bool) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	cfg := r.gen.cfg
-	s := cfg.Site(site)
-	switch {
-	case s == nil:
-		return fmt.Errorf("%w %q", ErrNoSite, site)
-	case weight < 0 || weight > configs.MaxWeight:
-		return fmt.Errorf("%w: weight must be between 0 and %d, got %d", ErrInvalid, configs.MaxWeight, weight)
-	case ramp < 0 || ramp > time.Hour:
-		return fmt.Errorf("%w: ramp must be between 0s and 1h, got %s", ErrInvalid, ramp)
-	case weight == 0 && r.othersZero(cfg, site, false):
-		return fmt.Errorf("%w: every site would have weight 0", ErrInvalid)
-	}
-	if persist {
-		if err := persistWeight(r.opts.Path, site, weight, r.sum, r.checks()...); err != nil {
-			return fmt.Errorf("persist: %w", err)
-		}
-	}
-	now := r.now()
-	before := r.effectiveWeight(site, now)
-	if o := r.weights[site]; o != nil {
-		o.stop()
-	}
-	o := &override{from: before, to: float64(weight), ramp: ramp, since: now, by: who, persisted: persist, stop: func() {}}
-	r.weights[site] = o
-	r.gen.table.picker.SetWeight(site, o.at(now))
-	if ramp > 0 {
-		r.startRamp(site, o)
-	} else if persist {
-		delete(r.weights, site) // the file says so now
-	}
-	after := fmt.Sprint(weight)
-	if ramp > 0 {
-		after += " (ramp " + ramp.String() + ")"
-	}
-	var reloadErr error
-	if persist {
-		after += " (persisted)"
-		// The file changed: load it now rather than when the watch sees it. It passed
-		// every check before it was written; should the reload still be refused (the file
-		// changed again meanwhile), the override keeps the weight in effect.
-		if reloadErr = r.reloadLocked("api: "+who, false); reloadErr != nil {
-			r.weights[site] = o
-			after += " (its reload was refused: in effect as an override)"
-		}
-	}
-	r.record(Change{Time: now, Who: who, Action: "weight", Site: site, Before: formatWeight(before), After: after})
-	if reloadErr != nil {
-		return fmt.Errorf("the weight is in effect and written to the file, but the file's reload was refused: %w", reloadErr)
-	}
-	return nil
-}
-
-func formatWeight(w float64) string { return fmt.Sprintf("%.4g", w) }
-
-// othersZero reports whether every site but site has effective weight 0 or is drained, as
-// a config may not have (configs.Validate). With elastic, a weight-0 elastic site counts as
-// taking traffic, as it does when nothing else can (for drains: drain idc1 and the burst
-// pool takes it all).
-func (r *Reloader) othersZero(cfg *configs.Config, site string, elastic bool) bool {
-	now := r.now()
-	for _, s := range cfg.Sites {
-		if s.Name != site && !r.drained[s.Name] && ((elastic && s.Elastic) || r.effectiveWeight(s.Name, now) > 0) {
-			return false
-		}
-	}
-	return true
-}
-
-// effectiveWeight is site's weight now: its override's, or the config's.
-func (r *Reloader) effectiveWeight(site string, now time.Time) float64 {
-	if o := r.weights[site]; o != nil {
-		return o.at(now)
-	}
-	if s := r.gen.cfg.Site(site); s != nil {
-		return float64(s.Weight)
-	}
-	return 0
-}
-
-// rampStep is how often a ramp moves the weight.
-const rampStep = 100 * time.Millisecond
-
-// startRamp moves site's weight along o until its ramp is over or it is replaced.
-func (r *Reloader) startRamp(site string, o *override) {
-	ctx, cancel := context.WithCancel(r.ctx)
-	o.stop = cancel
-	r.wg.Go(func() {
-		tick := time.NewTicker(rampStep)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			r.mu.Lock()
-			if r.weights[site] != o { // replaced or cleared meanwhile
-				r.mu.Unlock()
-				return
-			}
-			now := r.now()
-			r.gen.table.picker.SetWeight(site, o.at(now))
-			over := now.Sub(o.since) >= o.ramp
-			if over && o.persisted {
-				// The file has the weight: it applies from now, with any edit made since.
-				delete(r.weights, site)
-				if s := r.gen.cfg.Site(site); s != nil {
-					r.gen.table.picker.SetWeight(site, float64(s.Weight))
-				}
-			}
-			r.mu.Unlock()
-			if over {
-				return
-			}
-		}
-	})
-}
-
-// ClearWeight drops the override of site: its configured weight applies again at once.
-func (r *Reloader) ClearWeight(site, who string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s := r.gen.cfg.Site(site)
-	if s == nil {
-		return fmt.Errorf("%w %q", ErrNoSite, site)
-	}
-	now := r.now()
-	before := r.effectiveWeight(site, now)
-	if o := r.weights[site]; o != nil {
-		o.stop()
-		delete(r.weights, site)
-	}
-	r.gen.table.picker.SetWeight(site, float64(s.Weight))
-	r.record(Change{Time: now, Who: who, Action: "clear_weight", Site: site,
-		Before: formatWeight(before), After: fmt.Sprint(s.Weight) + " (configured)"})
-	return nil
-}
-
-// SetDrained drains site (no new requests, not even spillover; in-flight ones finish;
-// sessions map elsewhere) or undrains it. It survives reloads until undone.
-func (r *Reloader) SetDrained(site string, drained bool, who string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.gen.cfg.Site(site) == nil {
-		return fmt.Errorf("%w %q", ErrNoSite, site)
-	}
-	if drained && r.othersZero(r.gen.cfg, site, true) {
-		return fmt.Errorf("%w: draining %s would leave no site in the split", ErrInvalid, site)
-	}
-	before := r.drained[site]
-	if drained {
-		r.drained[site] = true
-	} else {
-		delete(r.drained, site)
-	}
-	r.gen.table.picker.SetDrained(site, drained)
-	action := map[bool]string{true: "drain", false: "undrain"}[drained]
-	r.record(Change{Time: r.now(), Who: who, Action: action, Site: site,
-		Before: map[bool]string{true: "drained", false: "serving"}[before],
-		After:  map[bool]string{true: "drained", false: "serving"}[drained]})
-	return nil
-}
-
-// ReloadBy is Reload on an operator's request, recorded in the audit log.
-func (r *Reloader) ReloadBy(who string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	before := r.number
-	err := r.reloadLocked("api: "+who, true)
-	after := fmt.Sprintf("generation %d", r.number)
-	if err != nil {
-		after = "refused: " + err.Error()
-	}
-	r.record(Change{Time: r.now(), Who: who, Action: "reload", Before: fmt.Sprintf("generation %d", before), After: after})
-	return err
-}
-
-// record adds c to the change log and writes it to the audit log.
-func (r *Reloader) record(c Change) {
-	r.changes = slices.Insert(r.changes, 0, c)
-	if len(r.changes) > maxChanges {
-		r.changes = r.changes[:maxChanges]
-	}
-	r.audit.Info("change", zap.String("who", c.Who), zap.String("action", c.Action),
-		zap.String("site", c.Site), zap.String("before", c.Before), zap.String("after", c.After))
-}
-
 // outlierOptions are the passive health settings of cfg.
 func outlierOptions(cfg *configs.Config) health.OutlierOptions {
 	o := cfg.Outlier
 	return health.OutlierOptions{ConsecutiveFailures: o.ConsecutiveFailures, BaseEjection: o.BaseEjection,
 		MaxEjection: o.MaxEjection, MaxEjectionPercent: o.MaxEjectionPercent}
+}
+
+// Preview is what a reload of the config file would change (POST /api/v1/reload?dry_run=true).
+type Preview struct {
+	DryRun     bool         `json:"dry_run"`    // always true: nothing was applied
+	Generation int64        `json:"generation"` // the running one
+	Unchanged  bool         `json:"unchanged"`  // the file is the one running
+	Changes    []store.Item `json:"changes"`
+}
+
+// DryRun reads and checks the config file as a reload would and lists what the reload would
+// change, applying nothing. A file a reload would refuse is the same error Reload returns
+// (configs.Errors, every problem). It does not open a new access log file, which a reload
+// does (and is refused when it cannot).
+func (r *Reloader) DryRun() (Preview, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := Preview{DryRun: true, Generation: r.number, Changes: []store.Item{}}
+	cfg, sum, err := r.load()
+	if err != nil {
+		return p, err
+	}
+	p.Unchanged = sum == r.sum
+	if items := r.reloadItems(r.gen.cfg, cfg, false); items != nil {
+		p.Changes = items
+	}
+	return p, nil
 }

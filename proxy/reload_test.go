@@ -506,7 +506,7 @@ func TestOverridesAndDrainsSurviveReload(t *testing.T) {
 	for _, c := range changes {
 		actions = append(actions, c.Action+" "+c.Site+" by "+c.Who)
 	}
-	if got, want := strings.Join(actions, ", "), "undrain aws by bob, clear_weight idc2 by alice, drain aws by bob, weight idc2 by alice"; got != want {
+	if got, want := strings.Join(actions, ", "), "reload  by test, undrain aws by bob, clear_weight idc2 by alice, reload  by test, drain aws by bob, weight idc2 by alice"; got != want {
 		t.Errorf("changes (newest first): %s\nwant %s", got, want)
 	}
 
@@ -583,14 +583,20 @@ func TestWeightRampFollowsTheClock(t *testing.T) {
 	if o := e.site(t, "idc1").Override; o == nil || o.Weight != 5 {
 		t.Errorf("override after the ramp %+v, want weight 5 until cleared", o)
 	}
-	ch := e.r.State().Changes
+	var ch []proxy.Change
+	for _, c := range e.r.State().Changes {
+		if c.Action == "weight" {
+			ch = append(ch, c)
+		}
+	}
 	if len(ch) != 2 || ch[0].Before != "8.75" || !strings.HasPrefix(ch[0].After, "5 (ramp 10s)") || ch[1].Before != "5" {
 		t.Errorf("changes %+v, want the second ramp from 8.75 to 5 (ramp 10s), the first from 5", ch)
 	}
 }
 
 // Runtime changes are checked: unknown sites, weights out of range, ramps out of range, and
-// a change that would leave no site in the split are refused and change nothing.
+// a change that would leave no site in the split are refused and change nothing. Each
+// refusal is in the audit trail as a refused attempt with its reason.
 func TestRuntimeChangesAreChecked(t *testing.T) {
 	a, b := nameBackend(t, "idc1"), nameBackend(t, "aws")
 	e := startReloader(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
@@ -621,11 +627,20 @@ sites:
 	if s := e.site(t, "idc1"); s.Weight != 5 || s.Override != nil || s.Drained {
 		t.Errorf("idc1 after refused changes: %+v", s)
 	}
-	if n := len(e.r.State().Changes); n != 0 {
-		t.Errorf("%d changes recorded for refused changes, want 0", n)
+	changes := e.r.State().Changes
+	if len(changes) != 8 {
+		t.Errorf("%d changes recorded for 8 refused changes: %+v", len(changes), changes)
 	}
-	if n := e.audit.Len(); n != 0 {
-		t.Errorf("%d audit entries for refused changes, want 0", n)
+	for _, c := range changes {
+		if c.Result != "refused" || c.Reason == "" || c.Who != "t" {
+			t.Errorf("entry %+v, want a refused attempt by t with its reason", c)
+		}
+	}
+	if len(changes) > 0 && (changes[0].Action != "weight" || !strings.Contains(changes[0].Reason, "every site would have weight 0")) {
+		t.Errorf("newest entry %+v, want the refused weight 0 with its reason", changes[0])
+	}
+	if n := e.audit.Len(); n != 8 {
+		t.Errorf("%d audit log lines for 8 refused changes", n)
 	}
 }
 

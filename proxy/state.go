@@ -17,9 +17,11 @@ type State struct {
 	Rates      TotalRates     `json:"rates"`
 	Sites      []SiteState    `json:"sites"`
 	History    []HistoryPoint `json:"history"`
-	Changes    []Change       `json:"changes"`
+	Changes    []Change       `json:"changes"` // the newest; GET /api/v1/changes pages them all
 	Reloads    ReloadCounts   `json:"reloads"`
-	Cluster    *ClusterState  `json:"cluster,omitempty"` // a fleet's replica: see SetCluster
+	// Durable says whether the operators' changes survive a restart (state.file, cluster).
+	Durable bool          `json:"durable"`
+	Cluster *ClusterState `json:"cluster,omitempty"` // a fleet's replica: see SetCluster
 }
 
 // QueueState is the wait for a free slot.
@@ -59,10 +61,11 @@ type SiteState struct {
 
 // OverrideState is an operator's weight.
 type OverrideState struct {
-	Weight int       `json:"weight"`
-	Ramp   string    `json:"ramp,omitempty"`
-	Since  time.Time `json:"since"`
-	By     string    `json:"by"`
+	Weight int        `json:"weight"`
+	Ramp   string     `json:"ramp,omitempty"`
+	Since  time.Time  `json:"since"`
+	Until  *time.Time `json:"until,omitempty"` // the ramp's end
+	By     string     `json:"by"`
 }
 
 // BackendState is one backend in the state API.
@@ -81,7 +84,15 @@ type BackendState struct {
 const historySeconds = 300
 
 // State reports the running config and its traffic now.
-func (r *Reloader) State() State { return r.state(true) }
+func (r *Reloader) State() State {
+	st := r.state(true)
+	// Outside the lock: a fleet's store may take a while to answer. One that cannot
+	// answer shows none.
+	if st.Changes, _, _ = r.Changes(0, maxChanges); st.Changes == nil {
+		st.Changes = []Change{}
+	}
+	return st
+}
 
 // state is State, with the per-second history only when history is set.
 func (r *Reloader) state(history bool) State {
@@ -92,8 +103,8 @@ func (r *Reloader) state(history bool) State {
 	}
 	cfg, t := r.gen.cfg, r.gen.table
 	st := State{Generation: r.number, Source: r.opts.Path, LoadedAt: r.loaded, Ready: r.ready.Load(),
-		Queue:   QueueState{Waiting: r.reg.QueueLen(), Size: cfg.Spillover.Queue.Size},
-		Changes: append([]Change{}, r.changes...)}
+		Queue: QueueState{Waiting: r.reg.QueueLen(), Size: cfg.Spillover.Queue.Size}, Durable: r.store.Durable()}
+
 	st.Reloads.OK, st.Reloads.Failed = r.Reloads()
 	st.Cluster = r.clusterState()
 	names := make([]string, len(cfg.Sites))
@@ -113,9 +124,10 @@ func (r *Reloader) state(history bool) State {
 			ss.TargetShare = s.Weight / total
 		}
 		if o := r.weights[s.Name]; o != nil {
-			ss.Override = &OverrideState{Weight: int(o.to), Since: o.since, By: o.by}
-			if o.ramp > 0 {
-				ss.Override.Ramp = o.ramp.String()
+			ss.Override = &OverrideState{Weight: o.Weight, Since: o.Start, By: o.By}
+			if o.Ramp() > 0 {
+				end := o.End
+				ss.Override.Ramp, ss.Override.Until = o.Ramp().String(), &end
 			}
 		}
 		if r.live != nil {

@@ -37,11 +37,11 @@ func clusterTLS(cfg *configs.Config) (*tls.Config, error) {
 	return cluster.ClientTLS(t.CAFile, t.CertFile, t.KeyFile)
 }
 
-// joinFleet makes this proxy a replica of the fleet in cfg.Cluster: it registers in etcd,
-// enforces its share of every backend's limit (nothing until the fleet has made room for
-// it: joinFleet returns once it has), shows the fleet in the state API and the metrics.
-// etcd must answer: a replica that cannot reach its fleet at start does not start.
-func joinFleet(ctx context.Context, cfg *configs.Config, r *proxy.Reloader, reg prometheus.Registerer, log *zap.Logger) (*cluster.Fleet, error) {
+// openFleet registers this proxy in the fleet of cfg.Cluster (etcd must answer: a replica
+// that cannot reach its fleet at start does not start), enforcing its share of every
+// backend's limit on r's registry from now on: nothing until the fleet has made room for it
+// (joinFleet waits for that).
+func openFleet(ctx context.Context, cfg *configs.Config, r *proxy.Reloader, log *zap.Logger) (*cluster.Fleet, error) {
 	cl := cfg.Cluster
 	tc, err := clusterTLS(cfg)
 	if err != nil {
@@ -58,27 +58,31 @@ func joinFleet(ctx context.Context, cfg *configs.Config, r *proxy.Reloader, reg 
 		f.Close()
 		return nil, err
 	}
+	return f, nil
+}
+
+// joinFleet shows the fleet in the state API and the metrics, and waits until the fleet
+// has made room for this replica (it holds its share of the limits).
+func joinFleet(ctx context.Context, f *cluster.Fleet, cfg *configs.Config, r *proxy.Reloader, reg prometheus.Registerer, log *zap.Logger) error {
 	if err := f.RegisterMetrics(reg); err != nil {
-		f.Close()
-		return nil, err
+		return err
 	}
 	r.SetCluster(func() proxy.ClusterState {
 		st := f.Status()
 		return proxy.ClusterState{Name: st.Name, Node: st.Node, Members: st.Members, Store: st.Store, Joined: st.Joined}
 	})
+	cl := cfg.Cluster
 	t := time.NewTimer(joinTimeout)
 	defer t.Stop()
 	select {
 	case <-f.Joined():
 		log.Info("joined the fleet", zap.String("cluster", cl.Name), zap.String("node", cl.Node),
 			zap.Strings("members", f.Status().Members))
-		return f, nil
+		return nil
 	case <-ctx.Done():
-		f.Close()
-		return nil, ctx.Err()
+		return ctx.Err()
 	case <-t.C:
-		f.Close()
-		return nil, fmt.Errorf("cluster %s: the fleet did not make room for node %s within %s (members: %v)",
+		return fmt.Errorf("cluster %s: the fleet did not make room for node %s within %s (members: %v)",
 			cl.Name, cl.Node, joinTimeout, f.Status().Members)
 	}
 }

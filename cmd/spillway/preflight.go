@@ -9,10 +9,12 @@ import (
 
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy/admin"
+	"github.com/spillway/spillway/proxy/store"
 )
 
 // preflight is what run checks of a config at start beyond Validate and proxy.CheckTLSFiles
-// (which the Reloader runs on every config): the admin tokens and the access log's file.
+// (which the Reloader runs on every config): the admin tokens, the access log's file and
+// the state file.
 // validate runs the same check, so that what one refuses the other refuses, with the same
 // file:line:col message; it opens no socket and leaves no file behind. tokenEnv is
 // SPILLWAY_ADMIN_TOKEN; tokens, when not nil, are used instead of token_file and tokenEnv
@@ -20,6 +22,7 @@ import (
 func preflight(tokenEnv string, tokens admin.Tokens) configs.Check {
 	return func(cfg *configs.Config) error {
 		errs := append(checkAdmin(cfg, tokenEnv, tokens), checkAccessLog(cfg)...)
+		errs = append(errs, checkStateFile(cfg)...)
 		errs = append(errs, checkCluster(cfg)...) // cluster.go
 		if len(errs) > 0 {
 			return errs
@@ -64,6 +67,31 @@ func checkAccessLog(cfg *configs.Config) configs.Errors {
 		return nil
 	}
 	return configs.Errors{cfg.Errorf("access_log.output", "%scannot open for appending: %v", written(cfg, "access_log.output", al.Output), err)}
+}
+
+// checkStateFile refuses a state file that run could not use: one that is corrupt or
+// unreadable (run would not start without the drains it holds), or in a directory where it
+// cannot be replaced atomically (a temporary file beside it, renamed over it).
+func checkStateFile(cfg *configs.Config) configs.Errors {
+	st := cfg.State
+	if st == nil || st.File == "" {
+		return nil
+	}
+	err := store.CheckFile(st.File)
+	if err == nil {
+		var f *os.File
+		if f, err = os.CreateTemp(filepath.Dir(st.File), ".spillway-check-*"); err == nil {
+			name := f.Name()
+			f.Close()
+			err = os.Remove(name)
+		} else {
+			err = fmt.Errorf("cannot write beside %s: %w", st.File, unwrapPath(err))
+		}
+	}
+	if err != nil {
+		return configs.Errors{cfg.Errorf("state.file", "%s%v", written(cfg, "state.file", st.File), err)}
+	}
+	return nil
 }
 
 func writable(path string) error {

@@ -57,6 +57,12 @@ sites:
     backends: ["http://127.0.0.1:1"]
     health: {rise: 2147483648}
 `, `^6:20: sites\[0\].health.rise: must be between 1 and 100, got 2147483648$`},
+		{"corrupt state file", `listen: {http: "127.0.0.1:0"}
+state: {file: spillway.yaml}
+` + sites, `^2:15: state.file: "spillway.yaml" is "DIR/spillway.yaml", relative to the config file: state file DIR/spillway.yaml is corrupt \(invalid character 'l' looking for beginning of value\): .*restore it from a backup, or move it away to start with none$`},
+		{"state file in a missing directory", `listen: {http: "127.0.0.1:0"}
+state: {file: nodir/state.json}
+` + sites, `^2:15: state.file: "nodir/state.json" is "DIR/nodir/state.json", relative to the config file: cannot write beside DIR/nodir/state.json: no such file or directory$`},
 		{"value of 500 characters", `listen: {http: "127.0.0.1:0"}
 headers: {underscores: ` + strings.Repeat("u", 500) + `}
 ` + sites, `^2:24: headers.underscores: want drop, reject or allow, got "u{100}"\.\.\. \(500 characters\)$`},

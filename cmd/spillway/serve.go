@@ -24,6 +24,8 @@ import (
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
+	"github.com/spillway/spillway/proxy/cluster"
+	"github.com/spillway/spillway/proxy/store"
 )
 
 // cmdRun runs the proxy on a config file until ctx is done (SIGTERM or SIGINT), then stops
@@ -97,15 +99,35 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(reg)
 	recent := proxy.NewRecent(1) // sized by the config once it is loaded
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: o.path, Log: o.log, Metrics: reg,
-		Recorders: []proxy.Recorder{recent},
+	var r *proxy.Reloader
+	var fleet *cluster.Fleet // with a cluster section: this replica's membership (cluster.go)
+	r = proxy.NewReloader(proxy.ReloaderOptions{Path: o.path, Log: o.log, Metrics: reg,
+		Recorders: []proxy.Recorder{recent}, OpenStore: func(cfg *configs.Config) (store.Store, error) {
+			if cfg.Cluster == nil {
+				return proxy.OpenStore(cfg)
+			}
+			var err error
+			fleet, err = openFleet(ctx, cfg, r, o.log)
+			if err != nil {
+				return nil, err
+			}
+			return fleet.Store(0), nil
+		},
 		Checks: []configs.Check{func(c *configs.Config) error {
 			if first == nil {
 				return start(c) // what validate checks too
 			}
 			return sameServers(first, c)
 		}}})
-	background, stop := context.WithCancel(context.WithoutCancel(ctx))
+	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	// Leave the fleet last, once the servers have drained (serve stops the background after
+	// them): the requests in flight hold their part of each backend's budget until then.
+	stop := func() {
+		stopBackground()
+		if fleet != nil {
+			fleet.Close()
+		}
+	}
 	defer func() {
 		if err != nil {
 			stop()
@@ -118,15 +140,10 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 	cfg := r.Config()
 	first = cfg
 	recent.Resize(cfg.Admin.ExplainRequests) // before anything is served
-	if cfg.Cluster != nil {
-		fleet, err := joinFleet(ctx, cfg, r, reg, o.log) // cluster.go
-		if err != nil {
+	if fleet != nil {
+		if err := joinFleet(ctx, fleet, cfg, r, reg, o.log); err != nil {
 			return nil, err
 		}
-		// Leave the fleet once the servers have drained (serve stops the background last):
-		// the requests in flight hold their part of each backend's budget until then.
-		stopBackground := stop
-		stop = func() { fleet.Close(); stopBackground() }
 	}
 	in := &instance{reloader: r, cfg: cfg, log: o.log, stop: stop}
 	if cfg.Admin.Listen != "" {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/store"
 )
 
 // Control is what the admin API reads and changes; *proxy.Reloader is one.
@@ -30,6 +32,10 @@ type Control interface {
 	ClearWeight(site, who string) error
 	SetDrained(site string, drained bool, who string) error
 	ReloadBy(who string) error
+	DryRun() (proxy.Preview, error)
+	Changes(before uint64, limit int) ([]proxy.Change, int, error)
+	Refused(who, action, site, reason string)
+	Durable() bool
 	Ready() bool
 }
 
@@ -66,6 +72,7 @@ func New(o Options) http.Handler {
 	}
 	mux.Handle("GET /api/v1/state", a.read(a.state))
 	mux.Handle("GET /api/v1/explain", a.read(a.explain))
+	mux.Handle("GET /api/v1/changes", a.read(a.changes))
 	mux.Handle("PUT /api/v1/sites/{name}/weight", a.change(a.setWeight))
 	mux.Handle("DELETE /api/v1/sites/{name}/weight", a.change(a.clearWeight))
 	mux.Handle("POST /api/v1/sites/{name}/drain", a.change(a.drain(true)))
@@ -209,10 +216,21 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
 }
 
+// badChange refuses a malformed change request with 400, and records the attempt in the
+// audit trail (an unauthenticated one is only logged: it could otherwise push the real
+// entries out of the trail).
+func (a *api) badChange(w http.ResponseWriter, who, action, site, msg string) {
+	a.o.Control.Refused(who, action, site, msg)
+	writeError(w, http.StatusBadRequest, msg)
+}
+
 // writeChangeError maps an error of a runtime change to its status.
 func writeChangeError(w http.ResponseWriter, err error) {
 	var cerrs configs.Errors
 	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "the change was not applied: "+err.Error())
 	case errors.Is(err, proxy.ErrNoSite):
 		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, proxy.ErrInvalid):
@@ -251,35 +269,31 @@ func (a *api) setWeight(w http.ResponseWriter, r *http.Request, who string) {
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
+	name := r.PathValue("name")
 	if err := dec.Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, `want {"weight": 7, "ramp": "30s"} (ramp optional): `+err.Error())
+		a.badChange(w, who, "weight", name, `want {"weight": 7, "ramp": "30s"} (ramp optional): `+err.Error())
 		return
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		writeError(w, http.StatusBadRequest, `want one JSON object, {"weight": 7, "ramp": "30s"}, and nothing after it`)
+		a.badChange(w, who, "weight", name, `want one JSON object, {"weight": 7, "ramp": "30s"}, and nothing after it`)
 		return
 	}
 	if body.Weight == nil {
-		writeError(w, http.StatusBadRequest, `"weight" is required`)
+		a.badChange(w, who, "weight", name, `"weight" is required`)
 		return
 	}
 	var ramp time.Duration
 	if body.Ramp != "" {
 		var err error
 		if ramp, err = time.ParseDuration(body.Ramp); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("ramp: want a duration like 30s, got %q", body.Ramp))
+			a.badChange(w, who, "weight", name, fmt.Sprintf("ramp: want a duration like 30s, got %s", configs.Quote(body.Ramp)))
 			return
 		}
 	}
-	persist := false
-	if p := r.URL.Query().Get("persist"); p != "" {
-		if p != "true" && p != "false" {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("persist: want true or false, got %q", p))
-			return
-		}
-		persist = p == "true"
+	persist, ok := a.flag(w, r, who, "weight", name, "persist")
+	if !ok {
+		return
 	}
-	name := r.PathValue("name")
 	if err := a.o.Control.SetWeight(name, *body.Weight, ramp, who, persist); err != nil {
 		writeChangeError(w, err)
 		return
@@ -307,22 +321,100 @@ func (a *api) drain(drained bool) func(http.ResponseWriter, *http.Request, strin
 	}
 }
 
+// flag reads the boolean query parameter name ("true" or "false"; absent: false); a bad
+// value is refused.
+func (a *api) flag(w http.ResponseWriter, r *http.Request, who, action, site, name string) (bool, bool) {
+	switch v := r.URL.Query().Get(name); v {
+	case "", "false":
+		return false, true
+	case "true":
+		return true, true
+	default:
+		a.badChange(w, who, action, site, fmt.Sprintf("%s: want true or false, got %s", name, configs.Quote(v)))
+		return false, false
+	}
+}
+
+// siteAnswer is a change's answer: the site as it is now, and whether the change lasts.
+type siteAnswer struct {
+	proxy.SiteState
+	Durable bool `json:"durable"` // the change survives a restart (state.file, cluster)
+}
+
 func (a *api) site(w http.ResponseWriter, name string) {
 	s, ok := a.o.Control.Site(name)
 	if !ok {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such site %q", name))
 		return
 	}
-	writeJSON(w, http.StatusOK, s)
+	writeJSON(w, http.StatusOK, siteAnswer{SiteState: s, Durable: a.o.Control.Durable()})
 }
 
 func (a *api) reload(w http.ResponseWriter, r *http.Request, who string) {
+	dry, ok := a.flag(w, r, who, "reload", "", "dry_run")
+	if !ok {
+		return
+	}
+	if dry {
+		p, err := a.o.Control.DryRun()
+		if err != nil {
+			writeChangeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, p)
+		return
+	}
 	if err := a.o.Control.ReloadBy(who); err != nil {
 		writeChangeError(w, err)
 		return
 	}
 	st := a.o.Control.State()
-	writeJSON(w, http.StatusOK, map[string]any{"generation": st.Generation, "source": st.Source})
+	var entry any
+	if len(st.Changes) > 0 && st.Changes[0].Action == "reload" {
+		entry = st.Changes[0]
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"generation": st.Generation, "source": st.Source,
+		"durable": st.Durable, "change": entry})
+}
+
+// maxChangesPage bounds a page of GET /api/v1/changes.
+const maxChangesPage = 1000
+
+// changes serves the audit trail, newest first, a page at a time: ?limit=N (default 50, at
+// most 1000) and ?before=ID (the entries older than ID; the answer's "next" is the value for
+// the next page, absent on the last).
+func (a *api) changes(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, before := 50, uint64(0)
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxChangesPage {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: want a number from 1 to %d, got %s", maxChangesPage, configs.Quote(v)))
+			return
+		}
+		limit = n
+	}
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("before: want the id of an entry (a number > 0), got %s", configs.Quote(v)))
+			return
+		}
+		before = n
+	}
+	page, total, err := a.o.Control.Changes(before, limit)
+	if err != nil {
+		writeChangeError(w, err)
+		return
+	}
+	if page == nil {
+		page = []proxy.Change{}
+	}
+	out := map[string]any{"changes": page, "total": total, "durable": a.o.Control.Durable()}
+	if len(page) == limit && page[len(page)-1].ID > 1 {
+		out["next"] = page[len(page)-1].ID
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *api) explain(w http.ResponseWriter, r *http.Request) {

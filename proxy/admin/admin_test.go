@@ -518,8 +518,21 @@ func TestAdminRefusesBadChanges(t *testing.T) {
 		errorBody(t, "last weight to 0", body, h)
 	}
 	st := e.state(t)
-	if len(st.Changes) != 2 || st.Sites[0].Weight != 5 || st.Sites[0].Drained {
-		t.Errorf("after refused changes: %d changes, idc1 %+v; want 2 changes, idc1 untouched", len(st.Changes), st.Sites[0])
+	applied, refused := 0, 0
+	for _, c := range st.Changes {
+		switch {
+		case c.Result == "refused" && c.Reason != "" && strings.HasPrefix(c.Who, "ops ("):
+			refused++
+		case c.Result == "":
+			applied++
+		default:
+			t.Errorf("entry %+v, want applied, or refused with its reason and who", c)
+		}
+	}
+	// Every refused change (17 in the table, the last weight 0) is audited as a refused
+	// attempt; the two reads are not changes.
+	if applied != 2 || refused != 18 || st.Sites[0].Weight != 5 || st.Sites[0].Drained {
+		t.Errorf("after refused changes: %d applied and %d refused entries, idc1 %+v; want 2 and 18, idc1 untouched", applied, refused, st.Sites[0])
 	}
 	// Draining the last site with a weight is allowed while an elastic site remains (aws, at
 	// weight 0, takes everything then); once aws is drained too, it is refused.
@@ -751,8 +764,13 @@ func TestAdminPersistWeight(t *testing.T) {
 	if st.Generation != 2 {
 		t.Errorf("generation %d after persist, want 2 (the file was reloaded)", st.Generation)
 	}
-	if c := st.Changes[0]; c.Before != "3" || c.After != "12 (persisted)" {
+	if c := st.Changes[1]; c.Action != "weight" || c.Before != "3" || c.After != "12 (persisted)" {
 		t.Errorf("change %+v, want 3 → 12 (persisted)", c)
+	}
+	// The reload that followed says what it changed.
+	if c := st.Changes[0]; c.Action != "reload" || len(c.Items) != 1 || c.Items[0].Path != "sites.idc2.weight" ||
+		c.Items[0].Before != "3" || c.Items[0].After != "12" {
+		t.Errorf("reload entry %+v, want one item: sites.idc2.weight 3 → 12", c)
 	}
 
 	// With a ramp: the file has the target at once, the override ramps and then gives way
@@ -794,8 +812,8 @@ sites:
 	if s := e.site(t, "idc2"); s.Weight != 3 || s.Override != nil {
 		t.Errorf("idc2 after a refused persist: %+v, want untouched", s)
 	}
-	if n := len(e.state(t).Changes); n != 0 {
-		t.Errorf("%d changes after a refused persist, want 0", n)
+	if ch := e.state(t).Changes; len(ch) != 1 || ch[0].Result != "refused" || !strings.Contains(ch[0].Reason, "persist") {
+		t.Errorf("changes after a refused persist: %+v, want one refused attempt with its reason", ch)
 	}
 }
 

@@ -44,24 +44,15 @@ var _ Store = (*File)(nil)
 // DefaultTrail).
 func OpenFile(path string, keep int) (*File, error) {
 	f := &File{path: path, state: State{}.Clone(), trail: trail{max: keep}}
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	d, err := readFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
 		if err := f.writeLocked(); err != nil {
 			return nil, err
 		}
 		return f, nil
-	case err != nil:
-		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
-	var d fileData
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&d); err != nil {
-		return nil, fmt.Errorf("state file %s is corrupt (%v): it holds the operators' drains and weight overrides, so Spillway will not start without it; restore it from a backup, or move it away to start with none", path, err)
-	}
-	if d.Version != FormatVersion {
-		return nil, fmt.Errorf("state file %s has format version %d; this Spillway reads version %d", path, d.Version, FormatVersion)
+	if err != nil {
+		return nil, err
 	}
 	if d.State.Overrides != nil {
 		f.state.Overrides = d.State.Overrides
@@ -74,6 +65,41 @@ func OpenFile(path string, keep int) (*File, error) {
 		f.trail.entries = f.trail.entries[:n]
 	}
 	return f, nil
+}
+
+// CheckFile reports what OpenFile would refuse of the file at path, writing nothing: a file
+// that cannot be read, or is corrupt, or of another format. A missing file is nil (OpenFile
+// creates it; whether it can is the caller's to check).
+func CheckFile(path string) error {
+	_, err := readFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// readFile reads and parses the state file at path; a missing file is fs.ErrNotExist.
+func readFile(path string) (fileData, error) {
+	var d fileData
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return d, err
+	}
+	if err != nil {
+		return d, fmt.Errorf("state file %s: %w", path, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil || dec.More() {
+		if err == nil {
+			err = errors.New("data after the JSON object")
+		}
+		return d, fmt.Errorf("state file %s is corrupt (%v): it holds the operators' drains and weight overrides, so Spillway will not start without it; restore it from a backup, or move it away to start with none", path, err)
+	}
+	if d.Version != FormatVersion {
+		return d, fmt.Errorf("state file %s has format version %d; this Spillway reads version %d", path, d.Version, FormatVersion)
+	}
+	return d, nil
 }
 
 // Path is the file's path.
