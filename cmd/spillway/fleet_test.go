@@ -258,3 +258,201 @@ func TestFleetSharesLimitsAcrossReplicas(t *testing.T) {
 	}
 	t.Logf("answers: %s", l)
 }
+
+// overrideOf reads a site's override from the state API (nil: none).
+type overrideView struct {
+	Weight int        `json:"weight"`
+	Since  time.Time  `json:"since"`
+	Until  *time.Time `json:"until"`
+}
+
+func (r *opsRun) site(t *testing.T, name string) (weight float64, drained bool, o *overrideView) {
+	t.Helper()
+	status, body := r.call(http.MethodGet, r.admin+"/api/v1/state", "", "")
+	if status != http.StatusOK {
+		t.Fatalf("GET state: %d %s", status, body)
+	}
+	var st struct {
+		Sites []struct {
+			Name     string        `json:"name"`
+			Weight   float64       `json:"weight"`
+			Drained  bool          `json:"drained"`
+			Override *overrideView `json:"override"`
+		} `json:"sites"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Sites {
+		if s.Name == name {
+			return s.Weight, s.Drained, s.Override
+		}
+	}
+	t.Fatalf("no site %s", name)
+	return 0, false, nil
+}
+
+// A weight with a ramp and a drain made through one replica apply on the others (a ramp with
+// the same start and end everywhere), and are there for a replica that starts later; the
+// audit trail is the fleet's.
+func TestFleetPropagatesRuntimeChanges(t *testing.T) {
+	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
+	etcd := etcdtest.Start(t, 1)
+	var backends [3]*countingBackend
+	for i := range backends {
+		backends[i] = newCountingBackend(t, 0)
+	}
+	var rs []*opsRun
+	for i := range 3 {
+		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
+	}
+	if status, body := rs[0].call(http.MethodPut, rs[0].admin+"/api/v1/sites/idc1/weight", opsToken, `{"weight":9,"ramp":"1h"}`); status != http.StatusOK {
+		t.Fatalf("PUT weight through r0: %d %s", status, body)
+	}
+	if status, body := rs[1].call(http.MethodPost, rs[1].admin+"/api/v1/sites/idc2/drain", opsToken, ""); status != http.StatusOK {
+		t.Fatalf("drain through r1: %d %s", status, body)
+	}
+	_, _, want := rs[0].site(t, "idc1")
+	if want == nil || want.Until == nil {
+		t.Fatalf("r0 shows no ramping override after the change: %+v", want)
+	}
+	same := func(r *opsRun) bool {
+		_, drained, o := r.site(t, "idc2")
+		_, _, o1 := r.site(t, "idc1")
+		return drained && o == nil && o1 != nil && o1.Weight == 9 && o1.Until != nil &&
+			o1.Since.Equal(want.Since) && o1.Until.Equal(*want.Until)
+	}
+	pollUntil(t, 10*time.Second, "every replica has the override (same ramp) and the drain", func() bool {
+		for _, r := range rs {
+			if !same(r) {
+				return false
+			}
+		}
+		return true
+	})
+	late := startRun(t, opsWriteConfig(t, fleetConfig("r3", etcd.Endpoints(), backends, "")))
+	if !same(late) {
+		w, d, o := late.site(t, "idc1")
+		t.Fatalf("a replica that starts later does not have the fleet's state: idc1 %v %v %+v, %v", w, d, o, d)
+	}
+	status, body := late.call(http.MethodGet, late.admin+"/api/v1/changes", "", "")
+	var trail struct {
+		Changes []struct {
+			Node   string `json:"node"`
+			Action string `json:"action"`
+		} `json:"changes"`
+	}
+	if err := json.Unmarshal([]byte(body), &trail); status != http.StatusOK || err != nil {
+		t.Fatalf("the fleet's trail, read through r3: %d %v %s", status, err, body)
+	}
+	nodes := map[string]string{}
+	for _, c := range trail.Changes {
+		nodes[c.Action] = c.Node
+	}
+	if nodes["weight"] != "r0" || nodes["drain"] != "r1" {
+		t.Fatalf("the fleet's trail, read through r3, has the changes by %v; want weight by r0 and drain by r1:\n%s", nodes, body)
+	}
+	// Undrain through the late one: the others follow.
+	if status, body := late.call(http.MethodPost, late.admin+"/api/v1/sites/idc2/undrain", opsToken, ""); status != http.StatusOK {
+		t.Fatalf("undrain through r3: %d %s", status, body)
+	}
+	pollUntil(t, 10*time.Second, "every replica has idc2 back", func() bool {
+		for _, r := range rs {
+			if _, drained, _ := r.site(t, "idc2"); drained {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// metric reads one unlabelled metric's value from a replica's /metrics.
+func (r *opsRun) metric(t *testing.T, name string) string {
+	t.Helper()
+	status, body := r.call(http.MethodGet, r.admin+"/metrics", "", "")
+	if status != http.StatusOK {
+		t.Fatalf("GET /metrics: %d", status)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// etcd stopped: every replica keeps serving with the state and shares it had, refuses
+// changes with 503 saying why, and reports the store down; etcd back: it recovers alone.
+func TestFleetFailStatic(t *testing.T) {
+	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
+	etcd := etcdtest.Start(t, 1)
+	var backends [3]*countingBackend
+	for i := range backends {
+		backends[i] = newCountingBackend(t, 0)
+	}
+	var rs []*opsRun
+	for i := range 2 {
+		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
+	}
+	if status, body := rs[0].call(http.MethodPost, rs[0].admin+"/api/v1/sites/idc2/drain", opsToken, ""); status != http.StatusOK {
+		t.Fatalf("drain: %d %s", status, body)
+	}
+	pollUntil(t, 10*time.Second, "both have the drain and 2 members", func() bool {
+		for _, r := range rs {
+			if _, d, _ := r.site(t, "idc2"); !d || r.metric(t, "spillway_cluster_members") != "2" || r.metric(t, "spillway_cluster_store_up") != "1" {
+				return false
+			}
+		}
+		return true
+	})
+
+	etcd.Stop()
+	t.Log("etcd stopped", time.Now().Format("15:04:05.000"))
+	pollUntil(t, 20*time.Second, "store_up 0 on both", func() bool {
+		return rs[0].metric(t, "spillway_cluster_store_up") == "0" && rs[1].metric(t, "spillway_cluster_store_up") == "0"
+	})
+	for _, r := range rs {
+		if st := r.fleetState(t); st.Cluster.Store != "unavailable" || st.Sites[0].Backends[0].Limit != fleetLimit/2 {
+			t.Fatalf("state with etcd down: %+v, want store unavailable and the share (3) kept", st)
+		}
+		if _, d, _ := r.site(t, "idc2"); !d {
+			t.Fatal("the drain was lost with etcd down")
+		}
+		for range 20 {
+			if status, body := r.call(http.MethodGet, r.proxy+"/x", "", ""); status != http.StatusOK {
+				t.Fatalf("GET through a replica with etcd down: %d %s", status, body)
+			}
+		}
+		status, body := r.call(http.MethodPut, r.admin+"/api/v1/sites/idc1/weight", opsToken, `{"weight":1}`)
+		if status != http.StatusServiceUnavailable || !strings.Contains(body, "unavailable") {
+			t.Fatalf("a change with etcd down: %d %s, want 503 saying the store is unavailable", status, body)
+		}
+		if w, _, _ := r.site(t, "idc1"); w != 5 {
+			t.Fatalf("the refused change applied: idc1 weight %v", w)
+		}
+	}
+	if backends[1].all.Load() != 0 {
+		t.Fatalf("the drained site got %d requests", backends[1].all.Load())
+	}
+	time.Sleep(3 * time.Second) // longer than the lease: nothing expires while etcd is down
+	if st := rs[0].fleetState(t); len(st.Cluster.Members) != 2 || st.Sites[0].Backends[0].Limit != fleetLimit/2 {
+		t.Fatalf("with etcd down for longer than the lease: %+v", st)
+	}
+
+	t.Log("etcd restarting", time.Now().Format("15:04:05.000"))
+	etcd.Restart()
+	t.Log("etcd restarted", time.Now().Format("15:04:05.000"))
+	pollUntil(t, 30*time.Second, "store_up 1 on both", func() bool {
+		return rs[0].metric(t, "spillway_cluster_store_up") == "1" && rs[1].metric(t, "spillway_cluster_store_up") == "1"
+	})
+	if status, body := rs[1].call(http.MethodPost, rs[1].admin+"/api/v1/sites/idc2/undrain", opsToken, ""); status != http.StatusOK {
+		t.Fatalf("undrain once etcd is back: %d %s", status, body)
+	}
+	pollUntil(t, 10*time.Second, "both have idc2 back", func() bool {
+		_, d0, _ := rs[0].site(t, "idc2")
+		_, d1, _ := rs[1].site(t, "idc2")
+		return !d0 && !d1
+	})
+	rs[0].log.wait(t, "cluster store unavailable: serving with the last state and shares; runtime changes are refused until it is back")
+	rs[0].log.wait(t, "cluster store reachable again: runtime changes accepted")
+}

@@ -81,6 +81,15 @@ func unavailable(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: etcd: %v", store.ErrUnavailable, err)
 }
 
+// down is ErrUnavailable while the fleet finds etcd unreachable: an operator's request is
+// answered at once rather than after opTimeout.
+func (s *Store) down() error {
+	if s.up != nil && !s.up() {
+		return fmt.Errorf("%w: etcd cannot be reached", store.ErrUnavailable)
+	}
+	return nil
+}
+
 // Load reads the whole state.
 func (s *Store) Load(ctx context.Context) (store.State, error) {
 	st, _, err := s.load(ctx)
@@ -144,8 +153,8 @@ func (s *Store) apply(st store.State, key string, value []byte, deleted bool) er
 // the race on audit-next tries again). An unreachable etcd is store.ErrUnavailable, and
 // nothing was written.
 func (s *Store) Commit(ctx context.Context, c store.Change, edits ...store.Edit) (store.Change, error) {
-	if s.up != nil && !s.up() {
-		return store.Change{}, fmt.Errorf("%w: etcd cannot be reached", store.ErrUnavailable)
+	if err := s.down(); err != nil {
+		return store.Change{}, err
 	}
 	op, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
@@ -212,6 +221,9 @@ func (s *Store) Commit(ctx context.Context, c store.Change, edits ...store.Edit)
 // Changes returns up to limit entries of the trail with IDs below before (0: from the
 // newest), newest first, and how many entries the trail keeps.
 func (s *Store) Changes(ctx context.Context, before uint64, limit int) ([]store.Change, int, error) {
+	if err := s.down(); err != nil {
+		return nil, 0, err // at once: the state API and the dashboard ask for the newest
+	}
 	op, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	from, end := s.prefix+"audit/", clientv3.GetPrefixRangeEnd(s.prefix+"audit/")
