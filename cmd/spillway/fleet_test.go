@@ -456,3 +456,47 @@ func TestFleetFailStatic(t *testing.T) {
 	rs[0].log.wait(t, "cluster store unavailable: serving with the last state and shares; runtime changes are refused until it is back")
 	rs[0].log.wait(t, "cluster store reachable again: runtime changes accepted")
 }
+
+// timeouts.drain_delay: on stop, /readyz turns 503 while the proxy's listener still serves
+// for that long, so that load balancers stop sending first; then the stop goes on.
+func TestRunDrainDelay(t *testing.T) {
+	t.Setenv("SPILLWAY_ADMIN_TOKEN", "")
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	defer backend.Close()
+	r := startRun(t, opsWriteConfig(t, strings.Replace(opsConfig(backend.URL, 1, 1, ""), "{shutdown: 30s}", "{shutdown: 30s, drain_delay: 2s}", 1)))
+	if status, _ := r.call(http.MethodGet, r.admin+"/readyz", "", ""); status != http.StatusOK {
+		t.Fatalf("/readyz before the stop: %d", status)
+	}
+	r.cancel()
+	r.log.wait(t, "not ready; draining before the listeners close")
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: opsLiveness}
+	resp, err := fresh.Get(r.admin + "/readyz")
+	if err != nil {
+		t.Fatalf("/readyz during the drain delay: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz during the drain delay: %d, want 503", resp.StatusCode)
+	}
+	resp, err = fresh.Get(r.proxy + "/still")
+	if err != nil {
+		t.Fatalf("a request during the drain delay: %v (the listener must still serve)", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a request during the drain delay: %d", resp.StatusCode)
+	}
+	if r.log.find("stopped") != nil {
+		t.Fatal("stopped before the drain delay was over")
+	}
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("run returned %v", err)
+		}
+		r.done <- err
+	case <-time.After(opsLiveness):
+		t.Fatal("run did not stop after the drain delay")
+	}
+	r.log.wait(t, "stopped")
+}
