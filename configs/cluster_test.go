@@ -4,6 +4,10 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spillway/spillway/proxy/cluster"
 )
 
 func TestClusterSection(t *testing.T) {
@@ -76,4 +80,31 @@ func TestClusterDefaults(t *testing.T) {
 	if cfg.Timeouts.DrainDelay != 0 {
 		t.Fatalf("drain_delay defaults to %s, want 0", cfg.Timeouts.DrainDelay)
 	}
+}
+
+// fleetMetrics are the names a fleet's replica exports besides the proxy's (gathered from a
+// Fleet that is opened, never started: the metrics exist before etcd is reached).
+func fleetMetrics(t *testing.T) []string {
+	t.Helper()
+	f, err := cluster.Open(cluster.Options{Name: "prod", Node: "a", Endpoints: []string{"http://127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	reg := prometheus.NewRegistry()
+	if err := f.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, mf := range mfs {
+		names = append(names, mf.GetName())
+	}
+	if len(names) != 2 {
+		t.Errorf("a fleet exports %v, want spillway_cluster_members and spillway_cluster_store_up", names)
+	}
+	return names
 }
