@@ -26,9 +26,16 @@ func (r *Reloader) clusterState() *ClusterState {
 
 // WithinLimits reports whether every backend's in-flight is within its limit now (in a
 // fleet, this replica's share of it): after a share shrank, the fleet hands the difference
-// to another replica only once it is.
+// to another replica only once it is. It reads the table being served, not the state (which
+// asks the store for the newest changes): it is asked every 50 ms while a share shrinks.
 func (r *Reloader) WithinLimits() bool {
-	for _, s := range r.state(false).Sites {
+	r.mu.Lock()
+	h := r.handler
+	r.mu.Unlock()
+	if h == nil {
+		return true // not started: nothing in flight
+	}
+	for _, s := range h.Table().Status() {
 		for _, b := range s.Backends {
 			if b.Inflight > b.Limit {
 				return false
