@@ -365,6 +365,7 @@ sites:
 		{"limits", base + "limits: {max_header_bytes: 2048}\n", []string{"next.yaml:5:"}},
 		{"client timeouts", base + "timeouts: {read_header: 3s, idle: 5s}\n", []string{"next.yaml:5:", "next.yaml:5:"}},
 		{"backend timeouts apply", base + "timeouts: {connect: 1s, response_header: 5s, shutdown: 3s}\n", nil},
+		{"state file", base + "state: {file: state.json}\n", []string{"next.yaml:5:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := sameServers(first, parse("next.yaml", tc.yaml))
