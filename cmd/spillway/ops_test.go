@@ -489,6 +489,38 @@ func TestRunReloadsOnSIGHUPAndFileChange(t *testing.T) {
 	if w := r.siteWeight(t, "idc2"); w != 3 {
 		t.Errorf("idc2 weight %g after a refused reload, want 3", w)
 	}
+
+	// Each reload is in the audit trail with its source and what it changed; the refused
+	// one with its reason.
+	status, body := r.call(http.MethodGet, r.admin+"/api/v1/changes?limit=1000", "", "")
+	if status != http.StatusOK {
+		t.Fatalf("GET changes: %d %s", status, body)
+	}
+	var trail struct {
+		Changes []struct {
+			Who, Action, Result, Reason, Before, After string
+			Items                                      []struct{ Path, Before, After string }
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &trail); err != nil {
+		t.Fatal(err)
+	}
+	var sighup, file, refused bool
+	for _, c := range trail.Changes {
+		switch {
+		case c.Action != "reload":
+			t.Errorf("entry %+v, want only reloads", c)
+		case c.Who == "sighup" && c.Result == "" && c.Before == "generation 1" && c.After == "generation 2" && len(c.Items) == 0:
+			sighup = true
+		case c.Who == "file" && c.Result == "" && len(c.Items) == 1 && c.Items[0].Path == "sites.idc1.weight" && c.Items[0].Before == "5" && c.Items[0].After == "7":
+			file = true
+		case c.Who == "sighup" && c.Result == "refused" && strings.Contains(c.Reason, "sites[1].weight"):
+			refused = true
+		}
+	}
+	if !sighup || !file || !refused {
+		t.Errorf("trail %s\nwant the SIGHUP reload (%v), the file's with sites.idc1.weight 5 → 7 (%v), the refused SIGHUP with its reason (%v)", body, sighup, file, refused)
+	}
 }
 
 // SIGUSR1 reopens the access log file, as logrotate's postrotate asks: after a rename the
