@@ -297,8 +297,9 @@ func cpuPer(cpu time.Duration, ok int64, has bool) float64 {
 const (
 	satWorkers     = 32      // closed-loop clients
 	satMaxRequests = 500_000 // bounds the closed loop in count as its duration bounds it in time
-	idleConnsFull  = 1000    // idle keep-alive connections measured (-short: idleConnsShort)
-	idleConnsShort = 200
+	// idleConns keep-alive connections are measured idle: fewer would be lost in the
+	// steps in which a Go process's resident memory grows.
+	idleConnsN = 1000
 )
 
 var overheadScenario = Scenario{
@@ -307,7 +308,7 @@ var overheadScenario = Scenario{
 	Description: "The same constant rate (500 req/s; 300 with -short) straight to one simulated backend (no service " +
 		"time), then through Spillway, then through nginx and HAProxy when they are installed, each proxy a child " +
 		"process with a config the bench writes, one after the other in one run. Then, for each proxy, a closed loop " +
-		"(32 clients, as fast as it answers) and 1000 idle keep-alive client connections (200 with -short) that made " +
+		"(32 clients, as fast as it answers) and 1000 idle keep-alive client connections that made " +
 		"one request each. Reported: CPU time per request of each proxy process at the fixed rate and at saturation " +
 		"(from /proc/PID/stat, children included), p50 and p99 latency and what each proxy adds to the direct path, " +
 		"resident memory per idle connection (VmRSS with them open, less before, over their number), and each " +
@@ -365,11 +366,30 @@ func runOverhead(ctx context.Context, c *runContext) (*Result, error) {
 		"per_path_s": per.Seconds(), "backend": "one simulated backend in the bench process, no service time",
 		"cpu_source": "/proc/PID/stat utime+stime of the proxy and its children, 10 ms ticks"},
 		Figures: map[string]float64{}}
-	r.Params["saturation_clients"], r.Params["idle_connections"] = satWorkers, idleConnsFor(c.Short)
+	r.Params["saturation_clients"], r.Params["idle_connections"] = satWorkers, idleConnsN
+	direct, spill := overheadTable(r, runs)
+	r.Note = strings.Join(notes, "; ")
+	if spill == nil || direct == nil {
+		r.Verdict = Skip
+		return r, nil
+	}
+	r.Figures["p99_ms"] = ms(spill.p99) // the summary's columns: Spillway's
+	r.Figures["errors"] = float64(spill.errors)
+	r.Checks = append(r.Checks,
+		AtMost("requests through Spillway not answered 2xx", float64(spill.errors+int(spill.satFailed)), 0, ""),
+		AtMost("Spillway CPU per request", float64(spill.cpu.Microseconds())/math.Max(float64(spill.ok), 1), 1000, "µs"),
+		AtMost("latency Spillway adds at p50", ms(spill.p50-direct.p50), 2, "ms"))
+	return r, nil
+}
+
+// overheadTable fills r's table and figures from what each path measured, every figure
+// beside nginx's as a ratio, and returns the direct path's and Spillway's runs (nil when
+// missing).
+func overheadTable(r *Result, runs []overheadRun) (direct, spill *overheadRun) {
 	r.Table = &Table{Header: []string{"path", "answered", "errors", "CPU µs/request", "× nginx",
 		"CPU µs/request at saturation", "× nginx", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms",
 		"KiB per idle connection", "× nginx"}}
-	var direct, spill, nginx *overheadRun
+	var nginx *overheadRun
 	for i := range runs {
 		switch runs[i].name {
 		case "direct":
@@ -419,18 +439,7 @@ func runOverhead(ctx context.Context, c *runContext) (*Result, error) {
 		}
 		r.Table.Rows = append(r.Table.Rows, row)
 	}
-	r.Note = strings.Join(notes, "; ")
-	if spill == nil || direct == nil {
-		r.Verdict = Skip
-		return r, nil
-	}
-	r.Figures["p99_ms"] = ms(spill.p99) // the summary's columns: Spillway's
-	r.Figures["errors"] = float64(spill.errors)
-	r.Checks = append(r.Checks,
-		AtMost("requests through Spillway not answered 2xx", float64(spill.errors+int(spill.satFailed)), 0, ""),
-		AtMost("Spillway CPU per request", float64(spill.cpu.Microseconds())/math.Max(float64(spill.ok), 1), 1000, "µs"),
-		AtMost("latency Spillway adds at p50", ms(spill.p50-direct.p50), 2, "ms"))
-	return r, nil
+	return direct, spill
 }
 
 // measurePath starts p's proxy (none for direct), warms it up, then drives rate for per and
@@ -501,19 +510,14 @@ func measurePath(ctx context.Context, c *runContext, p overheadPath, dir, backen
 		return run, err
 	}
 	run.satCPU = cpu1 - cpu0
-	if run.idleKiB, err = idleKiB(ctx, pid, strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/"), idleConnsFor(c.Short)); err != nil {
+	if run.idleKiB, err = idleKiB(ctx, pid, strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/"), idleConnsN); err != nil {
 		return run, fmt.Errorf("idle connections: %w", err)
 	}
 	run.hasIdle = true
 	return run, nil
 }
 
-func idleConnsFor(short bool) int {
-	if short {
-		return idleConnsShort
-	}
-	return idleConnsFull
-}
+
 
 // startProgress prints a progress line a second for a run without an Env; the returned
 // function stops it and waits.
