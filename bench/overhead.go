@@ -517,8 +517,6 @@ func measurePath(ctx context.Context, c *runContext, p overheadPath, dir, backen
 	return run, nil
 }
 
-
-
 // startProgress prints a progress line a second for a run without an Env; the returned
 // function stops it and waits.
 func startProgress(ctx context.Context, w io.Writer, scenario, path string, lv *live, rate float64) (stop func()) {
