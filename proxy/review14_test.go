@@ -4,14 +4,17 @@ package proxy_test
 // refusals, a change the store cannot keep, hostile values in audit entries.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/store"
 )
@@ -214,5 +217,75 @@ func TestReview14DryRunHasNoSideEffects(t *testing.T) {
 	}
 	if e.site(t, "idc1").Weight != 6 {
 		t.Error("the reload after a dry run did not apply the file")
+	}
+}
+
+// review14Closing is a store that records its Close.
+type review14Closing struct {
+	*store.Memory
+	closed atomic.Bool
+}
+
+func (s *review14Closing) Close() error { s.closed.Store(true); return nil }
+
+// BUG: Reloader.Close never closes the runtime state's store (proxy/reload.go:376-390 closes
+// the generation, the outliers and the access log; r.store.Close is only called on Start's
+// failure paths). The Store contract says Close releases what the store holds: a fleet's
+// etcd client (connections, lease keep-alive goroutines) would outlive the Reloader.
+// Fix: r.store.Close() at the end of Close (after r.wg.Wait, so no ramp or watch commits
+// after it).
+func TestReview14CloseClosesTheStore(t *testing.T) {
+	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
+	path := filepath.Join(t.TempDir(), "spillway.yaml")
+	if err := os.WriteFile(path, []byte(review14Conf(a.URL, b.URL, 5, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := &review14Closing{Memory: store.NewMemory(0)}
+	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path, OpenStore: func(*configs.Config) (store.Store, error) { return st, nil }})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := r.Start(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	cancel()
+	r.Close()
+	if !st.closed.Load() {
+		t.Error("Reloader.Close left the runtime state's store open")
+	}
+}
+
+// BUG: a change that was applied is written to the audit log only when the store took it
+// (Reloader.commit logs to r.audit after a successful Commit, proxy/controls.go:47). A reload
+// is applied whether or not the store records it (reloadLocked → record), so with the state
+// file's disk failing, an applied reload — new sites, backends, weights — leaves no line in
+// the audit log at all, only an error line in the operational log. Fix: in record (entries
+// that stand whatever the store says), write the audit line even when the commit fails
+// (marked "not stored").
+func TestReview14AppliedReloadIsAuditedWhenStoreFails(t *testing.T) {
+	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
+	sdir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(sdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	extra := fmt.Sprintf("state: {file: %q}\n", filepath.Join(sdir, "state.json"))
+	e := startReloader(t, review14Conf(a.URL, b.URL, 5, extra), proxy.ReloaderOptions{})
+	if err := os.RemoveAll(sdir); err != nil {
+		t.Fatal(err)
+	}
+	e.write(t, review14Conf(a.URL, b.URL, 7, extra))
+	if err := e.r.Reload("sighup", true); err != nil {
+		t.Fatal(err)
+	}
+	if w := e.site(t, "idc1").Weight; w != 7 {
+		t.Fatalf("idc1 %g after the reload, want 7 (applied)", w)
+	}
+	found := false
+	for _, l := range e.audit.All() {
+		if l.ContextMap()["action"] == "reload" {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("an applied reload (idc1 5 → 7) has no audit log line because the state file could not be written")
 	}
 }
