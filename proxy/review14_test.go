@@ -289,3 +289,35 @@ func TestReview14AppliedReloadIsAuditedWhenStoreFails(t *testing.T) {
 		t.Error("an applied reload (idc1 5 → 7) has no audit log line because the state file could not be written")
 	}
 }
+
+// BUG: the file watch's dedupe of a refused file ("seen twice by the watch") remembers the
+// refused content for ever: refusedSum is not reset when a later file loads
+// (proxy/reload.go:263 and :282). Save a bad edit (refused, logged), fix it (loaded), make the
+// same bad edit again (an undo/redo, a `git checkout` of the bad revision): the watch drops
+// the second refusal silently — Reload returns nil, no log line, no audit entry, no failure
+// counted — and the operator believes the file is running. Fix: clear refusedSum when a
+// config loads.
+func TestReview14SameBadEditAfterAGoodOneIsReportedAgain(t *testing.T) {
+	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
+	good := review14Conf(a.URL, b.URL, 5, "")
+	bad := review14Conf(a.URL, b.URL, -1, "")
+	e := startReloader(t, good, proxy.ReloaderOptions{})
+	e.write(t, bad)
+	if err := e.r.Reload("file", false); err == nil {
+		t.Fatal("a weight of -1 loaded")
+	}
+	e.write(t, review14Conf(a.URL, b.URL, 6, ""))
+	if err := e.r.Reload("file", false); err != nil {
+		t.Fatal(err)
+	}
+	e.write(t, bad)
+	if err := e.r.Reload("file", false); err == nil {
+		t.Error("the same bad edit, made again after a good one, was ignored by the file watch (Reload returned nil)")
+	}
+	if n := len(e.logs.FilterMessage("config refused; the running config stays").All()); n != 2 {
+		t.Errorf("%d refusal log lines, want 2 (one per refused save)", n)
+	}
+	if _, failed := e.r.Reloads(); failed != 2 {
+		t.Errorf("failed reloads %d, want 2", failed)
+	}
+}
