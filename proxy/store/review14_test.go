@@ -176,3 +176,39 @@ func TestReview14StateFileIsADirectory(t *testing.T) {
 		t.Error("OpenFile accepted a directory")
 	}
 }
+
+// BUG (minor, API contract): Changes(before, limit) with a large limit panics once before
+// points into the trail: trail.page computes end := min(i+limit, len) (proxy/store/memory.go
+// page), and i+math.MaxInt wraps negative, so entries[i:end] is out of range. The admin API
+// caps limit at 1000, but Store.Changes is the exported contract a fleet store and callers
+// rely on ("up to limit entries"). Fix: end := i + min(max(limit, 0), len(entries)-i).
+func TestReview14ChangesHugeLimit(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range map[string]store.Store{"memory": store.NewMemory(0), "file": mustOpen(t)} {
+		for range 3 {
+			if _, err := s.Commit(ctx, change("weight", "idc1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("%s: Changes(3, MaxInt) panicked: %v", name, p)
+				}
+			}()
+			page, total, err := s.Changes(ctx, 3, int(^uint(0)>>1))
+			if err != nil || total != 3 || len(page) != 2 {
+				t.Errorf("%s: Changes(3, MaxInt) = %d entries, total %d, %v; want 2, 3", name, len(page), total, err)
+			}
+		}()
+	}
+}
+
+func mustOpen(t *testing.T) *store.File {
+	t.Helper()
+	f, err := store.OpenFile(filepath.Join(t.TempDir(), "state.json"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
