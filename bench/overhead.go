@@ -154,6 +154,15 @@ func (c *child) waitReady(ctx context.Context, url string) error {
 	}
 }
 
+// lookPathSbin finds a program on PATH, or in /usr/sbin (where Debian puts nginx and
+// haproxy, and which a user's PATH often lacks).
+func lookPathSbin(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return exec.LookPath(filepath.Join("/usr/sbin", name))
+}
+
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
@@ -269,17 +278,42 @@ type overheadRun struct {
 	p50, p99      time.Duration
 	hasCPU        bool
 	skipped, note string
+
+	satOK, satFailed int64         // closed loop, as fast as it answers
+	satCPU           time.Duration // the proxy process's, over the closed loop
+	idleKiB          float64       // resident KiB per idle keep-alive client connection
+	hasIdle          bool
 }
+
+// cpuPer is CPU µs per answered request; NaN without a measure.
+func cpuPer(cpu time.Duration, ok int64, has bool) float64 {
+	if !has || ok <= 0 {
+		return math.NaN()
+	}
+	return float64(cpu.Microseconds()) / float64(ok)
+}
+
+// Sizes of the overhead scenario's other two measures.
+const (
+	satWorkers     = 32      // closed-loop clients
+	satMaxRequests = 500_000 // bounds the closed loop in count as its duration bounds it in time
+	// idleConns keep-alive connections are measured idle: fewer would be lost in the
+	// steps in which a Go process's resident memory grows.
+	idleConnsN = 1000
+)
 
 var overheadScenario = Scenario{
 	Name:  "overhead",
 	Title: "what the proxy costs",
 	Description: "The same constant rate (500 req/s; 300 with -short) straight to one simulated backend (no service " +
 		"time), then through Spillway, then through nginx and HAProxy when they are installed, each proxy a child " +
-		"process with a config the bench writes, one after the other in one run. Reported: CPU time per request of " +
-		"each proxy process (from /proc/PID/stat, children included), p50 and p99 latency and what each proxy adds " +
-		"to the direct path, and each proxy's CPU as a ratio of Spillway's. Judged (loosely, as a 2-vCPU VM is noisy): " +
-		"Spillway answers every request, costs at most 1 ms of CPU per request and adds at most 2 ms at p50.",
+		"process with a config the bench writes, one after the other in one run. Then, for each proxy, a closed loop " +
+		"(32 clients, as fast as it answers) and 1000 idle keep-alive client connections that made " +
+		"one request each. Reported: CPU time per request of each proxy process at the fixed rate and at saturation " +
+		"(from /proc/PID/stat, children included), p50 and p99 latency and what each proxy adds to the direct path, " +
+		"resident memory per idle connection (VmRSS with them open, less before, over their number), and each " +
+		"figure as a ratio of nginx's. Judged (loosely, as a 2-vCPU VM is noisy): Spillway answers every request, " +
+		"costs at most 1 ms of CPU per request and adds at most 2 ms at p50.",
 	run: runOverhead,
 }
 
@@ -310,7 +344,7 @@ func runOverhead(ctx context.Context, c *runContext) (*Result, error) {
 		bin  string
 		make func(string) overheadPath
 	}{{"nginx", nginxPath}, {"haproxy", haproxyPath}} {
-		if bin, err := exec.LookPath(p.bin); err == nil {
+		if bin, err := lookPathSbin(p.bin); err == nil {
 			paths = append(paths, p.make(bin))
 		} else {
 			notes = append(notes, p.bin+": not installed, skipped")
@@ -332,44 +366,8 @@ func runOverhead(ctx context.Context, c *runContext) (*Result, error) {
 		"per_path_s": per.Seconds(), "backend": "one simulated backend in the bench process, no service time",
 		"cpu_source": "/proc/PID/stat utime+stime of the proxy and its children, 10 ms ticks"},
 		Figures: map[string]float64{}}
-	r.Table = &Table{Header: []string{"path", "answered", "errors", "CPU µs/request", "CPU vs Spillway",
-		"p50 ms", "p99 ms", "added p50 ms", "added p99 ms"}}
-	var direct, spill *overheadRun
-	for i := range runs {
-		switch runs[i].name {
-		case "direct":
-			direct = &runs[i]
-		case "spillway":
-			spill = &runs[i]
-		}
-	}
-	for _, run := range runs {
-		cpuPer := math.NaN()
-		if run.hasCPU && run.ok > 0 {
-			cpuPer = float64(run.cpu.Microseconds()) / float64(run.ok)
-		}
-		row := []string{run.name, strconv.Itoa(run.ok), strconv.Itoa(run.errors), "—", "—",
-			fmt.Sprintf("%.3f", ms(run.p50)), fmt.Sprintf("%.3f", ms(run.p99)), "—", "—"}
-		if !math.IsNaN(cpuPer) {
-			row[3] = fmt.Sprintf("%.1f", cpuPer)
-			r.Figures[run.name+".cpu_us_per_request"] = round3(cpuPer)
-			if spill != nil && spill.ok > 0 && spill.cpu > 0 {
-				ratio := cpuPer / (float64(spill.cpu.Microseconds()) / float64(spill.ok))
-				row[4] = fmt.Sprintf("%.2fx", ratio)
-				r.Figures[run.name+".cpu_vs_spillway"] = round3(ratio)
-			}
-		}
-		r.Figures[run.name+".p50_ms"] = ms(run.p50)
-		r.Figures[run.name+".p99_ms"] = ms(run.p99)
-		r.Figures[run.name+".errors"] = float64(run.errors)
-		if direct != nil && run.name != "direct" {
-			row[7] = fmt.Sprintf("%.3f", ms(run.p50-direct.p50))
-			row[8] = fmt.Sprintf("%.3f", ms(run.p99-direct.p99))
-			r.Figures[run.name+".added_p50_ms"] = ms(run.p50 - direct.p50)
-			r.Figures[run.name+".added_p99_ms"] = ms(run.p99 - direct.p99)
-		}
-		r.Table.Rows = append(r.Table.Rows, row)
-	}
+	r.Params["saturation_clients"], r.Params["idle_connections"] = satWorkers, idleConnsN
+	direct, spill := overheadTable(r, runs)
 	r.Note = strings.Join(notes, "; ")
 	if spill == nil || direct == nil {
 		r.Verdict = Skip
@@ -378,10 +376,70 @@ func runOverhead(ctx context.Context, c *runContext) (*Result, error) {
 	r.Figures["p99_ms"] = ms(spill.p99) // the summary's columns: Spillway's
 	r.Figures["errors"] = float64(spill.errors)
 	r.Checks = append(r.Checks,
-		AtMost("requests through Spillway not answered 2xx", float64(spill.errors), 0, ""),
+		AtMost("requests through Spillway not answered 2xx", float64(spill.errors+int(spill.satFailed)), 0, ""),
 		AtMost("Spillway CPU per request", float64(spill.cpu.Microseconds())/math.Max(float64(spill.ok), 1), 1000, "µs"),
 		AtMost("latency Spillway adds at p50", ms(spill.p50-direct.p50), 2, "ms"))
 	return r, nil
+}
+
+// overheadTable fills r's table and figures from what each path measured, every figure
+// beside nginx's as a ratio, and returns the direct path's and Spillway's runs (nil when
+// missing).
+func overheadTable(r *Result, runs []overheadRun) (direct, spill *overheadRun) {
+	r.Table = &Table{Header: []string{"path", "answered", "errors", "CPU µs/request", "× nginx",
+		"CPU µs/request at saturation", "× nginx", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms",
+		"KiB per idle connection", "× nginx"}}
+	var nginx *overheadRun
+	for i := range runs {
+		switch runs[i].name {
+		case "direct":
+			direct = &runs[i]
+		case "spillway":
+			spill = &runs[i]
+		case "nginx":
+			nginx = &runs[i]
+		}
+	}
+	// figure adds a measure of run under key, its cell, and its ratio to nginx's.
+	figure := func(row []string, col int, run overheadRun, key, format string, v, ofNginx float64) {
+		if math.IsNaN(v) {
+			return
+		}
+		row[col] = fmt.Sprintf(format, v)
+		r.Figures[run.name+"."+key] = round3(v)
+		if nginx != nil && !math.IsNaN(ofNginx) && ofNginx > 0 {
+			row[col+1] = fmt.Sprintf("%.2f×", v/ofNginx)
+			r.Figures[run.name+"."+key+"_vs_nginx"] = round3(v / ofNginx)
+		}
+	}
+	nan := math.NaN()
+	for _, run := range runs {
+		row := []string{run.name, strconv.Itoa(run.ok), strconv.Itoa(run.errors), "—", "—", "—", "—",
+			fmt.Sprintf("%.3f", ms(run.p50)), fmt.Sprintf("%.3f", ms(run.p99)), "—", "—", "—", "—"}
+		ref := [3]float64{nan, nan, nan}
+		if nginx != nil {
+			ref = [3]float64{cpuPer(nginx.cpu, int64(nginx.ok), nginx.hasCPU), cpuPer(nginx.satCPU, nginx.satOK, nginx.hasCPU), nginx.idleKiB}
+			if !nginx.hasIdle {
+				ref[2] = nan
+			}
+		}
+		figure(row, 3, run, "cpu_us_per_request", "%.1f", cpuPer(run.cpu, int64(run.ok), run.hasCPU), ref[0])
+		figure(row, 5, run, "saturation_cpu_us_per_request", "%.1f", cpuPer(run.satCPU, run.satOK, run.hasCPU), ref[1])
+		if run.hasIdle {
+			figure(row, 11, run, "idle_kib_per_connection", "%.1f", run.idleKiB, ref[2])
+		}
+		r.Figures[run.name+".p50_ms"] = ms(run.p50)
+		r.Figures[run.name+".p99_ms"] = ms(run.p99)
+		r.Figures[run.name+".errors"] = float64(run.errors + int(run.satFailed))
+		if direct != nil && run.name != "direct" {
+			row[9] = fmt.Sprintf("%.3f", ms(run.p50-direct.p50))
+			row[10] = fmt.Sprintf("%.3f", ms(run.p99-direct.p99))
+			r.Figures[run.name+".added_p50_ms"] = ms(run.p50 - direct.p50)
+			r.Figures[run.name+".added_p99_ms"] = ms(run.p99 - direct.p99)
+		}
+		r.Table.Rows = append(r.Table.Rows, row)
+	}
+	return direct, spill
 }
 
 // measurePath starts p's proxy (none for direct), warms it up, then drives rate for per and
@@ -438,6 +496,24 @@ func measurePath(ctx context.Context, c *runContext, p overheadPath, dir, backen
 		}
 	}
 	run.p50, run.p99 = h.Quantile(0.5), h.Quantile(0.99)
+	if ch == nil {
+		return run, nil // the direct path has no process of its own to measure
+	}
+	pid := ch.cmd.Process.Pid
+	cpu0, err = procCPU(pid)
+	if err != nil {
+		return run, err
+	}
+	run.satOK, run.satFailed = saturate(ctx, url, satWorkers, per, satMaxRequests)
+	cpu1, err := procCPU(pid)
+	if err != nil {
+		return run, err
+	}
+	run.satCPU = cpu1 - cpu0
+	if run.idleKiB, err = idleKiB(ctx, pid, strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/"), idleConnsN); err != nil {
+		return run, fmt.Errorf("idle connections: %w", err)
+	}
+	run.hasIdle = true
 	return run, nil
 }
 

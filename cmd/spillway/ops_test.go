@@ -365,6 +365,7 @@ sites:
 		{"limits", base + "limits: {max_header_bytes: 2048}\n", []string{"next.yaml:5:"}},
 		{"client timeouts", base + "timeouts: {read_header: 3s, idle: 5s}\n", []string{"next.yaml:5:", "next.yaml:5:"}},
 		{"backend timeouts apply", base + "timeouts: {connect: 1s, response_header: 5s, shutdown: 3s}\n", nil},
+		{"state file", base + "state: {file: state.json}\n", []string{"next.yaml:5:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := sameServers(first, parse("next.yaml", tc.yaml))
@@ -487,6 +488,38 @@ func TestRunReloadsOnSIGHUPAndFileChange(t *testing.T) {
 	}
 	if w := r.siteWeight(t, "idc2"); w != 3 {
 		t.Errorf("idc2 weight %g after a refused reload, want 3", w)
+	}
+
+	// Each reload is in the audit trail with its source and what it changed; the refused
+	// one with its reason.
+	status, body := r.call(http.MethodGet, r.admin+"/api/v1/changes?limit=1000", "", "")
+	if status != http.StatusOK {
+		t.Fatalf("GET changes: %d %s", status, body)
+	}
+	var trail struct {
+		Changes []struct {
+			Who, Action, Result, Reason, Before, After string
+			Items                                      []struct{ Path, Before, After string }
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &trail); err != nil {
+		t.Fatal(err)
+	}
+	var sighup, file, refused bool
+	for _, c := range trail.Changes {
+		switch {
+		case c.Action != "reload":
+			t.Errorf("entry %+v, want only reloads", c)
+		case c.Who == "sighup" && c.Result == "" && c.Before == "generation 1" && c.After == "generation 2" && len(c.Items) == 0:
+			sighup = true
+		case c.Who == "file" && c.Result == "" && len(c.Items) == 1 && c.Items[0].Path == "sites.idc1.weight" && c.Items[0].Before == "5" && c.Items[0].After == "7":
+			file = true
+		case c.Who == "sighup" && c.Result == "refused" && strings.Contains(c.Reason, "sites[1].weight"):
+			refused = true
+		}
+	}
+	if !sighup || !file || !refused {
+		t.Errorf("trail %s\nwant the SIGHUP reload (%v), the file's with sites.idc1.weight 5 → 7 (%v), the refused SIGHUP with its reason (%v)", body, sighup, file, refused)
 	}
 }
 

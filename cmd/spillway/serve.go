@@ -213,7 +213,7 @@ func (ls listeners) url() string {
 
 // sameServers refuses a reload that changes what the running servers were built with at
 // start — the listeners, the admin API and its tokens, front TLS, the client-side limits and
-// timeouts — since a config that says otherwise must not look applied. Everything else
+// timeouts, the runtime state's store — since a config that says otherwise must not look applied. Everything else
 // (sites, weights, health, retries, spillover, the access log, backend timeouts...) is
 // applied by the reload.
 func sameServers(first, next *configs.Config) error {
@@ -232,6 +232,7 @@ func sameServers(first, next *configs.Config) error {
 	refuse(next.Limits != first.Limits, "limits", "the request limits are")
 	refuse(next.Timeouts.ReadHeader != first.Timeouts.ReadHeader, "timeouts.read_header", "the client header timeout is")
 	refuse(next.Timeouts.Idle != first.Timeouts.Idle, "timeouts.idle", "the keep-alive idle timeout (clients' side) is")
+	refuse(!reflect.DeepEqual(next.State, first.State), "state", "the runtime state's file is")
 	refuse(!reflect.DeepEqual(next.Cluster, first.Cluster), "cluster", "the fleet (cluster) is")
 	if len(errs) > 0 {
 		return errs

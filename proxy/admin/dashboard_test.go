@@ -150,7 +150,7 @@ func TestDashboardCSPNeedsOneInlineElement(t *testing.T) {
 // of startDashboardServer, and checks it through what the page shows and what
 // GET /api/v1/state says.
 func TestDashboardBrowser(t *testing.T) {
-	base, token, getState := startDashboardServer(t)
+	base, token, path, getState := startDashboardServer(t)
 	b := startBrowser(t)
 
 	// What the API answers to a change without a token and with a wrong one:
@@ -319,6 +319,40 @@ func TestDashboardBrowser(t *testing.T) {
 		waitState(t, getState, "aws serving again", func(st map[string]any) bool {
 			return stateSites(t, st)["aws"]["drained"] == false
 		})
+	})
+
+	t.Run("durable flag", func(t *testing.T) {
+		// No state file here: the header says changes would not survive a restart.
+		b.waitText(t, "#durable", "NOT durable")
+		if c := b.eval(t, `document.getElementById("durable").className`); c != "bad" {
+			t.Errorf("#durable has class %q, want bad", c)
+		}
+	})
+
+	t.Run("preview and reload", func(t *testing.T) {
+		cfg, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edited := strings.Replace(string(cfg), "{name: idc1, weight: 5,", "{name: idc1, weight: 6,", 1)
+		if edited == string(cfg) {
+			t.Fatal("the edit did not apply")
+		}
+		if err := os.WriteFile(path, []byte(edited), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b.do(t, chromedp.Click(chromedp.ID("preview-btn")))
+		b.waitText(t, "#preview tbody", "sites.idc1.weight")
+		b.waitText(t, "#reload-msg", "1 change a reload would make (nothing applied yet)")
+		if st := getState(t); st["generation"] != 1.0 || stateSites(t, st)["idc1"]["configured_weight"] != 5.0 {
+			t.Fatalf("the preview applied something: generation %v, idc1 configured %v", st["generation"], stateSites(t, st)["idc1"]["configured_weight"])
+		}
+		b.do(t, chromedp.Click(chromedp.ID("reload-btn")))
+		waitState(t, getState, "generation 2 with idc1 at 6", func(st map[string]any) bool {
+			return st["generation"] == 2.0 && stateSites(t, st)["idc1"]["configured_weight"] == 6.0
+		})
+		b.waitText(t, "#reload-msg", "Reloaded: generation 2")
+		b.waitText(t, "#changes tbody", "sites.idc1.weight: 5 → 6")
 	})
 
 	t.Run("no console errors", func(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 // sites, idc1:idc2:aws = 5:3:2, and a minute of traffic already counted, so that the
 // dashboard's chart has lines. It returns the admin API's URL, a valid token, and a reader
 // of GET /api/v1/state.
-func startDashboardServer(t *testing.T) (baseURL, token string, getState func(t *testing.T) map[string]any) {
+func startDashboardServer(t *testing.T) (baseURL, token, path string, getState func(t *testing.T) map[string]any) {
 	t.Helper()
 	var urls []string
 	for range 3 {
@@ -27,7 +27,7 @@ func startDashboardServer(t *testing.T) (baseURL, token string, getState func(t 
 		t.Cleanup(be.Close)
 		urls = append(urls, be.URL)
 	}
-	path := filepath.Join(t.TempDir(), "spillway.yaml")
+	path = filepath.Join(t.TempDir(), "spillway.yaml")
 	cfg := fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: idc1, weight: 5, backends: [%q], max_inflight: 100}
@@ -63,7 +63,7 @@ sites:
 	token = "dashboard-test-token-" + fmt.Sprint(now.UnixNano())
 	srv := httptest.NewServer(New(Options{Control: r, Tokens: Tokens{"ops": token}, OpenReads: true}))
 	t.Cleanup(srv.Close)
-	return srv.URL, token, func(t *testing.T) map[string]any {
+	return srv.URL, token, path, func(t *testing.T) map[string]any {
 		t.Helper()
 		return fetchDashboardState(t, srv.Client(), srv.URL)
 	}
