@@ -75,7 +75,7 @@ const (
 	MaxRetriesPerSecond = 10_000    // retries.min_per_second
 	MaxOutlierFailures  = 1000      // outlier.consecutive_failures
 	MaxExplainRequests  = 1_000_000 // admin.explain_requests
-	MaxStateKeep        = 100_000   // state.keep
+	MaxStateKeep        = 10_000    // state.keep: the file is rewritten whole on every change
 )
 
 // positive checks a duration that must be > 0 (at least minDuration) and at most max.

@@ -50,21 +50,35 @@ func (r *Reloader) commit(c Change, edits ...store.Edit) (Change, error) {
 	return stored, nil
 }
 
-// record stores c, an entry that changes no state (a reload, a refused attempt); a store
-// that cannot take it is logged, and what c records stands.
-func (r *Reloader) record(c Change, edits ...store.Edit) {
-	r.commit(c, edits...) // logged on error
+// record stores c, an entry of something that happened whether or not the store takes it
+// (a reload, a refused attempt, a ramp's end). When the store cannot take it, the error is
+// logged and the audit line is written anyway, marked not stored. It returns c as stored
+// (ID 0: not stored).
+func (r *Reloader) record(c Change, edits ...store.Edit) Change {
+	stored, err := r.commit(c, edits...)
+	if err != nil {
+		r.audit.Info("change", zap.Bool("stored", false), zap.String("who", c.Who), zap.String("action", c.Action),
+			zap.String("result", c.Result), zap.String("reason", c.Reason), zap.String("site", c.Site),
+			zap.String("before", c.Before), zap.String("after", c.After), zap.Any("items", c.Items))
+		return c
+	}
+	return stored
 }
 
 // refused records an attempt refused with err and returns err.
 func (r *Reloader) refused(c Change, err error) error {
 	c.Result, c.Reason = "refused", cutText(err.Error(), maxReason)
+	c.Site = cutText(c.Site, maxSiteName) // as sent, by anyone with a token
 	r.record(c)
 	return err
 }
 
-// maxReason bounds the reason an audit entry keeps.
-const maxReason = 2000
+// maxReason bounds the reason an audit entry keeps; maxSiteName the site name of a refused
+// attempt (a real one has at most 63 characters).
+const (
+	maxReason   = 2000
+	maxSiteName = 100
+)
 
 // cutText is s cut to at most n bytes, on a character boundary, marked when cut.
 func cutText(s string, n int) string {
@@ -133,8 +147,10 @@ func (r *Reloader) SetWeight(site string, weight int, ramp time.Duration, who st
 	case weight == 0 && r.othersZero(cfg, site, false):
 		return r.refused(c, fmt.Errorf("%w: every site would have weight 0", ErrInvalid))
 	}
+	var writeFile func() error
 	if persist {
-		if err := persistWeight(r.opts.Path, site, weight, r.sum, r.checks()...); err != nil {
+		var err error
+		if writeFile, err = persistWeight(r.opts.Path, site, weight, r.sum, r.checks()...); err != nil {
 			return r.refused(c, fmt.Errorf("persist: %w", err))
 		}
 		c.After += " (persisted)"
@@ -144,7 +160,20 @@ func (r *Reloader) SetWeight(site string, weight int, ramp time.Duration, who st
 	if persist && ramp == 0 {
 		edit = store.Edit{Site: site, ClearOverride: true} // the file says so now
 	}
-	if _, err := r.commit(c, edit); err != nil {
+	if persist {
+		// Stored first, then written: a change the store refuses leaves the file alone.
+		// Should the write then fail, the stored entry is undone by one that says so.
+		before := r.storedOverride(site)
+		if _, err := r.commit(c, edit); err != nil {
+			return err
+		}
+		if err := writeFile(); err != nil {
+			undo := store.Edit{Site: site, Override: before, ClearOverride: before == nil}
+			r.record(Change{Who: who, Action: "weight", Site: site, Before: c.After, After: c.Before,
+				Result: "refused", Reason: cutText("persist: the file could not be written: "+err.Error(), maxReason)}, undo)
+			return fmt.Errorf("%w: persist: %v", ErrInvalid, err)
+		}
+	} else if _, err := r.commit(c, edit); err != nil {
 		return err
 	}
 	r.setOverride(site, o)
@@ -166,6 +195,15 @@ func (r *Reloader) SetWeight(site string, weight int, ramp time.Duration, who st
 }
 
 func formatWeight(w float64) string { return fmt.Sprintf("%.4g", w) }
+
+// storedOverride is site's override as the store has it (nil: none), for an undo.
+func (r *Reloader) storedOverride(site string) *store.Override {
+	if o := r.weights[site]; o != nil {
+		v := o.Override
+		return &v
+	}
+	return nil
+}
 
 // setOverride puts o in effect for site, replacing any other, and starts its ramp.
 func (r *Reloader) setOverride(site string, o store.Override) {
@@ -317,11 +355,11 @@ func (r *Reloader) setDrained(site string, drained bool, d store.Drain) {
 }
 
 // ReloadBy is Reload on an operator's request, recorded in the audit trail as every
-// reload is.
-func (r *Reloader) ReloadBy(who string) error {
+// reload is; it returns the reload's entry (ID 0 when the store could not take it).
+func (r *Reloader) ReloadBy(who string) (Change, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.reloadLocked("api: "+who, true)
+	return r.reloadEntry("api: "+who, true)
 }
 
 // restore puts saved in effect over cfg at start (or as a fleet's watch delivers it):
@@ -330,7 +368,21 @@ func (r *Reloader) ReloadBy(who string) error {
 // fleet, whose replicas may run another version of the config for a while) they are
 // left to the replicas that have the site. Called with r.mu held.
 func (r *Reloader) restore(cfg *configs.Config, saved store.State, prune bool) {
+	now := r.now()
 	for site, o := range saved.Overrides {
+		if o.Persisted && !now.Before(o.End) {
+			// Written to the file, and its ramp is over: the file has the weight (a stop
+			// during the ramp, or a commit of its end that failed, left it stored).
+			if cur := r.weights[site]; cur != nil && cur.Override == o {
+				r.dropOverride(site)
+			}
+			if prune {
+				r.record(Change{Who: "start", Action: "clear_weight", Site: site, Before: fmt.Sprint(o.Weight),
+					After: fmt.Sprint(o.Weight) + " (ramp over: the file has it)"}, store.Edit{Site: site, ClearOverride: true})
+			}
+			delete(saved.Overrides, site)
+			continue
+		}
 		if cfg.Site(site) == nil {
 			if !prune {
 				continue
@@ -372,10 +424,30 @@ func (r *Reloader) restore(cfg *configs.Config, saved store.State, prune bool) {
 
 // applyState puts a state that another replica committed in effect (store.Watcher).
 func (r *Reloader) applyState(st store.State) {
+	if err := checkState(st); err != nil {
+		r.log.Error("the runtime state's store delivered a state that cannot be applied; the one in effect stays", zap.Error(err))
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.gen == nil {
 		return
 	}
 	r.restore(r.gen.cfg, st, false)
+}
+
+// checkState refuses stored values that no change through the API could have made (a
+// file edited by hand): they would be shown but not applied, or applied wrongly.
+func checkState(st store.State) error {
+	for site, o := range st.Overrides {
+		switch {
+		case o.Weight < 0 || o.Weight > configs.MaxWeight:
+			return fmt.Errorf("override of %s: weight %d is not between 0 and %d", site, o.Weight, configs.MaxWeight)
+		case !(o.From >= 0 && o.From <= configs.MaxWeight): // also refuses NaN
+			return fmt.Errorf("override of %s: ramp start %g is not between 0 and %d", site, o.From, configs.MaxWeight)
+		case o.End.Before(o.Start) || o.End.Sub(o.Start) > time.Hour:
+			return fmt.Errorf("override of %s: ramp from %s to %s is not between 0s and 1h", site, o.Start, o.End)
+		}
+	}
+	return nil
 }

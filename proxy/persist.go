@@ -14,44 +14,51 @@ import (
 	"github.com/spillway/spillway/configs"
 )
 
-// persistWeight writes weight as the weight of site into the config file at path, changing
-// nothing else: the value's bytes are replaced where they stand, so the operator's comments,
-// blank lines, quoting and layout stay as they were. The result must load as a valid config
-// before it replaces the file, which it does atomically (a temporary file in the same
-// directory, renamed over the old one, with its mode). A symlinked file is written where
-// the link points.
-func persistWeight(path, site string, weight int, loaded [sha256.Size]byte, checks ...configs.Check) error {
+// persistWeight prepares writing weight as the weight of site into the config file at path,
+// changing nothing else: the value's bytes are replaced where they stand, so the operator's
+// comments, blank lines, quoting and layout stay as they were. The result must load as a
+// valid config, or an error says why and nothing is written. The returned write replaces
+// the file atomically (a temporary file in the same directory, renamed over the old one,
+// with its mode); the caller calls it once the change is stored, so that a change the store
+// refuses leaves the file as it was. A symlinked file is written where the link points.
+func persistWeight(path, site string, weight int, loaded [sha256.Size]byte, checks ...configs.Check) (write func() error, err error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	data, err := os.ReadFile(real)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Only the file the running config came from: an edit not loaded yet is the operator's
 	// to apply (by a reload), not this change's to carry along or to overwrite.
 	if sha256.Sum256(data) != loaded {
-		return fmt.Errorf("%w: %s changed since it was loaded; reload it (or undo the edit) first", ErrInvalid, path)
+		return nil, fmt.Errorf("%w: %s changed since it was loaded; reload it (or undo the edit) first", ErrInvalid, path)
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
 	}
 	node := weightNode(&doc, site)
 	if node == nil {
-		return fmt.Errorf("%w: %s: no weight for site %q in the file", ErrInvalid, path, site)
+		return nil, fmt.Errorf("%w: %s: no weight for site %q in the file", ErrInvalid, path, site)
 	}
 	out, err := replaceScalar(data, node, strconv.Itoa(weight))
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
 	}
 	// The file is then loaded by a reload: it must pass every check a reload makes, or the
 	// change would be written but not applied (say, the file already holds an edit that
 	// waits for a restart).
 	if _, err := configs.Parse(path, out, checks...); err != nil {
-		return fmt.Errorf("%w: the file with this change would be refused (fix or revert its other changes first): %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: the file with this change would be refused (fix or revert its other changes first): %v", ErrInvalid, err)
 	}
+	return func() error { return replaceFile(real, path, out, loaded) }, nil
+}
+
+// replaceFile writes out over real (the config file at path, links followed), atomically,
+// unless the file no longer has the content loaded.
+func replaceFile(real, path string, out []byte, loaded [sha256.Size]byte) error {
 	info, err := os.Stat(real)
 	if err != nil {
 		return err

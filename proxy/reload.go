@@ -156,6 +156,11 @@ func (r *Reloader) Start(ctx context.Context) error {
 	}
 	saved, err := r.store.Load(ctx)
 	if err == nil {
+		if err = checkState(saved); err != nil {
+			err = fmt.Errorf("runtime state: %w; fix or remove it, as a change through the admin API could not have made it", err)
+		}
+	}
+	if err == nil {
 		err = r.access.Configure(cfg)
 	}
 	if err != nil {
@@ -180,6 +185,9 @@ func (r *Reloader) Start(ctx context.Context) error {
 	r.restore(cfg, saved, !fleet)
 	if len(r.weights)+len(r.drained) > 0 {
 		r.log.Info("runtime state restored", zap.Int("overrides", len(r.weights)), zap.Int("drains", len(r.drained)))
+		if r.othersZero(cfg, "", true) {
+			r.log.Error("after the runtime state was restored, every site is drained or at weight 0: no request can be served; undrain a site or clear an override")
+		}
 	}
 	t.activate()
 	r.outliers.SetMembers(t.Members())
@@ -201,11 +209,13 @@ func (r *Reloader) Start(ctx context.Context) error {
 	return nil
 }
 
-// load reads and checks the config file.
+// load reads and checks the config file, and returns the hash of what it read (of the
+// error, when it could not read it: a file watch that sees the same failure twice reports
+// it once).
 func (r *Reloader) load() (*configs.Config, [sha256.Size]byte, error) {
 	data, err := os.ReadFile(r.opts.Path)
 	if err != nil {
-		return nil, [sha256.Size]byte{}, err
+		return nil, sha256.Sum256([]byte("unreadable: " + err.Error())), err
 	}
 	cfg, err := configs.Parse(r.opts.Path, data, r.checks()...)
 	return cfg, sha256.Sum256(data), err
@@ -260,9 +270,16 @@ func (r *Reloader) Reload(source string, force bool) error {
 }
 
 func (r *Reloader) reloadLocked(source string, force bool) error {
+	_, err := r.reloadEntry(source, force)
+	return err
+}
+
+// reloadEntry is reloadLocked, returning the reload's audit entry (the zero Change when
+// nothing was reloaded).
+func (r *Reloader) reloadEntry(source string, force bool) (Change, error) {
 	cfg, sum, err := r.load()
-	if !force && sum == r.sum || !force && err != nil && sum == r.refusedSum {
-		return nil // unchanged, or refused already (a file watch sees a save more than once)
+	if !force && (sum == r.sum || err != nil && sum == r.refusedSum) {
+		return Change{}, nil // unchanged, or refused already (a file watch sees a save more than once)
 	}
 	// Everything that can refuse the config comes before Build, and Build changes no
 	// running state until the new Table is activated, so a refused config leaves the
@@ -285,7 +302,7 @@ func (r *Reloader) reloadLocked(source string, force bool) error {
 			zap.String("file", r.opts.Path), zap.Error(err))
 		entry.After = "refused: " + cutText(err.Error(), maxReason)
 		r.refused(entry, err)
-		return err
+		return Change{}, err
 	}
 	entry.Items = r.reloadItems(r.gen.cfg, cfg, true)
 	r.access.commit(access)
@@ -301,13 +318,21 @@ func (r *Reloader) reloadLocked(source string, force bool) error {
 	old.table.Close()
 	r.reg.Prune()
 	r.number++
-	r.loaded, r.sum = r.now(), sum
+	r.loaded, r.sum, r.refusedSum = r.now(), sum, [sha256.Size]byte{}
 	r.reloads[0].Add(1)
 	r.log.Info("config reloaded", zap.String("source", source), zap.String("file", r.opts.Path),
 		zap.Int64("generation", r.number), zap.Int("changes", len(entry.Items)))
+	if _, fleet := r.store.(store.Watcher); fleet {
+		// Sites this config adds may have state the fleet keeps (a drain made on a replica
+		// that had them already): the store's state applies to them now.
+		ctx, cancel := context.WithTimeout(r.ctx, storeTimeout)
+		if saved, err := r.store.Load(ctx); err == nil {
+			r.restore(cfg, saved, false)
+		}
+		cancel()
+	}
 	entry.After = fmt.Sprintf("generation %d", r.number)
-	r.record(entry, edits...)
-	return nil
+	return r.record(entry, edits...), nil
 }
 
 // reloadItems lists what a reload from old to next changes, for its audit entry. A site
@@ -344,10 +369,15 @@ func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
 	var edits []store.Edit
 	now := r.now()
 	for name, o := range r.weights {
-		if cfg.Site(name) == nil {
+		gone := cfg.Site(name) == nil
+		if gone || o.Persisted && !now.Before(o.End) {
+			// Gone; or written to the file, its ramp over: the file has its weight (its
+			// reload had been refused).
 			o.stop()
 			delete(r.weights, name)
-			r.log.Warn("weight override dropped: the site is gone", zap.String("site", name))
+			if gone {
+				r.log.Warn("weight override dropped: the site is gone", zap.String("site", name))
+			}
 			if !fleet {
 				edits = append(edits, store.Edit{Site: name, ClearOverride: true})
 			}
@@ -387,6 +417,13 @@ func (r *Reloader) Close() {
 	if r.outliers != nil {
 		r.outliers.Close()
 	}
+	r.mu.Lock()
+	if r.store != nil {
+		if err := r.store.Close(); err != nil {
+			r.log.Warn("closing the runtime state's store", zap.Error(err))
+		}
+	}
+	r.mu.Unlock()
 	r.access.Close()
 }
 

@@ -115,3 +115,42 @@ sites:
 		t.Errorf("state file after start:\n%s\nwant gone and old dropped, idc2 kept", data)
 	}
 }
+
+// A state file edited by hand with a value no API change could make is refused at start,
+// naming the value; one that drains every site starts (it is what the operators asked for)
+// but says that nothing can be served.
+func TestStartChecksRestoredState(t *testing.T) {
+	a := nameBackend(t, "idc1")
+	conf := func(state string) string {
+		return fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
+state: {file: %q}
+sites:
+  - {name: idc1, weight: 5, backends: [%q]}
+  - {name: idc2, weight: 3, backends: [%q]}
+`, state, a.URL, a.URL)
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"version": 1, "next_id": 1, "trail": [], "state": {"overrides": {"idc1": {"weight": -3, "from": 5, "start": "2026-12-07T10:00:00Z", "end": "2026-12-07T10:00:00Z", "by": "x"}}, "drains": {}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(path, []byte(conf(bad)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path})
+	err := r.Start(t.Context())
+	r.Close()
+	if err == nil || !strings.Contains(err.Error(), "override of idc1: weight -3 is not between 0 and 1000") {
+		t.Errorf("Start with a weight of -3 in the state file: %v", err)
+	}
+
+	all := filepath.Join(dir, "all.json")
+	if err := os.WriteFile(all, []byte(`{"version": 1, "next_id": 1, "trail": [], "state": {"overrides": {}, "drains": {"idc1": {"by": "x", "since": "2026-12-07T10:00:00Z"}, "idc2": {"by": "y", "since": "2026-12-07T10:00:00Z"}}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := startReloader(t, conf(all), proxy.ReloaderOptions{})
+	if n := len(e.logs.FilterMessageSnippet("every site is drained or at weight 0").All()); n != 1 {
+		t.Errorf("%d error lines about no site left to serve, want 1", n)
+	}
+}

@@ -78,14 +78,18 @@ func checkStateFile(cfg *configs.Config) configs.Errors {
 		return nil
 	}
 	err := store.CheckFile(st.File)
+	target := st.File
+	if err == nil {
+		target, err = store.Target(st.File)
+	}
 	if err == nil {
 		var f *os.File
-		if f, err = os.CreateTemp(filepath.Dir(st.File), ".spillway-check-*"); err == nil {
+		if f, err = os.CreateTemp(filepath.Dir(target), ".spillway-check-*"); err == nil {
 			name := f.Name()
 			f.Close()
 			err = os.Remove(name)
 		} else {
-			err = fmt.Errorf("cannot write beside %s: %w", st.File, unwrapPath(err))
+			err = fmt.Errorf("cannot write beside %s: %w", target, unwrapPath(err))
 		}
 	}
 	if err != nil {

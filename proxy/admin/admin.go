@@ -31,7 +31,7 @@ type Control interface {
 	SetWeight(site string, weight int, ramp time.Duration, who string, persist bool) error
 	ClearWeight(site, who string) error
 	SetDrained(site string, drained bool, who string) error
-	ReloadBy(who string) error
+	ReloadBy(who string) (proxy.Change, error)
 	DryRun() (proxy.Preview, error)
 	Changes(before uint64, limit int) ([]proxy.Change, int, error)
 	Refused(who, action, site, reason string)
@@ -364,17 +364,16 @@ func (a *api) reload(w http.ResponseWriter, r *http.Request, who string) {
 		writeJSON(w, http.StatusOK, p)
 		return
 	}
-	if err := a.o.Control.ReloadBy(who); err != nil {
+	entry, err := a.o.Control.ReloadBy(who)
+	if err != nil {
 		writeChangeError(w, err)
 		return
 	}
 	st := a.o.Control.State()
-	var entry any
-	if len(st.Changes) > 0 && st.Changes[0].Action == "reload" {
-		entry = st.Changes[0]
-	}
+	// The reload's own entry; "recorded": false when the store could not take it (the
+	// reload is in effect all the same, and the audit log has it).
 	writeJSON(w, http.StatusOK, map[string]any{"generation": st.Generation, "source": st.Source,
-		"durable": st.Durable, "change": entry})
+		"durable": st.Durable, "change": entry, "recorded": entry.ID != 0})
 }
 
 // maxChangesPage bounds a page of GET /api/v1/changes.
@@ -402,16 +401,20 @@ func (a *api) changes(w http.ResponseWriter, r *http.Request) {
 		}
 		before = n
 	}
-	page, total, err := a.o.Control.Changes(before, limit)
+	// One more than asked: whether a next page exists (entries older than those kept do
+	// not, whatever their IDs).
+	page, total, err := a.o.Control.Changes(before, limit+1)
 	if err != nil {
 		writeChangeError(w, err)
 		return
 	}
+	more := len(page) > limit
+	page = page[:min(len(page), limit)]
 	if page == nil {
 		page = []proxy.Change{}
 	}
 	out := map[string]any{"changes": page, "total": total, "durable": a.o.Control.Durable()}
-	if len(page) == limit && page[len(page)-1].ID > 1 {
+	if more {
 		out["next"] = page[len(page)-1].ID
 	}
 	writeJSON(w, http.StatusOK, out)

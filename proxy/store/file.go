@@ -29,6 +29,7 @@ type fileData struct {
 // directory synced — so a crash leaves either the old file or the new one, never a mix.
 type File struct {
 	path string
+	lock *os.File // held open: the lock on path+".lock"
 
 	mu    sync.Mutex
 	state State
@@ -42,16 +43,25 @@ var _ Store = (*File)(nil)
 // file that cannot be read or parsed, or is of another format version, is an error that
 // names the file and what is wrong with it. keep bounds the audit entries kept (0:
 // DefaultTrail).
+//
+// A path that is a symbolic link is followed, and the file it points to is the one
+// rewritten: the link stays (an operator's link to a mounted volume, say).
 func OpenFile(path string, keep int) (*File, error) {
-	f := &File{path: path, state: State{}.Clone(), trail: trail{max: keep}}
-	d, err := readFile(path)
+	real, err := followLinks(path)
+	if err != nil {
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	lock, err := lockFile(real)
+	if err != nil {
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	f := &File{path: real, lock: lock, state: State{}.Clone(), trail: trail{max: keep}}
+	d, err := readFile(real)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := f.writeLocked(); err != nil {
-			return nil, err
-		}
-		return f, nil
+		err = f.writeLocked()
 	}
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	if d.State.Overrides != nil {
@@ -61,6 +71,10 @@ func OpenFile(path string, keep int) (*File, error) {
 		f.state.Drains = d.State.Drains
 	}
 	f.trail.entries, f.trail.next = d.Trail, d.NextID
+	// An ID is never given twice, whatever next_id says (a file restored or edited by hand).
+	for _, c := range d.Trail {
+		f.trail.next = max(f.trail.next, c.ID+1)
+	}
 	if n := cmp0(keep, DefaultTrail); len(f.trail.entries) > n {
 		f.trail.entries = f.trail.entries[:n]
 	}
@@ -88,16 +102,30 @@ func readFile(path string) (fileData, error) {
 	if err != nil {
 		return d, fmt.Errorf("state file %s: %w", path, err)
 	}
+	corrupt := func(err error) error {
+		return fmt.Errorf("state file %s is corrupt (%v): it holds the operators' drains and weight overrides, so Spillway will not start without it; restore it from a backup, or move it away to start with none", path, err)
+	}
+	// The version first, leniently: a newer Spillway's file (with fields this one does not
+	// know) is not corrupt, and must not be called so — moving it away loses its drains.
+	var v struct {
+		Version *int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return d, corrupt(err)
+	}
+	if v.Version == nil {
+		return d, corrupt(errors.New(`no "version"`))
+	}
+	if *v.Version != FormatVersion {
+		return d, fmt.Errorf("state file %s has format version %d; this Spillway reads version %d (a newer Spillway's file: run that version, or restore this version's backup)", path, *v.Version, FormatVersion)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil || dec.More() {
 		if err == nil {
 			err = errors.New("data after the JSON object")
 		}
-		return d, fmt.Errorf("state file %s is corrupt (%v): it holds the operators' drains and weight overrides, so Spillway will not start without it; restore it from a backup, or move it away to start with none", path, err)
-	}
-	if d.Version != FormatVersion {
-		return d, fmt.Errorf("state file %s has format version %d; this Spillway reads version %d", path, d.Version, FormatVersion)
+		return d, corrupt(err)
 	}
 	return d, nil
 }
@@ -140,8 +168,17 @@ func (f *File) Changes(_ context.Context, before uint64, limit int) ([]Change, i
 // Durable is true.
 func (f *File) Durable() bool { return true }
 
-// Close does nothing: every Commit is on disk when it returns.
-func (f *File) Close() error { return nil }
+// Close releases the file's lock; every Commit is on disk when it returns.
+func (f *File) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lock == nil {
+		return nil
+	}
+	err := f.lock.Close()
+	f.lock = nil
+	return err
+}
 
 func (f *File) writeLocked() error {
 	data, err := json.MarshalIndent(fileData{Version: FormatVersion, State: f.state, NextID: max(f.trail.next, 1), Trail: f.trail.entries}, "", "  ")
@@ -155,10 +192,42 @@ func (f *File) writeLocked() error {
 	return nil
 }
 
+// Target is the file a state file's path names, symbolic links followed (the file OpenFile
+// writes, in the directory where it must be able to create a temporary file).
+func Target(path string) (string, error) { return followLinks(path) }
+
+// followLinks returns the file path names after symbolic links, the last one included even
+// when what it points to does not exist yet.
+func followLinks(path string) (string, error) {
+	for range 40 {
+		fi, err := os.Lstat(path)
+		if errors.Is(err, fs.ErrNotExist) || err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+			return path, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		to, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(to) {
+			to = filepath.Join(filepath.Dir(path), to)
+		}
+		path = to
+	}
+	return "", errors.New("too many levels of symbolic links")
+}
+
 // writeAtomic replaces path with data: a temporary file beside it, synced, renamed over it,
-// and the directory synced, so that the rename itself is on disk.
+// and the directory synced, so that the rename itself is on disk. The file keeps its mode
+// (0600 when new).
 func writeAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
+	mode := os.FileMode(0o600)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
@@ -168,7 +237,7 @@ func writeAtomic(path string, data []byte) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Chmod(0o600); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return err
 	}
@@ -182,10 +251,5 @@ func writeAtomic(path string, data []byte) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return syncDir(dir)
 }

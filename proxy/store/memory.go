@@ -46,7 +46,7 @@ func (t *trail) page(before uint64, limit int) ([]Change, int) {
 			i++
 		}
 	}
-	end := min(i+max(limit, 0), len(t.entries))
+	end := i + min(max(limit, 0), len(t.entries)-i)
 	return slices.Clone(t.entries[i:end]), len(t.entries)
 }
 

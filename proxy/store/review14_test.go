@@ -145,21 +145,23 @@ func TestReview14FileConcurrentCommits(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	f.Close() // (the file is locked while open)
 	g, err := store.OpenFile(path, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer g.Close()
 	page, total, _ := g.Changes(ctx, 0, 1000)
 	if total != 80 || len(page) != 80 || page[0].ID != 80 || page[79].ID != 1 {
 		t.Errorf("after 80 concurrent commits, reopened: total %d, page %d", total, len(page))
 	}
 	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 {
+	if len(ents) != 2 {
 		var names []string
 		for _, e := range ents {
 			names = append(names, e.Name())
 		}
-		t.Errorf("files in the state directory: %v, want only state.json", names)
+		t.Errorf("files in the state directory: %v, want only state.json and its lock", names)
 	}
 }
 

@@ -72,10 +72,36 @@ func TestFileKeepsStateAcrossReopen(t *testing.T) {
 	if st, _ := g.Load(ctx); len(st.Drains) != 0 || len(st.Overrides) != 1 {
 		t.Errorf("state after undrain %+v", st)
 	}
-	// Nothing but the state file is left in its directory.
-	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
-		t.Errorf("%d files in the state file's directory, want 1", len(ents))
+	// Nothing but the state file and its lock is left in its directory.
+	var names []string
+	ents, _ := os.ReadDir(filepath.Dir(path))
+	for _, e := range ents {
+		names = append(names, e.Name())
 	}
+	if fmt.Sprint(names) != "[state.json state.json.lock]" {
+		t.Errorf("files in the state file's directory: %v, want the file and its lock", names)
+	}
+}
+
+// Two processes (here two opens) must not share a state file: each would overwrite the
+// other's changes. The second is refused until the first closes.
+func TestFileIsLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	f, err := store.OpenFile(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.OpenFile(path, 0); err == nil || !strings.Contains(err.Error(), "in use by another Spillway") {
+		t.Fatalf("second open: %v, want refused as in use", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g, err := store.OpenFile(path, 0)
+	if err != nil {
+		t.Fatalf("open after the first closed: %v", err)
+	}
+	g.Close()
 }
 
 // A state file that cannot be understood stops the open with a message naming the file and
@@ -88,7 +114,7 @@ func TestFileRefusesCorruptFile(t *testing.T) {
 		{"unknown field", `{"version": 1, "state": {}, "next_id": 1, "trail": [], "extra": 1}`, "corrupt"},
 		{"two objects", `{"version": 1, "state": {}, "next_id": 1, "trail": []} {}`, "corrupt"},
 		{"newer format", `{"version": 2, "state": {}, "next_id": 1, "trail": []}`, "format version 2"},
-		{"no version", `{"state": {}, "next_id": 1, "trail": []}`, "format version 0"},
+		{"no version", `{"state": {}, "next_id": 1, "trail": []}`, `corrupt (no "version")`},
 		{"a drain that is a number", `{"version": 1, "state": {"drains": {"idc1": 5}}, "next_id": 1, "trail": []}`, "corrupt"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
