@@ -240,7 +240,10 @@ func (f *Fleet) keepAlive(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			f.log.Warn("cluster: this replica's lease was lost; registering again", zap.String("node", f.o.Node))
+			// etcd unreachable (the health check logs that) or the lease expired: register
+			// again once etcd answers. A member key that outlived its old lease keeps its
+			// identity; one that expired comes back as a new member, and the shares hand over.
+			f.log.Info("cluster: this replica's lease could not be kept alive; registering again when etcd answers", zap.String("node", f.o.Node))
 			f.mu.Lock()
 			f.lease = 0
 			f.mu.Unlock()
