@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,16 +45,24 @@ func (v view) of(node string, id balancer.BackendID, limit int64) int64 {
 		return 0
 	}
 	share := limit / n
-	if rem := limit % n; rem > 0 {
-		h := fnv.New32a()
-		h.Write([]byte(id.Site))
-		h.Write([]byte{0})
-		h.Write([]byte(id.Addr))
-		if (int64(i)+int64(h.Sum32()%uint32(n)))%n < rem {
-			share++
-		}
+	if rem := limit % n; rem > 0 && (int64(i)+int64(spread(id)%uint32(n)))%n < rem {
+		share++
 	}
 	return share
+}
+
+// spread is a hash of the backend's ID (FNV-1a, inline: Of is on the request path and
+// must not allocate), so that which members get a remainder differs by backend.
+func spread(id balancer.BackendID) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(id.Site); i++ {
+		h = (h ^ uint32(id.Site[i])) * 16777619
+	}
+	h = (h ^ 0) * 16777619
+	for i := 0; i < len(id.Addr); i++ {
+		h = (h ^ uint32(id.Addr[i])) * 16777619
+	}
+	return h
 }
 
 // Share is a replica's part of each backend's limit while the fleet moves between
