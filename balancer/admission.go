@@ -452,7 +452,10 @@ type BackendStatus struct {
 	Up       bool // active health up and not ejected
 	Healthy  bool // active health up
 	Ejected  bool
-	Limit    int64 // with its slow-start ramp
+	Limit    int64 // with its slow-start ramp; in a fleet, this replica's share
+	// FleetLimit is the whole limit, of which Limit is this replica's share in a fleet
+	// (SetShare); equal to Limit for a single proxy.
+	FleetLimit int64
 	Inflight int64
 	Ramp     float64 // slow start, 0.1 to 1
 	Latency  time.Duration
@@ -469,7 +472,7 @@ func (p *Picker) Status() []SiteStatus {
 			Limit: p.siteLimit(pl, i), Inflight: s.state.inflight.Load(), Spilling: s.state.spilling.Load()}
 		for _, b := range pl.members[i] {
 			st.Backends = append(st.Backends, BackendStatus{Addr: b.ID.Addr, Up: b.Up(), Healthy: b.Healthy(), Ejected: b.Ejected(),
-				Limit: p.limit(s, b), Inflight: b.inflight.Load(), Ramp: p.ramp(s, b), Latency: b.Latency()})
+				Limit: p.limit(s, b), FleetLimit: p.fullLimit(s, b), Inflight: b.inflight.Load(), Ramp: p.ramp(s, b), Latency: b.Latency()})
 		}
 		out[i] = st
 	}

@@ -75,6 +75,8 @@ type BackendState struct {
 	Healthy   bool    `json:"healthy"` // active health
 	Ejected   bool    `json:"ejected"` // passive health
 	Limit     int64   `json:"limit"`
+	// FleetLimit is the backend's whole limit, of which limit is this replica's share (a fleet).
+	FleetLimit int64 `json:"fleet_limit"`
 	Inflight  int64   `json:"inflight"`
 	Ramp      float64 `json:"ramp"` // slow start, 0.1 to 1
 	LatencyMS float64 `json:"latency_ms"`
@@ -150,7 +152,7 @@ func siteState(s balancer.SiteStatus, configured int) SiteState {
 		Backends: make([]BackendState, 0, len(s.Backends))}
 	for _, b := range s.Backends {
 		ss.Backends = append(ss.Backends, BackendState{Addr: b.Addr, Up: b.Up, Healthy: b.Healthy,
-			Ejected: b.Ejected, Limit: b.Limit, Inflight: b.Inflight, Ramp: b.Ramp,
+			Ejected: b.Ejected, Limit: b.Limit, FleetLimit: b.FleetLimit, Inflight: b.Inflight, Ramp: b.Ramp,
 			LatencyMS: float64(b.Latency.Microseconds()) / 1000})
 	}
 	return ss
