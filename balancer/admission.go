@@ -453,12 +453,13 @@ type BackendStatus struct {
 	Healthy  bool // active health up
 	Ejected  bool
 	Limit    int64 // with its slow-start ramp; in a fleet, this replica's share
-	// FleetLimit is the whole limit, of which Limit is this replica's share in a fleet
-	// (SetShare); equal to Limit for a single proxy.
-	FleetLimit int64
 	Inflight int64
 	Ramp     float64 // slow start, 0.1 to 1
 	Latency  time.Duration
+
+	// FleetLimit is the whole limit, of which Limit is this replica's share in a fleet
+	// (SetShare); equal to Limit for a single proxy.
+	FleetLimit int64
 }
 
 // Status reports every site's capacity and its backends' state, in Options order.

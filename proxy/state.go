@@ -75,11 +75,12 @@ type BackendState struct {
 	Healthy   bool    `json:"healthy"` // active health
 	Ejected   bool    `json:"ejected"` // passive health
 	Limit     int64   `json:"limit"`
-	// FleetLimit is the backend's whole limit, of which limit is this replica's share (a fleet).
-	FleetLimit int64 `json:"fleet_limit"`
 	Inflight  int64   `json:"inflight"`
 	Ramp      float64 `json:"ramp"` // slow start, 0.1 to 1
 	LatencyMS float64 `json:"latency_ms"`
+
+	// FleetLimit is the backend's whole limit, of which limit is this replica's share (a fleet).
+	FleetLimit int64 `json:"fleet_limit"`
 }
 
 // historySeconds is how much history the state API returns.
