@@ -148,7 +148,8 @@ func (f *Fleet) Status() Status {
 	sh := f.share
 	f.mu.Unlock()
 	slices.Sort(members)
-	st := Status{Name: f.o.Name, Node: f.o.Node, Members: members, Store: "up", Joined: sh.settled() && sh.Members() > 0}
+	_, in := slices.BinarySearch(sh.latest().nodes, f.o.Node)
+	st := Status{Name: f.o.Name, Node: f.o.Node, Members: members, Store: "up", Joined: sh.settled() && in}
 	if !f.Up() {
 		st.Store = "unavailable"
 	}
