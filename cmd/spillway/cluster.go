@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"time"
 
@@ -22,10 +23,18 @@ const joinTimeout = time.Minute
 // checkCluster refuses a cluster section whose etcd TLS files run could not use (preflight:
 // validate refuses it too).
 func checkCluster(cfg *configs.Config) configs.Errors {
-	if _, err := clusterTLS(cfg); err != nil {
-		return configs.Errors{cfg.Errorf("cluster.etcd.tls", "%v", err)}
+	_, err := clusterTLS(cfg)
+	var fe *cluster.FileError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &fe):
+		key := "cluster.etcd.tls." + fe.Key
+		t := cfg.Cluster.Etcd.TLS
+		resolved := map[string]string{"ca_file": t.CAFile, "cert_file": t.CertFile}[fe.Key]
+		return configs.Errors{cfg.Errorf(key, "%s%v", written(cfg, key, resolved), fe.Err)}
 	}
-	return nil
+	return configs.Errors{cfg.Errorf("cluster.etcd.tls", "%v", err)}
 }
 
 func clusterTLS(cfg *configs.Config) (*tls.Config, error) {

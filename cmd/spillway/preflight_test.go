@@ -63,6 +63,12 @@ state: {file: spillway.yaml}
 		{"state file in a missing directory", `listen: {http: "127.0.0.1:0"}
 state: {file: nodir/state.json}
 ` + sites, `^2:15: state.file: "nodir/state.json" is "DIR/nodir/state.json", relative to the config file: cannot write beside DIR/nodir/state.json: no such file or directory$`},
+		{"etcd CA file missing", `listen: {http: "127.0.0.1:0"}
+cluster: {name: prod, etcd: {endpoints: ["https://127.0.0.1:1"], tls: {ca_file: etcd-ca.pem}}}
+` + sites, `^2:81: cluster.etcd.tls.ca_file: "etcd-ca.pem" is "DIR/etcd-ca.pem", relative to the config file: open DIR/etcd-ca.pem: no such file or directory$`},
+		{"etcd client certificate not PEM", `listen: {http: "127.0.0.1:0"}
+cluster: {name: prod, etcd: {endpoints: ["https://127.0.0.1:1"], tls: {cert_file: spillway.yaml, key_file: spillway.yaml}}}
+` + sites, `^2:83: cluster.etcd.tls.cert_file: "spillway.yaml" is "DIR/spillway.yaml", relative to the config file: certificate DIR/spillway.yaml and key DIR/spillway.yaml: tls: failed to find any PEM data in certificate input$`},
 		{"value of 500 characters", `listen: {http: "127.0.0.1:0"}
 headers: {underscores: ` + strings.Repeat("u", 500) + `}
 ` + sites, `^2:24: headers.underscores: want drop, reject or allow, got "u{100}"\.\.\. \(500 characters\)$`},

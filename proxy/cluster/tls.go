@@ -3,10 +3,18 @@ package cluster
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
 )
+
+// FileError is a TLS file ClientTLS cannot use: Key names its key in cluster.etcd.tls.
+type FileError struct {
+	Key string // "ca_file" or "cert_file" (with key_file)
+	Err error
+}
+
+func (e *FileError) Error() string { return e.Err.Error() }
+func (e *FileError) Unwrap() error { return e.Err }
 
 // ClientTLS is the TLS config for reaching etcd: caFile's certificates as roots (empty:
 // the system's) and, when certFile and keyFile are set, a client certificate. Every file
@@ -16,18 +24,18 @@ func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
+			return nil, &FileError{Key: "ca_file", Err: err}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: %w", caFile, errors.New("no PEM certificate in it"))
+			return nil, &FileError{Key: "ca_file", Err: fmt.Errorf("%s has no PEM certificate", caFile)}
 		}
 		tc.RootCAs = pool
 	}
 	if certFile != "" || keyFile != "" {
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("cert_file/key_file: %w", err)
+			return nil, &FileError{Key: "cert_file", Err: fmt.Errorf("certificate %s and key %s: %w", certFile, keyFile, err)}
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
