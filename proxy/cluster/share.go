@@ -94,12 +94,16 @@ func (s *Share) settled() bool { return len(s.views) == 1 && s.views[0].id != ""
 
 func (s *Share) latest() view { return s.views[len(s.views)-1] }
 
-// with returns the share that also holds v (if it is not the newest already).
+// with returns the share that also holds v, as its newest (if it is not the newest
+// already). A view held already (members that left and came back the same) is moved, not
+// added twice: the views held stay as many as the distinct memberships since the last
+// hand-over that completed.
 func (s *Share) with(v view) *Share {
 	if s.latest().id == v.id {
 		return s
 	}
-	return &Share{node: s.node, views: append(slices.Clip(s.views), v)}
+	views := slices.DeleteFunc(slices.Clone(s.views), func(h view) bool { return h.id == v.id })
+	return &Share{node: s.node, views: append(views, v)}
 }
 
 // only returns the share of v alone.
