@@ -20,7 +20,8 @@ type State struct {
 	Changes    []Change       `json:"changes"` // the newest; GET /api/v1/changes pages them all
 	Reloads    ReloadCounts   `json:"reloads"`
 	// Durable says whether the operators' changes survive a restart (state.file, cluster).
-	Durable bool          `json:"durable"`
+	Durable bool `json:"durable"`
+
 	Cluster *ClusterState `json:"cluster,omitempty"` // a fleet's replica: see SetCluster
 }
 
