@@ -119,7 +119,7 @@ func (f *Fleet) ackKey(node string) string    { return f.prefix + "acks/" + node
 // every limit is 0 until the others have made room for it: see Joined.
 func (f *Fleet) Start(ctx context.Context) error {
 	f.publish(f.share)
-	if err := f.register(ctx); err != nil {
+	if err := f.claim(ctx); err != nil {
 		return fmt.Errorf("cluster %s: register node %s in etcd %s: %w", f.o.Name, f.o.Node, strings.Join(f.o.Endpoints, ","), err)
 	}
 	f.up.Store(true)
@@ -198,8 +198,44 @@ func (f *Fleet) Close() error {
 	return f.c.Close()
 }
 
-// register grants a lease and puts this replica's member and ack keys under it.
-func (f *Fleet) register(ctx context.Context) error {
+// ErrNodeTaken: another running replica is registered under this node name.
+var ErrNodeTaken = errors.New("another running replica is registered under this node name (its lease keeps being renewed): give each replica its own cluster.node")
+
+// claim registers this replica at start. Its member key must not exist: one left by a
+// predecessor that crashed goes when its lease runs out (claim waits that long), so that the
+// others first take its share back and this replica then joins as a new member; one that
+// stays is another running replica with the same name, and claim fails with ErrNodeTaken.
+func (f *Fleet) claim(ctx context.Context) error {
+	deadline := time.Now().Add(f.o.Lease + 2*time.Second)
+	waited := false
+	for {
+		err := f.register(ctx, true)
+		if !errors.Is(err, ErrNodeTaken) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		if !waited {
+			waited = true
+			f.log.Warn("cluster: this node is still registered, by a replica that stopped without leaving or by another one; waiting for its lease to run out",
+				zap.String("node", f.o.Node), zap.Duration("lease", f.o.Lease))
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// register grants a lease and puts this replica's member and ack keys under it; only if its
+// member key does not exist when first is set (else ErrNodeTaken). Registering again after
+// the lease was lost (first false) overwrites the key: it may be this replica's own, kept
+// by etcd while it could not reach it.
+func (f *Fleet) register(ctx context.Context, first bool) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	ttl := int64((f.o.Lease + time.Second - 1) / time.Second)
@@ -210,9 +246,16 @@ func (f *Fleet) register(ctx context.Context) error {
 	f.mu.Lock()
 	acked := f.acked
 	f.mu.Unlock()
-	_, err = f.c.Txn(ctx).Then(
+	txn := f.c.Txn(ctx)
+	if first {
+		txn = txn.If(clientv3.Compare(clientv3.CreateRevision(f.memberKey(f.o.Node)), "=", 0))
+	}
+	resp, err := txn.Then(
 		clientv3.OpPut(f.memberKey(f.o.Node), time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(g.ID)),
 		clientv3.OpPut(f.ackKey(f.o.Node), acked, clientv3.WithLease(g.ID))).Commit()
+	if err == nil && !resp.Succeeded {
+		err = ErrNodeTaken
+	}
 	if err != nil {
 		f.c.Revoke(context.WithoutCancel(ctx), g.ID)
 		return err
@@ -249,7 +292,7 @@ func (f *Fleet) keepAlive(ctx context.Context) {
 			f.lease = 0
 			f.mu.Unlock()
 		}
-		if err := f.register(ctx); err != nil {
+		if err := f.register(ctx, false); err != nil {
 			if !b.wait(ctx) {
 				return
 			}

@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -192,5 +193,35 @@ func TestFleetFailStatic(t *testing.T) {
 	c.joined(t)
 	eventually(t, 30*time.Second, "three members share the limit", func() bool {
 		return sum([]*replica{a, b, c}, id, 10) == 10 && c.share.Load().Of(id, 10) > 0 && len(a.f.Status().Members) == 3
+	})
+}
+
+// Two replicas may not share a node name: the second fails to start, saying so. A replica
+// that crashed is replaced under its name once its lease has run out (the others first
+// take its share back, then the new one joins).
+func TestFleetNodeNameTaken(t *testing.T) {
+	etcd := etcdtest.Start(t, 1)
+	a := join(t, etcd.Endpoints(), "a", 2*time.Second)
+	b := join(t, etcd.Endpoints(), "b", 2*time.Second)
+	a.joined(t)
+	b.joined(t)
+	dup, err := cluster.Open(cluster.Options{Name: "prod", Node: "a", Endpoints: etcd.Endpoints(), Lease: 2 * time.Second, Log: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = dup.Start(t.Context())
+	dup.Close()
+	if !errors.Is(err, cluster.ErrNodeTaken) {
+		t.Fatalf("a second replica named a: %v, want ErrNodeTaken", err)
+	}
+	if len(a.f.Status().Members) != 2 || sum([]*replica{a, b}, backends()[0], 10) != 10 {
+		t.Fatalf("the refused duplicate disturbed the fleet: %+v", a.f.Status())
+	}
+
+	a.f.Crash()
+	again := join(t, etcd.Endpoints(), "a", 2*time.Second)
+	again.joined(t)
+	eventually(t, 30*time.Second, "the new a and b share 10", func() bool {
+		return sum([]*replica{again, b}, backends()[0], 10) == 10 && len(b.f.Status().Members) == 2
 	})
 }
