@@ -20,6 +20,10 @@ type Cluster struct {
 	// Lease is how long a replica that stopped answering stays a member: after it, the
 	// others take its shares of the limits back. Whole seconds.
 	Lease time.Duration `yaml:"lease"`
+	// Shares is how each backend's limit is divided among the replicas: "equal" (default)
+	// or "demand" (in proportion to each replica's requests in flight and waiting,
+	// reported once a second).
+	Shares string `yaml:"shares"`
 }
 
 // Etcd is how a replica reaches the fleet's etcd cluster.
@@ -38,10 +42,11 @@ type EtcdTLS struct {
 
 // Defaults and bounds of the cluster section and of timeouts.drain_delay.
 const (
-	DefaultClusterLease = 5 * time.Second
-	MinClusterLease     = 2 * time.Second // etcd's own shortest lease with its default timing
-	MaxClusterLease     = 5 * time.Minute
-	MaxDrainDelay       = 5 * time.Minute
+	DefaultClusterLease  = 5 * time.Second
+	DefaultClusterShares = "equal"
+	MinClusterLease      = 2 * time.Second // etcd's own shortest lease with its default timing
+	MaxClusterLease      = 5 * time.Minute
+	MaxDrainDelay        = 5 * time.Minute
 )
 
 var (
@@ -64,6 +69,7 @@ func (c *Config) setClusterDefaults() {
 		}
 	}
 	setDefault(c, "cluster.lease", &cl.Lease, DefaultClusterLease)
+	setDefault(c, "cluster.shares", &cl.Shares, DefaultClusterShares)
 }
 
 // resolveClusterPaths makes the etcd TLS files relative to dir, like every file path.
@@ -107,6 +113,9 @@ func (v *validator) cluster() {
 		v.add("cluster.lease", "must be between %s and %s, got %s", MinClusterLease, MaxClusterLease, l)
 	case l%time.Second != 0:
 		v.add("cluster.lease", "must be whole seconds (etcd's leases are), got %s", l)
+	}
+	if cl.Shares != "equal" && cl.Shares != "demand" {
+		v.add("cluster.shares", "want equal or demand, got %s", Quote(cl.Shares))
 	}
 	e := cl.Etcd
 	if len(e.Endpoints) == 0 {

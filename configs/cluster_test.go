@@ -50,6 +50,9 @@ func TestClusterSection(t *testing.T) {
 			[]wantErr{{5, 25, "timeouts.drain_delay", "must be between 0s and 5m0s, got 1h0m0s"}}},
 		{"with state", okSites + "state: {file: s.json}\ncluster:\n  name: prod\n  etcd: {endpoints: [\"http://a:2379\"]}\n",
 			[]wantErr{{7, 3, "cluster", "use either state (one node's file) or cluster (a fleet's etcd), not both"}}},
+		{"shares", okSites + "cluster:\n  name: prod\n  shares: fair\n  etcd: {endpoints: [\"http://a:2379\"]}\n",
+			[]wantErr{{7, 11, "cluster.shares", `want equal or demand, got "fair"`}}},
+		{"demand shares", okSites + "cluster:\n  name: prod\n  shares: demand\n  etcd: {endpoints: [\"http://a:2379\"]}\n", nil},
 		{"unknown key", okSites + "cluster:\n  name: prod\n  leas: 5s\n  etcd: {endpoints: [\"http://a:2379\"]}\n",
 			[]wantErr{{7, 3, "cluster.leas", `unknown key "leas" (did you mean "lease"?)`}}},
 	} {
@@ -71,7 +74,7 @@ func TestClusterDefaults(t *testing.T) {
 		t.Skip(err)
 	}
 	cl := cfg.Cluster
-	if cl.Node != host || cl.Lease != 5*time.Second {
+	if cl.Node != host || cl.Lease != 5*time.Second || cl.Shares != "equal" {
 		t.Fatalf("node %q lease %s: want the host name %q and 5s", cl.Node, cl.Lease, host)
 	}
 	if cl.Etcd.TLS.CAFile != abs(t, "ca.pem") {

@@ -44,3 +44,19 @@ func (r *Reloader) WithinLimits() bool {
 	}
 	return true
 }
+
+// Demand is this replica's load now — its requests in flight at every backend and those
+// waiting in the queue — which a fleet with demand-following shares divides the limits by.
+func (r *Reloader) Demand() float64 {
+	r.mu.Lock()
+	h := r.handler
+	r.mu.Unlock()
+	if h == nil {
+		return 0
+	}
+	var n int64
+	for _, s := range h.Table().Status() {
+		n += s.Inflight
+	}
+	return float64(n + int64(r.reg.QueueLen()))
+}

@@ -56,10 +56,14 @@ func openFleet(ctx context.Context, cfg *configs.Config, r *proxy.Reloader, log 
 	if err != nil {
 		return nil, fmt.Errorf("cluster.etcd.tls: %w", err)
 	}
-	f, err := cluster.Open(cluster.Options{Name: cl.Name, Node: cl.Node, Endpoints: cl.Etcd.Endpoints, TLS: tc,
+	o := cluster.Options{Name: cl.Name, Node: cl.Node, Endpoints: cl.Etcd.Endpoints, TLS: tc,
 		Lease: cl.Lease, Log: log.Named("cluster"),
 		OnShare: func(s *cluster.Share) { r.Registry().SetShare(s) },
-		Settled: r.WithinLimits})
+		Settled: r.WithinLimits}
+	if cl.Shares == "demand" {
+		o.Demand = r.Demand
+	}
+	f, err := cluster.Open(o)
 	if err != nil {
 		return nil, err
 	}

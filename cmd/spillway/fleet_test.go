@@ -500,3 +500,33 @@ func TestRunDrainDelay(t *testing.T) {
 	}
 	r.log.wait(t, "stopped")
 }
+
+// shares: demand — a replica that gets more of the traffic gets more of each limit, and the
+// fleet still never puts more than a backend's limit in flight at it.
+func TestFleetDemandSharesAcrossReplicas(t *testing.T) {
+	t.Setenv("SPILLWAY_ADMIN_TOKEN", "")
+	etcd := etcdtest.Start(t, 1)
+	var backends [3]*countingBackend
+	for i := range backends {
+		backends[i] = newCountingBackend(t, 20*time.Millisecond)
+	}
+	var rs []*opsRun
+	for i := range 3 {
+		cfg := strings.Replace(fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""), "lease: 2s,", "lease: 2s, shares: demand,", 1)
+		rs = append(rs, startRun(t, opsWriteConfig(t, cfg)))
+	}
+	// r0 gets three requests in five.
+	l := startLoad(t, 60, func() []*opsRun { return []*opsRun{rs[0], rs[1], rs[0], rs[2], rs[0]} })
+	limitOf := func(r *opsRun) int64 { return r.fleetState(t).Sites[0].Backends[0].Limit }
+	pollUntil(t, 30*time.Second, "r0 holds more of idc1's limit than r2, and the three hold all of it", func() bool {
+		a, b, c := limitOf(rs[0]), limitOf(rs[1]), limitOf(rs[2])
+		return a > c && a+b+c == fleetLimit
+	})
+	l.end()
+	for i, b := range backends {
+		t.Logf("backend %d: peak %d in flight, %d requests", i, b.peak.Load(), b.all.Load())
+		if p := b.peak.Load(); p > fleetLimit {
+			t.Errorf("backend %d had %d requests in flight at once; the fleet's limit is %d", i, p, fleetLimit)
+		}
+	}
+}

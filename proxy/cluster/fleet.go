@@ -3,9 +3,12 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +39,10 @@ type Options struct {
 	// grows into what it gave up never finds it still in use. nil: at once.
 	Settled       func() bool
 	SettleTimeout time.Duration // default 10 s
+	// Demand, when set, is this replica's load now (its requests in flight and waiting):
+	// the replica reports it about once a second, and the fleet divides each limit in
+	// proportion to the members' demand instead of equally. nil: equal shares.
+	Demand func() float64
 }
 
 // DefaultSettleTimeout bounds how long a replica waits for its in-flight to fall within a
@@ -65,8 +72,10 @@ type Fleet struct {
 	kick   chan struct{} // the members or acks changed
 
 	mu      sync.Mutex
-	members map[string]int64  // node → CreateRevision of its member key
-	acks    map[string]string // node → the view it holds
+	members map[string]int64   // node → CreateRevision of its member key
+	acks    map[string]string  // node → the view it holds
+	loads   map[string]float64 // node → its reported demand
+	table   *table             // the coordinator's weights; nil: equal shares
 	lease   clientv3.LeaseID
 	share   *Share
 	acked   string // the view this replica has told the fleet it holds
@@ -96,7 +105,7 @@ func Open(o Options) (*Fleet, error) {
 		return nil, fmt.Errorf("cluster: etcd client: %w", err)
 	}
 	f := &Fleet{o: o, c: c, prefix: Prefix(o.Name), log: o.Log, joined: make(chan struct{}), kick: make(chan struct{}, 1),
-		members: map[string]int64{}, acks: map[string]string{}, share: &Share{node: o.Node, views: []view{noView}}}
+		members: map[string]int64{}, acks: map[string]string{}, loads: map[string]float64{}, share: &Share{node: o.Node, views: []view{noView}}}
 	return f, nil
 }
 
@@ -113,6 +122,8 @@ func (f *Fleet) Store(keep int) *Store {
 
 func (f *Fleet) memberKey(node string) string { return f.prefix + "members/" + node }
 func (f *Fleet) ackKey(node string) string    { return f.prefix + "acks/" + node }
+func (f *Fleet) loadKey(node string) string   { return f.prefix + "load/" + node }
+func (f *Fleet) tableKey() string             { return f.prefix + "table" }
 
 // Start registers this replica under a lease (etcd must answer within ctx: a replica
 // cannot take part in a fleet it cannot reach) and starts following the fleet. Its share of
@@ -129,6 +140,7 @@ func (f *Fleet) Start(ctx context.Context) error {
 	f.wg.Go(func() { f.watch(run) })
 	f.wg.Go(func() { f.health(run) })
 	f.wg.Go(func() { f.handOver(run) })
+	f.wg.Go(func() { f.weighDemand(run) })
 	return nil
 }
 
@@ -371,12 +383,14 @@ func (f *Fleet) list(ctx context.Context) (int64, error) {
 	defer cancel()
 	resp, err := f.c.Txn(ctx).Then(
 		clientv3.OpGet(f.prefix+"members/", clientv3.WithPrefix()),
-		clientv3.OpGet(f.prefix+"acks/", clientv3.WithPrefix())).Commit()
+		clientv3.OpGet(f.prefix+"acks/", clientv3.WithPrefix()),
+		clientv3.OpGet(f.prefix+"load/", clientv3.WithPrefix()),
+		clientv3.OpGet(f.tableKey())).Commit()
 	if err != nil {
 		return 0, err
 	}
 	f.mu.Lock()
-	f.members, f.acks = map[string]int64{}, map[string]string{}
+	f.members, f.acks, f.loads, f.table = map[string]int64{}, map[string]string{}, map[string]float64{}, nil
 	for _, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {
 			f.applyLocked(string(kv.Key), string(kv.Value), kv.CreateRevision, false)
@@ -405,10 +419,68 @@ func (f *Fleet) applyLocked(key, value string, created int64, deleted bool) bool
 		} else {
 			f.acks[node] = value
 		}
+	case strings.HasPrefix(rest, "load/"):
+		node := strings.TrimPrefix(rest, "load/")
+		d, err := strconv.ParseFloat(value, 64)
+		if deleted || err != nil {
+			delete(f.loads, node)
+		} else {
+			f.loads[node] = d
+		}
+		return false // a report changes no view; the coordinator reads it
+	case rest == "table":
+		var t table
+		if deleted || json.Unmarshal([]byte(value), &t) != nil {
+			f.table = nil
+		} else {
+			f.table = &t
+		}
 	default:
 		return false
 	}
 	return true
+}
+
+// weighDemand reports this replica's demand about once a second (when Options.Demand is
+// set) and, on the coordinator — the member with the lowest name — divides the limits in
+// proportion to the members' reports: a new table when some member's weight moved by more
+// than 5% (each new table is a hand-over, shrink first). Every replica follows the table,
+// whatever its own options, so that replicas that disagree on them still agree on the
+// views. A coordinator without Demand removes a table, back to equal shares.
+func (f *Fleet) weighDemand(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var smoothed float64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		f.mu.Lock()
+		lease, v, old := f.lease, newView(f.members), f.table
+		loads := maps.Clone(f.loads)
+		f.mu.Unlock()
+		c, cancel := context.WithTimeout(ctx, opTimeout)
+		if f.o.Demand != nil && lease != 0 {
+			smoothed = 0.5*smoothed + 0.5*f.o.Demand()
+			loads[f.o.Node] = smoothed
+			f.c.Put(c, f.loadKey(f.o.Node), strconv.FormatFloat(smoothed, 'f', 1, 64), clientv3.WithLease(lease))
+		}
+		if len(v.nodes) > 0 && v.nodes[0] == f.o.Node { // the coordinator
+			switch {
+			case f.o.Demand != nil:
+				if next, changed := weigh(v, loads, old); changed {
+					if data, err := json.Marshal(next); err == nil {
+						f.c.Put(c, f.tableKey(), string(data))
+					}
+				}
+			case old != nil:
+				f.c.Delete(c, f.tableKey())
+			}
+		}
+		cancel() // errors: etcd unreachable; the next second tries again
+	}
 }
 
 func (f *Fleet) poke() {
@@ -442,7 +514,7 @@ func (f *Fleet) handOver(ctx context.Context) {
 		case <-t.C:
 		}
 		f.mu.Lock()
-		v := newView(f.members)
+		v := newView(f.members).withWeights(f.table)
 		sh, acked, lease := f.share, f.acked, f.lease
 		complete := len(v.nodes) > 0
 		for _, n := range v.nodes {

@@ -225,3 +225,47 @@ func TestFleetNodeNameTaken(t *testing.T) {
 		return sum([]*replica{again, b}, backends()[0], 10) == 10 && len(b.f.Status().Members) == 2
 	})
 }
+
+// Demand-following shares: the fleet divides each limit in proportion to what each replica
+// reports, never holding more than the limit between the replicas while the weights move.
+func TestFleetDemandShares(t *testing.T) {
+	etcd := etcdtest.Start(t, 1)
+	var demandA, demandB atomic.Int64
+	demandA.Store(30)
+	demandB.Store(10)
+	mk := func(node string, d *atomic.Int64) *replica {
+		r := &replica{}
+		f, err := cluster.Open(cluster.Options{Name: "prod", Node: node, Endpoints: etcd.Endpoints(), Lease: 2 * time.Second, Log: zap.NewNop(),
+			OnShare: func(s *cluster.Share) { r.share.Store(s) }, Demand: func() float64 { return float64(d.Load()) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.f = f
+		if err := f.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return r
+	}
+	a, b := mk("a", &demandA), mk("b", &demandB)
+	a.joined(t)
+	b.joined(t)
+	rs := []*replica{a, b}
+	stop := make(chan struct{})
+	over := watchBudget(func() []*replica { return rs }, stop)
+	id := backends()[0]
+	eventually(t, 30*time.Second, "a holds about three quarters of 100", func() bool {
+		sa := a.share.Load().Of(id, 100)
+		return sa >= 65 && sa <= 80 && sum(rs, id, 100) == 100
+	})
+	demandA.Store(10)
+	demandB.Store(30)
+	eventually(t, 30*time.Second, "the weights turn: b holds about three quarters", func() bool {
+		sb := b.share.Load().Of(id, 100)
+		return sb >= 65 && sb <= 80 && sum(rs, id, 100) == 100
+	})
+	close(stop)
+	if n := over.Load(); n > 0 {
+		t.Fatalf("%d samples where the replicas held more than a limit between them", n)
+	}
+}

@@ -14,6 +14,9 @@ import (
 type view struct {
 	id    string
 	nodes []string
+	// weights, aligned with nodes, divide each limit in proportion (demand-following
+	// shares); nil: equally.
+	weights []int64
 }
 
 // noView is the view a replica holds before it has joined: its share of every limit is 0.
@@ -35,6 +38,29 @@ func newView(members map[string]int64) view {
 	return view{id: b.String(), nodes: nodes}
 }
 
+// withWeights is v with the weights of t, when t was made for v's members (else v: equal
+// shares until the coordinator has weighed this membership). Its ID names the weights too,
+// so that new weights are a new view, handed over like a change of members.
+func (v view) withWeights(t *table) view {
+	if t == nil || t.Members != v.id || len(t.Weights) != len(v.nodes) {
+		return v
+	}
+	w := make([]int64, len(v.nodes))
+	var b strings.Builder
+	b.WriteString(v.id)
+	b.WriteByte('|')
+	for i, n := range v.nodes {
+		x, ok := t.Weights[n]
+		if !ok || x < 1 {
+			return v
+		}
+		w[i] = x
+		b.WriteString(strconv.FormatInt(x, 10))
+		b.WriteByte(',')
+	}
+	return view{id: b.String(), nodes: v.nodes, weights: w}
+}
+
 // of is node's equal share of limit in v: limit/n each, and the remainder one each to r of
 // the members, which ones depending on the backend so that the remainders spread over the
 // fleet. The shares of v's members add up to exactly limit. A node not in v gets 0.
@@ -44,11 +70,83 @@ func (v view) of(node string, id balancer.BackendID, limit int64) int64 {
 	if !ok || n == 0 {
 		return 0
 	}
+	if v.weights != nil {
+		return v.weighted(i, id, limit)
+	}
 	share := limit / n
 	if rem := limit % n; rem > 0 && (int64(i)+int64(spread(id)%uint32(n)))%n < rem {
 		share++
 	}
 	return share
+}
+
+// weighted is member i's share of limit in proportion to the weights: the whole part of
+// limit × w_i / W each, and what remains one each to the members with the largest fractions
+// (ties by a rotation that depends on the backend). The shares add up to exactly limit. No
+// allocation: it runs on the request path.
+func (v view) weighted(i int, id balancer.BackendID, limit int64) int64 {
+	n := int64(len(v.nodes))
+	var total int64
+	for _, w := range v.weights {
+		total += w
+	}
+	rot := int64(spread(id) % uint32(n))
+	var sum int64
+	rank := int64(0) // members ahead of i for a remainder
+	myFrac := (limit * v.weights[i]) % total
+	myPos := (int64(i) + rot) % n
+	for j, w := range v.weights {
+		sum += limit * w / total
+		if j == i {
+			continue
+		}
+		f, pos := (limit*w)%total, (int64(j)+rot)%n
+		if f > myFrac || (f == myFrac && pos < myPos) {
+			rank++
+		}
+	}
+	share := limit * v.weights[i] / total
+	if rank < limit-sum {
+		share++
+	}
+	return share
+}
+
+// table is the coordinator's division of the limits among the members, in proportion to
+// their demand: weights (per mille) for the membership Members (a view ID).
+type table struct {
+	Members string           `json:"members"`
+	Weights map[string]int64 `json:"weights"`
+}
+
+// weigh divides 1000 among the members in proportion to their demand, at least minWeight
+// each (a replica with no traffic now may get some at once), and reports whether the result
+// differs from old by more than hysteresis for any member (else the old table stands: a new
+// one is a hand-over for the whole fleet).
+func weigh(v view, demand map[string]float64, old *table) (*table, bool) {
+	const minWeight, hysteresis = 50, 50 // per mille
+	var sum float64
+	for _, n := range v.nodes {
+		sum += max(demand[n], 0)
+	}
+	t := &table{Members: v.id, Weights: map[string]int64{}}
+	spare := float64(1000 - minWeight*len(v.nodes))
+	for _, n := range v.nodes {
+		w := float64(1000) / float64(len(v.nodes))
+		if sum > 0 && spare > 0 {
+			w = minWeight + spare*max(demand[n], 0)/sum
+		}
+		t.Weights[n] = max(int64(w+0.5), 1)
+	}
+	if old == nil || old.Members != v.id {
+		return t, true
+	}
+	for _, n := range v.nodes {
+		if d := t.Weights[n] - old.Weights[n]; d > hysteresis || d < -hysteresis {
+			return t, true
+		}
+	}
+	return old, false
 }
 
 // spread is a hash of the backend's ID (FNV-1a, inline: Of is on the request path and

@@ -72,3 +72,40 @@ func BenchmarkShareOf(b *testing.B) {
 		s.Of(id, 257)
 	}
 }
+
+// Weighted shares add up to exactly each limit and follow the weights; weigh keeps a floor
+// for every member and keeps the old table unless a weight moved by more than 5%.
+func TestWeightedShares(t *testing.T) {
+	v := newView(map[string]int64{"a": 1, "b": 2, "c": 3})
+	tb, changed := weigh(v, map[string]float64{"a": 60, "b": 30, "c": 0}, nil)
+	if !changed || tb.Weights["c"] < 50 || tb.Weights["a"] <= tb.Weights["b"] {
+		t.Fatalf("weights %v", tb.Weights)
+	}
+	w := v.withWeights(tb)
+	if w.weights == nil || w.id == v.id {
+		t.Fatalf("the table does not apply to its membership: %+v", w)
+	}
+	for b := range 30 {
+		id := balancer.BackendID{Site: "s", Addr: fmt.Sprint(b)}
+		for _, limit := range []int64{0, 1, 2, 3, 7, 10, 100, 257} {
+			var sum int64
+			for _, n := range w.nodes {
+				sum += w.of(n, id, limit)
+			}
+			if sum != limit {
+				t.Fatalf("limit %d at %s: weighted shares add up to %d", limit, id, sum)
+			}
+		}
+	}
+	id := balancer.BackendID{Site: "s", Addr: "x"}
+	if a, b, c := w.of("a", id, 100), w.of("b", id, 100), w.of("c", id, 100); a < 55 || b < 25 || c < 4 || a+b+c != 100 {
+		t.Fatalf("shares of 100 for demand 60:30:0: %d %d %d", a, b, c)
+	}
+	if same, changed := weigh(v, map[string]float64{"a": 62, "b": 29, "c": 0}, tb); changed || same != tb {
+		t.Fatalf("a small move of demand made a new table: %v", same.Weights)
+	}
+	other := newView(map[string]int64{"a": 1, "b": 2})
+	if got := other.withWeights(tb); got.weights != nil {
+		t.Fatal("a table for another membership applied")
+	}
+}
