@@ -29,10 +29,12 @@ import (
 // Any split of a limit loses against one shared counter (each replica's part fills at its own
 // peaks: about 8 points here, at 90% load); with an even split, demand-following shares gain
 // nothing over equal ones; with a 50:30:20 split they win back the 6 points equal shares
-// lose at the busy replica. Spillway uses equal shares: they need no demand reports and no
-// hand-over every second (each would need every member's acknowledgement before anyone
-// grows), and behind a balancer that spreads requests evenly (a Kubernetes Service, an L4
-// balancer over many connections) they lose nothing to demand-following ones.
+// lose at the busy replica. Spillway uses equal shares by default: they need no demand
+// reports and no hand-over when demand moves (each needs every member's acknowledgement
+// before anyone grows), and behind a balancer that spreads requests evenly (a Kubernetes
+// Service, an L4 balancer over many connections) they lose nothing to demand-following
+// ones; cluster.shares: demand (Options.Demand, weigh) is for traffic that reaches the
+// replicas skewed.
 func BenchmarkShareSkew(b *testing.B) {
 	for _, split := range []struct {
 		name string
