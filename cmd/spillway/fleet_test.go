@@ -6,8 +6,11 @@ package main
 // matters: at the backend.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -528,5 +531,20 @@ func TestFleetDemandSharesAcrossReplicas(t *testing.T) {
 		if p := b.peak.Load(); p > fleetLimit {
 			t.Errorf("backend %d had %d requests in flight at once; the fleet's limit is %d", i, p, fleetLimit)
 		}
+	}
+}
+
+// A replica that cannot reach its fleet's etcd at start does not start (it has no state
+// to serve with: a drain it missed would put a site back into rotation), and says why.
+func TestRunWithoutEtcdDoesNotStart(t *testing.T) {
+	t.Setenv("SPILLWAY_ADMIN_TOKEN", "")
+	ln := must(net.Listen("tcp", "127.0.0.1:0"))
+	dead := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	path := opsWriteConfig(t, opsConfig("http://127.0.0.1:9", 1, 1, fmt.Sprintf("cluster: {name: test, node: r0, etcd: {endpoints: [%q]}}\n", dead)))
+	var stderr bytes.Buffer
+	err := run(t.Context(), []string{"run", "-config", path}, io.Discard, &stderr)
+	if err == nil || !strings.Contains(err.Error()+stderr.String(), "etcd did not answer within") {
+		t.Fatalf("run without etcd: %v\n%s", err, stderr.String())
 	}
 }

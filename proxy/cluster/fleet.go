@@ -131,6 +131,9 @@ func (f *Fleet) tableKey() string             { return f.prefix + "table" }
 func (f *Fleet) Start(ctx context.Context) error {
 	f.publish(f.share)
 	if err := f.claim(ctx); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("etcd did not answer within %s (is it running, and reachable from here?): %w", opTimeout, err)
+		}
 		return fmt.Errorf("cluster %s: register node %s in etcd %s: %w", f.o.Name, f.o.Node, strings.Join(f.o.Endpoints, ","), err)
 	}
 	f.up.Store(true)
