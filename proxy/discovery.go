@@ -118,7 +118,7 @@ func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []str
 		addrs[i] = d.scheme + "://" + m
 	}
 	t.membersMu.Lock()
-	bs, err := t.picker.SetMembers(d.name, addrs, joining)
+	bs, err := t.bal.SetMembers(d.name, addrs, joining)
 	if err == nil {
 		if o, ok := t.deps.Outliers.(interface{ SetMembers(map[string][]string) }); ok {
 			o.SetMembers(t.Members())

@@ -142,7 +142,7 @@ func (h *Handler) fail(ex *exchange, r *http.Request, err error) {
 		// with no backend up there is nothing to estimate.
 		d := time.Second
 		if reason != reasonNoBackend {
-			d = h.table.Load().picker.RetryAfter()
+			d = h.table.Load().bal.RetryAfter()
 		}
 		retryAfter = int(d / time.Second)
 		ex.rw.Header().Set("Retry-After", strconv.Itoa(retryAfter))

@@ -131,15 +131,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.retry.budget.request()
 	key := t.affinityKey(r)
 	ex.affinity = key != 0
-	if err := t.picker.Admit(r.Context(), &ex.lease, key); err != nil {
+	t, err := h.admit(t, ex, r.Context(), key)
+	if err != nil {
 		h.fail(ex, r, err)
 		h.record(t, ex, r)
 		return
-	}
-	if owner, ok := ex.lease.Picker.Owner().(*Table); ok && owner != t {
-		// It waited in the queue across a reload and got its slot from the new config:
-		// the lease's indexes are that Table's sites.
-		t = owner
 	}
 	ex.clock.idle = t.bodyIdle
 	ex.clock.start(&ex.rw)
@@ -226,7 +222,7 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 	}
 	var next balancer.Lease
 	same := false // the next try goes to the same backend, on this lease
-	if t.picker.PickRetry(&next, ex.lease.SiteIndex, ex.lease.Backend) != nil {
+	if t.bal.Picker().PickRetry(&next, ex.lease.SiteIndex, ex.lease.Backend) != nil {
 		if !reached {
 			// It never reached a backend, and every other one is full this instant:
 			// rather than answer 502, it waits in the queue for a slot elsewhere, as a
@@ -336,7 +332,7 @@ func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody 
 	ex.lease.Done(ex.result())
 	remaining := time.Until(ex.headerBy) // (headerBy is zero while the body still arrives)
 	var next balancer.Lease
-	if werr := t.picker.AdmitRetry(r.Context(), &next, site, from); werr != nil {
+	if werr := t.bal.Picker().AdmitRetry(r.Context(), &next, site, from); werr != nil {
 		if !errors.Is(werr, balancer.ErrNoBackend) {
 			ex.waitErr = werr
 			return ex.notRetried("it waited for a slot on another backend, and none came")

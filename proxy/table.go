@@ -40,7 +40,7 @@ type Observer interface {
 // and transports for each backend. It is immutable once built; a Handler swaps whole Tables,
 // and a request keeps the Table it started with to the end.
 type Table struct {
-	picker   *balancer.Picker
+	bal      *balancer.Balancer
 	sites    []siteRoute
 	retry    retryPolicy
 	outliers Observer // nil: no passive health
@@ -79,7 +79,7 @@ func (t *Table) activate() {
 	for _, id := range t.unhealthy {
 		t.deps.Registry.SetUp(id.Site, id.Addr, true)
 	}
-	t.picker.MakeCurrent()
+	t.bal.MakeCurrent()
 }
 
 // route returns the route of the site called name, or nil (also for a nil Table).
@@ -98,7 +98,7 @@ func (t *Table) route(name string) *siteRoute {
 // members lists the current backend addresses of the site called name.
 func (t *Table) members(name string) []string {
 	var out []string
-	for _, b := range t.picker.Backends() {
+	for _, b := range t.bal.Backends() {
 		if b.ID.Site == name {
 			out = append(out, b.ID.Addr)
 		}
@@ -144,7 +144,7 @@ func (t *Table) forwarder(s *siteRoute, b *balancer.Backend) forwarder {
 	f := newForwarder(target, s.transport, t, t.deps)
 	t.membersMu.Lock()
 	defer t.membersMu.Unlock()
-	if !slices.Contains(t.picker.Backends(), b) {
+	if !slices.Contains(t.bal.Backends(), b) {
 		return f
 	}
 	f2, _ := s.forwarders.LoadOrStore(b, f)
@@ -221,7 +221,6 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		t.outliers = d.Outliers
 	}
 	opts := balancer.Options{
-		Owner:        t,
 		Sites:        make([]balancer.SiteOptions, len(cfg.Sites)),
 		Resume:       cfg.Spillover.Resume,
 		QueueSize:    cfg.Spillover.Queue.Size,
@@ -280,11 +279,11 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 	if len(fileErrs) > 0 {
 		return nil, fileErrs
 	}
-	p, err := balancer.NewPicker(d.Registry, opts)
+	bal, err := balancer.New(d.Registry, opts)
 	if err != nil {
 		return nil, err
 	}
-	t.picker = p
+	t.bal = bal
 	t.targets = targets
 	if len(targets) > 0 {
 		t.monitor = health.NewMonitor(t.monitorOptions(targets))
@@ -366,7 +365,7 @@ func (t *Table) observe(ex *exchange, reason string) {
 // Members lists each site's backends, for health.Outliers.SetMembers.
 func (t *Table) Members() map[string][]string {
 	m := make(map[string][]string, len(t.sites))
-	for _, b := range t.picker.Backends() {
+	for _, b := range t.bal.Backends() {
 		m[b.ID.Site] = append(m[b.ID.Site], b.ID.Addr)
 	}
 	return m
@@ -376,7 +375,7 @@ func (t *Table) Members() map[string][]string {
 // reaching it. Requests still using the Table finish normally; their connections close when
 // they are done.
 func (t *Table) Close() {
-	t.picker.Close()
+	t.bal.Close()
 	for i := range t.sites {
 		s := &t.sites[i]
 		if !s.handedOver.Load() && (!s.shared || t.tookOver.Load()) {
@@ -386,10 +385,10 @@ func (t *Table) Close() {
 }
 
 // Sites lists the long-lived state of the Table's sites, in config order.
-func (t *Table) Sites() []*balancer.Site { return t.picker.Sites() }
+func (t *Table) Sites() []*balancer.Site { return t.bal.Sites() }
 
 // Status reports each site's capacity and its backends' state now, in config order.
-func (t *Table) Status() []balancer.SiteStatus { return t.picker.Status() }
+func (t *Table) Status() []balancer.SiteStatus { return t.bal.Status() }
 
 // affinityKey is the hash of the request's session key (affinity.cookie or .header), or 0
 // when affinity is off or the request carries none.
