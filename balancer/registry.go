@@ -33,6 +33,8 @@ type Backend struct {
 	inflight atomic.Int64
 	down     atomic.Bool // active health says down; zero value: up
 	ejected  atomic.Bool // passive health took it out of rotation for a while
+	// failureRun is passive health's count of failed tries in a row (FailuresInARow).
+	failureRun atomic.Int64
 
 	// joined is when b last came into rotation (created after the first Picker, or back
 	// up), in Unix nanoseconds, while it may still be slow-starting; 0 once the ramp is over

@@ -110,7 +110,7 @@ type memberCheck struct {
 
 func (c *memberCheck) stop() { c.cancel(); <-c.done }
 
-// setMembers makes members (host:port) the backends of site d (see Picker.SetMembers), and
+// setMembers makes members (host:port) the backends of site d (see balancer.Balancer.SetMembers), and
 // starts the health checks of members that joined and stops those of members that left.
 func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []string, joining bool, checks map[string]*memberCheck) {
 	addrs := make([]string, len(members))
@@ -120,7 +120,7 @@ func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []str
 	t.membersMu.Lock()
 	bs, err := t.bal.SetMembers(d.name, addrs, joining)
 	if err == nil {
-		if o, ok := t.deps.Outliers.(interface{ SetMembers(map[string][]string) }); ok {
+		if o, ok := t.deps.Outliers.(interface{ SetMembers([]health.Peer) }); ok {
 			o.SetMembers(t.Members())
 		}
 	}

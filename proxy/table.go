@@ -22,18 +22,21 @@ import (
 	"github.com/spillway/spillway/health"
 )
 
-// The Registry takes active and passive health reports for the backends it tracks.
+// The Registry takes active and passive health reports for the backends it tracks, and
+// each of its Backends keeps passive health's count for itself.
 var (
 	_ health.Sink    = (*balancer.Registry)(nil)
 	_ health.Ejector = (*balancer.Registry)(nil)
+	_ health.Peer    = (*balancer.Backend)(nil)
 	_ Observer       = (*health.Outliers)(nil)
 )
 
 // Observer learns how each try with a backend ended: failed is true for a connect error,
 // reset, timeout or 502 from upstream (and any 5xx when outlier.on_5xx is set). It is
-// called on the request path and must not block. health.Outliers is one.
+// called on the request path, with the try's backend, and must not block. health.Outliers
+// is one.
 type Observer interface {
-	Observe(site, addr string, failed bool)
+	Observe(b health.Peer, failed bool)
 }
 
 // Table is one compiled config: the balancer's Picker over the sites, and the forwarders
@@ -358,15 +361,15 @@ func (t *Table) observe(ex *exchange, reason string) {
 	if t.outliers == nil || ex.lease.Backend == nil || reason == reasonClientGone || reason == reasonClientBody {
 		return
 	}
-	id := ex.lease.Backend.ID
-	t.outliers.Observe(id.Site, id.Addr, backendFailed(reason) || (t.on5xx && ex.rw.status >= 500))
+	t.outliers.Observe(ex.lease.Backend, backendFailed(reason) || (t.on5xx && ex.rw.status >= 500))
 }
 
-// Members lists each site's backends, for health.Outliers.SetMembers.
-func (t *Table) Members() map[string][]string {
-	m := make(map[string][]string, len(t.sites))
-	for _, b := range t.bal.Backends() {
-		m[b.ID.Site] = append(m[b.ID.Site], b.ID.Addr)
+// Members lists the backends of every site, for health.Outliers.SetMembers.
+func (t *Table) Members() []health.Peer {
+	bs := t.bal.Backends()
+	m := make([]health.Peer, len(bs))
+	for i, b := range bs {
+		m[i] = b
 	}
 	return m
 }
