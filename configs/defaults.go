@@ -83,21 +83,7 @@ func (c *Config) SetDefaults() {
 	setDefault(c, "listen.h2c", &c.Listen.H2C, true)
 	setDefault(c, "websocket.idle", &c.WebSocket.Idle, DefaultWebSocketIdle)
 	setDefault(c, "websocket.max_lifetime", &c.WebSocket.MaxLifetime, DefaultWebSocketLifetime)
-	if t := c.TLS; t != nil {
-		if a := t.ACME; a != nil {
-			setDefault(c, "tls.acme.ca", &a.CA, DefaultACMECA)
-			if len(a.Challenges) == 0 && !c.Has("tls.acme.challenges") {
-				// http-01 is answered on the plain listener: without one, only tls-alpn-01.
-				a.Challenges = []string{"tls-alpn-01"}
-				if c.Listen.HTTP != "" {
-					a.Challenges = append([]string(nil), DefaultACMEChallenges...)
-				}
-			}
-		}
-		if h := t.HSTS; h != nil {
-			setDefault(c, "tls.hsts.max_age", &h.MaxAge, DefaultHSTSMaxAge)
-		}
-	}
+	c.setTLSDefaults()
 
 	setDefault(c, "spillover.resume", &c.Spillover.Resume, DefaultResume)
 	setDefault(c, "spillover.queue.size", &c.Spillover.Queue.Size, DefaultQueueSize)
@@ -125,35 +111,61 @@ func (c *Config) SetDefaults() {
 	}
 
 	for i := range c.Sites {
-		s := &c.Sites[i]
-		p := sitePath(i)
-		if h := s.Health; h != nil {
-			setDefault(c, p+".health.kind", &h.Kind, DefaultHealthKind)
-			if h.Kind == "http" {
-				setDefault(c, p+".health.path", &h.Path, DefaultHealthPath)
-			}
-			if len(h.Expect) == 0 && !c.Has(p+".health.expect") {
-				h.Expect = []int{200, 399}
-			}
-			setDefault(c, p+".health.initial", &h.Initial, DefaultHealthInitial)
-			setDefault(c, p+".health.interval", &h.Interval, DefaultHealthInterval)
-			setDefault(c, p+".health.timeout", &h.Timeout, DefaultHealthTimeout)
-			setDefault(c, p+".health.rise", &h.Rise, DefaultHealthRise)
-			setDefault(c, p+".health.fall", &h.Fall, DefaultHealthFall)
+		c.setSiteDefaults(i)
+	}
+}
+
+// setSiteDefaults fills the keys sites[i] left out.
+func (c *Config) setSiteDefaults(i int) {
+	s := &c.Sites[i]
+	p := sitePath(i)
+	if h := s.Health; h != nil {
+		setDefault(c, p+".health.kind", &h.Kind, DefaultHealthKind)
+		if h.Kind == "http" {
+			setDefault(c, p+".health.path", &h.Path, DefaultHealthPath)
 		}
-		if d := s.Discovery; d != nil {
-			setDefault(c, p+".discovery.interval", &d.Interval, DefaultDiscoveryInterval)
+		if len(h.Expect) == 0 && !c.Has(p+".health.expect") {
+			h.Expect = []int{200, 399}
 		}
-		if s.MaxInflight == 0 {
-			if s.Adaptive == nil {
-				s.Adaptive = &Adaptive{}
+		setDefault(c, p+".health.initial", &h.Initial, DefaultHealthInitial)
+		setDefault(c, p+".health.interval", &h.Interval, DefaultHealthInterval)
+		setDefault(c, p+".health.timeout", &h.Timeout, DefaultHealthTimeout)
+		setDefault(c, p+".health.rise", &h.Rise, DefaultHealthRise)
+		setDefault(c, p+".health.fall", &h.Fall, DefaultHealthFall)
+	}
+	if d := s.Discovery; d != nil {
+		setDefault(c, p+".discovery.interval", &d.Interval, DefaultDiscoveryInterval)
+	}
+	if s.MaxInflight == 0 {
+		if s.Adaptive == nil {
+			s.Adaptive = &Adaptive{}
+		}
+		a := s.Adaptive
+		setDefault(c, p+".adaptive.floor", &a.Floor, DefaultAdaptiveFloor)
+		setDefault(c, p+".adaptive.cap", &a.Cap, max(DefaultAdaptiveCap, a.Floor))
+		setDefault(c, p+".adaptive.initial", &a.Initial, min(max(DefaultAdaptiveInitial, a.Floor), a.Cap))
+	}
+	setDefault(c, p+".protocol", &s.Protocol, DefaultBackendProtocol)
+}
+
+// setTLSDefaults fills the keys of the front TLS section the file left out.
+func (c *Config) setTLSDefaults() {
+	t := c.TLS
+	if t == nil {
+		return
+	}
+	if a := t.ACME; a != nil {
+		setDefault(c, "tls.acme.ca", &a.CA, DefaultACMECA)
+		if len(a.Challenges) == 0 && !c.Has("tls.acme.challenges") {
+			// http-01 is answered on the plain listener: without one, only tls-alpn-01.
+			a.Challenges = []string{"tls-alpn-01"}
+			if c.Listen.HTTP != "" {
+				a.Challenges = append([]string(nil), DefaultACMEChallenges...)
 			}
-			a := s.Adaptive
-			setDefault(c, p+".adaptive.floor", &a.Floor, DefaultAdaptiveFloor)
-			setDefault(c, p+".adaptive.cap", &a.Cap, max(DefaultAdaptiveCap, a.Floor))
-			setDefault(c, p+".adaptive.initial", &a.Initial, min(max(DefaultAdaptiveInitial, a.Floor), a.Cap))
 		}
-		setDefault(c, p+".protocol", &s.Protocol, DefaultBackendProtocol)
+	}
+	if h := t.HSTS; h != nil {
+		setDefault(c, "tls.hsts.max_age", &h.MaxAge, DefaultHSTSMaxAge)
 	}
 }
 
