@@ -355,10 +355,11 @@ func (t *Table) modifyResponse(res *http.Response) error {
 	return nil
 }
 
-// observe tells passive health how a try ended; reason is "" for a try that was answered.
+// observe tells passive health how a try ended; reason is reasonNone for a try that was
+// answered.
 // The client's own failures say nothing about the backend.
-func (t *Table) observe(ex *exchange, reason string) {
-	if t.outliers == nil || ex.lease.Backend == nil || reason == reasonClientGone || reason == reasonClientBody {
+func (t *Table) observe(ex *exchange, reason failure) {
+	if t.outliers == nil || ex.lease.Backend == nil || failures[reason].quiet {
 		return
 	}
 	t.outliers.Observe(ex.lease.Backend, backendFailed(reason) || (t.on5xx && ex.rw.status >= 500))
