@@ -300,7 +300,7 @@ func (r *Registry) Prune() {
 	sites := map[string]bool{}
 	cursors := map[string]bool{}
 	for bal := range r.open {
-		for _, bs := range bal.members {
+		for _, bs := range bal.Picker().plan.members { // (not bal.members: one attached since is not locked)
 			for _, b := range bs {
 				backends[b.ID] = true
 			}
