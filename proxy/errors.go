@@ -72,7 +72,7 @@ var failures = [numFailures]struct {
 	reasonNoBackend:      {name: "no_backend", status: http.StatusServiceUnavailable},
 	reasonQueueFull:      {name: "queue_full", status: http.StatusServiceUnavailable, shed: true},
 	reasonQueueTimeout:   {name: "queue_timeout", status: http.StatusServiceUnavailable, shed: true},
-	reasonQueueDelay:     {name: "queue_delay", status: http.StatusServiceUnavailable},
+	reasonQueueDelay:     {name: "queue_delay", status: http.StatusServiceUnavailable, shed: true},
 	reasonConnect:        {name: "connect", status: http.StatusBadGateway, backend: true, retryable: true},
 	reasonBackendTLS:     {name: "backend_tls", status: http.StatusBadGateway, backend: true, retryable: true},
 	reasonConnectTimeout: {name: "connect_timeout", status: http.StatusGatewayTimeout, backend: true, retryable: true},
