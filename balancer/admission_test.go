@@ -24,7 +24,7 @@ func admPicker(t testing.TB, reg *Registry, o Options) *Balancer {
 	t.Helper()
 	p, err := New(reg, o)
 	if err != nil {
-		t.Fatalf("NewPicker: %v", err)
+		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(p.Close)
 	return p

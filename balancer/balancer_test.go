@@ -271,7 +271,7 @@ func TestDownSiteShareGoesToOthersByWeight(t *testing.T) {
 	}
 }
 
-func TestPositionAndStateSurviveNewPicker(t *testing.T) {
+func TestPositionAndStateSurviveNewBalancer(t *testing.T) {
 	reg := NewRegistry()
 	p1, err := New(reg, opts532())
 	if err != nil {
@@ -306,7 +306,7 @@ func TestPositionAndStateSurviveNewPicker(t *testing.T) {
 	}
 }
 
-func TestNewPickerRefusesDuplicates(t *testing.T) {
+func TestNewRefusesDuplicates(t *testing.T) {
 	reg := NewRegistry()
 	for _, o := range []Options{
 		{Sites: []SiteOptions{{Name: "a", Weight: 1}, {Name: "a", Weight: 1}}},

@@ -8,7 +8,7 @@ import (
 )
 
 // waitQueue holds the requests waiting for a slot when every site is full. It is the
-// Registry's, shared by every Picker, so that a slot freed by a request of an older config
+// Registry's, shared by every Balancer, so that a slot freed by a request of an older config
 // generation still goes to a waiter.
 //
 // Discipline: first in, first out while the queue drains; under sustained overload,
@@ -38,7 +38,7 @@ type waitQueue struct {
 	now func() time.Time
 	// interval is how long the queue must stay non-empty to count as congested; delay is
 	// how long a waiter may wait while it is (0: until the queue timeout). Set from the
-	// current Picker's queue timeout (setPolicy).
+	// current Balancer's queue timeout (setPolicy).
 	interval, delay time.Duration
 	busySince       time.Time // when the queue last became non-empty; zero while empty
 
@@ -69,7 +69,7 @@ const (
 )
 
 // setPolicy derives the congestion interval and delay target from the queue timeout of
-// the current Picker.
+// the current Balancer.
 func (q *waitQueue) setPolicy(timeout time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -228,8 +228,8 @@ func (r *Registry) cursor(sites []string) *atomic.Uint64 {
 }
 
 // SetUp marks the backend at addr in site up or down (active health), and rebuilds the
-// Picker of every open Balancer before it returns, so the next pick sees the change. A backend the registry
-// does not know is ignored (its generation has gone).
+// Picker of every open Balancer before it returns, so the next pick sees the change. A
+// backend the registry does not know is ignored (its generation has gone).
 func (r *Registry) SetUp(site, addr string, up bool) {
 	r.set(site, addr, !up, func(b *Backend) *atomic.Bool { return &b.down })
 }

@@ -51,7 +51,7 @@ func (t *Table) Run(ctx context.Context) {
 }
 
 // runDiscovery keeps site d's members up to date: each new set from its Discoverer becomes
-// the Picker's members (new ones slow-start, vanished ones drain), and the site's health
+// the Balancer's members (new ones slow-start, vanished ones drain), and the site's health
 // checks restart over the new set. Until the first lookup answers, the site has no members
 // and its share of the split goes to the others.
 func (t *Table) runDiscovery(ctx context.Context, d *discoveredSite) {

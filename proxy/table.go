@@ -39,7 +39,7 @@ type Observer interface {
 	Observe(b health.Peer, failed bool)
 }
 
-// Table is one compiled config: the balancer's Picker over the sites, and the forwarders
+// Table is one compiled config: the Balancer over the sites, and the forwarders
 // and transports for each backend. It is immutable once built; a Handler swaps whole Tables,
 // and a request keeps the Table it started with to the end.
 type Table struct {
