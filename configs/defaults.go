@@ -83,7 +83,21 @@ func (c *Config) SetDefaults() {
 	setDefault(c, "listen.h2c", &c.Listen.H2C, true)
 	setDefault(c, "websocket.idle", &c.WebSocket.Idle, DefaultWebSocketIdle)
 	setDefault(c, "websocket.max_lifetime", &c.WebSocket.MaxLifetime, DefaultWebSocketLifetime)
-	c.setTLSDefaults()
+	if t := c.TLS; t != nil {
+		if a := t.ACME; a != nil {
+			setDefault(c, "tls.acme.ca", &a.CA, DefaultACMECA)
+			if len(a.Challenges) == 0 && !c.Has("tls.acme.challenges") {
+				// http-01 is answered on the plain listener: without one, only tls-alpn-01.
+				a.Challenges = []string{"tls-alpn-01"}
+				if c.Listen.HTTP != "" {
+					a.Challenges = append([]string(nil), DefaultACMEChallenges...)
+				}
+			}
+		}
+		if h := t.HSTS; h != nil {
+			setDefault(c, "tls.hsts.max_age", &h.MaxAge, DefaultHSTSMaxAge)
+		}
+	}
 
 	setDefault(c, "spillover.resume", &c.Spillover.Resume, DefaultResume)
 	setDefault(c, "spillover.queue.size", &c.Spillover.Queue.Size, DefaultQueueSize)
@@ -146,27 +160,6 @@ func (c *Config) setSiteDefaults(i int) {
 		setDefault(c, p+".adaptive.initial", &a.Initial, min(max(DefaultAdaptiveInitial, a.Floor), a.Cap))
 	}
 	setDefault(c, p+".protocol", &s.Protocol, DefaultBackendProtocol)
-}
-
-// setTLSDefaults fills the keys of the front TLS section the file left out.
-func (c *Config) setTLSDefaults() {
-	t := c.TLS
-	if t == nil {
-		return
-	}
-	if a := t.ACME; a != nil {
-		setDefault(c, "tls.acme.ca", &a.CA, DefaultACMECA)
-		if len(a.Challenges) == 0 && !c.Has("tls.acme.challenges") {
-			// http-01 is answered on the plain listener: without one, only tls-alpn-01.
-			a.Challenges = []string{"tls-alpn-01"}
-			if c.Listen.HTTP != "" {
-				a.Challenges = append([]string(nil), DefaultACMEChallenges...)
-			}
-		}
-	}
-	if h := t.HSTS; h != nil {
-		setDefault(c, "tls.hsts.max_age", &h.MaxAge, DefaultHSTSMaxAge)
-	}
 }
 
 // setDefault sets *v to def when the file left the key at path out.
