@@ -1,8 +1,10 @@
 package balancer
 
 import (
+	"runtime"
 	"slices"
 	"testing"
+	"weak"
 )
 
 // A Picker is a snapshot: every change the control plane makes (weight, drain, members,
@@ -62,4 +64,44 @@ func TestPickerIsASnapshot(t *testing.T) {
 		!slices.EqualFunc(m, want, slices.Equal) || !slices.Equal(u, []int{1, 0, 3}) {
 		t.Errorf("the current Picker: weights %v, drained %v, members %v, up %v", w, d, m, u)
 	}
+}
+
+// A Balancer that a reload replaced (closed, no lease left on it) is collected: neither the
+// Registry nor its successor keeps it, or its Pickers, alive (issue 13: generations kept
+// alive by what they share).
+func TestReplacedBalancersAreCollected(t *testing.T) {
+	reg := NewRegistry()
+	var old []weak.Pointer[Balancer]
+	var cur *Balancer
+	for i := range 50 {
+		b, err := New(reg, opts532())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.MakeCurrent()
+		if cur != nil {
+			cur.Close()
+			old = append(old, weak.Make(cur))
+		}
+		var l Lease
+		if err := b.Picker().Pick(&l, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+		l.Done(Result{Status: 200})
+		cur = b
+		reg.Prune()
+	}
+	for range 3 {
+		runtime.GC()
+	}
+	alive := 0
+	for _, w := range old {
+		if w.Value() != nil {
+			alive++
+		}
+	}
+	if alive > 0 {
+		t.Errorf("%d of %d replaced Balancers still reachable", alive, len(old))
+	}
+	runtime.KeepAlive(cur)
 }
