@@ -55,8 +55,8 @@ type exchange struct {
 	site  string       // the current try's site
 	body  *requestBody // nil for a request without a body
 	tries int
-	// reason is why the last try failed; "" while none has.
-	reason string
+	// reason is why the last try failed; reasonNone while none has.
+	reason failure
 	start  time.Time
 	info   RequestInfo // what the recorders get, kept here so that it is not allocated
 	// conns counts the backend connections the Transport got for this request
@@ -131,15 +131,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.retry.budget.request()
 	key := t.affinityKey(r)
 	ex.affinity = key != 0
-	if err := t.picker.Admit(r.Context(), &ex.lease, key); err != nil {
+	t, err := h.admit(t, ex, r.Context(), key)
+	if err != nil {
 		h.fail(ex, r, err)
 		h.record(t, ex, r)
 		return
-	}
-	if owner, ok := ex.lease.Picker.Owner().(*Table); ok && owner != t {
-		// It waited in the queue across a reload and got its slot from the new config:
-		// the lease's indexes are that Table's sites.
-		t = owner
 	}
 	ex.clock.idle = t.bodyIdle
 	ex.clock.start(&ex.rw)
@@ -172,7 +168,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.clock.endTry()
 		err := ex.rw.err
 		if err == nil {
-			t.observe(ex, "")
+			t.observe(ex, reasonNone)
 			return
 		}
 		status, reason := classify(err, r, ex)
@@ -206,14 +202,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // retry moves ex to another backend for one more try, if the retry policy allows one after
 // a try that failed with reason (see retry.go), and reports whether it did.
 // nextBody is set to the body of the next try.
-func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.ReadCloser, status int, reason string, reached bool, err error) bool {
+func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.ReadCloser, status int, reason failure, reached bool, err error) bool {
 	p := &t.retry
 	switch {
 	case ex.tries >= p.attempts:
 		return ex.notRetried("retries.attempts reached")
 	case ex.rw.status != 0 || ex.rw.informational || ex.rw.hijacked:
 		return ex.notRetried("part of the answer had reached the client")
-	case reason == reasonClientGone || reason == reasonClientBody || reason == reasonClientTimeout:
+	case failures[reason].client:
 		return ex.notRetried("the client's own doing")
 	case reached && !p.idempotent(r):
 		// It may have reached the backend: a payment must not go twice.
@@ -226,7 +222,7 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 	}
 	var next balancer.Lease
 	same := false // the next try goes to the same backend, on this lease
-	if t.picker.PickRetry(&next, ex.lease.SiteIndex, ex.lease.Backend) != nil {
+	if t.bal.Picker().PickRetry(&next, ex.lease.SiteIndex, ex.lease.Backend) != nil {
 		if !reached {
 			// It never reached a backend, and every other one is full this instant:
 			// rather than answer 502, it waits in the queue for a slot elsewhere, as a
@@ -264,7 +260,7 @@ func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.Re
 
 // spend takes a retry from the budget and the body of the next try (nil for a request
 // without one); false when the budget is spent or the body was not kept.
-func (h *Handler) spend(t *Table, ex *exchange, r *http.Request, status int, reason string) (io.ReadCloser, bool) {
+func (h *Handler) spend(t *Table, ex *exchange, r *http.Request, status int, reason failure) (io.ReadCloser, bool) {
 	if !t.retry.budget.allow() {
 		if ce := h.log.Check(zap.WarnLevel, "retry budget exhausted"); ce != nil {
 			ce.Write(ex.logFields(r, status, reason)...)
@@ -289,18 +285,18 @@ func (ex *exchange) notRetried(why string) bool {
 
 // moveOn readies ex for its next try, now on ex.lease, with body (nil: none), and counts and
 // logs the retry of the try that failed on from.
-func (h *Handler) moveOn(ex *exchange, r *http.Request, nextBody *io.ReadCloser, body io.ReadCloser, from *balancer.Backend, status int, reason string, err error) {
+func (h *Handler) moveOn(ex *exchange, r *http.Request, nextBody *io.ReadCloser, body io.ReadCloser, from *balancer.Backend, status int, reason failure, err error) {
 	if body != nil {
 		*nextBody = body
 	}
-	ex.rw.err, ex.reason = nil, ""
+	ex.rw.err, ex.reason = nil, reasonNone
 	h.retries.count(reason)
 	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
 		// site and backend are the try that failed; next_site and next_backend the next.
 		ce.Write(zap.String("request_id", ex.id), zap.String("method", r.Method),
 			zap.String("host", r.Host), zap.String("path", r.URL.Path),
 			zap.String("site", from.ID.Site), zap.String("backend", from.ID.Addr),
-			zap.Int("status", status), zap.String("reason", reason),
+			zap.Int("status", status), zap.String("reason", reason.String()),
 			zap.String("next_site", ex.lease.Backend.ID.Site), zap.String("next_backend", ex.lease.Backend.ID.Addr),
 			zap.Int("try", ex.tries+1), zap.Duration("queued", ex.lease.Queued), zap.Error(err))
 	}
@@ -327,7 +323,7 @@ func (ex *exchange) headerBudget(t *Table) bool {
 // fails, ex.waitErr says why, and that is what the client is answered (503 with the queue's
 // reason). Time in the queue is not counted in response_header, for a retry as for a first
 // try.
-func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody *io.ReadCloser, status int, reason string, err error) bool {
+func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody *io.ReadCloser, status int, reason failure, err error) bool {
 	body, ok := h.spend(t, ex, r, status, reason)
 	if !ok {
 		return false
@@ -336,7 +332,7 @@ func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody 
 	ex.lease.Done(ex.result())
 	remaining := time.Until(ex.headerBy) // (headerBy is zero while the body still arrives)
 	var next balancer.Lease
-	if werr := t.picker.AdmitRetry(r.Context(), &next, site, from); werr != nil {
+	if werr := t.bal.Picker().AdmitRetry(r.Context(), &next, site, from); werr != nil {
 		if !errors.Is(werr, balancer.ErrNoBackend) {
 			ex.waitErr = werr
 			return ex.notRetried("it waited for a slot on another backend, and none came")
@@ -364,7 +360,7 @@ func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
 		return
 	}
 	ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: errAborted})
-	level, reason := zap.WarnLevel, "backend_aborted"
+	level, reason := zap.WarnLevel, reasonBackendAborted
 	switch cut := ex.clock.cut(); {
 	case cut == errClientStalled:
 		level, reason = zap.InfoLevel, reasonClientTimeout
@@ -395,7 +391,7 @@ func (ex *exchange) result() balancer.Result {
 	}
 	res := balancer.Result{Status: ex.rw.status, Err: ex.rw.err}
 	switch ex.reason {
-	case "":
+	case reasonNone:
 		res.Overload = ex.rw.status == http.StatusServiceUnavailable
 		if !ex.rw.headerAt.IsZero() && ex.rw.status != http.StatusSwitchingProtocols {
 			res.Latency = ex.rw.headerAt.Sub(ex.sentAt())

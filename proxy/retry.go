@@ -284,13 +284,13 @@ type retryCounts struct {
 	n  map[string]uint64
 }
 
-func (c *retryCounts) count(reason string) {
+func (c *retryCounts) count(reason failure) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n == nil {
 		c.n = map[string]uint64{}
 	}
-	c.n[reason]++
+	c.n[reason.String()]++
 }
 
 // Retries reports how many retries the Handler has made, by the reason of the failure that
@@ -302,4 +302,11 @@ func (h *Handler) Retries() map[string]uint64 {
 }
 
 // retryReasons are the reasons a try can fail and be retried for.
-var retryReasons = []string{reasonConnect, reasonBackendTLS, reasonConnectTimeout, reasonTimeout, reasonBadGateway, reasonUpstream502}
+var retryReasons = func() (out []string) {
+	for f, row := range failures {
+		if row.retryable {
+			out = append(out, failure(f).String())
+		}
+	}
+	return out
+}()

@@ -22,25 +22,28 @@ import (
 	"github.com/spillway/spillway/health"
 )
 
-// The Registry takes active and passive health reports for the backends it tracks.
+// The Registry takes active and passive health reports for the backends it tracks, and
+// each of its Backends keeps passive health's count for itself.
 var (
 	_ health.Sink    = (*balancer.Registry)(nil)
 	_ health.Ejector = (*balancer.Registry)(nil)
+	_ health.Peer    = (*balancer.Backend)(nil)
 	_ Observer       = (*health.Outliers)(nil)
 )
 
 // Observer learns how each try with a backend ended: failed is true for a connect error,
 // reset, timeout or 502 from upstream (and any 5xx when outlier.on_5xx is set). It is
-// called on the request path and must not block. health.Outliers is one.
+// called on the request path, with the try's backend, and must not block. health.Outliers
+// is one.
 type Observer interface {
-	Observe(site, addr string, failed bool)
+	Observe(b health.Peer, failed bool)
 }
 
-// Table is one compiled config: the balancer's Picker over the sites, and the forwarders
+// Table is one compiled config: the Balancer over the sites, and the forwarders
 // and transports for each backend. It is immutable once built; a Handler swaps whole Tables,
 // and a request keeps the Table it started with to the end.
 type Table struct {
-	picker   *balancer.Picker
+	bal      *balancer.Balancer
 	sites    []siteRoute
 	retry    retryPolicy
 	outliers Observer // nil: no passive health
@@ -79,7 +82,7 @@ func (t *Table) activate() {
 	for _, id := range t.unhealthy {
 		t.deps.Registry.SetUp(id.Site, id.Addr, true)
 	}
-	t.picker.MakeCurrent()
+	t.bal.MakeCurrent()
 }
 
 // route returns the route of the site called name, or nil (also for a nil Table).
@@ -98,7 +101,7 @@ func (t *Table) route(name string) *siteRoute {
 // members lists the current backend addresses of the site called name.
 func (t *Table) members(name string) []string {
 	var out []string
-	for _, b := range t.picker.Backends() {
+	for _, b := range t.bal.Backends() {
 		if b.ID.Site == name {
 			out = append(out, b.ID.Addr)
 		}
@@ -144,7 +147,7 @@ func (t *Table) forwarder(s *siteRoute, b *balancer.Backend) forwarder {
 	f := newForwarder(target, s.transport, t, t.deps)
 	t.membersMu.Lock()
 	defer t.membersMu.Unlock()
-	if !slices.Contains(t.picker.Backends(), b) {
+	if !slices.Contains(t.bal.Backends(), b) {
 		return f
 	}
 	f2, _ := s.forwarders.LoadOrStore(b, f)
@@ -221,7 +224,6 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		t.outliers = d.Outliers
 	}
 	opts := balancer.Options{
-		Owner:        t,
 		Sites:        make([]balancer.SiteOptions, len(cfg.Sites)),
 		Resume:       cfg.Spillover.Resume,
 		QueueSize:    cfg.Spillover.Queue.Size,
@@ -280,11 +282,11 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 	if len(fileErrs) > 0 {
 		return nil, fileErrs
 	}
-	p, err := balancer.NewPicker(d.Registry, opts)
+	bal, err := balancer.New(d.Registry, opts)
 	if err != nil {
 		return nil, err
 	}
-	t.picker = p
+	t.bal = bal
 	t.targets = targets
 	if len(targets) > 0 {
 		t.monitor = health.NewMonitor(t.monitorOptions(targets))
@@ -353,21 +355,22 @@ func (t *Table) modifyResponse(res *http.Response) error {
 	return nil
 }
 
-// observe tells passive health how a try ended; reason is "" for a try that was answered.
+// observe tells passive health how a try ended; reason is reasonNone for a try that was
+// answered.
 // The client's own failures say nothing about the backend.
-func (t *Table) observe(ex *exchange, reason string) {
-	if t.outliers == nil || ex.lease.Backend == nil || reason == reasonClientGone || reason == reasonClientBody {
+func (t *Table) observe(ex *exchange, reason failure) {
+	if t.outliers == nil || ex.lease.Backend == nil || failures[reason].quiet {
 		return
 	}
-	id := ex.lease.Backend.ID
-	t.outliers.Observe(id.Site, id.Addr, backendFailed(reason) || (t.on5xx && ex.rw.status >= 500))
+	t.outliers.Observe(ex.lease.Backend, backendFailed(reason) || (t.on5xx && ex.rw.status >= 500))
 }
 
-// Members lists each site's backends, for health.Outliers.SetMembers.
-func (t *Table) Members() map[string][]string {
-	m := make(map[string][]string, len(t.sites))
-	for _, b := range t.picker.Backends() {
-		m[b.ID.Site] = append(m[b.ID.Site], b.ID.Addr)
+// Members lists the backends of every site, for health.Outliers.SetMembers.
+func (t *Table) Members() []health.Peer {
+	bs := t.bal.Backends()
+	m := make([]health.Peer, len(bs))
+	for i, b := range bs {
+		m[i] = b
 	}
 	return m
 }
@@ -376,7 +379,7 @@ func (t *Table) Members() map[string][]string {
 // reaching it. Requests still using the Table finish normally; their connections close when
 // they are done.
 func (t *Table) Close() {
-	t.picker.Close()
+	t.bal.Close()
 	for i := range t.sites {
 		s := &t.sites[i]
 		if !s.handedOver.Load() && (!s.shared || t.tookOver.Load()) {
@@ -386,10 +389,10 @@ func (t *Table) Close() {
 }
 
 // Sites lists the long-lived state of the Table's sites, in config order.
-func (t *Table) Sites() []*balancer.Site { return t.picker.Sites() }
+func (t *Table) Sites() []*balancer.Site { return t.bal.Sites() }
 
 // Status reports each site's capacity and its backends' state now, in config order.
-func (t *Table) Status() []balancer.SiteStatus { return t.picker.Status() }
+func (t *Table) Status() []balancer.SiteStatus { return t.bal.Status() }
 
 // affinityKey is the hash of the request's session key (affinity.cookie or .header), or 0
 // when affinity is off or the request carries none.
