@@ -140,6 +140,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.clock.idle = t.bodyIdle
 	ex.clock.start(&ex.rw)
 	defer h.finish(ex, r, t)
+	h.forward(t, ex, r)
+}
+
+// forward sends an admitted request to its backend, and to others while the retry policy
+// allows (see retry), until one answers or it fails for good.
+func (h *Handler) forward(t *Table, ex *exchange, r *http.Request) {
 	// out is what goes to the backends: a copy, so that the inbound request keeps its own
 	// Body. net/http's server looks at that Body when the answer starts: an
 	// "Expect: 100-continue" body nobody asked for is then left unread (and the 100 never

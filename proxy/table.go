@@ -233,51 +233,17 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 	t.headers = newHeaderPolicy(cfg.Headers)
 	t.responseHeader, t.bodyIdle = cfg.Timeouts.ResponseHeader, cfg.Timeouts.BodyIdle
 	var targets []health.Target
-	var fileErrs configs.Errors // every site's unreadable TLS files, in one list
-	for i, s := range cfg.Sites {
-		so := balancer.SiteOptions{Name: s.Name, Weight: s.Weight, Backends: s.Backends,
-			Elastic: s.Elastic, MaxInflight: s.MaxInflight, SlowStart: s.SlowStart}
-		if a := s.Adaptive; a != nil {
-			so.Adaptive = balancer.AdaptiveOptions{Floor: a.Floor, Cap: a.Cap, Initial: a.Initial}
-		}
-		if prev := d.Previous.route(s.Name); prev != nil && sameConnections(d.Previous.cfg, cfg, s.Name) {
-			t.sites[i].transport = prev.transport
-			t.sites[i].shared = true
-			t.inherited = append(t.inherited, prev)
-		} else {
-			tr, err := newSiteTransport(cfg, i, d.Log)
-			if errs, ok := err.(configs.Errors); ok {
-				fileErrs = append(fileErrs, errs...)
-				continue
-			} else if err != nil {
-				return nil, err
-			}
-			t.sites[i].transport = tr
-		}
-		t.sites[i].name = s.Name
-		if s.Discovery != nil {
-			t.discovered = append(t.discovered, newDiscoveredSite(i, s, d.Log))
-			if prev := d.Previous.route(s.Name); prev != nil && reflect.DeepEqual(d.Previous.cfg.Site(s.Name).Discovery, s.Discovery) {
-				// Same discovery: start from what it found, not from an empty pool.
-				so.Backends = d.Previous.members(s.Name)
-			}
+	var fileErrs configs.Errors
+	for i := range cfg.Sites {
+		so, siteTargets, err := t.buildSite(cfg, i, d)
+		if errs, ok := err.(configs.Errors); ok {
+			fileErrs = append(fileErrs, errs...) // every site's unreadable TLS files, in one list
+			continue
+		} else if err != nil {
+			return nil, err
 		}
 		opts.Sites[i] = so
-		for _, raw := range s.Backends {
-			if _, err := url.Parse(raw); err != nil {
-				return nil, fmt.Errorf("site %s: backend %q: %w", s.Name, raw, err)
-			}
-			if s.Health != nil {
-				ht := healthTarget(d.Registry, s.Name, raw, s.Health)
-				ht.Check.TLS = t.sites[i].transport.TLSClientConfig // probes present the site's CA and client certificate
-				targets = append(targets, ht)
-			} else if b, known := d.Registry.Lookup(balancer.BackendID{Site: s.Name, Addr: raw}); known && !b.Healthy() {
-				// Its site no longer has health checks: nothing would ever bring it back.
-				// Only once this Table is the one served (activate): a config that is
-				// refused must not change the running one's state.
-				t.unhealthy = append(t.unhealthy, balancer.BackendID{Site: s.Name, Addr: raw})
-			}
-		}
+		targets = append(targets, siteTargets...)
 	}
 	if len(fileErrs) > 0 {
 		return nil, fileErrs
@@ -292,6 +258,53 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		t.monitor = health.NewMonitor(t.monitorOptions(targets))
 	}
 	return t, nil
+}
+
+// buildSite compiles site i of cfg into t: its transport (the previous Table's, when its
+// connection settings are unchanged), its discovery, and its health targets; it returns its
+// balancer options and targets. An unreadable TLS file is a configs.Errors.
+func (t *Table) buildSite(cfg *configs.Config, i int, d Deps) (so balancer.SiteOptions, targets []health.Target, err error) {
+	s := cfg.Sites[i]
+	so = balancer.SiteOptions{Name: s.Name, Weight: s.Weight, Backends: s.Backends,
+		Elastic: s.Elastic, MaxInflight: s.MaxInflight, SlowStart: s.SlowStart}
+	if a := s.Adaptive; a != nil {
+		so.Adaptive = balancer.AdaptiveOptions{Floor: a.Floor, Cap: a.Cap, Initial: a.Initial}
+	}
+	if prev := d.Previous.route(s.Name); prev != nil && sameConnections(d.Previous.cfg, cfg, s.Name) {
+		t.sites[i].transport = prev.transport
+		t.sites[i].shared = true
+		t.inherited = append(t.inherited, prev)
+	} else {
+		tr, err := newSiteTransport(cfg, i, d.Log)
+		if err != nil {
+			return so, nil, err
+		}
+		t.sites[i].transport = tr
+	}
+	t.sites[i].name = s.Name
+	if s.Discovery != nil {
+		t.discovered = append(t.discovered, newDiscoveredSite(i, s, d.Log))
+		if prev := d.Previous.route(s.Name); prev != nil && reflect.DeepEqual(d.Previous.cfg.Site(s.Name).Discovery, s.Discovery) {
+			// Same discovery: start from what it found, not from an empty pool.
+			so.Backends = d.Previous.members(s.Name)
+		}
+	}
+	for _, raw := range s.Backends {
+		if _, err := url.Parse(raw); err != nil {
+			return so, nil, fmt.Errorf("site %s: backend %q: %w", s.Name, raw, err)
+		}
+		if s.Health != nil {
+			ht := healthTarget(d.Registry, s.Name, raw, s.Health)
+			ht.Check.TLS = t.sites[i].transport.TLSClientConfig // probes present the site's CA and client certificate
+			targets = append(targets, ht)
+		} else if b, known := d.Registry.Lookup(balancer.BackendID{Site: s.Name, Addr: raw}); known && !b.Healthy() {
+			// Its site no longer has health checks: nothing would ever bring it back.
+			// Only once this Table is the one served (activate): a config that is
+			// refused must not change the running one's state.
+			t.unhealthy = append(t.unhealthy, balancer.BackendID{Site: s.Name, Addr: raw})
+		}
+	}
+	return so, targets, nil
 }
 
 // monitorOptions are the options of a Monitor over targets, reporting to the Registry.
