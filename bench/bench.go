@@ -44,6 +44,8 @@ type Options struct {
 	Seed uint64
 	// Log receives the proxy's logs; nil: none.
 	Log *zap.Logger
+	// Build is this build of Spillway, for the report; nil: not recorded.
+	Build *BuildInfo
 }
 
 // Default lengths of a scenario.
@@ -133,7 +135,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		defer os.RemoveAll(dir)
 		c.dir = dir
 	}
-	rep := &Report{Started: time.Now().UTC().Format(time.RFC3339), Short: o.Short, Machine: machine()}
+	rep := &Report{Started: time.Now().UTC().Format(time.RFC3339), Short: o.Short, Machine: machine(),
+		Mode: ModeSimulated, Seed: o.Seed, Spillway: o.Build}
 	begin := time.Now()
 	for _, s := range chosen {
 		if err := ctx.Err(); err != nil {
@@ -171,6 +174,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 func machine() Machine {
 	m := Machine{OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
+	m.Hostname, _ = os.Hostname()
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
