@@ -126,6 +126,13 @@ type TargetOptions struct {
 	Build *BuildInfo
 }
 
+// OptionsError is RunTarget's error for options it refuses (a usage mistake): every
+// problem, joined.
+type OptionsError struct{ Err error }
+
+func (e *OptionsError) Error() string { return e.Err.Error() }
+func (e *OptionsError) Unwrap() error { return e.Err }
+
 // withDefaults fills in the defaults and checks o; every problem is reported.
 func (o TargetOptions) withDefaults() (TargetOptions, error) {
 	var errs []error
@@ -293,7 +300,7 @@ func httpClient(caFile string, h2 bool, maxConns int) (*http.Client, *http.Trans
 func RunTarget(ctx context.Context, o TargetOptions) (*Report, error) {
 	o, err := o.withDefaults()
 	if err != nil {
-		return nil, err
+		return nil, &OptionsError{err}
 	}
 	client, tr, err := httpClient(o.CAFile, o.HTTP2, o.Concurrency)
 	if err != nil {
@@ -695,7 +702,24 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 	stopBG()
 	wg.Wait()
 	if tg.view != nil {
-		data.proxy = append(data.proxy, tg.view.sample(ctx, time.Since(start)))
+		// The last sample once the proxy has finished what it was sent (its counters are
+		// written as each request completes), or after a second.
+		settle, cancel := context.WithTimeout(ctx, time.Second)
+		s := tg.view.sample(settle, time.Since(start))
+		for s.err == nil && slices.ContainsFunc(s.inflight, func(n int64) bool { return n > 0 }) && settle.Err() == nil {
+			t := time.NewTimer(20 * time.Millisecond)
+			select {
+			case <-settle.Done():
+			case <-t.C:
+				s = tg.view.sample(settle, time.Since(start))
+			}
+			t.Stop()
+		}
+		cancel()
+		if s.err != nil {
+			s = tg.view.sample(ctx, time.Since(start))
+		}
+		data.proxy = append(data.proxy, s)
 	}
 	if data.stopAt > 0 {
 		kept := records[:0]

@@ -302,7 +302,9 @@ func (tg *targetRun) proxyChecks(r *Result, data *targetData, name string) {
 	}
 	switch name {
 	case "steady", "soak":
-		if ok > 0 {
+		if tg.o.Sessions > 0 {
+			r.Note = joinNote(r.Note, "with -sessions the proxy places each session by its affinity key, not by the weighted round robin: the shares are reported, not judged")
+		} else if ok > 0 {
 			for i, s := range tg.view.sites {
 				if tg.view.target[i] > 0 || pd.ok[i] > 0 {
 					r.Checks = append(r.Checks, Near(s+" share of the proxy's 2xx answers", 100*pd.ok[i]/ok,
