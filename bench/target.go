@@ -555,6 +555,7 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 	}
 	data := &targetData{names: names, explains: map[int32]string{}}
 	data.duration, data.bucket = d, time.Second
+	data.weights = []weightsAt{{0, nil}} // no target share: the client's view knows no weights
 	if tg.view != nil {
 		data.weights = []weightsAt{{0, sharesAsWeights(tg.view.target)}}
 	}

@@ -1,18 +1,39 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/spillway/spillway/bench/sim"
 )
 
-// startTargetEnv starts simulated sites and Spillway in front of them with its admin API,
-// as a deployment the target mode is pointed at.
-func startTargetEnv(t *testing.T) *Env {
+// Target mode is tested against a Spillway this process starts (simulated sites on
+// loopback, the proxy built as `spillway run` builds it, its admin API on a port of its
+// own), and against plain loopback servers where what matters is what the client sends.
+// Verdicts depend on timing and are not asserted; what the run measured and judged is.
+
+// startTargetEnv starts simulated sites and Spillway in front of them with its admin API:
+// a deployment for target mode.
+func startTargetEnv(t *testing.T, sites []SiteSpec, queue int, queueTimeout time.Duration) *Env {
 	t.Helper()
-	env, err := StartEnv(EnvOptions{Sites: standardSites(), Dir: t.TempDir(), Service: service, Seed: 1,
-		HealthInterval: 100 * time.Millisecond, QueueSize: 100, Admin: true, Affinity: "{cookie: SESSION}"})
+	env, err := StartEnv(EnvOptions{Sites: sites, Dir: t.TempDir(), Service: service, Seed: 1,
+		HealthInterval: 100 * time.Millisecond, QueueSize: queue, QueueTimeout: queueTimeout, Admin: true,
+		Affinity: "{cookie: SESSION}"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,18 +41,335 @@ func startTargetEnv(t *testing.T) *Env {
 	return env
 }
 
-func TestTargetSteadyWithAdmin(t *testing.T) {
-	env := startTargetEnv(t)
+func checkNamed(r *Result, prefix string) *Check {
+	for i := range r.Checks {
+		if strings.HasPrefix(r.Checks[i].Name, prefix) {
+			return &r.Checks[i]
+		}
+	}
+	return nil
+}
+
+// The proxy's own view: the split it counted, its in-flight against limits and its sheds
+// are judged beside the client's view, and sessions are followed by the site header the
+// simulated backends send.
+func TestTargetSteadyJudgesTheProxysView(t *testing.T) {
+	env := startTargetEnv(t, standardSites(), 100, 0)
 	var progress strings.Builder
 	rep, err := RunTarget(context.Background(), TargetOptions{Target: env.URL, Admin: env.AdminURL,
-		Rate: 100, Duration: 2 * time.Second, Sessions: 20, SampleEvery: 200 * time.Millisecond, Progress: &progress})
+		Rate: 100, Duration: 2 * time.Second, SampleEvery: 200 * time.Millisecond, Progress: &progress, Seed: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Log(progress.String())
-	r := rep.Scenarios[0]
-	for _, c := range r.Checks {
-		t.Log(c)
+	if rep.Mode != ModeTarget || rep.Seed != 7 || len(rep.Scenarios) != 1 {
+		t.Fatalf("mode %q seed %d scenarios %d", rep.Mode, rep.Seed, len(rep.Scenarios))
 	}
-	t.Logf("%v note %q", r.Figures, r.Note)
+	r := rep.Scenarios[0]
+	if r.Name != "steady" || (r.Verdict != Pass && r.Verdict != Fail) {
+		t.Fatalf("%s: verdict %s (%s)", r.Name, r.Verdict, r.Note)
+	}
+	for _, name := range []string{"p99 over the run", "requests not answered 2xx", "requests not sent",
+		"highest in-flight at one backend", "idc1 share of the proxy's 2xx answers", "idc2 share of the proxy's 2xx answers",
+		"aws share of the proxy's 2xx answers", "requests shed by the proxy"} {
+		if checkNamed(r, name) == nil {
+			t.Errorf("no check %q among %v", name, r.Checks)
+		}
+	}
+	// Every request the client saw answered 2xx, the proxy counted (its final sample waits
+	// for its in-flight to drain).
+	if ok, pok := r.Figures["ok"], r.Figures["proxy.ok"]; ok == 0 || pok != ok {
+		t.Errorf("client ok %v, proxy ok %v", ok, pok)
+	}
+	var sum float64
+	for _, s := range env.Sites {
+		sum += r.Figures["proxy.share."+s]
+		if r.Figures["proxy.target_share."+s] == 0 {
+			t.Errorf("no target share for %s: %v", s, r.Figures)
+		}
+	}
+	if sum < 99.9 || sum > 100.1 {
+		t.Errorf("proxy shares add to %v", sum)
+	}
+	if got := rep.Target; got == nil || !strings.HasPrefix(got.ConfigHash, "sha256:") || len(got.Sites) != 3 || got.Generation == 0 {
+		t.Errorf("target info %+v", got)
+	}
+	if s := r.Series; s == nil || !slices.Equal(s.Sites, env.Sites) || s.Bucket != 1 || len(s.ST) == 0 {
+		t.Errorf("series %+v", s)
+	}
+	if !strings.Contains(progress.String(), "=== steady") || !strings.Contains(progress.String(), "sheds 0") {
+		t.Errorf("progress:\n%s", progress.String())
+	}
+}
+
+// Sessions carry the affinity cookie; where the answers name no site, the proxy's explain
+// API tells which site served a sample of each session's requests. The proxy keeps a
+// session on its site while the site has room (here: a tenth of capacity).
+func TestTargetSessionsStickThroughExplain(t *testing.T) {
+	env := startTargetEnv(t, standardSites(), 100, 0)
+	rep, err := RunTarget(context.Background(), TargetOptions{Target: env.URL, Admin: env.AdminURL,
+		Rate: 60, Duration: 2 * time.Second, Sessions: 12, SiteHeader: "X-Not-Sent", SampleEvery: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Scenarios[0]
+	if r.Figures["sessions.explain_asked"] == 0 || r.Figures["sessions.site_known"] == 0 {
+		t.Fatalf("figures %v, note %q", r.Figures, r.Note)
+	}
+	if c := checkNamed(r, "sessions seen on more than one site"); c == nil || !c.Pass {
+		t.Errorf("stickiness: %v", c)
+	}
+	if !strings.Contains(r.Note, "shares are reported, not judged") || checkNamed(r, "idc1 share") != nil {
+		t.Errorf("the split was judged with sessions: %q %v", r.Note, r.Checks)
+	}
+}
+
+// Without -admin the verdict uses the client's view, and says so; without a site header
+// stickiness cannot be known, and the report says that too.
+func TestTargetClientViewOnly(t *testing.T) {
+	env := startTargetEnv(t, standardSites(), 100, 0)
+	rep, err := RunTarget(context.Background(), TargetOptions{Target: env.URL, Rate: 50, Duration: time.Second,
+		Sessions: 4, SiteHeader: "X-Not-Sent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Scenarios[0]
+	if !strings.Contains(r.Note, "client's view only") || !strings.Contains(r.Note, "stickiness not determinable") {
+		t.Errorf("note %q", r.Note)
+	}
+	for _, c := range r.Checks {
+		if strings.Contains(c.Name, "proxy") || strings.Contains(c.Name, "backend") || strings.Contains(c.Name, "sessions") {
+			t.Errorf("check %q without -admin", c.Name)
+		}
+	}
+	if rep.Target.ConfigHash != "" || rep.Target.BuildInfo != nil {
+		t.Errorf("target info without admin: %+v", rep.Target)
+	}
+}
+
+// A ramp stops at the first step that does not hold and reports the capacity found. One
+// backend of 4 slots (about 37 req/s) with a short queue: 5 req/s holds, 70 does not.
+func TestTargetRampStopsAtTheFirstStepThatFails(t *testing.T) {
+	env := startTargetEnv(t, []SiteSpec{{Name: "idc1", Weight: 1, Backends: 1, Limit: 4}}, 10, 100*time.Millisecond)
+	rep, err := RunTarget(context.Background(), TargetOptions{Scenarios: []string{"ramp"}, Target: env.URL,
+		Admin: env.AdminURL, Rate: 5, RampTo: 200, RampSteps: 4, Duration: 8 * time.Second, SampleEvery: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Scenarios[0]
+	if r.Verdict == Error {
+		t.Fatal(r.Note)
+	}
+	if r.Figures["breach_rps"] != 70 {
+		t.Fatalf("breach at %v req/s, want 70; figures %v; note %q; table %v", r.Figures["breach_rps"], r.Figures, r.Note, r.Table)
+	}
+	if n := len(r.Table.Rows); n != 2 || r.Table.Rows[0][5] != "yes" || r.Table.Rows[1][5] != "no" {
+		t.Errorf("steps %v", r.Table.Rows)
+	}
+	if c := r.Figures["capacity_rps"]; c <= 0 || c > 70 {
+		t.Errorf("capacity %v", c)
+	}
+	if r.Figures["proxy.sheds"] == 0 {
+		t.Errorf("no shed counted by the proxy past capacity: %v", r.Figures)
+	}
+	// The load stopped at the breach: nothing was due after it.
+	if r.Series.T[len(r.Series.T)-1] >= 8 {
+		t.Errorf("the series runs to %v s", r.Series.T[len(r.Series.T)-1])
+	}
+}
+
+// A soak watches the proxy's resident memory and goroutines from its /metrics.
+func TestTargetSoakWatchesMemoryAndGoroutines(t *testing.T) {
+	env := startTargetEnv(t, standardSites(), 100, 0)
+	rep, err := RunTarget(context.Background(), TargetOptions{Scenarios: []string{"soak", "spike"}, Target: env.URL,
+		Admin: env.AdminURL, Rate: 40, Duration: 2 * time.Second, SampleEvery: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	soak, spike := rep.Scenarios[0], rep.Scenarios[1]
+	for _, name := range []string{"proxy resident memory", "proxy goroutines"} {
+		if checkNamed(soak, name) == nil {
+			t.Errorf("soak: no check %q: %v (note %q)", name, soak.Checks, soak.Note)
+		}
+	}
+	if soak.Figures["proxy.rss_mb.early"] <= 0 || soak.Figures["proxy.goroutines.end"] <= 0 {
+		t.Errorf("soak figures %v", soak.Figures)
+	}
+	if spike.Params["spike_rps"] != 120.0 || len(spike.Series.Marks) != 2 {
+		t.Errorf("spike params %v marks %v", spike.Params, spike.Series.Marks)
+	}
+}
+
+func TestTargetRefusesSimulatedOnlyScenarios(t *testing.T) {
+	_, err := RunTarget(context.Background(), TargetOptions{Scenarios: []string{"outage", "stedy"}, Target: "http://127.0.0.1:1"})
+	var oe *OptionsError
+	if !errors.As(err, &oe) || !strings.Contains(err.Error(), "scenario outage runs only against simulated sites") ||
+		!strings.Contains(err.Error(), `unknown scenario "stedy"`) {
+		t.Fatalf("got %v", err)
+	}
+	_, err = RunTarget(context.Background(), TargetOptions{Target: "ftp://x", Rate: -1, Concurrency: -2})
+	for _, want := range []string{"target", "rate", "concurrency"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	// Too many requests for the bounds: refused before anything is sent.
+	_, err = RunTarget(context.Background(), TargetOptions{Target: "http://127.0.0.1:1", Rate: 100_000, Duration: time.Hour})
+	if err == nil || !strings.Contains(err.Error(), "lower -rate or -duration") {
+		t.Errorf("got %v", err)
+	}
+	// An admin API that does not answer stops the run before any load.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, err = RunTarget(context.Background(), TargetOptions{Target: "http://" + addr, Admin: "http://" + addr, Duration: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "admin API does not answer") {
+		t.Errorf("got %v", err)
+	}
+}
+
+// recorder is a loopback server that keeps what it was sent.
+type recorder struct {
+	mu   sync.Mutex
+	seen []string // "METHOD path proto body-sha header cookie"
+}
+
+func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	sum := sha256.Sum256(b)
+	cookie := ""
+	if c, err := r.Cookie("SESSION"); err == nil {
+		cookie = c.Value
+	}
+	rc.mu.Lock()
+	rc.seen = append(rc.seen, strings.Join([]string{r.Method, r.URL.RequestURI(), r.Proto, hex.EncodeToString(sum[:4]),
+		r.Header.Get("X-Bench-Test"), cookie, r.Header.Get("X-Request-Id")}, " "))
+	rc.mu.Unlock()
+	w.Header().Set(sim.HeaderSite, "only")
+	io.WriteString(w, "ok")
+}
+
+// -paths, -header and -sessions shape what is sent: each line of the paths file in turn,
+// with its body; the headers on every request; a session cookie, round robin.
+func TestTargetSendsThePathsFile(t *testing.T) {
+	rc := &recorder{}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	dir := t.TempDir()
+	body := []byte(`{"amount": 10}`)
+	os.WriteFile(filepath.Join(dir, "pay.json"), body, 0o644)
+	os.WriteFile(filepath.Join(dir, "paths.txt"), []byte("# a comment\nGET /accounts?id=1\n\nPOST /payments pay.json\r\n"), 0o644)
+	paths, err := ReadPaths(filepath.Join(dir, "paths.txt"), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := RunTarget(context.Background(), TargetOptions{Target: srv.URL, Paths: paths, Rate: 40, Duration: time.Second,
+		Header: http.Header{"X-Bench-Test": {"yes"}}, Sessions: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.seen) == 0 || float64(len(rc.seen)) != rep.Scenarios[0].Figures["requests"] {
+		t.Fatalf("server saw %d, report says %v", len(rc.seen), rep.Scenarios[0].Figures["requests"])
+	}
+	sum := sha256.Sum256(body)
+	empty := sha256.Sum256(nil)
+	ids := map[string]bool{}
+	count := map[string]int{}
+	for _, s := range rc.seen {
+		f := strings.Split(s, " ")
+		switch f[0] + " " + f[1] {
+		case "GET /accounts?id=1":
+			if f[3] != hex.EncodeToString(empty[:4]) {
+				t.Errorf("GET with a body: %s", s)
+			}
+		case "POST /payments":
+			if f[3] != hex.EncodeToString(sum[:4]) {
+				t.Errorf("POST body: %s", s)
+			}
+		default:
+			t.Errorf("unexpected request %s", s)
+		}
+		if f[2] != "HTTP/1.1" || f[4] != "yes" || !strings.HasPrefix(f[5], "bench-0-") || ids[f[6]] {
+			t.Errorf("request %s", s)
+		}
+		ids[f[6]] = true
+		count[f[0]]++
+		count[f[5]]++
+	}
+	if d := count["GET"] - count["POST"]; d < -1 || d > 1 {
+		t.Errorf("paths not sent in turn: %v", count)
+	}
+	if count["bench-0-0"] == 0 || count["bench-0-2"] == 0 || count["bench-0-3"] != 0 {
+		t.Errorf("sessions: %v", count)
+	}
+}
+
+// HTTP/2: over TLS (checked against -ca-file) by ALPN, and h2c over http://.
+func TestTargetHTTP2AndCAFile(t *testing.T) {
+	rc := &recorder{}
+	tlsSrv := httptest.NewUnstartedServer(rc)
+	tlsSrv.EnableHTTP2 = true
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}), 0o644)
+
+	h2c := httptest.NewUnstartedServer(rc)
+	h2c.Config.Protocols = new(http.Protocols)
+	h2c.Config.Protocols.SetHTTP1(true)
+	h2c.Config.Protocols.SetUnencryptedHTTP2(true)
+	h2c.Start()
+	defer h2c.Close()
+
+	for _, tc := range []struct {
+		name, url, ca string
+		h2            bool
+		proto         string
+	}{
+		{"tls h2", tlsSrv.URL, ca, true, "HTTP/2.0"},
+		{"tls h1", tlsSrv.URL, ca, false, "HTTP/1.1"},
+		{"h2c", h2c.URL, "", true, "HTTP/2.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc.mu.Lock()
+			rc.seen = nil
+			rc.mu.Unlock()
+			rep, err := RunTarget(context.Background(), TargetOptions{Target: tc.url, CAFile: tc.ca, HTTP2: tc.h2, Rate: 30, Duration: 500 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := rep.Scenarios[0]; r.Figures["ok"] == 0 || r.Figures["errors"] != 0 {
+				t.Fatalf("figures %v", r.Figures)
+			}
+			rc.mu.Lock()
+			defer rc.mu.Unlock()
+			for _, s := range rc.seen {
+				if f := strings.Split(s, " "); f[2] != tc.proto {
+					t.Fatalf("sent %s, want %s", f[2], tc.proto)
+				}
+			}
+		})
+	}
+	// Without the CA the server's certificate is refused: every request fails.
+	rep, err := RunTarget(context.Background(), TargetOptions{Target: tlsSrv.URL, Rate: 20, Duration: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Scenarios[0]; r.Figures["ok"] != 0 || r.Figures["failed"] == 0 || r.Verdict != Fail {
+		t.Errorf("without the CA: verdict %s, figures %v", r.Verdict, r.Figures)
+	}
+	if _, err := RunTarget(context.Background(), TargetOptions{Target: tlsSrv.URL, CAFile: filepath.Join(t.TempDir(), "none.pem")}); err == nil {
+		t.Error("a missing CA file was accepted")
+	}
+	var buf bytes.Buffer
+	buf.WriteString("not a certificate")
+	bad := filepath.Join(t.TempDir(), "bad.pem")
+	os.WriteFile(bad, buf.Bytes(), 0o644)
+	if _, err := RunTarget(context.Background(), TargetOptions{Target: tlsSrv.URL, CAFile: bad}); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("a CA file without certificates: %v", err)
+	}
 }
