@@ -565,13 +565,13 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 
 	// Sessions whose site the answers do not name are asked of the admin API, for a
 	// sample: a few requests of each session, at most explainBudget in all.
-	var explainQ chan [2]int32
+	var explainQ chan int32
 	explainBudget := 0
 	perSession := 0
 	if o.Sessions > 0 && tg.view != nil {
 		explainBudget = min(2000, len(sched))
 		perSession = max(2, explainBudget/o.Sessions)
-		explainQ = make(chan [2]int32, 256)
+		explainQ = make(chan int32, 256)
 	}
 	var sessMu sync.Mutex
 	asked := map[int]int{}
@@ -589,12 +589,12 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 		for range 2 {
 			wg.Go(func() {
 				for q := range explainQ {
-					site, err := tg.view.admin.explainSite(bg, mk.requestID(int(q[0])))
+					site, err := tg.view.admin.explainSite(bg, mk.requestID(int(q)))
 					dataMu.Lock()
 					if err != nil {
 						data.explainN.failed++
 					} else if site != "" {
-						data.explains[q[0]] = site
+						data.explains[q] = site
 					}
 					dataMu.Unlock()
 				}
@@ -619,7 +619,7 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 			return
 		}
 		select {
-		case explainQ <- [2]int32{r.Seq, int32(s)}:
+		case explainQ <- r.Seq:
 			dataMu.Lock()
 			data.explainN.asked++
 			dataMu.Unlock()

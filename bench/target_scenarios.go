@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,8 +23,8 @@ func (tg *targetRun) scenario(ctx context.Context, name string) (*Result, error)
 		r := tg.result(name, data, 0, data.duration)
 		tg.proxyChecks(r, data, name)
 		tg.sessionChecks(r, data, true)
-		if name == "soak" {
-			tg.growthChecks(r, data)
+		if name == "soak" && tg.view == nil {
+			r.Note = joinNote(r.Note, "soak without -admin: the proxy's memory and goroutines are not watched")
 		}
 		return r, nil
 	case "spike":
@@ -59,6 +60,18 @@ func (tg *targetRun) result(name string, data *targetData, from, to time.Duratio
 	r.Figures["achieved_rps"] = round3(float64(w.ok) / span)
 	r.Figures["error_pct"] = round3(pct(w.errors(), w.n))
 	r.Figures["status_4xx"] = float64(w.outcomes[Status4xx])
+	// The status mix: every status the client got, and "none" for no answer.
+	for i := range data.records {
+		rec := &data.records[i]
+		if rec.Sched < from || rec.Sched >= to || rec.Outcome == Overflow {
+			continue
+		}
+		key := "status.none"
+		if rec.Status > 0 {
+			key = "status." + strconv.Itoa(rec.Status)
+		}
+		r.Figures[key]++
+	}
 	r.Checks = append(r.Checks,
 		AtMost("p99 over the run", ms(w.hist.Quantile(0.99)), ms(o.Thresholds.MaxP99), "ms"),
 		AtMost("requests not answered 2xx over the run, % of requests", pct(w.errors(), w.n), o.Thresholds.MaxErrorPct, "%"),
@@ -181,18 +194,16 @@ func (tg *targetRun) series(data *targetData) *Series {
 
 // proxyDelta is what the proxy counted between its first and last good samples.
 type proxyDelta struct {
-	ok, answered            []float64
-	spills, sheds, retries  map[string]float64
-	samples, failed         int
-	backendPeakPct          float64
-	backendPeak             string
-	firstErr                error
-	spillTotal, shedTotal   float64
-	reset                   bool // a counter went down: the proxy restarted during the run
-	first, last             *proxySample
-	rssFirst, rssLast       float64
-	gorFirst, gorLast       float64
-	elasticSpills, allSpill float64
+	ok, answered           []float64 // by site
+	spills, sheds, retries map[string]float64
+	spillTotal, shedTotal  float64
+	elasticSpills          float64 // spills to an elastic site
+	samples, failed        int
+	firstErr               error
+	backendPeakPct         float64
+	backendPeak            string
+	reset                  bool // a counter went down: the proxy restarted during the run
+	first, last            *proxySample
 }
 
 func (tg *targetRun) delta(data *targetData) *proxyDelta {
@@ -364,14 +375,6 @@ func (pd *proxyDelta) growth(data *targetData, r *Result, limit float64) {
 		r.Figures["proxy."+m.key+".end"] = round3(late / m.scale)
 		r.Checks = append(r.Checks, AtMost(fmt.Sprintf("proxy %s at the end, %% above early in the run", m.what),
 			100*(late-early)/early, limit, "%"))
-	}
-}
-
-// growthChecks is done by proxyChecks for soak (it has the samples); kept apart for when
-// there is no admin API.
-func (tg *targetRun) growthChecks(r *Result, data *targetData) {
-	if tg.view == nil {
-		r.Note = joinNote(r.Note, "soak without -admin: the proxy's memory and goroutines are not watched")
 	}
 }
 
