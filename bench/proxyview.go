@@ -101,21 +101,27 @@ func (a *adminClient) metrics(ctx context.Context) (metricSet, error) {
 	return m, nil
 }
 
-// explainSite asks the proxy which site served the request with this X-Request-Id.
-func (a *adminClient) explainSite(ctx context.Context, id string) (string, error) {
+// explained is what GET /api/v1/explain says of one request: the site that served it,
+// the site the split or affinity preferred, and what chose that ("split", "affinity").
+type explained struct {
+	Site      string `json:"site"`
+	Preferred string `json:"preferred"`
+	Chosen    string `json:"chosen"`
+}
+
+// explain asks the proxy where the request with this X-Request-Id went, and why.
+func (a *adminClient) explain(ctx context.Context, id string) (explained, error) {
 	b, err := a.get(ctx, "/api/v1/explain?request_id="+url.QueryEscape(id))
 	if err != nil {
-		return "", err
+		return explained{}, err
 	}
 	var ans struct {
-		Request struct {
-			Site string `json:"site"`
-		} `json:"request"`
+		Request explained `json:"request"`
 	}
 	if err := json.Unmarshal(b, &ans); err != nil {
-		return "", fmt.Errorf("admin GET /api/v1/explain: %w", err)
+		return explained{}, fmt.Errorf("admin GET /api/v1/explain: %w", err)
 	}
-	return ans.Request.Site, nil
+	return ans.Request, nil
 }
 
 // proxySample is the proxy's own view at one moment: the state API and /metrics.

@@ -143,7 +143,7 @@ func WriteMarkdown(w io.Writer, rep *Report) {
 		overall = "**some verdicts failed**"
 	}
 	p("# Spillway bench report\n\n")
-	p("Started %s, %.0f s in all%s: %s.\n", rep.Started, rep.Seconds, map[bool]string{true: " (-short)", false: ""}[rep.Short], overall)
+	p("Started %s, %.0f s in all%s: %s.\n\n", rep.Started, rep.Seconds, map[bool]string{true: " (-short)", false: ""}[rep.Short], overall)
 	for _, kv := range provenance(rep) {
 		p("- %s: %s\n", kv[0], mdCell(kv[1]))
 	}

@@ -477,7 +477,7 @@ type targetData struct {
 	runData
 	names    *SiteNames
 	proxy    []proxySample // the first before the load, the last after it
-	explains map[int32]string
+	explains map[int32]explained
 	explainN struct{ asked, failed, dropped int }
 	stopAt   time.Duration // ramp: when sending stopped; 0: it ran its length
 }
@@ -553,7 +553,7 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 	if o.BodySize > 0 {
 		mk.body = bodyOf(o.BodySize, o.Seed)
 	}
-	data := &targetData{names: names, explains: map[int32]string{}}
+	data := &targetData{names: names, explains: map[int32]explained{}}
 	data.duration, data.bucket = d, time.Second
 	data.weights = []weightsAt{{0, nil}} // no target share: the client's view knows no weights
 	if tg.view != nil {
@@ -563,8 +563,9 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 	st := &stepStats{steps: steps, maxLatency: o.Thresholds.MaxP99}
 	st.init(sched)
 
-	// Sessions whose site the answers do not name are asked of the admin API, for a
-	// sample: a few requests of each session, at most explainBudget in all.
+	// With sessions, the admin API is asked where a sample of their requests went and what
+	// placed them (the affinity key, or the split): a few requests of each session, at most
+	// explainBudget in all.
 	var explainQ chan int32
 	explainBudget := 0
 	perSession := 0
@@ -589,12 +590,12 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 		for range 2 {
 			wg.Go(func() {
 				for q := range explainQ {
-					site, err := tg.view.admin.explainSite(bg, mk.requestID(int(q)))
+					ex, err := tg.view.admin.explain(bg, mk.requestID(int(q)))
 					dataMu.Lock()
 					if err != nil {
 						data.explainN.failed++
-					} else if site != "" {
-						data.explains[q] = site
+					} else {
+						data.explains[q] = ex
 					}
 					dataMu.Unlock()
 				}
@@ -604,7 +605,7 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 	onRecord := func(r Record) {
 		lv.add(r)
 		st.add(r)
-		if explainQ == nil || r.Outcome != OK || r.Site >= 0 {
+		if explainQ == nil || r.Outcome != OK {
 			return
 		}
 		s := mk.session(int(r.Seq))
@@ -649,6 +650,9 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 				now := time.Since(start)
 				if tg.view != nil {
 					s := tg.view.sample(bg, now)
+					if bg.Err() != nil {
+						return // cut short by the end of the run: not a failure of the admin API
+					}
 					dataMu.Lock()
 					data.proxy = append(data.proxy, s)
 					dataMu.Unlock()

@@ -378,40 +378,55 @@ func (pd *proxyDelta) growth(data *targetData, r *Result, limit float64) {
 	}
 }
 
-// sessionChecks reports each session's sites, and with strict, checks that each stayed on
-// one site.
+// sessionChecks reports each session's sites. With the admin API it checks, on a sample
+// of each session's requests (GET /api/v1/explain), that the proxy placed them by their
+// affinity key and that a session's preferred site never changed; with strict (steady,
+// soak) it checks that every session was served by one site, unless the proxy spilled
+// (a full site spills a session's request, by design).
 func (tg *targetRun) sessionChecks(r *Result, data *targetData, strict bool) {
 	o := &tg.o
 	if o.Sessions == 0 {
 		return
 	}
 	sitesOf := make([][]string, o.Sessions)
+	prefOf := make([][]string, o.Sessions)
+	sampled, byKey := 0, 0
 	for i := range data.records {
 		rec := &data.records[i]
 		if rec.Outcome != OK {
 			continue
 		}
+		k := int(rec.Seq) % o.Sessions
 		site := ""
 		if rec.Site >= 0 && int(rec.Site) < len(data.sites) {
 			site = data.sites[rec.Site]
-		} else if s, ok := data.explains[rec.Seq]; ok {
-			site = s
 		}
-		if site == "" {
-			continue
+		if ex, ok := data.explains[rec.Seq]; ok {
+			if site == "" {
+				site = ex.Site
+			}
+			sampled++
+			if ex.Chosen == "affinity" {
+				byKey++
+			}
+			if ex.Preferred != "" && !slices.Contains(prefOf[k], ex.Preferred) {
+				prefOf[k] = append(prefOf[k], ex.Preferred)
+			}
 		}
-		k := int(rec.Seq) % o.Sessions
-		if !slices.Contains(sitesOf[k], site) {
+		if site != "" && !slices.Contains(sitesOf[k], site) {
 			sitesOf[k] = append(sitesOf[k], site)
 		}
 	}
-	known, moved := 0, 0
-	for _, ss := range sitesOf {
+	known, moved, prefChanged := 0, 0, 0
+	for k, ss := range sitesOf {
 		if len(ss) > 0 {
 			known++
 		}
 		if len(ss) > 1 {
 			moved++
+		}
+		if len(prefOf[k]) > 1 {
+			prefChanged++
 		}
 	}
 	r.Figures["sessions"] = float64(o.Sessions)
@@ -420,6 +435,15 @@ func (tg *targetRun) sessionChecks(r *Result, data *targetData, strict bool) {
 	if data.explainN.asked > 0 {
 		r.Figures["sessions.explain_asked"] = float64(data.explainN.asked)
 		r.Figures["sessions.explain_failed"] = float64(data.explainN.failed)
+	}
+	if sampled > 0 {
+		r.Figures["sessions.explained"] = float64(sampled)
+		r.Figures["sessions.placed_by_key_pct"] = round3(pct(byKey, sampled))
+		r.Figures["sessions.preferred_changed"] = float64(prefChanged)
+		r.Checks = append(r.Checks,
+			AtLeast(fmt.Sprintf("session requests the proxy placed by their affinity key (%s), of %d explained", sessionKeyText(o), sampled),
+				pct(byKey, sampled), 100, "%"),
+			AtMost("sessions whose preferred site changed", float64(prefChanged), 0, ""))
 	}
 	if known == 0 {
 		how := "without -admin"
@@ -432,9 +456,14 @@ func (tg *targetRun) sessionChecks(r *Result, data *targetData, strict bool) {
 	if known < o.Sessions {
 		r.Note = joinNote(r.Note, fmt.Sprintf("the site is known for %d of %d sessions", known, o.Sessions))
 	}
-	if strict {
-		r.Checks = append(r.Checks, AtMost("sessions seen on more than one site", float64(moved), 0, ""))
+	if !strict {
+		return
 	}
+	if spills := r.Figures["proxy.spills"]; spills > 0 {
+		r.Note = joinNote(r.Note, fmt.Sprintf("the proxy spilled %.0f requests: a full site spills a session's request too, so sessions served by more than one site are reported, not judged", spills))
+		return
+	}
+	r.Checks = append(r.Checks, AtMost("sessions served by more than one site", float64(moved), 0, ""))
 }
 
 // ramp raises the rate in steps until a step does not hold, and reports the capacity.

@@ -115,11 +115,28 @@ func TestTargetSessionsStickThroughExplain(t *testing.T) {
 	if r.Figures["sessions.explain_asked"] == 0 || r.Figures["sessions.site_known"] == 0 {
 		t.Fatalf("figures %v, note %q", r.Figures, r.Note)
 	}
-	if c := checkNamed(r, "sessions seen on more than one site"); c == nil || !c.Pass {
-		t.Errorf("stickiness: %v", c)
+	for _, name := range []string{"session requests the proxy placed by their affinity key", "sessions whose preferred site changed"} {
+		if c := checkNamed(r, name); c == nil || !c.Pass {
+			t.Errorf("stickiness: %s: %v", name, c)
+		}
 	}
 	if !strings.Contains(r.Note, "shares are reported, not judged") || checkNamed(r, "idc1 share") != nil {
 		t.Errorf("the split was judged with sessions: %q %v", r.Note, r.Checks)
+	}
+
+	// A cookie the proxy's affinity does not read: the proxy places the requests by the
+	// split, and the check says so.
+	rep, err = RunTarget(context.Background(), TargetOptions{Target: env.URL, Admin: env.AdminURL,
+		Rate: 60, Duration: time.Second, Sessions: 6, SessionCookie: "JSESSIONID", SampleEvery: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = rep.Scenarios[0]
+	if c := checkNamed(r, "session requests the proxy placed by their affinity key (cookie JSESSIONID)"); c == nil || c.Pass || c.Measured != 0 {
+		t.Errorf("wrong cookie: %v", c)
+	}
+	if r.Verdict != Fail {
+		t.Errorf("verdict %s", r.Verdict)
 	}
 }
 
