@@ -504,7 +504,7 @@ func (tg *targetRun) ramp(ctx context.Context, d time.Duration) (*Result, error)
 	r := &Result{Params: tg.params("ramp"), Figures: map[string]float64{}, Series: tg.series(data)}
 	r.Params["ramp_to_rps"] = o.RampTo
 	r.Params["ramp_steps"] = n
-	r.Params["step_s"] = stepLen.Seconds()
+	r.Params["step_s"] = round3(stepLen.Seconds())
 	r.Table = &Table{Header: []string{"step", "offered req/s", "answered 2xx req/s", "p99 ms", "not 2xx %", "held"}}
 	capacity, held := 0.0, true
 	for k := range n {
@@ -535,7 +535,7 @@ func (tg *targetRun) ramp(ctx context.Context, d time.Duration) (*Result, error)
 	r.Figures["capacity_rps"] = round3(capacity)
 	r.Figures["steps_run"] = float64(len(r.Table.Rows))
 	if breach >= 0 {
-		r.Figures["breach_rps"] = rates[breach]
+		r.Figures["breach_rps"] = round3(rates[breach])
 		r.Note = joinNote(r.Note, fmt.Sprintf("the step at %.0f req/s did not hold (p99 over %s or more than %g%% not 2xx): the ramp stopped there",
 			rates[breach], o.Thresholds.MaxP99, o.Thresholds.MaxErrorPct))
 	} else if held {
