@@ -8,7 +8,12 @@
 // leave on a schedule, so latency is free of coordinated omission, and is recorded in
 // log-bucketed histograms); and judges what it measured against explicit thresholds
 // (Check). Run runs scenarios and returns a Report; WriteReport writes it as report.md,
-// report.html (self-contained, with SVG charts) and results.json.
+// report.html (self-contained, with SVG charts), results.json and series.csv.
+//
+// RunTarget is target mode: the load-shaped scenarios (steady, spike, ramp, soak) against a
+// running Spillway and its real backends, judged from the client's view and, through the
+// proxy's admin API (state, /metrics, explain), from the proxy's own. CompareBaseline
+// judges a run against an earlier results.json; WriteJUnit and WriteCSV export it.
 package bench
 
 import (

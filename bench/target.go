@@ -25,8 +25,8 @@ import (
 // (status mix, latency, errors) and, with the admin API, the proxy's own (split against
 // weights, in flight against limits, spills and sheds by reason, memory and goroutines).
 
-// TargetScenarios are the scenarios target mode runs, in order. The others kill, slow or
-// reload simulated sites and run only on loopback.
+// targetScenarioNames are the scenarios target mode runs, in order. The others kill, slow
+// or reload simulated sites and run only on loopback.
 var targetScenarioNames = []string{"steady", "spike", "ramp", "soak"}
 
 // TargetScenarioNames lists the scenarios of target mode.
