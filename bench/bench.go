@@ -73,6 +73,7 @@ type runContext struct {
 	Options
 	duration time.Duration
 	dir      string
+	lastRun  *runData // the scenario's load run, for its per-second series
 }
 
 // settle is how long after a change (a kill, a restore, the end of a spike) the split is
@@ -151,9 +152,18 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			fmt.Fprintf(c.Progress, "=== %s: %s\n", s.Name, s.Title)
 		}
 		t0 := time.Now()
+		c.lastRun = nil
 		r, err := s.run(ctx, c)
 		if r == nil {
 			r = &Result{}
+		}
+		if d := c.lastRun; d != nil && r.Series != nil && r.Series.Bucket != 1 {
+			// The charts' points are finer than a second; spreadsheets get seconds.
+			// (The proxy's samples stay in Series alone.)
+			d.bucket = time.Second
+			ps := d.series()
+			ps.ST, ps.Inflight, ps.Limit, ps.Marks = nil, nil, nil, nil
+			r.PerSecond = ps
 		}
 		r.Name, r.Title, r.Description = s.Name, s.Title, s.Description
 		if err != nil {

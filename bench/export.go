@@ -141,8 +141,8 @@ func WriteJUnit(w io.Writer, rep *Report) error {
 	return err
 }
 
-// WriteCSV writes the scenarios' series, one row per point (a second in target mode; in
-// simulated mode the charts' points, bucket_s wide), for spreadsheets: scenario, t_s,
+// WriteCSV writes the scenarios' series, a row per second (PerSecond where the charts'
+// points are finer; bucket_s says the width), for spreadsheets: scenario, t_s,
 // bucket_s, offered_rps, achieved_rps, errors, p50_ms, p90_ms, p99_ms, then per site its
 // share % and target %, and per site its in-flight and limit as last sampled in the point.
 func WriteCSV(w io.Writer, rep *Report) error {
@@ -174,9 +174,12 @@ func WriteCSV(w io.Writer, rep *Report) error {
 		return ""
 	}
 	for _, r := range rep.Scenarios {
-		s := r.Series
+		s, samples := r.Series, r.Series
 		if s == nil {
 			continue
+		}
+		if r.PerSecond != nil {
+			s = r.PerSecond
 		}
 		for i, t := range s.T {
 			row := []string{r.Name, f(t), f(s.Bucket), at(s.Offered, i), at(s.Achieved, i), "", at(s.P50, i), at(s.P90, i), at(s.P99, i)}
@@ -193,18 +196,18 @@ func WriteCSV(w io.Writer, rep *Report) error {
 			}
 			// The last sample of the proxy's state inside the point.
 			j := -1
-			for n, st := range s.ST {
-				if st < t+s.Bucket {
+			for n, st := range samples.ST {
+				if st >= t && st < t+s.Bucket {
 					j = n
 				}
 			}
 			for _, name := range sites {
-				k := slices.Index(s.Sites, name)
-				if j < 0 || k < 0 || k >= len(s.Inflight) || j >= len(s.Inflight[k]) {
+				k := slices.Index(samples.Sites, name)
+				if j < 0 || k < 0 || k >= len(samples.Inflight) || j >= len(samples.Inflight[k]) {
 					row = append(row, "", "")
 					continue
 				}
-				row = append(row, f(s.Inflight[k][j]), f(s.Limit[k][j]))
+				row = append(row, f(samples.Inflight[k][j]), f(samples.Limit[k][j]))
 			}
 			cw.Write(row)
 		}

@@ -689,6 +689,9 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 				if n := len(data.proxy); n > 0 && data.proxy[n-1].err == nil {
 					cur := data.proxy[n-1]
 					fmt.Fprintf(&sb, "  spills %.0f  sheds %.0f", cur.spillTotal()-prev.spillTotal(), cur.shedTotal()-prev.shedTotal())
+					if name == "soak" && !math.IsNaN(cur.rss) && !math.IsNaN(cur.goroutine) {
+						fmt.Fprintf(&sb, "  proxy rss %.0f MiB  goroutines %.0f", cur.rss/(1<<20), cur.goroutine)
+					}
 					prev = cur
 				}
 				dataMu.Unlock()

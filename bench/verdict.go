@@ -123,6 +123,10 @@ type Result struct {
 	Table   *Table  `json:"table,omitempty"`
 	Seconds float64 `json:"seconds"` // wall time of the scenario
 	Series  *Series `json:"series,omitempty"`
+	// PerSecond is Series by the second, where the charts' points are finer (simulated
+	// mode), without the proxy's samples: the rows of series.csv. nil: Series is by the
+	// second.
+	PerSecond *Series `json:"per_second,omitempty"`
 	// Baseline is every figure beside the baseline run's (-baseline); nil: none.
 	Baseline *Comparison `json:"baseline,omitempty"`
 }
