@@ -390,3 +390,18 @@ func TestTargetHTTP2AndCAFile(t *testing.T) {
 		t.Errorf("a CA file without certificates: %v", err)
 	}
 }
+
+// HTTP/2 to Spillway itself: its plain listener speaks h2c, which -http2 uses over http://
+// (prior knowledge: an HTTP/1.1-only listener would fail every request).
+func TestTargetHTTP2ThroughSpillway(t *testing.T) {
+	env := startTargetEnv(t, standardSites(), 100, 0)
+	rep, err := RunTarget(context.Background(), TargetOptions{Target: env.URL, Admin: env.AdminURL, HTTP2: true,
+		Rate: 40, Duration: time.Second, SampleEvery: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Scenarios[0]
+	if r.Figures["ok"] == 0 || r.Figures["errors"] != 0 || r.Figures["proxy.ok"] != r.Figures["ok"] || rep.Target.Protocol != "HTTP/2" {
+		t.Errorf("figures %v, protocol %s", r.Figures, rep.Target.Protocol)
+	}
+}
