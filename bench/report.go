@@ -250,6 +250,13 @@ func provenance(rep *Report) [][2]string {
 			if len(t.Sites) > 0 {
 				add("Target sites", strings.Join(t.Sites, "; "))
 			}
+			for k, ri := range t.Replicas {
+				add(fmt.Sprintf("Target replica %d", k+1), fmt.Sprintf("%s: spillway %s (revision %s), %s, generation %d",
+					ri.Admin, orNone(ri.BuildInfo["version"]), orNone(ri.BuildInfo["revision"]), ri.ConfigHash, ri.Generation))
+			}
+			if t.Note != "" {
+				add("Target warning", t.Note)
+			}
 		}
 	} else {
 		add("Mode", "simulated sites on loopback")
@@ -290,4 +297,11 @@ func judgedText(row ComparisonRow, md bool) string {
 		return "regressed (" + row.Better + " is better)"
 	}
 	return "ok (" + row.Better + " is better)"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }

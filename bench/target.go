@@ -70,8 +70,9 @@ type TargetOptions struct {
 	Scenarios []string
 	// Target is the URL of the proxy (http:// or https://); any host the user names.
 	Target string
-	// Admin is the proxy's admin API (http://127.0.0.1:9901); "": the verdicts use the
-	// client's view only.
+	// Admin is the proxy's admin API (http://127.0.0.1:9901), or a comma-separated list
+	// of every replica's behind a fleet's address (their counts are added up); "": the
+	// verdicts use the client's view only.
 	Admin string
 	// Token is the admin API's bearer token ("": none; reads on loopback need none).
 	Token string
@@ -319,37 +320,8 @@ func RunTarget(ctx context.Context, o TargetOptions) (*Report, error) {
 		}
 		defer atr.CloseIdleConnections()
 		ac.Timeout = 10 * time.Second
-		admin, err := newAdminClient(o.Admin, o.Token, ac)
-		if err != nil {
+		if tg.view, err = openProxyView(ctx, adminURLs(o.Admin), o.Token, ac, rep.Target); err != nil {
 			return nil, err
-		}
-		st, err := admin.state(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("the admin API does not answer (run without -admin to use the client's view only): %w", err)
-		}
-		m, err := admin.metrics(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("the admin API does not answer (run without -admin to use the client's view only): %w", err)
-		}
-		tg.view = &proxyView{admin: admin}
-		ti := rep.Target
-		ti.ConfigHash, ti.Generation, ti.Source = topologyHash(st), st.Generation, st.Source
-		if !st.LoadedAt.IsZero() {
-			ti.LoadedAt = st.LoadedAt.UTC().Format(time.RFC3339)
-		}
-		if bi, ok := m.Find("spillway_build_info"); ok {
-			ti.BuildInfo = bi
-		}
-		for _, s := range st.Sites {
-			tg.view.sites = append(tg.view.sites, s.Name)
-			tg.view.elastic = append(tg.view.elastic, s.Elastic)
-			tg.view.target = append(tg.view.target, 100*s.TargetShare)
-			el := ""
-			if s.Elastic {
-				el = ", elastic"
-			}
-			ti.Sites = append(ti.Sites, fmt.Sprintf("%s weight %g (%.1f%%)%s, %d backends, limit %d",
-				s.Name, s.Weight, 100*s.TargetShare, el, len(s.Backends), s.Limit))
 		}
 	}
 	begin := time.Now()

@@ -133,11 +133,30 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 	if tg.view != nil {
 		data.proxy = append(data.proxy, tg.view.sample(ctx, 0))
 	}
+	// The explain workers outlive the load by up to explainDrain, to ask about its last
+	// requests.
+	exCtx, stopExplain := context.WithCancel(ctx)
+	defer stopExplain()
+	var explainers sync.WaitGroup
 	if explainQ != nil {
 		for range 2 {
-			wg.Go(func() {
+			explainers.Go(func() {
 				for q := range explainQ {
-					ex, err := tg.view.admin.explain(bg, mk.requestID(int(q)))
+					ex, err := tg.view.explain(exCtx, mk.requestID(int(q)))
+					if err != nil && exCtx.Err() == nil {
+						// The client can have the answer before the proxy has recorded
+						// the request: ask once more, a moment later.
+						t := time.NewTimer(100 * time.Millisecond)
+						select {
+						case <-exCtx.Done():
+						case <-t.C:
+							ex, err = tg.view.explain(exCtx, mk.requestID(int(q)))
+						}
+						t.Stop()
+					}
+					if err != nil && exCtx.Err() != nil {
+						continue // cut short at the end of the run: neither found nor failed
+					}
 					dataMu.Lock()
 					if err != nil {
 						data.explainN.failed++
@@ -236,8 +255,8 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 				if n := len(data.proxy); n > 0 && data.proxy[n-1].err == nil {
 					cur := data.proxy[n-1]
 					fmt.Fprintf(&sb, "  spills %.0f  sheds %.0f", cur.spillTotal()-prev.spillTotal(), cur.shedTotal()-prev.shedTotal())
-					if name == "soak" && !math.IsNaN(cur.rss) && !math.IsNaN(cur.goroutine) {
-						fmt.Fprintf(&sb, "  proxy rss %.0f MiB  goroutines %.0f", cur.rss/(1<<20), cur.goroutine)
+					if name == "soak" && len(cur.rss) == 1 && !math.IsNaN(cur.rss[0]) && !math.IsNaN(cur.goroutine[0]) {
+						fmt.Fprintf(&sb, "  proxy rss %.0f MiB  goroutines %.0f", cur.rss[0]/(1<<20), cur.goroutine[0])
 					}
 					prev = cur
 				}
@@ -253,6 +272,9 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 	stopOnce.Do(func() { close(stopSend) })
 	if explainQ != nil {
 		close(explainQ)
+		t := time.AfterFunc(explainDrain, stopExplain)
+		explainers.Wait()
+		t.Stop()
 	}
 	stopBG()
 	wg.Wait()
@@ -294,6 +316,10 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 	}
 	return data, err
 }
+
+// explainDrain bounds how long after the load the explain API is still asked about its
+// last requests.
+const explainDrain = 2 * time.Second
 
 // bodyOf is a request body of n bytes: printable, and the same for the same seed.
 func bodyOf(n int, seed uint64) []byte {

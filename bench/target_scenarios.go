@@ -336,14 +336,14 @@ func (tg *targetRun) proxyChecks(r *Result, data *targetData, name string) {
 		}
 	}
 	if name == "soak" {
-		pd.growth(data, r, tg.o.Thresholds.MaxGrowthPct)
+		pd.growth(data, r, tg.o.Thresholds.MaxGrowthPct, adminURLs(tg.o.Admin))
 	}
 }
 
 // growth compares the proxy's memory and goroutines at the end of the run with early in
 // it (the median of the samples from 10% to 20% of the run, after warm-up, against the
-// median of the last 10%).
-func (pd *proxyDelta) growth(data *targetData, r *Result, limit float64) {
+// median of the last 10%), replica by replica: the check is the replica that grew most.
+func (pd *proxyDelta) growth(data *targetData, r *Result, limit float64, replicas []string) {
 	d := data.duration
 	median := func(from, to time.Duration, v func(*proxySample) float64) float64 {
 		var xs []float64
@@ -361,22 +361,35 @@ func (pd *proxyDelta) growth(data *targetData, r *Result, limit float64) {
 	}
 	for _, m := range []struct {
 		key, what string
-		v         func(*proxySample) float64
+		v         func(s *proxySample, k int) float64
 		scale     float64
 	}{
-		{"rss_mb", "resident memory (process_resident_memory_bytes)", func(s *proxySample) float64 { return s.rss }, 1 << 20},
-		{"goroutines", "goroutines (go_goroutines)", func(s *proxySample) float64 { return s.goroutine }, 1},
+		{"rss_mb", "resident memory (process_resident_memory_bytes)", func(s *proxySample, k int) float64 { return s.rss[k] }, 1 << 20},
+		{"goroutines", "goroutines (go_goroutines)", func(s *proxySample, k int) float64 { return s.goroutine[k] }, 1},
 	} {
-		early := median(d/10, d/5, m.v)
-		late := median(d-d/10, d+time.Hour, m.v)
-		if math.IsNaN(early) || math.IsNaN(late) || early <= 0 {
+		worst, worstK := math.Inf(-1), -1
+		var worstEarly, worstLate float64
+		for k := range replicas {
+			v := func(s *proxySample) float64 { return m.v(s, k) }
+			early := median(d/10, d/5, v)
+			late := median(d-d/10, d+time.Hour, v)
+			if math.IsNaN(early) || math.IsNaN(late) || early <= 0 {
+				continue
+			}
+			if g := 100 * (late - early) / early; g > worst {
+				worst, worstK, worstEarly, worstLate = g, k, early, late
+			}
+		}
+		if worstK < 0 {
 			r.Note = joinNote(r.Note, fmt.Sprintf("the proxy's /metrics has no %s samples early and late in the run: its growth is not judged", m.what))
 			continue
 		}
-		r.Figures["proxy."+m.key+".early"] = round3(early / m.scale)
-		r.Figures["proxy."+m.key+".end"] = round3(late / m.scale)
-		r.Checks = append(r.Checks, AtMost(fmt.Sprintf("proxy %s at the end, %% above early in the run", m.what),
-			100*(late-early)/early, limit, "%"))
+		r.Figures["proxy."+m.key+".early"] = round3(worstEarly / m.scale)
+		r.Figures["proxy."+m.key+".end"] = round3(worstLate / m.scale)
+		if len(replicas) > 1 {
+			r.Note = joinNote(r.Note, fmt.Sprintf("%s grew most at %s", m.what, replicas[worstK]))
+		}
+		r.Checks = append(r.Checks, AtMost(fmt.Sprintf("proxy %s at the end, %% above early in the run", m.what), worst, limit, "%"))
 	}
 }
 

@@ -11,11 +11,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -403,5 +406,59 @@ func TestTargetHTTP2ThroughSpillway(t *testing.T) {
 	r := rep.Scenarios[0]
 	if r.Figures["ok"] == 0 || r.Figures["errors"] != 0 || r.Figures["proxy.ok"] != r.Figures["ok"] || rep.Target.Protocol != "HTTP/2" {
 		t.Errorf("figures %v, protocol %s", r.Figures, rep.Target.Protocol)
+	}
+}
+
+// A fleet: two replicas behind one address (a round-robin front, as a load balancer), and
+// -admin naming both. The proxy's view adds their counts up, each replica's build and
+// config is recorded, replicas that differ are said so, and the explain API is asked of
+// each in turn.
+func TestTargetFleetAddsUpReplicas(t *testing.T) {
+	a := startTargetEnv(t, standardSites(), 100, 0)
+	b := startTargetEnv(t, standardSites(), 100, 0)
+	var urls []*url.URL
+	for _, e := range []*Env{a, b} {
+		u, err := url.Parse(e.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		urls = append(urls, u)
+	}
+	var next atomic.Uint64
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	front := httptest.NewServer(&httputil.ReverseProxy{Transport: tr, Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(urls[next.Add(1)%2])
+	}})
+	defer front.Close()
+
+	rep, err := RunTarget(context.Background(), TargetOptions{Scenarios: []string{"soak"}, Target: front.URL,
+		Admin: a.AdminURL + ", " + b.AdminURL, Rate: 60, Duration: 2 * time.Second, Sessions: 4,
+		SiteHeader: "X-Not-Sent", SampleEvery: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti := rep.Target
+	if len(ti.Replicas) != 2 || ti.Replicas[0].Admin != a.AdminURL || ti.Replicas[1].Admin != b.AdminURL ||
+		!strings.Contains(ti.Note, "do not show the same sites, weights and backends") {
+		t.Fatalf("target %+v", ti)
+	}
+	r := rep.Scenarios[0]
+	if r.Figures["ok"] == 0 || r.Figures["proxy.ok"] != r.Figures["ok"] {
+		t.Errorf("client ok %v, the replicas' ok %v", r.Figures["ok"], r.Figures["proxy.ok"])
+	}
+	if r.Figures["sessions.explained"] == 0 || r.Figures["sessions.explain_failed"] >= r.Figures["sessions.explain_asked"] {
+		t.Errorf("explain across replicas: %v", r.Figures)
+	}
+	if checkNamed(r, "proxy resident memory") == nil || !strings.Contains(r.Note, "grew most at") {
+		t.Errorf("soak growth by replica: %v, note %q", r.Checks, r.Note)
+	}
+	out := t.TempDir()
+	if err := WriteReport(out, rep); err != nil {
+		t.Fatal(err)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, MarkdownFile))
+	if !bytes.Contains(md, []byte("Target replica 2: "+b.AdminURL)) || !bytes.Contains(md, []byte("Target warning: ")) {
+		t.Errorf("report.md:\n%.1500s", md)
 	}
 }

@@ -69,7 +69,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	csvFile := fs.String("csv", "", "also write the series (per second with -target) as CSV to this file (it is always in -out as series.csv)")
 
 	target := fs.String("target", "", "URL of a running Spillway (http:// or https://) to drive instead of simulated sites")
-	adminURL := fs.String("admin", "", "with -target: its admin API (e.g. http://127.0.0.1:9901), for the proxy's own view; without it, verdicts use the client's view only")
+	adminURL := fs.String("admin", "", "with -target: its admin API (e.g. http://127.0.0.1:9901), for the proxy's own view, or every replica's, comma-separated, behind a fleet's address; without it, verdicts use the client's view only")
 	tokenFile := fs.String("token-file", "", "with -admin: file holding the admin API's bearer token (as admin.token_file; default $SPILLWAY_ADMIN_TOKEN)")
 	caFile := fs.String("ca-file", "", "with -target: PEM CA certificates for the target's (and the admin API's) TLS (default: the system's)")
 	h2 := fs.Bool("http2", false, "with -target: speak HTTP/2 (ALPN over https, h2c over http); default HTTP/1.1")
