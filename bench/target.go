@@ -200,13 +200,14 @@ func (o TargetOptions) withDefaults() (TargetOptions, error) {
 	if o.RampTo == 0 {
 		o.RampTo = 10 * o.Rate
 	}
-	if o.RampTo <= o.Rate || o.RampTo > maxTargetRate {
+	ramp := slices.Contains(o.Scenarios, "ramp")
+	if ramp && (o.RampTo <= o.Rate || o.RampTo > maxTargetRate) {
 		bad("ramp to %g req/s: want more than the rate (%g) and at most %d", o.RampTo, o.Rate, maxTargetRate)
 	}
 	if o.RampSteps == 0 {
 		o.RampSteps = DefaultRampSteps
 	}
-	if o.RampSteps < 2 || o.RampSteps > 100 {
+	if ramp && (o.RampSteps < 2 || o.RampSteps > 100) {
 		bad("ramp steps %d: want 2 to 100", o.RampSteps)
 	}
 	t := &o.Thresholds

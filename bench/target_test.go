@@ -462,3 +462,48 @@ func TestTargetFleetAddsUpReplicas(t *testing.T) {
 		t.Errorf("report.md:\n%.1500s", md)
 	}
 }
+
+// Interrupted (Ctrl-C), a run stops at once: the scenario under way is an error that says
+// so, the report holds what ran, and nothing it started is left running (goleak).
+func TestTargetInterrupted(t *testing.T) {
+	env := startTargetEnv(t, standardSites(), 100, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	progress := &signalWriter{want: "steady       1s", seen: make(chan struct{})}
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // cancel once the run is under way: at its first progress line
+		select {
+		case <-progress.seen:
+			cancel()
+		case <-done:
+		}
+	}()
+	rep, err := RunTarget(ctx, TargetOptions{Scenarios: []string{"steady", "spike"}, Target: env.URL, Admin: env.AdminURL,
+		Rate: 50, Duration: time.Minute, Progress: progress})
+	if !errors.Is(err, context.Canceled) || rep == nil || len(rep.Scenarios) != 1 {
+		t.Fatalf("err %v, report %+v", err, rep)
+	}
+	if r := rep.Scenarios[0]; r.Verdict != Error || !strings.Contains(r.Note, "canceled") {
+		t.Errorf("verdict %s, note %q", r.Verdict, r.Note)
+	}
+}
+
+// signalWriter closes seen when what was written contains want.
+type signalWriter struct {
+	mu   sync.Mutex
+	b    strings.Builder
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (s *signalWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Write(p)
+	if strings.Contains(s.b.String(), s.want) {
+		s.once.Do(func() { close(s.seen) })
+	}
+	return len(p), nil
+}
