@@ -62,11 +62,11 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	seed := fs.Uint64("seed", 1, "seed of arrivals, service times and sessions")
 	spillwayBin := fs.String("spillway", "", "spillway binary for the overhead scenario (default: this one)")
 	verbose := fs.Bool("v", false, "log the proxy's health changes and warnings to stderr")
-	check := fs.String("check", "", "check the report in this directory instead of running: every file there, every scenario with a verdict")
+	check := fs.String("check", "", "check the report in this directory instead of running: its files there, each scenario in it with a verdict (any subset; -scenario names those required, all: the whole suite)")
 	baseline := fs.String("baseline", "", "results.json of an earlier run: every figure beside it, regressions fail their checks")
 	regression := fs.Float64("regression", bench.DefaultRegressionPct, "with -baseline: % worse than the baseline that fails a judged figure (latency percentiles, error %, achieved rate, capacity)")
 	junit := fs.String("junit", "", "also write the verdicts as JUnit XML to this file (a test case per check)")
-	csvFile := fs.String("csv", "", "also write the series (per second with -target) as CSV to this file (it is always in -out as series.csv)")
+	csvFile := fs.String("csv", "", "also write the series, a row per second, as CSV to this file (it is always in -out as series.csv)")
 
 	target := fs.String("target", "", "URL of a running Spillway (http:// or https://) to drive instead of simulated sites")
 	adminURL := fs.String("admin", "", "with -target: its admin API (e.g. http://127.0.0.1:9901), for the proxy's own view, or every replica's, comma-separated, behind a fleet's address; without it, verdicts use the client's view only")
