@@ -76,10 +76,31 @@ func (tg *targetRun) result(name string, data *targetData, from, to time.Duratio
 		AtMost("p99 over the run", ms(w.hist.Quantile(0.99)), ms(o.Thresholds.MaxP99), "ms"),
 		AtMost("requests not answered 2xx over the run, % of requests", pct(w.errors(), w.n), o.Thresholds.MaxErrorPct, "%"),
 		AtMost("requests not sent for -concurrency open", float64(w.outcomes[Overflow]), 0, ""))
-	if len(data.sites) == 0 {
+	if !data.sitesNamed() {
+		dropClientShares(r.Figures)
 		r.Note = joinNote(r.Note, fmt.Sprintf("answers name no site (no %s header): the client's view has no split", o.SiteHeader))
 	}
 	return r
+}
+
+// sitesNamed reports whether any answer named its site (SiteHeader).
+func (d *targetData) sitesNamed() bool {
+	for i := range d.records {
+		if d.records[i].Site >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// dropClientShares removes the client's shares by site from f: without a site header they
+// are all 0, which would read as a split.
+func dropClientShares(f map[string]float64) {
+	for k := range f {
+		if strings.HasPrefix(k, "share.") {
+			delete(f, k)
+		}
+	}
 }
 
 func joinNote(a, b string) string {
@@ -136,14 +157,7 @@ func (tg *targetRun) series(data *targetData) *Series {
 	if s.Sites == nil {
 		s.Sites = []string{}
 	}
-	named := false
-	for i := range data.records {
-		if data.records[i].Site >= 0 {
-			named = true
-			break
-		}
-	}
-	if named || tg.view == nil || len(data.proxy) < 2 {
+	if data.sitesNamed() || tg.view == nil || len(data.proxy) < 2 {
 		return s
 	}
 	// The proxy's view: the answers per site between the samples around each bucket.
@@ -545,6 +559,9 @@ func (tg *targetRun) ramp(ctx context.Context, d time.Duration) (*Result, error)
 	w := data.window(0, data.duration)
 	for k, v := range figures(w, data.sites) {
 		r.Figures[k] = v
+	}
+	if !data.sitesNamed() {
+		dropClientShares(r.Figures)
 	}
 	r.Figures["capacity_rps"] = round3(capacity)
 	r.Figures["steps_run"] = float64(len(r.Table.Rows))
