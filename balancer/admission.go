@@ -1,12 +1,9 @@
 package balancer
 
 import (
-	"cmp"
 	"errors"
 	"math"
-	"slices"
 	"sync/atomic"
-	"time"
 )
 
 // ErrSaturated means no site had a free slot for the request. Admit returns it only
@@ -258,7 +255,7 @@ func (p *Picker) take(l *Lease, i int, b *Backend) bool {
 		}
 	}
 	s.state.inflight.Add(1)
-	l.Site, l.Backend, l.SiteIndex, l.Picker = s.state, b, i, p
+	l.Site, l.Backend, l.SiteIndex, l.Balancer = s.state, b, i, p.bal
 	l.limit = nil
 	if s.static == 0 {
 		l.limit = b.adaptive.Load()
@@ -346,32 +343,6 @@ func (p *Picker) placeSpill(l *Lease, pl *plan, i, pref int, reason SpillReason)
 	return true
 }
 
-// Done releases the lease and reports how the request ended: the backend's latency feeds its
-// moving average and its learned limit, and a request waiting for a slot is woken. Only the
-// first call counts; later calls return false and change nothing, so a deferred Done on
-// every path is safe.
-func (l *Lease) Done(res Result) bool {
-	if l.Backend == nil || l.done {
-		return false
-	}
-	l.done = true
-	if res.Latency > 0 {
-		l.Backend.observeLatency(res.Latency)
-	}
-	if res.failed() && l.Picker != nil {
-		l.Backend.addFailure(l.Picker.reg.now().UnixNano())
-	}
-	if l.limit != nil && (res.Latency > 0 || res.Overload) {
-		l.limit.Observe(res.Latency, l.sent, res.Overload)
-	}
-	l.Backend.inflight.Add(-1)
-	l.Site.inflight.Add(-1)
-	if q := l.Site.queue; q != nil && q.len.Load() > 0 {
-		q.wake()
-	}
-	return true
-}
-
 // spillKey names one spillover counter.
 type spillKey struct{ from, to string }
 
@@ -396,89 +367,7 @@ func (r *Registry) spillCounters(names []string) [][]*[numSpillReasons]atomic.Ui
 	return out
 }
 
-// SpillCount is one spillover counter: requests that preferred From and went To, by Reason.
-type SpillCount struct {
-	From, To string
-	Reason   SpillReason
-	N        uint64
-}
-
-// Spills lists every spillover counter between two sites of the configs served, zeros
-// included (so that a metric exists before its first spill), ordered by from, to, reason.
-func (r *Registry) Spills() []SpillCount {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []SpillCount
-	for k, c := range r.spills {
-		if k.from == k.to {
-			continue
-		}
-		for reason := SpillReason(1); reason < numSpillReasons; reason++ {
-			out = append(out, SpillCount{From: k.from, To: k.to, Reason: reason, N: c[reason].Load()})
-		}
-	}
-	slices.SortFunc(out, func(a, b SpillCount) int {
-		return cmp.Or(cmp.Compare(a.From, b.From), cmp.Compare(a.To, b.To), cmp.Compare(a.Reason, b.Reason))
-	})
-	return out
-}
-
-// Sheds returns how many requests were refused for lack of capacity, by reason.
-func (r *Registry) Sheds() map[ShedReason]uint64 {
-	out := make(map[ShedReason]uint64, numShedReasons)
-	for i := range r.sheds {
-		out[ShedReason(i)] = r.sheds[i].Load()
-	}
-	return out
-}
-
 func (r *Registry) shed(reason ShedReason) { r.sheds[reason].Add(1) }
-
-// SiteStatus is a site's capacity now, for the state API and metrics.
-type SiteStatus struct {
-	Name     string
-	Weight   float64 // now: configured, or as an operator set it (to a tenth)
-	Drained  bool
-	Elastic  bool
-	Limit    int64 // sum of the limits of the backends that are up
-	Inflight int64
-	Spilling bool
-	Backends []BackendStatus
-}
-
-// BackendStatus is a backend's state now.
-type BackendStatus struct {
-	Addr     string
-	Up       bool // active health up and not ejected
-	Healthy  bool // active health up
-	Ejected  bool
-	Limit    int64 // with its slow-start ramp; in a fleet, this replica's share
-	Inflight int64
-	Ramp     float64 // slow start, 0.1 to 1
-	Latency  time.Duration
-
-	// FleetLimit is the whole limit, of which Limit is this replica's share in a fleet
-	// (SetShare); equal to Limit for a single proxy.
-	FleetLimit int64
-}
-
-// Status reports every site's capacity and its backends' state, in Options order.
-func (p *Picker) Status() []SiteStatus {
-	pl := p.plan.Load()
-	controls := *p.controls.Load()
-	out := make([]SiteStatus, len(p.sites))
-	for i := range p.sites {
-		s := &p.sites[i]
-		st := SiteStatus{Name: s.state.Name, Weight: controls[i].weight, Drained: controls[i].drained, Elastic: s.elastic,
-			Limit: p.siteLimit(pl, i), Inflight: s.state.inflight.Load(), Spilling: s.state.spilling.Load()}
-		for _, b := range pl.members[i] {
-			st.Backends = append(st.Backends, BackendStatus{Addr: b.ID.Addr, Up: b.Up(), Healthy: b.Healthy(), Ejected: b.Ejected(),
-				Limit: p.limit(s, b), FleetLimit: p.fullLimit(s, b), Inflight: b.inflight.Load(), Ramp: p.ramp(s, b), Latency: b.Latency()})
-		}
-		out[i] = st
-	}
-	return out
-}
 
 // The bounds of a learned limit when AdaptiveOptions leave them out.
 const (

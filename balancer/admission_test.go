@@ -20,20 +20,20 @@ import (
 // Capacity comes from static MaxInflight only: the adaptive limit is not under test here.
 
 // admPicker builds a Picker on reg and closes it when the test ends.
-func admPicker(t testing.TB, reg *Registry, o Options) *Picker {
+func admPicker(t testing.TB, reg *Registry, o Options) *Balancer {
 	t.Helper()
-	p, err := NewPicker(reg, o)
+	p, err := New(reg, o)
 	if err != nil {
-		t.Fatalf("NewPicker: %v", err)
+		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(p.Close)
 	return p
 }
 
 // steer makes the split prefer site i for the next Pick without a key.
-func steer(t testing.TB, p *Picker, i int) {
+func steer(t testing.TB, p *Balancer, i int) {
 	t.Helper()
-	seq := p.plan.Load().seq
+	seq := p.Picker().plan.seq
 	c := p.cursor.Load()
 	for k := range uint64(len(seq)) {
 		if int(seq[(c+k)%uint64(len(seq))]) == i {
@@ -45,16 +45,16 @@ func steer(t testing.TB, p *Picker, i int) {
 }
 
 // pickPreferring picks with the split steered to site i.
-func pickPreferring(t testing.TB, p *Picker, i int) (*Lease, error) {
+func pickPreferring(t testing.TB, p *Balancer, i int) (*Lease, error) {
 	t.Helper()
 	steer(t, p, i)
 	l := new(Lease)
-	return l, p.Pick(l, 0)
+	return l, p.Picker().Pick(l, 0)
 }
 
 // fillSite takes every free slot of site i with requests that prefer it, checking that each
 // lands there without spilling.
-func fillSite(t testing.TB, p *Picker, i int) []*Lease {
+func fillSite(t testing.TB, p *Balancer, i int) []*Lease {
 	t.Helper()
 	var out []*Lease
 	for p.Status()[i].Inflight < p.Status()[i].Limit {
@@ -71,7 +71,7 @@ func fillSite(t testing.TB, p *Picker, i int) []*Lease {
 }
 
 // admMember is backend j of site i.
-func admMember(p *Picker, i, j int) *Backend { return (*p.members.Load())[i][j] }
+func admMember(p *Balancer, i, j int) *Backend { return p.Picker().plan.members[i][j] }
 
 func doneAll(ls []*Lease) {
 	for _, l := range ls {
@@ -241,7 +241,7 @@ func TestPickFillsEveryFreeSlotAndNoMore(t *testing.T) {
 				var held []*Lease
 				for {
 					l := new(Lease)
-					err := p.Pick(l, 0)
+					err := p.Picker().Pick(l, 0)
 					if err != nil {
 						if !errors.Is(err, ErrSaturated) {
 							t.Fatalf("round %d: Pick: %v, want ErrSaturated", round, err)
@@ -293,7 +293,7 @@ func TestPickRefusesOnlyWhenFull(t *testing.T) {
 					continue
 				}
 				l := new(Lease)
-				if err := p.Pick(l, 0); err != nil {
+				if err := p.Picker().Pick(l, 0); err != nil {
 					if !errors.Is(err, ErrSaturated) {
 						t.Fatalf("step %d: %v", step, err)
 					}
@@ -345,9 +345,9 @@ func TestStaticLimitsUnderConcurrency(t *testing.T) {
 				var err error
 				if r.IntN(5) == 0 {
 					prev := all[r.IntN(len(all))]
-					err = p.PickRetry(l, p.siteIndex(prev.ID.Site), prev)
+					err = p.Picker().PickRetry(l, p.siteIndex(prev.ID.Site), prev)
 				} else {
-					err = p.Pick(l, 0)
+					err = p.Picker().Pick(l, 0)
 				}
 				if err != nil {
 					if !errors.Is(err, ErrSaturated) && !errors.Is(err, ErrNoBackend) {
@@ -374,7 +374,7 @@ func TestStaticLimitsUnderConcurrency(t *testing.T) {
 // spillTargets is where the contract sends a request preferring pref that pref cannot
 // take, with no hysteresis: the first elastic site (in config order) with a free slot, else
 // the non-elastic sites of the split with the most free slots; none when all are full.
-func spillTargets(p *Picker, pref int) []int {
+func spillTargets(p *Balancer, pref int) []int {
 	st := p.Status()
 	free := func(i int) int64 { return st[i].Limit - st[i].Inflight }
 	for i, s := range st {
@@ -528,7 +528,7 @@ func TestSpillReasons(t *testing.T) {
 			// home is full: every request that prefers it now finds no free slot there.
 			for n := range 3 {
 				l := new(Lease)
-				if err := p.Pick(l, 0); err != nil {
+				if err := p.Picker().Pick(l, 0); err != nil {
 					t.Fatal(err)
 				}
 				if l.SiteIndex != 1 || l.Spill != SpillSaturated {
@@ -573,7 +573,7 @@ func TestHysteresis(t *testing.T) {
 			home := p.Sites()[0]
 			held := fillSite(t, p, 0)
 			l := new(Lease)
-			if err := p.Pick(l, 0); err != nil || l.SiteIndex != 1 || l.Spill != SpillSaturated || l.Preferred != 0 {
+			if err := p.Picker().Pick(l, 0); err != nil || l.SiteIndex != 1 || l.Spill != SpillSaturated || l.Preferred != 0 {
 				t.Fatalf("home full: %v site %d preferred %d spill %q, want aws/saturated", err, l.SiteIndex, l.Preferred, l.Spill)
 			}
 			l.Done(Result{})
@@ -585,7 +585,7 @@ func TestHysteresis(t *testing.T) {
 				held = held[1:]
 				inflight := int(home.Inflight())
 				l := new(Lease)
-				if err := p.Pick(l, 0); err != nil {
+				if err := p.Picker().Pick(l, 0); err != nil {
 					t.Fatalf("home at %d: %v", inflight, err)
 				}
 				if inflight < tc.backAt {
@@ -625,16 +625,16 @@ func TestHysteresisNeverRefusesAFreeSlot(t *testing.T) {
 		}})
 		home := fillSite(t, p, 0)
 		l := new(Lease)
-		if err := p.Pick(l, 0); err != nil || l.SiteIndex != 1 {
+		if err := p.Picker().Pick(l, 0); err != nil || l.SiteIndex != 1 {
 			t.Fatalf("home full: %v, site %d; want aws", err, l.SiteIndex)
 		}
 		aws := l
-		if err := p.Pick(new(Lease), 0); !errors.Is(err, ErrSaturated) {
+		if err := p.Picker().Pick(new(Lease), 0); !errors.Is(err, ErrSaturated) {
 			t.Fatalf("everything full: %v, want ErrSaturated", err)
 		}
 		home[0].Done(Result{}) // home at 3 of 4: held back, but the only free slot
 		l = new(Lease)
-		if err := p.Pick(l, 0); err != nil {
+		if err := p.Picker().Pick(l, 0); err != nil {
 			t.Fatalf("home held back with a free slot, nothing else free: %v", err)
 		}
 		if l.SiteIndex != 0 || l.Preferred != 0 || l.Spill != SpillNone {
@@ -643,7 +643,7 @@ func TestHysteresisNeverRefusesAFreeSlot(t *testing.T) {
 		if !p.Sites()[0].Spilling() {
 			t.Error("the last-resort pass ended home's hysteresis")
 		}
-		if err := p.Pick(new(Lease), 0); !errors.Is(err, ErrSaturated) {
+		if err := p.Picker().Pick(new(Lease), 0); !errors.Is(err, ErrSaturated) {
 			t.Fatalf("full again: %v, want ErrSaturated", err)
 		}
 		doneAll(append(home[1:], aws, l))
@@ -688,11 +688,11 @@ type admitResult struct {
 }
 
 // admitAsync runs Admit in a goroutine; its result arrives on the returned channel.
-func admitAsync(ctx context.Context, p *Picker, key uint64) <-chan admitResult {
+func admitAsync(ctx context.Context, p *Balancer, key uint64) <-chan admitResult {
 	ch := make(chan admitResult, 1)
 	go func() {
 		l := new(Lease)
-		err := p.Admit(ctx, l, key)
+		err := p.Picker().Admit(ctx, l, key)
 		ch <- admitResult{l, err}
 	}()
 	return ch
@@ -720,7 +720,7 @@ func TestAdmitQueue(t *testing.T) {
 			reg := NewRegistry()
 			p := admPicker(t, reg, queueOpts(1, 10, 0))
 			first := new(Lease)
-			if err := p.Admit(t.Context(), first, 0); err != nil || first.Queued != 0 {
+			if err := p.Picker().Admit(t.Context(), first, 0); err != nil || first.Queued != 0 {
 				t.Fatalf("free slot: %v, queued %v", err, first.Queued)
 			}
 			const n = 5
@@ -772,7 +772,7 @@ func TestAdmitQueue(t *testing.T) {
 				{Name: "aws", Elastic: true, Backends: []string{"e1"}, MaxInflight: 1},
 			}})
 			a, b := new(Lease), new(Lease)
-			if p.Admit(t.Context(), a, 0) != nil || p.Admit(t.Context(), b, 0) != nil {
+			if p.Picker().Admit(t.Context(), a, 0) != nil || p.Picker().Admit(t.Context(), b, 0) != nil {
 				t.Fatal("free slots refused")
 			}
 			w := admitAsync(t.Context(), p, 0)
@@ -796,14 +796,14 @@ func TestAdmitQueue(t *testing.T) {
 			reg := NewRegistry()
 			p := admPicker(t, reg, queueOpts(1, 2, 0))
 			held := new(Lease)
-			if err := p.Admit(t.Context(), held, 0); err != nil {
+			if err := p.Picker().Admit(t.Context(), held, 0); err != nil {
 				t.Fatal(err)
 			}
 			w1 := admitAsync(t.Context(), p, 0)
 			synctest.Wait()
 			w2 := admitAsync(t.Context(), p, 0)
 			synctest.Wait()
-			err := p.Admit(t.Context(), new(Lease), 0)
+			err := p.Picker().Admit(t.Context(), new(Lease), 0)
 			if !errors.Is(err, ErrQueueFull) || !errors.Is(err, ErrSaturated) {
 				t.Fatalf("third waiter with QueueSize 2: %v, want ErrQueueFull matching ErrSaturated", err)
 			}
@@ -832,11 +832,11 @@ func TestAdmitQueue(t *testing.T) {
 			reg := NewRegistry()
 			p := admPicker(t, reg, queueOpts(1, 0, time.Second))
 			held := new(Lease)
-			if err := p.Admit(t.Context(), held, 0); err != nil {
+			if err := p.Picker().Admit(t.Context(), held, 0); err != nil {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			err := p.Admit(t.Context(), new(Lease), 0)
+			err := p.Picker().Admit(t.Context(), new(Lease), 0)
 			if !errors.Is(err, ErrQueueFull) || !errors.Is(err, ErrSaturated) || time.Since(start) != 0 {
 				t.Fatalf("no queue: %v after %v, want ErrQueueFull at once", err, time.Since(start))
 			}
@@ -853,11 +853,11 @@ func TestAdmitQueue(t *testing.T) {
 			reg := NewRegistry()
 			p := admPicker(t, reg, queueOpts(1, 4, 250*time.Millisecond))
 			held := new(Lease)
-			if err := p.Admit(t.Context(), held, 0); err != nil {
+			if err := p.Picker().Admit(t.Context(), held, 0); err != nil {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			err := p.Admit(t.Context(), new(Lease), 0)
+			err := p.Picker().Admit(t.Context(), new(Lease), 0)
 			if !errors.Is(err, ErrQueueTimeout) || !errors.Is(err, ErrSaturated) {
 				t.Fatalf("waited without a slot: %v, want ErrQueueTimeout matching ErrSaturated", err)
 			}
@@ -869,7 +869,7 @@ func TestAdmitQueue(t *testing.T) {
 			}
 			held.Done(Result{})
 			l := new(Lease)
-			if err := p.Admit(t.Context(), l, 0); err != nil {
+			if err := p.Picker().Admit(t.Context(), l, 0); err != nil {
 				t.Fatalf("after the timeout, a free slot: %v", err)
 			}
 			l.Done(Result{})
@@ -882,7 +882,7 @@ func TestAdmitQueue(t *testing.T) {
 			reg := NewRegistry()
 			p := admPicker(t, reg, queueOpts(1, 4, time.Hour))
 			held := new(Lease)
-			if err := p.Admit(t.Context(), held, 0); err != nil {
+			if err := p.Picker().Admit(t.Context(), held, 0); err != nil {
 				t.Fatal(err)
 			}
 			ctx1, cancel1 := context.WithCancel(t.Context())
@@ -932,7 +932,7 @@ func TestAdmitQueue(t *testing.T) {
 			reg := NewRegistry()
 			p := admPicker(t, reg, queueOpts(1, 4, 0))
 			held := new(Lease)
-			if err := p.Admit(t.Context(), held, 0); err != nil {
+			if err := p.Picker().Admit(t.Context(), held, 0); err != nil {
 				t.Fatal(err)
 			}
 			old := admitAsync(t.Context(), p, 0)
@@ -963,7 +963,7 @@ func TestAdmitQueue(t *testing.T) {
 			reg := NewRegistry()
 			p := admPicker(t, reg, queueOpts(1, 4, time.Second))
 			reg.SetUp("s", "s1", false)
-			if err := p.Admit(t.Context(), new(Lease), 0); !errors.Is(err, ErrNoBackend) {
+			if err := p.Picker().Admit(t.Context(), new(Lease), 0); !errors.Is(err, ErrNoBackend) {
 				t.Fatalf("nothing up: %v, want ErrNoBackend", err)
 			}
 			if reg.QueueLen() != 0 {
@@ -983,13 +983,13 @@ func TestAdmitQueue(t *testing.T) {
 func TestAdmitCapacityGrowthWakesWaiters(t *testing.T) {
 	tests := []struct {
 		name  string
-		setup func(reg *Registry, p *Picker) // before the waiters queue
-		grow  func(t *testing.T, reg *Registry, p *Picker)
+		setup func(reg *Registry, p *Balancer) // before the waiters queue
+		grow  func(t *testing.T, reg *Registry, p *Balancer)
 		slots int // slots the growth adds
 	}{
 		{
 			name: "SetMembers",
-			grow: func(t *testing.T, reg *Registry, p *Picker) {
+			grow: func(t *testing.T, reg *Registry, p *Balancer) {
 				if _, err := p.SetMembers("aws", []string{"e1", "e2"}, true); err != nil {
 					t.Fatal(err)
 				}
@@ -998,14 +998,14 @@ func TestAdmitCapacityGrowthWakesWaiters(t *testing.T) {
 		},
 		{
 			name:  "SetUp",
-			setup: func(reg *Registry, p *Picker) { reg.SetUp("idc1", "a2", false) },
-			grow:  func(t *testing.T, reg *Registry, p *Picker) { reg.SetUp("idc1", "a2", true) },
+			setup: func(reg *Registry, p *Balancer) { reg.SetUp("idc1", "a2", false) },
+			grow:  func(t *testing.T, reg *Registry, p *Balancer) { reg.SetUp("idc1", "a2", true) },
 			slots: 2,
 		},
 		{
 			name:  "SetEjected",
-			setup: func(reg *Registry, p *Picker) { reg.SetEjected("aws", "e1", true) },
-			grow:  func(t *testing.T, reg *Registry, p *Picker) { reg.SetEjected("aws", "e1", false) },
+			setup: func(reg *Registry, p *Balancer) { reg.SetEjected("aws", "e1", true) },
+			grow:  func(t *testing.T, reg *Registry, p *Balancer) { reg.SetEjected("aws", "e1", false) },
 			slots: 2,
 		},
 	}
@@ -1023,7 +1023,7 @@ func TestAdmitCapacityGrowthWakesWaiters(t *testing.T) {
 				var held []*Lease
 				for {
 					l := new(Lease)
-					if p.Pick(l, 0) != nil {
+					if p.Picker().Pick(l, 0) != nil {
 						break
 					}
 					held = append(held, l)
@@ -1090,7 +1090,7 @@ func TestAdmitLeavingWaiterPassesOnItsWakeUp(t *testing.T) {
 				t.Fatal(err)
 			}
 			home, aws := new(Lease), new(Lease)
-			if p.Pick(home, 0) != nil || p.Pick(aws, 0) != nil || home.Site.Name != "home" || aws.Site.Name != "aws" {
+			if p.Picker().Pick(home, 0) != nil || p.Picker().Pick(aws, 0) != nil || home.Site.Name != "home" || aws.Site.Name != "aws" {
 				t.Fatal("setup: could not fill home and aws")
 			}
 			ctx1, cancel1 := context.WithCancel(t.Context())
@@ -1156,7 +1156,7 @@ func TestAdmitWithoutSplitSpillsFromNowhere(t *testing.T) {
 			}})
 			reg.SetUp("idc", "i1", false)
 			held := new(Lease)
-			if err := p.Pick(held, 0); err != nil || held.Site.Name != "aws" || held.Preferred != -1 {
+			if err := p.Picker().Pick(held, 0); err != nil || held.Site.Name != "aws" || held.Preferred != -1 {
 				t.Fatalf("only aws up: %v site %v preferred %d", err, held.Site, held.Preferred)
 			}
 			ctx, cancel := context.WithCancel(t.Context())
@@ -1194,7 +1194,7 @@ func TestAdmitWithoutSplitSpillsFromNowhere(t *testing.T) {
 			}})
 			reg.SetUp("idc", "i1", false)
 			held := new(Lease)
-			if err := p.Pick(held, 0); err != nil || held.Site.Name != "aws" {
+			if err := p.Picker().Pick(held, 0); err != nil || held.Site.Name != "aws" {
 				t.Fatalf("only aws up: %v", err)
 			}
 			w := admitAsync(t.Context(), p, 0)
@@ -1316,13 +1316,13 @@ func TestAdmissionNoSlotLeaks(t *testing.T) {
 				var err error
 				switch x := r.IntN(100); {
 				case x < 85:
-					err = p.Admit(rctx, l, keys[r.IntN(len(keys))])
+					err = p.Picker().Admit(rctx, l, keys[r.IntN(len(keys))])
 				case x < 95:
-					err = p.Pick(l, keys[r.IntN(len(keys))])
+					err = p.Picker().Pick(l, keys[r.IntN(len(keys))])
 				default:
 					bs := p.Backends()
 					prev := bs[r.IntN(len(bs))]
-					err = p.PickRetry(l, p.siteIndex(prev.ID.Site), prev)
+					err = p.Picker().PickRetry(l, p.siteIndex(prev.ID.Site), prev)
 				}
 				cancel()
 				count(err)
@@ -1421,7 +1421,7 @@ func TestSlowStart(t *testing.T) {
 			var held []*Lease
 			for {
 				l := new(Lease)
-				if p.Pick(l, 0) != nil {
+				if p.Picker().Pick(l, 0) != nil {
 					break
 				}
 				held = append(held, l)
@@ -1515,7 +1515,7 @@ func TestDownAndEjectedBackendsAreNotPicked(t *testing.T) {
 	var held []*Lease
 	for range 250 { // holding them all spreads picks over every backend
 		l := new(Lease)
-		if err := p.Pick(l, 0); err != nil {
+		if err := p.Picker().Pick(l, 0); err != nil {
 			t.Fatal(err)
 		}
 		if out[l.Backend.ID.Addr] {
@@ -1528,13 +1528,13 @@ func TestDownAndEjectedBackendsAreNotPicked(t *testing.T) {
 	t.Run("site with every backend down has weight 0", func(t *testing.T) {
 		reg.SetUp("idc2", "b1", false)
 		reg.SetEjected("idc2", "b2", true)
-		if w := p.plan.Load().weights; w[1] != 0 {
+		if w := p.Picker().plan.weights; w[1] != 0 {
 			t.Fatalf("split weights %v, want idc2 at 0", w)
 		}
 		var sites []int
 		for range 70 {
 			l := new(Lease)
-			if err := p.Pick(l, 0); err != nil {
+			if err := p.Picker().Pick(l, 0); err != nil {
 				t.Fatal(err)
 			}
 			if l.Spill != SpillNone {
@@ -1560,16 +1560,16 @@ func TestDownAndEjectedBackendsAreNotPicked(t *testing.T) {
 			reg.SetUp("idc1", a, false)
 		}
 		reg.SetUp("aws", "c2", false)
-		if err := p.Pick(new(Lease), 0); !errors.Is(err, ErrNoBackend) {
+		if err := p.Picker().Pick(new(Lease), 0); !errors.Is(err, ErrNoBackend) {
 			t.Errorf("Pick: %v, want ErrNoBackend", err)
 		}
-		if err := p.Pick(new(Lease), HashKey("session-1")); !errors.Is(err, ErrNoBackend) {
+		if err := p.Picker().Pick(new(Lease), HashKey("session-1")); !errors.Is(err, ErrNoBackend) {
 			t.Errorf("Pick with key: %v, want ErrNoBackend", err)
 		}
-		if err := p.Admit(t.Context(), new(Lease), 0); !errors.Is(err, ErrNoBackend) || reg.QueueLen() != 0 {
+		if err := p.Picker().Admit(t.Context(), new(Lease), 0); !errors.Is(err, ErrNoBackend) || reg.QueueLen() != 0 {
 			t.Errorf("Admit: %v (QueueLen %d), want ErrNoBackend", err, reg.QueueLen())
 		}
-		if err := p.PickRetry(new(Lease), 0, admMember(p, 0, 0)); !errors.Is(err, ErrNoBackend) {
+		if err := p.Picker().PickRetry(new(Lease), 0, admMember(p, 0, 0)); !errors.Is(err, ErrNoBackend) {
 			t.Errorf("PickRetry: %v, want ErrNoBackend", err)
 		}
 		if errors.Is(ErrNoBackend, ErrSaturated) {
@@ -1591,7 +1591,7 @@ func TestPickRetryHonoursLimits(t *testing.T) {
 	a1, a2, b1 := admMember(p, 0, 0), admMember(p, 0, 1), admMember(p, 1, 0)
 	retry := func() (*Lease, error) {
 		l := new(Lease)
-		return l, p.PickRetry(l, 0, a1) // the last try failed on a1
+		return l, p.Picker().PickRetry(l, 0, a1) // the last try failed on a1
 	}
 	l, err := retry()
 	if err != nil || l.Backend != b1 || l.Preferred != 0 {
@@ -1635,7 +1635,7 @@ func TestAffinity(t *testing.T) {
 	pickKey := func(key uint64) *Lease {
 		t.Helper()
 		l := new(Lease)
-		if err := p.Pick(l, key); err != nil {
+		if err := p.Picker().Pick(l, key); err != nil {
 			t.Fatal(err)
 		}
 		return l
@@ -1654,7 +1654,7 @@ func TestAffinity(t *testing.T) {
 	// A new Picker for the same config (a reload) pins the key to the same site.
 	p2 := admPicker(t, reg, opts)
 	l = new(Lease)
-	if err := p2.Pick(l, key); err != nil || l.Preferred != pinned {
+	if err := p2.Picker().Pick(l, key); err != nil || l.Preferred != pinned {
 		t.Fatalf("after a reload: %v preferred %d, want %d", err, l.Preferred, pinned)
 	}
 	l.Done(Result{})
@@ -1728,8 +1728,8 @@ func TestAffinity(t *testing.T) {
 
 // --- 10. Benchmarks -----------------------------------------------------------------------
 
-func benchPicker(b *testing.B, sites []SiteOptions) *Picker {
-	p, err := NewPicker(NewRegistry(), Options{Sites: sites})
+func benchPicker(b *testing.B, sites []SiteOptions) *Balancer {
+	p, err := New(NewRegistry(), Options{Sites: sites})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -1737,10 +1737,10 @@ func benchPicker(b *testing.B, sites []SiteOptions) *Picker {
 	return p
 }
 
-func benchPicks(b *testing.B, p *Picker, wantSpill bool) {
+func benchPicks(b *testing.B, p *Balancer, wantSpill bool) {
 	one := func() {
 		var l Lease
-		if err := p.Pick(&l, 0); err != nil {
+		if err := p.Picker().Pick(&l, 0); err != nil {
 			b.Fatal(err)
 		}
 		if wantSpill && l.Spill == SpillNone {
@@ -1783,7 +1783,7 @@ func BenchmarkPickSpill(b *testing.B) {
 	var held []*Lease
 	for range 2 {
 		l := new(Lease)
-		if err := p.Pick(l, 0); err != nil || l.Site.Name != "home" {
+		if err := p.Picker().Pick(l, 0); err != nil || l.Site.Name != "home" {
 			b.Fatalf("filling home: %v", err)
 		}
 		held = append(held, l)

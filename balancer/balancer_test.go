@@ -87,17 +87,17 @@ func TestScheduleIsSmooth(t *testing.T) {
 }
 
 // bi is the index of l's backend among its site's members.
-func bi(p *Picker, l *Lease) int {
-	return slices.Index((*p.members.Load())[l.SiteIndex], l.Backend)
+func bi(p *Balancer, l *Lease) int {
+	return slices.Index(p.Picker().plan.members[l.SiteIndex], l.Backend)
 }
 
 // member is backend j of site i.
-func member(p *Picker, i, j int) *Backend { return (*p.members.Load())[i][j] }
+func member(p *Balancer, i, j int) *Backend { return p.Picker().plan.members[i][j] }
 
-func pick(t *testing.T, p *Picker) *Lease {
+func pick(t *testing.T, p *Balancer) *Lease {
 	t.Helper()
 	l := new(Lease)
-	if err := p.Pick(l, 0); err != nil {
+	if err := p.Picker().Pick(l, 0); err != nil {
 		t.Fatalf("Pick: %v", err)
 	}
 	return l
@@ -105,7 +105,7 @@ func pick(t *testing.T, p *Picker) *Lease {
 
 func TestPickExactSplitAndReleases(t *testing.T) {
 	reg := NewRegistry()
-	p, err := NewPicker(reg, opts532())
+	p, err := New(reg, opts532())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestPickExactSplitAndReleases(t *testing.T) {
 
 func TestPickConcurrentKeepsExactCounts(t *testing.T) {
 	reg := NewRegistry()
-	p, err := NewPicker(reg, opts532())
+	p, err := New(reg, opts532())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestPickConcurrentKeepsExactCounts(t *testing.T) {
 		wg.Go(func() {
 			for range each {
 				var l Lease
-				if err := p.Pick(&l, 0); err != nil {
+				if err := p.Picker().Pick(&l, 0); err != nil {
 					t.Error(err)
 					return
 				}
@@ -180,7 +180,7 @@ func TestPickConcurrentKeepsExactCounts(t *testing.T) {
 
 func TestPowerOfTwoChoicesPrefersLessLoaded(t *testing.T) {
 	reg := NewRegistry()
-	p, err := NewPicker(reg, Options{Sites: []SiteOptions{
+	p, err := New(reg, Options{Sites: []SiteOptions{
 		{Name: "s", Weight: 1, Backends: []string{"http://a", "http://b", "http://c", "http://d"}, MaxInflight: 1000},
 	}})
 	if err != nil {
@@ -209,7 +209,7 @@ func TestPowerOfTwoChoicesPrefersLessLoaded(t *testing.T) {
 func TestPowerOfTwoChoicesExact(t *testing.T) {
 	reg := NewRegistry()
 	// A scripted IntN makes the two candidates backends 0 and 1 on every pick.
-	p, err := NewPicker(reg, Options{
+	p, err := New(reg, Options{
 		Sites: []SiteOptions{{Name: "s", Weight: 1, Backends: []string{"http://a", "http://b", "http://c"}}},
 		IntN:  func(int) int { return 0 },
 	})
@@ -227,7 +227,7 @@ func TestPowerOfTwoChoicesExact(t *testing.T) {
 
 func TestDownSiteShareGoesToOthersByWeight(t *testing.T) {
 	reg := NewRegistry()
-	p, err := NewPicker(reg, opts532())
+	p, err := New(reg, opts532())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,14 +266,14 @@ func TestDownSiteShareGoesToOthersByWeight(t *testing.T) {
 		}
 	}
 	reg.SetUp("idc2", "http://b1", false)
-	if err := p.Pick(new(Lease), 0); err != ErrNoBackend {
+	if err := p.Picker().Pick(new(Lease), 0); err != ErrNoBackend {
 		t.Fatalf("all down: Pick = %v, want ErrNoBackend", err)
 	}
 }
 
-func TestPositionAndStateSurviveNewPicker(t *testing.T) {
+func TestPositionAndStateSurviveNewBalancer(t *testing.T) {
 	reg := NewRegistry()
-	p1, err := NewPicker(reg, opts532())
+	p1, err := New(reg, opts532())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestPositionAndStateSurviveNewPicker(t *testing.T) {
 		l.Done(Result{})
 	}
 	// A reload with the same sites continues the schedule where p1 left it.
-	p2, err := NewPicker(reg, opts532())
+	p2, err := New(reg, opts532())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,21 +306,21 @@ func TestPositionAndStateSurviveNewPicker(t *testing.T) {
 	}
 }
 
-func TestNewPickerRefusesDuplicates(t *testing.T) {
+func TestNewRefusesDuplicates(t *testing.T) {
 	reg := NewRegistry()
 	for _, o := range []Options{
 		{Sites: []SiteOptions{{Name: "a", Weight: 1}, {Name: "a", Weight: 1}}},
 		{Sites: []SiteOptions{{Name: "a", Weight: 1, Backends: []string{"http://x", "http://x"}}}},
 		{Sites: []SiteOptions{{Name: "a", Weight: -1}}},
 	} {
-		if _, err := NewPicker(reg, o); err == nil {
-			t.Fatalf("NewPicker(%+v) = nil error", o)
+		if _, err := New(reg, o); err == nil {
+			t.Fatalf("New(%+v) = nil error", o)
 		}
 	}
 }
 
 func BenchmarkPick(b *testing.B) {
-	p, err := NewPicker(NewRegistry(), opts532())
+	p, err := New(NewRegistry(), opts532())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -328,7 +328,7 @@ func BenchmarkPick(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			var l Lease
-			if err := p.Pick(&l, 0); err != nil {
+			if err := p.Picker().Pick(&l, 0); err != nil {
 				b.Fatal(err)
 			}
 			l.Done(Result{Status: 200})
@@ -349,7 +349,7 @@ func BenchmarkSchedule(b *testing.B) {
 
 func TestHealthFlapsWhilePicking(t *testing.T) {
 	reg := NewRegistry()
-	p, err := NewPicker(reg, opts532())
+	p, err := New(reg, opts532())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestHealthFlapsWhilePicking(t *testing.T) {
 				default:
 				}
 				var l Lease
-				if err := p.Pick(&l, 0); err != nil {
+				if err := p.Picker().Pick(&l, 0); err != nil {
 					t.Error(err) // aws and idc1 never go down: there is always a backend
 					return
 				}
@@ -397,26 +397,26 @@ func TestHealthFlapsWhilePicking(t *testing.T) {
 	}
 }
 
-func TestClosedPickerIsNotReplanned(t *testing.T) {
+func TestClosedBalancerIsNotRebuilt(t *testing.T) {
 	reg := NewRegistry()
-	p, err := NewPicker(reg, opts532())
+	p, err := New(reg, opts532())
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.Close()
-	before := p.plan.Load()
+	before := p.Picker()
 	reg.SetUp("idc2", "http://b1", false)
-	if p.plan.Load() != before {
-		t.Fatal("a closed Picker was replanned")
+	if p.Picker() != before {
+		t.Fatal("a closed Balancer built a new Picker")
 	}
-	if len(reg.pickers) != 0 {
-		t.Fatalf("registry still holds %d pickers", len(reg.pickers))
+	if len(reg.open) != 0 {
+		t.Fatalf("registry still holds %d balancers", len(reg.open))
 	}
 }
 
 func TestPickRetryPrefersAnotherSiteByWeight(t *testing.T) {
 	reg := NewRegistry()
-	p, err := NewPicker(reg, opts532())
+	p, err := New(reg, opts532())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +425,7 @@ func TestPickRetryPrefersAnotherSiteByWeight(t *testing.T) {
 	counts := [3]int{}
 	for range 5000 {
 		var l Lease
-		if err := p.PickRetry(&l, 0, member(p, 0, 0)); err != nil {
+		if err := p.Picker().PickRetry(&l, 0, member(p, 0, 0)); err != nil {
 			t.Fatal(err)
 		}
 		counts[l.SiteIndex]++
@@ -446,14 +446,14 @@ func TestPickRetryPrefersAnotherSiteByWeight(t *testing.T) {
 
 func TestPickRetrySameSiteOtherBackend(t *testing.T) {
 	reg := NewRegistry()
-	p, err := NewPicker(reg, Options{Sites: []SiteOptions{{Name: "only", Weight: 1, Backends: []string{"http://a", "http://b"}}}})
+	p, err := New(reg, Options{Sites: []SiteOptions{{Name: "only", Weight: 1, Backends: []string{"http://a", "http://b"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
 	for range 50 {
 		var l Lease
-		if err := p.PickRetry(&l, 0, member(p, 0, 1)); err != nil {
+		if err := p.Picker().PickRetry(&l, 0, member(p, 0, 1)); err != nil {
 			t.Fatal(err)
 		}
 		if bi(p, &l) != 0 {
@@ -462,7 +462,7 @@ func TestPickRetrySameSiteOtherBackend(t *testing.T) {
 		l.Done(Result{})
 	}
 	reg.SetEjected("only", "http://a", true)
-	if err := p.PickRetry(new(Lease), 0, member(p, 0, 1)); err != ErrNoBackend {
+	if err := p.Picker().PickRetry(new(Lease), 0, member(p, 0, 1)); err != ErrNoBackend {
 		t.Fatalf("no other backend up: %v, want ErrNoBackend", err)
 	}
 	if reg.Backend(BackendID{"only", "http://a"}).Up() {

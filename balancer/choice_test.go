@@ -26,7 +26,7 @@ type chooser interface {
 
 // pickerChooser is the real Picker over one site of n backends, on a fake clock.
 type pickerChooser struct {
-	p   *Picker
+	p   *Balancer
 	clk *time.Duration
 }
 
@@ -47,7 +47,7 @@ func newPickerChooser(t *testing.T, n int, rng *rand.Rand) *pickerChooser {
 func (c *pickerChooser) pick(now time.Duration) (int, func(time.Duration, time.Duration, bool)) {
 	*c.clk = now
 	l := new(Lease)
-	if err := c.p.Pick(l, 0); err != nil {
+	if err := c.p.Picker().Pick(l, 0); err != nil {
 		panic(err)
 	}
 	i := bi(c.p, l)
@@ -276,7 +276,7 @@ func TestBackendBackInRotationGetsTrafficAtOnce(t *testing.T) {
 			// b times out ten times (5 s each), then goes down.
 			for range 10 {
 				l := new(Lease)
-				if !p.take(l, 0, b) {
+				if !p.Picker().take(l, 0, b) {
 					t.Fatal("take")
 				}
 				l.Done(Result{Status: 504, Err: errors.New("timeout"), Latency: 5 * time.Second, Overload: true})
@@ -296,12 +296,12 @@ func TestBackendBackInRotationGetsTrafficAtOnce(t *testing.T) {
 
 // sequentialPicks picks n times, one request at a time (each answered 200 in 1 ms before
 // the next), and returns how many went to b.
-func sequentialPicks(t *testing.T, p *Picker, n int, b *Backend) int {
+func sequentialPicks(t *testing.T, p *Balancer, n int, b *Backend) int {
 	t.Helper()
 	got := 0
 	for range n {
 		l := new(Lease)
-		if err := p.Pick(l, 0); err != nil {
+		if err := p.Picker().Pick(l, 0); err != nil {
 			t.Fatal(err)
 		}
 		if l.Backend == b {

@@ -1,17 +1,14 @@
 package balancer
 
 import (
-	"context"
-	"errors"
 	"math"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // waitQueue holds the requests waiting for a slot when every site is full. It is the
-// Registry's, shared by every Picker, so that a slot freed by a request of an older config
+// Registry's, shared by every Balancer, so that a slot freed by a request of an older config
 // generation still goes to a waiter.
 //
 // Discipline: first in, first out while the queue drains; under sustained overload,
@@ -41,7 +38,7 @@ type waitQueue struct {
 	now func() time.Time
 	// interval is how long the queue must stay non-empty to count as congested; delay is
 	// how long a waiter may wait while it is (0: until the queue timeout). Set from the
-	// current Picker's queue timeout (setPolicy).
+	// current Balancer's queue timeout (setPolicy).
 	interval, delay time.Duration
 	busySince       time.Time // when the queue last became non-empty; zero while empty
 
@@ -72,7 +69,7 @@ const (
 )
 
 // setPolicy derives the congestion interval and delay target from the queue timeout of
-// the current Picker.
+// the current Balancer.
 func (q *waitQueue) setPolicy(timeout time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -331,10 +328,6 @@ func (q *waitQueue) retryAfter(timeout time.Duration) time.Duration {
 	return time.Duration(min(max(secs, 1), maxRetryAfter.Seconds())) * time.Second
 }
 
-// RetryAfter is how long a client refused for lack of capacity should wait before trying
-// again, for the Retry-After header: the queue's estimated drain time (see retryAfter).
-func (p *Picker) RetryAfter() time.Duration { return p.reg.queue.retryAfter(p.queueTimeout) }
-
 // unsignal is called by a waiter whose try for a slot failed. It reports whether a wake-up
 // came meanwhile, for it or finding nobody to signal: then the waiter should try again at
 // once.
@@ -359,179 +352,6 @@ func (q *waitQueue) unsignal(w *waiter) (again bool) {
 	}
 	w.signalled = false
 	return false
-}
-
-// Admit is Pick that waits: when no site has a free slot, the request joins the queue (at
-// most Options.QueueSize wait; see waitQueue for the order) until a slot frees, its context
-// ends, Options.QueueTimeout passes, or it is shed for waiting too long in a congested
-// queue. While others wait, a new request queues rather than taking the next free slot.
-// Errors: ErrNoBackend; ErrQueueFull, ErrQueueTimeout and ErrQueueDelay (all match
-// ErrSaturated); the context's error. l.Queued says how long it waited. Every shed is
-// counted (Registry.Sheds).
-func (p *Picker) Admit(ctx context.Context, l *Lease, key uint64) error {
-	q := &p.reg.queue
-	pref := -1
-	// Nobody waits, or only retries do (each for a slot anywhere but on one backend): a
-	// free slot is the new request's to take.
-	if q.len.Load() == q.retries.Load() {
-		err := p.Pick(l, key)
-		if !errors.Is(err, ErrSaturated) {
-			return err
-		}
-		pref = l.Preferred
-	} else {
-		pl := p.plan.Load()
-		if len(pl.seq) == 0 && len(pl.elastic) == 0 {
-			return ErrNoBackend
-		}
-		if len(pl.seq) > 0 {
-			pref = p.preferred(pl, key)
-		}
-	}
-	return p.wait(ctx, l, false, func(p *Picker, switched bool) error {
-		if switched {
-			pref = -1 // the new config's sites may differ
-		}
-		return p.spill(l, p.plan.Load(), pref, SpillSaturated, true)
-	})
-}
-
-// AdmitRetry is PickRetry that waits, for another try of a request whose last try never
-// reached a backend (prev refused the connection, say): when no other backend has a free
-// slot at that instant, the request joins the queue as Admit's do, and when woken takes a
-// slot anywhere but on prev. ErrNoBackend at once when no backend but prev is up, as
-// nothing could then free a slot it may take; the other errors are Admit's.
-func (p *Picker) AdmitRetry(ctx context.Context, l *Lease, prevSite int, prev *Backend) error {
-	err := p.PickRetry(l, prevSite, prev)
-	if err == nil || !p.othersUp(prev) {
-		return err
-	}
-	return p.wait(ctx, l, true, func(p *Picker, switched bool) error {
-		if switched {
-			// The new config's index of prev's site (-1: gone, and prev with it), so
-			// that prev stays excluded.
-			prevSite = slices.Index(p.names, prev.ID.Site)
-		}
-		if p.PickRetry(l, prevSite, prev) == nil {
-			return nil
-		}
-		if !p.othersUp(prev) {
-			return ErrNoBackend
-		}
-		return ErrSaturated
-	})
-}
-
-// othersUp reports whether a backend other than prev is up in a site PickRetry may use.
-func (p *Picker) othersUp(prev *Backend) bool {
-	pl := p.plan.Load()
-	for i := range p.sites {
-		if pl.weights[i] == 0 && !p.sites[i].elastic {
-			continue
-		}
-		for _, j := range pl.up[i] {
-			if pl.members[i][j] != prev {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// wait queues a request that found no free slot until place (called with the Picker to
-// place it in, and whether that is a newer one than last time) takes one, or the wait ends:
-// see Admit. retry marks a waiter of AdmitRetry.
-func (p *Picker) wait(ctx context.Context, l *Lease, retry bool, place func(p *Picker, switched bool) error) error {
-	q := &p.reg.queue
-	if p.queueSize <= 0 {
-		p.reg.shed(ShedQueueFull)
-		return ErrQueueFull
-	}
-	w := &waiter{ch: make(chan struct{}, 1), retry: retry}
-	if !q.push(w, p.queueSize) {
-		p.reg.shed(ShedQueueFull)
-		return ErrQueueFull
-	}
-	start := w.since
-	var timeout <-chan time.Time
-	if p.queueTimeout > 0 {
-		t := time.NewTimer(p.queueTimeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	// Capacity can also grow without an event to wake anyone: a slow-starting backend's
-	// limit rises with time. The oldest waiter looks again now and then.
-	recheck := time.NewTicker(queueRecheck)
-	defer recheck.Stop()
-	// A slot may have freed between the failed pick and the push, with nobody queued to
-	// be woken: the next waiter looks once for itself.
-	try := q.isNext(w)
-	for {
-		if q.isDropped(w) {
-			// Shed from a congested queue; whoever shed it passed its wake-up on.
-			p.reg.shed(ShedQueueDelay)
-			return ErrQueueDelay
-		}
-		if try {
-			switched := false
-			if p.closed.Load() {
-				// A new config replaced the one this request came in under: look for a
-				// slot in the new one.
-				if latest := p.reg.latest.Load(); latest != nil && latest != p {
-					p, switched = latest, true
-				}
-			}
-			err := place(p, switched)
-			if err == nil {
-				q.remove(w, true)
-				q.wake() // more may have freed at once (a member joined): let the next look
-				l.Queued = p.reg.now().Sub(start)
-				return nil
-			}
-			if errors.Is(err, ErrNoBackend) {
-				if q.remove(w, false) {
-					q.wake()
-				}
-				return err
-			}
-			if retry {
-				q.passOn()
-			}
-			try = q.unsignal(w)
-			if try {
-				continue
-			}
-		}
-		select {
-		case <-w.ch:
-			try = true
-		case <-recheck.C:
-			try = q.isNext(w)
-		case <-timeout:
-			if q.remove(w, false) {
-				q.wake()
-			}
-			p.reg.shed(ShedQueueTimeout)
-			return ErrQueueTimeout
-		case <-ctx.Done():
-			if q.remove(w, false) {
-				q.wake()
-			}
-			p.reg.shed(ShedClientGone)
-			return ctx.Err()
-		}
-	}
-}
-
-// queueRecheck is how often the next waiter looks for a slot without being woken.
-const queueRecheck = 50 * time.Millisecond
-
-// preferred is the site the split (or, for a key, affinity) prefers; pl has a split.
-func (p *Picker) preferred(pl *plan, key uint64) int {
-	if key != 0 {
-		return p.affinity(pl, key)
-	}
-	return int(pl.seq[(p.cursor.Add(1)-1)%uint64(len(pl.seq))])
 }
 
 // QueueLen is the number of requests waiting for a slot.

@@ -19,7 +19,7 @@ func TestAdmitCongestedQueue(t *testing.T) {
 		// Timeout 2s: congested after 200 ms non-empty; delay target 500 ms.
 		p := admPicker(t, reg, queueOpts(1, 10, 2*time.Second))
 		held := new(Lease)
-		if err := p.Admit(t.Context(), held, 0); err != nil {
+		if err := p.Picker().Admit(t.Context(), held, 0); err != nil {
 			t.Fatal(err)
 		}
 		var waiters []<-chan admitResult
@@ -87,7 +87,7 @@ func TestAdmitOverloadServesFast(t *testing.T) {
 			wg.Go(func() {
 				l := new(Lease)
 				t0 := time.Now()
-				err := p.Admit(context.Background(), l, 0)
+				err := p.Picker().Admit(context.Background(), l, 0)
 				waited := time.Since(t0)
 				mu.Lock()
 				worst = max(worst, waited)
@@ -138,7 +138,7 @@ func TestRetryAfterFollowsTheQueue(t *testing.T) {
 			t.Errorf("empty queue: Retry-After %v, want 1s", got)
 		}
 		held := new(Lease)
-		if err := p.Admit(t.Context(), held, 0); err != nil {
+		if err := p.Picker().Admit(t.Context(), held, 0); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(t.Context())

@@ -1,7 +1,9 @@
 // Package balancer decides where each request goes: which site (the weighted splitter) and
 // which backend inside it (power of two choices on in-flight). It keeps the state that must
 // outlive a config reload (in-flight counts, health, the splitter's position) in a Registry
-// keyed by stable IDs, and builds immutable Pickers from plain option structs.
+// keyed by stable IDs. A Balancer, built from plain option structs, is the control object
+// of one config's sites (members, weights, drains); on every change it builds a new
+// immutable Picker, which is all the request path reads.
 //
 // The request path is Picker.Pick, which never blocks and takes no lock, and Lease.Done,
 // which gives back what Pick took, exactly once.
@@ -31,6 +33,8 @@ type Backend struct {
 	inflight atomic.Int64
 	down     atomic.Bool // active health says down; zero value: up
 	ejected  atomic.Bool // passive health took it out of rotation for a while
+	// failureRun is passive health's count of failed tries in a row (FailuresInARow).
+	failureRun atomic.Int64
 
 	// joined is when b last came into rotation (created after the first Picker, or back
 	// up), in Unix nanoseconds, while it may still be slow-starting; 0 once the ramp is over
@@ -133,29 +137,25 @@ func (s *Site) Spilling() bool { return s.spilling.Load() }
 func (s *Site) Inflight() int64 { return s.inflight.Load() }
 
 // Registry owns the long-lived state of every site and backend, keyed by stable IDs, so that
-// a new Picker built on a reload finds the in-flight counts, health and splitter position of
-// the old one. The zero value is not usable; call NewRegistry. Safe for concurrent use; its
-// lock is taken only by the control plane (building Pickers, health changes).
+// a new Balancer built on a reload finds the in-flight counts, health and splitter position
+// of the old one. The zero value is not usable; call NewRegistry. Safe for concurrent use;
+// its lock is taken only by the control plane (building Balancers, health changes).
 type Registry struct {
 	mu       sync.Mutex
 	backends map[BackendID]*Backend
 	sites    map[string]*Site
 	cursors  map[string]*atomic.Uint64
-	pickers  map[*Picker]struct{} // replanned on every health change, until closed
+	open     map[*Balancer]struct{} // rebuilt on every health change, until closed
 	spills   map[spillKey]*[numSpillReasons]atomic.Uint64
-	// warm is set by the first Picker: backends created after it slow-start, those of the
+	// warm is set by the first Balancer: backends created after it slow-start, those of the
 	// first config do not (they are the deployment, not newcomers to it).
 	warm bool
 
-	// epoch counts health and membership changes; each Picker's plan records the epoch it
-	// was made for.
-	epoch atomic.Uint64
-
 	queue waitQueue
 	sheds [numShedReasons]atomic.Uint64
-	// latest is the current Picker (Picker.MakeCurrent; at first the first one): a request
-	// queued on an older one that has closed waits for a slot in it.
-	latest atomic.Pointer[Picker]
+	// latest is the current Balancer (Balancer.MakeCurrent; at first the first one): a
+	// request queued on an older one that has closed waits for a slot in it.
+	latest atomic.Pointer[Balancer]
 	now    func() time.Time
 	// share, when set, is this replica's part of each backend's limit (a fleet).
 	share atomic.Pointer[shareOf]
@@ -167,7 +167,7 @@ func NewRegistry() *Registry {
 		backends: map[BackendID]*Backend{},
 		sites:    map[string]*Site{},
 		cursors:  map[string]*atomic.Uint64{},
-		pickers:  map[*Picker]struct{}{},
+		open:     map[*Balancer]struct{}{},
 		spills:   map[spillKey]*[numSpillReasons]atomic.Uint64{},
 		now:      time.Now,
 	}
@@ -215,7 +215,7 @@ func (r *Registry) Site(name string) *Site {
 	return s
 }
 
-// cursor returns the splitter position shared by every Picker over exactly these sites in
+// cursor returns the splitter position shared by every Balancer over exactly these sites in
 // this order, so that a reload that keeps the site set keeps the split's position.
 func (r *Registry) cursor(sites []string) *atomic.Uint64 {
 	key := strings.Join(sites, "\x00")
@@ -229,9 +229,9 @@ func (r *Registry) cursor(sites []string) *atomic.Uint64 {
 	return c
 }
 
-// SetUp marks the backend at addr in site up or down (active health), and replans every
-// open Picker before it returns, so the next pick sees the change. A backend the registry
-// does not know is ignored (its generation has gone).
+// SetUp marks the backend at addr in site up or down (active health), and rebuilds the
+// Picker of every open Balancer before it returns, so the next pick sees the change. A
+// backend the registry does not know is ignored (its generation has gone).
 func (r *Registry) SetUp(site, addr string, up bool) {
 	r.set(site, addr, !up, func(b *Backend) *atomic.Bool { return &b.down })
 }
@@ -242,8 +242,8 @@ func (r *Registry) SetEjected(site, addr string, ejected bool) {
 	r.set(site, addr, ejected, func(b *Backend) *atomic.Bool { return &b.ejected })
 }
 
-// set stores v in the flag of a backend and, when that changes it, replans every open Picker
-// (outside the registry's lock).
+// set stores v in the flag of a backend and, when that changes it, rebuilds the Picker of
+// every open Balancer (outside the registry's lock).
 func (r *Registry) set(site, addr string, v bool, flag func(*Backend) *atomic.Bool) {
 	r.mu.Lock()
 	b, ok := r.backends[BackendID{Site: site, Addr: addr}]
@@ -266,52 +266,51 @@ func (r *Registry) set(site, addr string, v bool, flag func(*Backend) *atomic.Bo
 	r.replanAll()
 }
 
-// replanAll makes every open Picker see a change of health or membership.
+// replanAll makes every open Balancer build a Picker that sees a change of health.
 func (r *Registry) replanAll() {
-	r.epoch.Add(1)
-	for _, p := range r.openPickers() {
-		p.replan()
+	for _, b := range r.openBalancers() {
+		b.rebuild()
 	}
 }
 
-// openPickers is a snapshot of the Pickers attached now, to act on outside the lock.
-func (r *Registry) openPickers() []*Picker {
+// openBalancers is a snapshot of the Balancers attached now, to act on outside the lock.
+func (r *Registry) openBalancers() []*Balancer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	pickers := make([]*Picker, 0, len(r.pickers))
-	for p := range r.pickers {
-		pickers = append(pickers, p)
+	open := make([]*Balancer, 0, len(r.open))
+	for b := range r.open {
+		open = append(open, b)
 	}
-	return pickers
+	return open
 }
 
-// Prune forgets the state of every backend, site and splitter position that no open Picker
-// uses (a reload removed them), so that a long-running proxy whose config or discovered
+// Prune forgets the state of every backend, site and splitter position that no open
+// Balancer uses (a reload removed them), so that a long-running proxy whose config or discovered
 // pool changes does not keep them forever. Requests still holding a Lease on a forgotten
 // backend release it normally. A backend that comes back later starts afresh (and slow-
-// starts). Call it after closing the Pickers of an old config, never while a Picker is
-// being built (NewPicker takes its backends before it attaches to the Registry).
+// starts). Call it after closing the Balancers of an old config, never while one is being
+// built (New takes its backends before it attaches to the Registry).
 func (r *Registry) Prune() {
 	// Member changes (SetMembers) take a backend, then list it: hold them all off.
-	for _, p := range r.openPickers() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
+	for _, b := range r.openBalancers() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	backends := map[BackendID]bool{}
 	sites := map[string]bool{}
 	cursors := map[string]bool{}
-	for p := range r.pickers {
-		for _, bs := range *p.members.Load() {
+	for bal := range r.open {
+		for _, bs := range bal.Picker().plan.members { // (not bal.members: one attached since is not locked)
 			for _, b := range bs {
 				backends[b.ID] = true
 			}
 		}
-		for _, name := range p.names {
+		for _, name := range bal.names {
 			sites[name] = true
 		}
-		cursors[strings.Join(p.names, "\x00")] = true
+		cursors[strings.Join(bal.names, "\x00")] = true
 	}
 	for id := range r.backends {
 		if !backends[id] {
@@ -335,18 +334,18 @@ func (r *Registry) Prune() {
 	}
 }
 
-func (r *Registry) attach(p *Picker) {
+func (r *Registry) attach(b *Balancer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pickers[p] = struct{}{}
+	r.open[b] = struct{}{}
 	r.warm = true
-	if r.latest.CompareAndSwap(nil, p) { // the first is current; later ones once made so
-		r.queue.setPolicy(p.queueTimeout)
+	if r.latest.CompareAndSwap(nil, b) { // the first is current; later ones once made so
+		r.queue.setPolicy(b.queueTimeout)
 	}
 }
 
-func (r *Registry) detach(p *Picker) {
+func (r *Registry) detach(b *Balancer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.pickers, p)
+	delete(r.open, b)
 }

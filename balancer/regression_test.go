@@ -24,7 +24,7 @@ func TestRegressionCostUnmeasuredBackendAlwaysWins(t *testing.T) {
 	var held []*Lease
 	for range 40 {
 		l := new(Lease)
-		if !p.take(l, 0, hole) {
+		if !p.Picker().take(l, 0, hole) {
 			t.Fatal("take")
 		}
 		held = append(held, l)
@@ -32,7 +32,7 @@ func TestRegressionCostUnmeasuredBackendAlwaysWins(t *testing.T) {
 	n := 0
 	for range 20 {
 		l := new(Lease)
-		if err := p.Pick(l, 0); err != nil {
+		if err := p.Picker().Pick(l, 0); err != nil {
 			t.Fatal(err)
 		}
 		if l.Backend == hole {
@@ -89,11 +89,16 @@ func TestRegressionQueueWaiterOnOldPickerStarvesNewCapacity(t *testing.T) {
 	}
 	p1 := admPicker(t, reg, opts(1))
 	hold := new(Lease)
-	if err := p1.Pick(hold, 0); err != nil {
+	if err := p1.Picker().Pick(hold, 0); err != nil {
 		t.Fatal(err)
 	}
 	old := make(chan error, 1)
-	go func() { var l Lease; err := p1.Admit(context.Background(), &l, 0); l.Done(Result{}); old <- err }()
+	go func() {
+		var l Lease
+		err := p1.Picker().Admit(context.Background(), &l, 0)
+		l.Done(Result{})
+		old <- err
+	}()
 	for reg.QueueLen() == 0 {
 		time.Sleep(time.Millisecond)
 	}
@@ -102,7 +107,7 @@ func TestRegressionQueueWaiterOnOldPickerStarvesNewCapacity(t *testing.T) {
 	p1.Close()
 	var l Lease
 	start := time.Now()
-	err := p2.Admit(context.Background(), &l, 0)
+	err := p2.Picker().Admit(context.Background(), &l, 0)
 	l.Done(Result{})
 	hold.Done(Result{})
 	<-old
@@ -126,7 +131,7 @@ func TestRegressionDownBackendsInflightHidesFreeSlots(t *testing.T) {
 	a1 := admMember(p, 0, 0)
 	for range 10 { // 10 requests stuck on a1 (a black-holed backend, waiting for their timeout)
 		l := new(Lease)
-		if !p.take(l, 0, a1) {
+		if !p.Picker().take(l, 0, a1) {
 			t.Fatal("take")
 		}
 		held = append(held, l)

@@ -24,7 +24,7 @@ func TestReviewRetryWaiterSwallowsWakeup(t *testing.T) {
 		Sites: []SiteOptions{{Name: "s", Weight: 1, Backends: []string{"a", "b"}, MaxInflight: 1}}})
 	a, b := admMember(p, 0, 0), admMember(p, 0, 1)
 	la, lb := new(Lease), new(Lease)
-	if !p.take(la, 0, a) || !p.take(lb, 0, b) {
+	if !p.Picker().take(la, 0, a) || !p.Picker().take(lb, 0, b) {
 		t.Fatal("take")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -33,7 +33,7 @@ func TestReviewRetryWaiterSwallowsWakeup(t *testing.T) {
 	var got *Backend
 	go func() { // an ordinary first try
 		l := new(Lease)
-		err := p.Admit(ctx, l, 0)
+		err := p.Picker().Admit(ctx, l, 0)
 		if err == nil {
 			got = l.Backend
 			l.Done(Result{Status: 200})
@@ -44,7 +44,7 @@ func TestReviewRetryWaiterSwallowsWakeup(t *testing.T) {
 	retryErr := make(chan error, 1)
 	go func() { // a retry of a request that failed on a
 		l := new(Lease)
-		err := p.AdmitRetry(ctx, l, 0, a)
+		err := p.Picker().AdmitRetry(ctx, l, 0, a)
 		if err == nil {
 			l.Done(Result{Status: 200})
 		}
@@ -77,14 +77,14 @@ func TestReviewRetryAfterReloadTakesFailedBackend(t *testing.T) {
 	reg := NewRegistry()
 	o := Options{IntN: fixedIntN, QueueSize: 10, QueueTimeout: 2 * time.Second,
 		Sites: []SiteOptions{{Name: "s", Weight: 1, Backends: []string{"a", "b"}, MaxInflight: 1}}}
-	p1, err := NewPicker(reg, o)
+	p1, err := New(reg, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p1.MakeCurrent()
 	a, b := admMember(p1, 0, 0), admMember(p1, 0, 1)
 	lb := new(Lease)
-	if !p1.take(lb, 0, b) {
+	if !p1.Picker().take(lb, 0, b) {
 		t.Fatal("take b")
 	}
 	defer lb.Done(Result{Status: 200})
@@ -94,7 +94,7 @@ func TestReviewRetryAfterReloadTakesFailedBackend(t *testing.T) {
 	done := make(chan *Backend, 1)
 	go func() {
 		l := new(Lease)
-		if err := p1.AdmitRetry(ctx, l, 0, a); err != nil {
+		if err := p1.Picker().AdmitRetry(ctx, l, 0, a); err != nil {
 			done <- nil
 			return
 		}
@@ -218,7 +218,7 @@ func TestReviewPickWithPenaltyDoesNotAllocate(t *testing.T) {
 	var l Lease
 	if n := testing.AllocsPerRun(200, func() {
 		l = Lease{}
-		if err := p.Pick(&l, 0); err != nil {
+		if err := p.Picker().Pick(&l, 0); err != nil {
 			t.Fatal(err)
 		}
 		l.Done(Result{Status: 500, Latency: time.Millisecond})

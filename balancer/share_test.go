@@ -15,14 +15,15 @@ func (f fraction) Of(_ BackendID, limit int64) int64 { return limit * f.num / f.
 // at once; nil gives the whole limit back.
 func TestShareScalesEachLimit(t *testing.T) {
 	reg := NewRegistry()
-	p, err := NewPicker(reg, Options{Sites: []SiteOptions{
+	bal, err := New(reg, Options{Sites: []SiteOptions{
 		{Name: "idc1", Weight: 1, Backends: []string{"http://a"}, MaxInflight: 9},
 		{Name: "aws", Weight: 0, Elastic: true, Backends: []string{"http://c"}, MaxInflight: 2},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	defer bal.Close()
+	p := bal.Picker()
 	reg.SetShare(fraction{1, 3})
 	st := p.Status()
 	if b := st[0].Backends[0]; b.Limit != 3 || b.FleetLimit != 9 {
@@ -63,13 +64,14 @@ func TestShareScalesEachLimit(t *testing.T) {
 // scaled up by its share, so that every replica learns the same fleet-wide limit.
 func TestShareScalesWhatTheLearnedLimitSees(t *testing.T) {
 	reg := NewRegistry()
-	p, err := NewPicker(reg, Options{Sites: []SiteOptions{
+	bal, err := New(reg, Options{Sites: []SiteOptions{
 		{Name: "idc1", Weight: 1, Backends: []string{"http://a"}, Adaptive: AdaptiveOptions{Floor: 30, Cap: 30, Initial: 30}},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	defer bal.Close()
+	p := bal.Picker()
 	reg.SetShare(fraction{1, 3})
 	l := new(Lease)
 	if err := p.Pick(l, 0); err != nil {

@@ -8,7 +8,12 @@
 // leave on a schedule, so latency is free of coordinated omission, and is recorded in
 // log-bucketed histograms); and judges what it measured against explicit thresholds
 // (Check). Run runs scenarios and returns a Report; WriteReport writes it as report.md,
-// report.html (self-contained, with SVG charts) and results.json.
+// report.html (self-contained, with SVG charts), results.json and series.csv.
+//
+// RunTarget is target mode: the load-shaped scenarios (steady, spike, ramp, soak) against a
+// running Spillway and its real backends, judged from the client's view and, through the
+// proxy's admin API (state, /metrics, explain), from the proxy's own. CompareBaseline
+// judges a run against an earlier results.json; WriteJUnit and WriteCSV export it.
 package bench
 
 import (
@@ -44,6 +49,8 @@ type Options struct {
 	Seed uint64
 	// Log receives the proxy's logs; nil: none.
 	Log *zap.Logger
+	// Build is this build of Spillway, for the report; nil: not recorded.
+	Build *BuildInfo
 }
 
 // Default lengths of a scenario.
@@ -66,6 +73,7 @@ type runContext struct {
 	Options
 	duration time.Duration
 	dir      string
+	lastRun  *runData // the scenario's load run, for its per-second series
 }
 
 // settle is how long after a change (a kill, a restore, the end of a spike) the split is
@@ -133,7 +141,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		defer os.RemoveAll(dir)
 		c.dir = dir
 	}
-	rep := &Report{Started: time.Now().UTC().Format(time.RFC3339), Short: o.Short, Machine: machine()}
+	rep := &Report{Started: time.Now().UTC().Format(time.RFC3339), Short: o.Short, Machine: machine(),
+		Mode: ModeSimulated, Seed: o.Seed, Spillway: o.Build}
 	begin := time.Now()
 	for _, s := range chosen {
 		if err := ctx.Err(); err != nil {
@@ -143,9 +152,18 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			fmt.Fprintf(c.Progress, "=== %s: %s\n", s.Name, s.Title)
 		}
 		t0 := time.Now()
+		c.lastRun = nil
 		r, err := s.run(ctx, c)
 		if r == nil {
 			r = &Result{}
+		}
+		if d := c.lastRun; d != nil && r.Series != nil && r.Series.Bucket != 1 {
+			// The charts' points are finer than a second; spreadsheets get seconds.
+			// (The proxy's samples stay in Series alone.)
+			d.bucket = time.Second
+			ps := d.series()
+			ps.ST, ps.Inflight, ps.Limit, ps.Marks = nil, nil, nil, nil
+			r.PerSecond = ps
 		}
 		r.Name, r.Title, r.Description = s.Name, s.Title, s.Description
 		if err != nil {
@@ -171,6 +189,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 func machine() Machine {
 	m := Machine{OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
+	m.Hostname, _ = os.Hostname()
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {

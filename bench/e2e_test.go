@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,6 +33,10 @@ func TestRunScenariosEndToEnd(t *testing.T) {
 		if len(r.Checks) == 0 || r.Series == nil || len(r.Series.T) == 0 || r.Figures["requests"] == 0 {
 			t.Errorf("%s: checks %d, series %v, figures %v", r.Name, len(r.Checks), r.Series != nil, r.Figures)
 		}
+		// The charts' points are 100 ms; series.csv gets the run by the second.
+		if ps := r.PerSecond; ps == nil || ps.Bucket != 1 || len(ps.T) != 1 || ps.Offered[0] == 0 || ps.ST != nil {
+			t.Errorf("%s: per second %+v", r.Name, ps)
+		}
 	}
 	if rl := rep.Scenarios[1]; rl.Params["weight_changes"] != 10 || len(rl.Series.Marks) != 10 {
 		t.Errorf("reload: %v weight changes, %d marks", rl.Params["weight_changes"], len(rl.Series.Marks))
@@ -49,6 +54,13 @@ func TestRunScenariosEndToEnd(t *testing.T) {
 	}
 	if err := CheckResults(back, []string{"steady", "reload"}); err != nil {
 		t.Fatal(err)
+	}
+	csv, err := os.ReadFile(filepath.Join(dir, SeriesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(csv)), "\n"); len(lines) != 3 || !strings.HasPrefix(lines[1], "steady,0,1,") || !strings.HasPrefix(lines[2], "reload,0,1,") {
+		t.Errorf("series.csv:\n%s", csv)
 	}
 }
 

@@ -12,11 +12,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/bench/sim"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/admin"
 )
 
 // SiteSpec is one simulated site: its place in the split and its backends. Each backend
@@ -59,6 +63,12 @@ type EnvOptions struct {
 	Seed uint64
 	// Log receives the proxy's logs; nil: none.
 	Log *zap.Logger
+	// Admin serves the proxy's admin API (state, /metrics with the Go and process
+	// collectors, explain) on a loopback port of its own, as `spillway run` does with
+	// admin.listen: Env.AdminURL. Reads are open on loopback; no changes are allowed.
+	Admin bool
+	// Affinity is the config's affinity (e.g. "{cookie: SESSION}"); "": none.
+	Affinity string
 }
 
 // Env is a simulated deployment on loopback (the backends of every site) and Spillway in
@@ -72,6 +82,8 @@ type Env struct {
 	Backends map[string][]*sim.Backend
 	// Group is the autoscaling site's group, if any.
 	Group *sim.Group
+	// AdminURL is the admin API's, with EnvOptions.Admin; "" without.
+	AdminURL string
 
 	opts     EnvOptions
 	weights  []int
@@ -81,6 +93,8 @@ type Env struct {
 	path     string // the proxy's config file
 	srv      *http.Server
 	served   chan error
+	adminSrv *http.Server
+	adminOut chan error
 	log      *zap.Logger
 
 	ctx    context.Context // lives until Close; the Reloader and the Group run under it
@@ -143,11 +157,34 @@ func StartEnv(o EnvOptions) (_ *Env, err error) {
 		ln.Close()
 		return nil, err
 	}
-	e.reloader = proxy.NewReloader(proxy.ReloaderOptions{Path: e.path, Log: e.log})
+	ro := proxy.ReloaderOptions{Path: e.path, Log: e.log}
+	var reg *prometheus.Registry
+	var recent *proxy.Recent
+	if o.Admin {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		ro.Metrics = reg
+		recent = proxy.NewRecent(32768)
+		ro.Recorders = []proxy.Recorder{recent}
+	}
+	e.reloader = proxy.NewReloader(ro)
 	if err := e.reloader.Start(e.ctx); err != nil {
 		ln.Close()
 		e.reloader = nil
 		return nil, err
+	}
+	if o.Admin {
+		aln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		e.AdminURL = "http://" + aln.Addr().String()
+		e.adminSrv = &http.Server{Handler: admin.New(admin.Options{Control: e.reloader, OpenReads: true,
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Recent: recent, Log: e.log}),
+			ReadHeaderTimeout: 10 * time.Second}
+		e.adminOut = make(chan error, 1)
+		go func() { e.adminOut <- e.adminSrv.Serve(aln) }()
 	}
 	e.handler = e.reloader.Handler()
 	e.srv = proxy.NewServer(e.reloader.Config(), e.handler, e.log)
@@ -198,6 +235,9 @@ func (e *Env) config(weights []int) string {
 		if iv := e.opts.HealthInterval; iv > 0 {
 			fmt.Fprintf(&sb, "    health: {path: /healthz, interval: %s, timeout: %s, rise: 2, fall: 3}\n", iv, iv)
 		}
+	}
+	if e.opts.Affinity != "" {
+		fmt.Fprintf(&sb, "affinity: %s\n", e.opts.Affinity)
 	}
 	qs, qt := e.opts.QueueSize, e.opts.QueueTimeout
 	if qt <= 0 {
@@ -276,6 +316,12 @@ func (e *Env) Close() error {
 	if e.srv != nil {
 		e.srv.Close()
 		if err := <-e.served; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if e.adminSrv != nil {
+		e.adminSrv.Close()
+		if err := <-e.adminOut; !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
 		}
 	}

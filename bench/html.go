@@ -35,9 +35,15 @@ func WriteHTML(w io.Writer, rep *Report) {
 	if rep.Short {
 		short = " (-short)"
 	}
-	m := rep.Machine
-	p("<p>Started %s, %.0f s in all%s: %s.<br>Machine: %s/%s, %d CPUs%s, %s.</p>\n", e(rep.Started), rep.Seconds, short, overall,
-		e(m.OS), e(m.Arch), m.CPUs, e(prefixed(", ", m.CPUModel)), e(m.GoVersion))
+	p("<p>Started %s, %.0f s in all%s: %s.</p>\n<table class=\"small\">\n", e(rep.Started), rep.Seconds, short, overall)
+	for _, kv := range provenance(rep) {
+		v := e(kv[1])
+		if kv[0] == "Command" {
+			v = "<code>" + v + "</code>"
+		}
+		p("<tr><th>%s</th><td>%s</td></tr>\n", e(kv[0]), v)
+	}
+	p("</table>\n")
 	p("<table><tr><th>scenario</th><th>verdict</th><th>checks passed</th><th>p99</th><th>errors</th><th>seconds</th></tr>\n")
 	for _, r := range rep.Scenarios {
 		passed := r.Passed()
@@ -62,6 +68,22 @@ func WriteHTML(w io.Writer, rep *Report) {
 				p("<tr><td>%s</td><td>%s</td><td>%s %s</td><td>%s</td></tr>\n", e(c.Name), e(num(c.Measured, c.Unit)), e(c.Op), e(num(c.Threshold, c.Unit)), res)
 			}
 			p("</table>\n")
+		}
+		if b := r.Baseline; b != nil {
+			if b.Note != "" {
+				p("<p class=\"small\">Against the baseline: %s.</p>\n", e(b.Note))
+			}
+			if len(b.Rows) > 0 {
+				p("<details%s><summary>Against the baseline</summary><table><tr><th>figure</th><th>baseline</th><th>now</th><th>change</th><th>judged</th></tr>\n", map[bool]string{true: " open"}[hasRegression(b)])
+				for _, row := range b.Rows {
+					cls := ""
+					if row.Regressed {
+						cls = ` class="fail"`
+					}
+					p("<tr><td>%s</td><td>%g</td><td>%g</td><td>%s</td><td%s>%s</td></tr>\n", e(row.Figure), row.Baseline, row.Now, e(changeText(row)), cls, e(judgedText(row, false)))
+				}
+				p("</table></details>\n")
+			}
 		}
 		if t := r.Table; t != nil {
 			p("<table><tr>")
@@ -285,4 +307,13 @@ func rateChart(s *Series) string {
 	c.lines = []line{{name: "offered", color: "#555", dashed: true, x: x, y: s.Offered},
 		{name: "answered 2xx", color: "#17803d", x: x, y: s.Achieved}, {name: "errors", color: "#c62828", x: x, y: errs}}
 	return c.svg()
+}
+
+func hasRegression(c *Comparison) bool {
+	for _, r := range c.Rows {
+		if r.Regressed {
+			return true
+		}
+	}
+	return false
 }

@@ -133,14 +133,30 @@ type Record struct {
 	Sent    time.Duration // when it was handed to the client
 	Latency time.Duration // from Sched (not Sent) to the end of the answer's body
 	Status  int           // 0 without an answer
-	Site    int8          // index of the answering site in LoadOptions.Sites; -1: none
+	Site    int8          // index of the answering site in LoadOptions.Sites (or Learn); -1: none
 	Outcome Outcome
+	Seq     int32 // the request's index in the schedule
 }
 
 // LoadOptions describe an open-loop load run.
 type LoadOptions struct {
-	// Target is the URL every request GETs; it must be on a loopback address.
+	// Target is the URL every request GETs (unless NewRequest); it must be on a loopback
+	// address unless Remote.
 	Target string
+	// Remote allows a Target off loopback: the user named it (spillway bench -target).
+	Remote bool
+	// NewRequest makes request i of the schedule; nil: GET Target.
+	NewRequest func(ctx context.Context, i int) (*http.Request, error)
+	// Client sends the requests; nil: a client over a Transport of its own, closed at the
+	// end. A Client's Timeout, if 0, is set from Timeout on a copy.
+	Client *http.Client
+	// SiteHeader names the response header that says which site answered; "": X-Sim-Site.
+	SiteHeader string
+	// Learn, if set, is used instead of Sites: site names are learnt as answers name them.
+	Learn *SiteNames
+	// Stop, when closed, stops sending: the requests not yet due are not sent (Overflow)
+	// and those out finish. nil: none.
+	Stop <-chan struct{}
 	// Schedule is when each request is due (see Schedule).
 	Schedule []time.Duration
 	// MaxInflight bounds the requests out at once; a request due while that many are out is
@@ -173,8 +189,13 @@ func checkLoopback(target string) error {
 // delays no measurement (no coordinated omission). It returns every request's record, in
 // schedule order, once all have ended or ctx is done (those still out then count Failed).
 func Generate(ctx context.Context, o LoadOptions) ([]Record, error) {
-	if err := checkLoopback(o.Target); err != nil {
-		return nil, err
+	if !o.Remote {
+		if err := checkLoopback(o.Target); err != nil {
+			return nil, err
+		}
+	}
+	if len(o.Schedule) > math.MaxInt32 {
+		return nil, fmt.Errorf("schedule of %d requests: too long", len(o.Schedule))
 	}
 	if o.MaxInflight <= 0 {
 		o.MaxInflight = 1000
@@ -182,15 +203,33 @@ func Generate(ctx context.Context, o LoadOptions) ([]Record, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
-	site := make(map[string]int8, len(o.Sites))
-	for i, s := range o.Sites {
-		site[s] = int8(i)
+	names := o.Learn
+	if names == nil {
+		names = NewSiteNames(o.Sites...)
+		names.fixed = true
 	}
-	tr := &http.Transport{Proxy: nil, MaxIdleConns: o.MaxInflight, MaxIdleConnsPerHost: o.MaxInflight,
-		DisableCompression: true, IdleConnTimeout: 30 * time.Second}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: o.Timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	siteHeader := o.SiteHeader
+	if siteHeader == "" {
+		siteHeader = sim.HeaderSite
+	}
+	client := o.Client
+	if client == nil {
+		tr := &http.Transport{Proxy: nil, MaxIdleConns: o.MaxInflight, MaxIdleConnsPerHost: o.MaxInflight,
+			DisableCompression: true, IdleConnTimeout: 30 * time.Second}
+		defer tr.CloseIdleConnections()
+		client = &http.Client{Transport: tr, Timeout: o.Timeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	} else if client.Timeout == 0 {
+		c := *client
+		c.Timeout = o.Timeout
+		client = &c
+	}
+	newRequest := o.NewRequest
+	if newRequest == nil {
+		newRequest = func(ctx context.Context, _ int) (*http.Request, error) {
+			return http.NewRequestWithContext(ctx, http.MethodGet, o.Target, nil)
+		}
+	}
 
 	records := make([]Record, len(o.Schedule))
 	jobs := make(chan int, o.MaxInflight)
@@ -200,16 +239,15 @@ func Generate(ctx context.Context, o LoadOptions) ([]Record, error) {
 		rec := &records[i]
 		rec.Sent = time.Since(start)
 		rec.Site = -1
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.Target, nil)
+		rec.Seq = int32(i)
+		req, err := newRequest(ctx, i)
 		if err == nil {
 			var res *http.Response
 			if res, err = client.Do(req); err == nil {
 				_, err = io.Copy(io.Discard, res.Body)
 				res.Body.Close()
 				rec.Status = res.StatusCode
-				if s, ok := site[res.Header.Get(sim.HeaderSite)]; ok {
-					rec.Site = s
-				}
+				rec.Site = names.index(res.Header.Get(siteHeader))
 			}
 		}
 		rec.Latency = time.Since(start) - rec.Sched
@@ -243,10 +281,15 @@ dispatch:
 			timer.Reset(wait)
 			select {
 			case <-timer.C:
+			case <-o.Stop:
+				for j := i; j < len(o.Schedule); j++ {
+					records[j] = Record{Sched: o.Schedule[j], Site: -1, Outcome: Overflow, Seq: int32(j)}
+				}
+				break dispatch
 			case <-ctx.Done():
 				err = ctx.Err()
 				for j := i; j < len(o.Schedule); j++ {
-					records[j] = Record{Sched: o.Schedule[j], Site: -1, Outcome: Overflow}
+					records[j] = Record{Sched: o.Schedule[j], Site: -1, Outcome: Overflow, Seq: int32(j)}
 				}
 				break dispatch
 			}
@@ -259,7 +302,7 @@ dispatch:
 		idleMu.Unlock()
 		if !free {
 			if started >= o.MaxInflight {
-				records[i].Site, records[i].Outcome = -1, Overflow
+				records[i].Site, records[i].Outcome, records[i].Seq = -1, Overflow, int32(i)
 				if o.OnRecord != nil {
 					o.OnRecord(records[i])
 				}
@@ -274,6 +317,51 @@ dispatch:
 	close(jobs)
 	workers.Wait()
 	return records, err
+}
+
+// maxSiteNames bounds the site names SiteNames learns: a target's header is not trusted.
+const maxSiteNames = 32
+
+// SiteNames numbers the sites that answers name (Record.Site). Safe for concurrent use.
+type SiteNames struct {
+	mu     sync.Mutex
+	names  []string
+	byName map[string]int8
+	fixed  bool // learns no new name
+}
+
+// NewSiteNames starts with names, numbered in order; others are learnt as they are seen,
+// up to 32.
+func NewSiteNames(names ...string) *SiteNames {
+	s := &SiteNames{byName: map[string]int8{}}
+	for _, n := range names {
+		s.index(n)
+	}
+	return s
+}
+
+func (s *SiteNames) index(name string) int8 {
+	if name == "" {
+		return -1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, ok := s.byName[name]; ok {
+		return i
+	}
+	if s.fixed || len(s.names) >= maxSiteNames {
+		return -1
+	}
+	s.byName[name] = int8(len(s.names))
+	s.names = append(s.names, name)
+	return int8(len(s.names) - 1)
+}
+
+// Names are the sites known, by index.
+func (s *SiteNames) Names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.names...)
 }
 
 func classifyAnswer(status int, fromSite bool, err error) Outcome {

@@ -43,6 +43,7 @@ type sample struct {
 type runData struct {
 	sites    []string
 	duration time.Duration
+	bucket   time.Duration // of the charts' series; 0: bucketFor(duration)
 	records  []Record
 	samples  []sample
 	marks    []Mark
@@ -316,7 +317,10 @@ func bucketFor(d time.Duration) time.Duration {
 
 // series turns the run into the charts' data.
 func (d *runData) series() *Series {
-	b := bucketFor(d.duration)
+	b := d.bucket
+	if b <= 0 {
+		b = bucketFor(d.duration)
+	}
 	n := int((d.duration + b - 1) / b)
 	s := &Series{Sites: d.sites, Bucket: b.Seconds(), Marks: d.marks,
 		Share: make([][]float64, len(d.sites)), Target: make([][]float64, len(d.sites)),

@@ -69,6 +69,7 @@ func (c *runContext) drive(ctx context.Context, name string, env *Env, p Profile
 	if err != nil {
 		return nil, err
 	}
+	c.lastRun = data
 	if len(data.errs) > 0 {
 		return data, errors.Join(data.errs...)
 	}

@@ -123,6 +123,12 @@ type Result struct {
 	Table   *Table  `json:"table,omitempty"`
 	Seconds float64 `json:"seconds"` // wall time of the scenario
 	Series  *Series `json:"series,omitempty"`
+	// PerSecond is Series by the second, where the charts' points are finer (simulated
+	// mode), without the proxy's samples: the rows of series.csv. nil: Series is by the
+	// second.
+	PerSecond *Series `json:"per_second,omitempty"`
+	// Baseline is every figure beside the baseline run's (-baseline); nil: none.
+	Baseline *Comparison `json:"baseline,omitempty"`
 }
 
 // Table is a small table of text for the report.
@@ -161,13 +167,39 @@ type Mark struct {
 
 // Report is a whole bench run.
 type Report struct {
-	Started   string    `json:"started"` // RFC 3339
-	Seconds   float64   `json:"seconds"`
-	Short     bool      `json:"short"`
-	Machine   Machine   `json:"machine"`
-	Command   string    `json:"command,omitempty"`
-	Pass      bool      `json:"pass"`
-	Scenarios []*Result `json:"scenarios"`
+	Started string  `json:"started"` // RFC 3339
+	Seconds float64 `json:"seconds"`
+	Short   bool    `json:"short"`
+	// Mode is "simulated" (sites on loopback) or "target" (a running deployment); ""
+	// in reports written before target mode: simulated.
+	Mode    string  `json:"mode,omitempty"`
+	Seed    uint64  `json:"seed"`
+	Machine Machine `json:"machine"`
+	// Command is the full command line, quoted as a shell would need it.
+	Command string `json:"command,omitempty"`
+	// Spillway is the build of the bench itself (and of the proxy it runs in simulated
+	// mode).
+	Spillway *BuildInfo `json:"spillway,omitempty"`
+	// Target is the deployment measured in target mode.
+	Target *TargetInfo `json:"target,omitempty"`
+	// Baseline is the run compared with (-baseline); nil: none.
+	Baseline  *BaselineInfo `json:"baseline,omitempty"`
+	Pass      bool          `json:"pass"`
+	Scenarios []*Result     `json:"scenarios"`
+}
+
+// Modes of a Report.
+const (
+	ModeSimulated = "simulated"
+	ModeTarget    = "target"
+)
+
+// BuildInfo is a build of Spillway.
+type BuildInfo struct {
+	Version   string `json:"version"`
+	Revision  string `json:"revision"`
+	GoVersion string `json:"go_version"`
+	Platform  string `json:"platform"`
 }
 
 // Machine says where the bench ran.
@@ -177,6 +209,7 @@ type Machine struct {
 	CPUs      int    `json:"cpus"`
 	GoVersion string `json:"go_version"`
 	CPUModel  string `json:"cpu_model,omitempty"`
+	Hostname  string `json:"hostname,omitempty"`
 }
 
 // judge sets Pass: no scenario failed or errored.

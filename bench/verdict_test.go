@@ -119,9 +119,15 @@ func TestCheckResults(t *testing.T) {
 	rep.Scenarios[2].Note = "nginx not installed"
 	rep.Scenarios[3].Verdict = ""
 	rep.Scenarios = rep.Scenarios[:len(rep.Scenarios)-1]
-	err := CheckResults(&rep, nil)
+	err := CheckResults(&rep, ScenarioNames())
 	if err == nil || !strings.Contains(err.Error(), `verdict ""`) || !strings.Contains(err.Error(), "overhead: missing") {
 		t.Errorf("no verdict, a scenario missing: %v", err)
+	}
+	// Asked for nothing in particular, any subset will do (issue 16): only the verdict is
+	// wrong.
+	err = CheckResults(&rep, nil)
+	if err == nil || !strings.Contains(err.Error(), `verdict ""`) || strings.Contains(err.Error(), "missing") {
+		t.Errorf("a subset: %v", err)
 	}
 	if err := CheckResults(&Report{Scenarios: rep.Scenarios[:1]}, []string{"steady"}); err != nil {
 		t.Errorf("only the scenarios asked for: %v", err)

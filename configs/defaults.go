@@ -126,36 +126,41 @@ func (c *Config) SetDefaults() {
 	}
 
 	for i := range c.Sites {
-		s := &c.Sites[i]
-		p := sitePath(i)
-		if h := s.Health; h != nil {
-			setDefault(c, p+".health.kind", &h.Kind, DefaultHealthKind)
-			if h.Kind == "http" {
-				setDefault(c, p+".health.path", &h.Path, DefaultHealthPath)
-			}
-			if len(h.Expect) == 0 && !c.Has(p+".health.expect") {
-				h.Expect = []int{200, 399}
-			}
-			setDefault(c, p+".health.initial", &h.Initial, DefaultHealthInitial)
-			setDefault(c, p+".health.interval", &h.Interval, DefaultHealthInterval)
-			setDefault(c, p+".health.timeout", &h.Timeout, DefaultHealthTimeout)
-			setDefault(c, p+".health.rise", &h.Rise, DefaultHealthRise)
-			setDefault(c, p+".health.fall", &h.Fall, DefaultHealthFall)
-		}
-		if d := s.Discovery; d != nil {
-			setDefault(c, p+".discovery.interval", &d.Interval, DefaultDiscoveryInterval)
-		}
-		if s.MaxInflight == 0 {
-			if s.Adaptive == nil {
-				s.Adaptive = &Adaptive{}
-			}
-			a := s.Adaptive
-			setDefault(c, p+".adaptive.floor", &a.Floor, DefaultAdaptiveFloor)
-			setDefault(c, p+".adaptive.cap", &a.Cap, max(DefaultAdaptiveCap, a.Floor))
-			setDefault(c, p+".adaptive.initial", &a.Initial, min(max(DefaultAdaptiveInitial, a.Floor), a.Cap))
-		}
-		setDefault(c, p+".protocol", &s.Protocol, DefaultBackendProtocol)
+		c.setSiteDefaults(i)
 	}
+}
+
+// setSiteDefaults fills the keys sites[i] left out.
+func (c *Config) setSiteDefaults(i int) {
+	s := &c.Sites[i]
+	p := sitePath(i)
+	if h := s.Health; h != nil {
+		setDefault(c, p+".health.kind", &h.Kind, DefaultHealthKind)
+		if h.Kind == "http" {
+			setDefault(c, p+".health.path", &h.Path, DefaultHealthPath)
+		}
+		if len(h.Expect) == 0 && !c.Has(p+".health.expect") {
+			h.Expect = []int{200, 399}
+		}
+		setDefault(c, p+".health.initial", &h.Initial, DefaultHealthInitial)
+		setDefault(c, p+".health.interval", &h.Interval, DefaultHealthInterval)
+		setDefault(c, p+".health.timeout", &h.Timeout, DefaultHealthTimeout)
+		setDefault(c, p+".health.rise", &h.Rise, DefaultHealthRise)
+		setDefault(c, p+".health.fall", &h.Fall, DefaultHealthFall)
+	}
+	if d := s.Discovery; d != nil {
+		setDefault(c, p+".discovery.interval", &d.Interval, DefaultDiscoveryInterval)
+	}
+	if s.MaxInflight == 0 {
+		if s.Adaptive == nil {
+			s.Adaptive = &Adaptive{}
+		}
+		a := s.Adaptive
+		setDefault(c, p+".adaptive.floor", &a.Floor, DefaultAdaptiveFloor)
+		setDefault(c, p+".adaptive.cap", &a.Cap, max(DefaultAdaptiveCap, a.Floor))
+		setDefault(c, p+".adaptive.initial", &a.Initial, min(max(DefaultAdaptiveInitial, a.Floor), a.Cap))
+	}
+	setDefault(c, p+".protocol", &s.Protocol, DefaultBackendProtocol)
 }
 
 // setDefault sets *v to def when the file left the key at path out.

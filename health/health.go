@@ -9,7 +9,9 @@
 // belongs to one config generation: its caller starts each target from the state it already
 // knows, runs it under the generation's context, and waits for Run to return on reload.
 // Passive outlier detection (outlier.go) ejects backends that fail real requests, for longer
-// each time they fail again after returning.
+// each time they fail again after returning. It counts each backend's failures in a row in
+// the Peer handed to it with each outcome (a two-method interface the balancer's Backend
+// implements), so the request path looks nothing up.
 package health
 
 // Sink receives health changes: the backend at addr in site is now up, or down. It must be

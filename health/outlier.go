@@ -27,6 +27,18 @@ const (
 	DefaultMaxEjectionPercent  = 50
 )
 
+// Peer is one backend as passive health meets it on the request path: the balancer's
+// Backend, which keeps the backend's count of failed tries in a row with the rest of its
+// long-lived state (in the balancer's Registry, keyed by site and address). Observe records
+// a try's outcome into the backend the try went to, with no lookup; the detector's own
+// per-backend state (ejections, timers, the panic guard) is for the control path only.
+type Peer interface {
+	// SiteAddr names the backend: its site and its address, as the Ejector takes them.
+	SiteAddr() (site, addr string)
+	// FailuresInARow is the backend's count of failed tries since its last success.
+	FailuresInARow() *atomic.Int64
+}
+
 // OutlierOptions configure an Outliers detector. Zero values take the defaults above.
 type OutlierOptions struct {
 	// Ejector receives every ejection and return. Required.
@@ -70,8 +82,9 @@ type Outliers struct {
 	afterFunc func(time.Duration, func()) func() bool
 	log       *zap.Logger
 
-	// backends is the request path's view: a map built by SetMembers and never changed
-	// after it is published, read without a lock.
+	// backends are the members, by site and address: a map built by SetMembers and never
+	// changed after it is published, read without a lock by Recovered and Ejected (the
+	// request path, Observe, reads the Peer it is given instead).
 	backends atomic.Pointer[map[backendKey]*outlierBackend]
 	closed   atomic.Bool
 
@@ -92,9 +105,11 @@ type outlierSite struct {
 type outlierBackend struct {
 	key  backendKey
 	site *outlierSite
+	// peer holds the count of failures in a row, the request path's only write.
+	// Guarded by Outliers.mu (a reload may bring a new Peer for the same backend).
+	peer Peer
 
-	failures atomic.Int64 // in a row; the request path's only write
-	ejected  atomic.Bool  // written under Outliers.mu, read anywhere
+	ejected atomic.Bool // written under Outliers.mu, read anywhere
 
 	// Guarded by Outliers.mu.
 	n          int         // ejections counted towards the next duration (after decay)
@@ -161,12 +176,14 @@ func (o *Outliers) setPolicy(opts OutlierOptions) {
 	o.percent = min(o.percent, 100)
 }
 
-// SetMembers declares the backends of each site (site → addrs) for the panic guard; call it
-// at start and on every reload. Backends listed before keep their state. Backends no longer
-// listed are forgotten: if ejected, their timer is stopped and they are returned through the
-// Ejector first, so nothing stays ejected forever. If a site shrinks below what its current
+// SetMembers declares the backends (each Peer names its site and address) for the panic
+// guard; call it at start, on every reload and when discovery changes a site's members.
+// Backends listed before keep their state; one listed anew starts with no failures counted
+// (what it counted while not a member is not a run). Backends no longer listed are
+// forgotten: if ejected, their timer is stopped and they are returned through the Ejector
+// first, so nothing stays ejected forever. If a site shrinks below what its current
 // ejections allow, those ejections still run their course; the guard only refuses new ones.
-func (o *Outliers) SetMembers(members map[string][]string) {
+func (o *Outliers) SetMembers(members []Peer) {
 	var events []outlierEvent
 	o.mu.Lock()
 	if o.closed.Load() {
@@ -174,27 +191,35 @@ func (o *Outliers) SetMembers(members map[string][]string) {
 		return
 	}
 	old := *o.backends.Load()
-	next := make(map[backendKey]*outlierBackend)
-	sites := make(map[string]*outlierSite, len(members))
-	for site, addrs := range members {
-		s := o.sites[site]
+	next := make(map[backendKey]*outlierBackend, len(members))
+	sites := make(map[string]*outlierSite)
+	for _, p := range members {
+		site, addr := p.SiteAddr()
+		s := sites[site]
 		if s == nil {
-			s = &outlierSite{}
-		}
-		s.members = 0
-		sites[site] = s
-		for _, addr := range addrs {
-			k := backendKey{site, addr}
-			if _, dup := next[k]; dup {
-				continue
+			if s = o.sites[site]; s == nil {
+				s = &outlierSite{}
 			}
-			b := old[k]
-			if b == nil {
-				b = &outlierBackend{key: k, site: s}
-			}
-			next[k] = b
-			s.members++
+			s.members = 0
+			sites[site] = s
 		}
+		k := backendKey{site, addr}
+		if _, dup := next[k]; dup {
+			continue
+		}
+		b := old[k]
+		switch {
+		case b == nil:
+			b = &outlierBackend{key: k, site: s, peer: p}
+			p.FailuresInARow().Store(0)
+		case b.peer != p:
+			// The same backend under a new Peer (its long-lived state was made afresh):
+			// its run of failures carries on.
+			p.FailuresInARow().Store(b.peer.FailuresInARow().Load())
+			b.peer = p
+		}
+		next[k] = b
+		s.members++
 	}
 	for k, b := range old {
 		if _, kept := next[k]; kept {
@@ -211,44 +236,42 @@ func (o *Outliers) SetMembers(members map[string][]string) {
 	o.logAll(events)
 }
 
-// Observe records one request outcome for a backend: failed is true for connect errors,
-// resets and timeouts (the caller decides; 5xx only when configured). It is called on the
-// request path: a success is one map lookup and an atomic load (a store only if failures
-// were counted), with no lock and no allocation; a failure takes the lock only once the
-// threshold is reached. Outcomes for a backend that is not a member, or that is ejected
-// (requests still in flight when it was), are ignored.
-func (o *Outliers) Observe(site, addr string, failed bool) {
+// Observe records the outcome of one try on p: failed is true for connect errors, resets
+// and timeouts (the caller decides; 5xx only when configured). It is called on the request
+// path and records into p's own count of failures in a row: a success is an atomic load (a
+// store only if failures were counted), with no lookup, no lock and no allocation; a
+// failure takes the lock only once the threshold is reached. Outcomes for a backend that
+// is not a member, or that is ejected (requests still in flight when it was), eject
+// nothing; an ejected backend's count starts again from zero when it returns.
+func (o *Outliers) Observe(p Peer, failed bool) {
 	if o.closed.Load() {
 		return
 	}
-	b := (*o.backends.Load())[backendKey{site, addr}]
-	if b == nil {
-		return
-	}
+	run := p.FailuresInARow()
 	if !failed {
 		// Load first: a healthy backend's counter is already zero, and not writing it
 		// keeps its cache line shared between the cores serving it.
-		if b.failures.Load() != 0 {
-			b.failures.Store(0)
+		if run.Load() != 0 {
+			run.Store(0)
 		}
 		return
 	}
-	if b.ejected.Load() {
+	if run.Add(1) < o.threshold.Load() {
 		return
 	}
-	if b.failures.Add(1) < o.threshold.Load() {
-		return
-	}
-	o.eject(b)
+	o.eject(p)
 }
 
-// eject ejects b, which has just reached the threshold, unless the panic guard refuses.
-// When it refuses, b keeps counting, and its next failure tries again.
-func (o *Outliers) eject(b *outlierBackend) {
+// eject ejects p, which has just reached the threshold, unless the panic guard refuses.
+// When it refuses, p keeps counting, and its next failure tries again.
+func (o *Outliers) eject(p Peer) {
+	site, addr := p.SiteAddr()
 	o.mu.Lock()
+	b := (*o.backends.Load())[backendKey{site, addr}]
 	// Check again under the lock: a success may have reset the count, another goroutine
-	// may have ejected b, a reload may have dropped it.
-	if o.closed.Load() || b.gone || b.ejected.Load() || b.failures.Load() < o.threshold.Load() {
+	// may have ejected b, a reload may have dropped it (or p is a Peer it replaced).
+	if o.closed.Load() || b == nil || b.peer != p || b.gone || b.ejected.Load() ||
+		p.FailuresInARow().Load() < o.threshold.Load() {
 		o.mu.Unlock()
 		return
 	}
@@ -282,7 +305,7 @@ func (o *Outliers) eject(b *outlierBackend) {
 	o.ejector.SetEjected(b.key.site, b.key.addr, true)
 	epoch := b.epoch
 	b.stop = o.afterFunc(d, func() { o.expire(b, epoch) })
-	n, failures := b.n, b.failures.Load()
+	n, failures := b.n, p.FailuresInARow().Load()
 	o.mu.Unlock()
 	o.log.Info("backend ejected",
 		zap.String("site", b.key.site), zap.String("backend", b.key.addr),
@@ -383,7 +406,7 @@ func (o *Outliers) restoreLocked(b *outlierBackend, reason string) outlierEvent 
 		b.stop = nil
 	}
 	b.ejected.Store(false)
-	b.failures.Store(0)
+	b.peer.FailuresInARow().Store(0)
 	b.returnedAt = now
 	b.epoch++
 	b.site.ejected--

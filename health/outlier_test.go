@@ -140,6 +140,7 @@ func (ft *fakeTimers) onlyPending(tb testing.TB) *fakeTimer {
 // fixture is a detector on a fake clock and fake timers, logging to an observer.
 type fixture struct {
 	o      *Outliers
+	peers  *peerSet
 	rec    *recorder
 	clock  *fakeClock
 	timers *fakeTimers
@@ -150,6 +151,7 @@ func newFixture(t *testing.T, opts OutlierOptions, members map[string][]string) 
 	t.Helper()
 	core, logs := observer.New(zapcore.InfoLevel)
 	f := &fixture{
+		peers:  &peerSet{},
 		rec:    &recorder{},
 		clock:  &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)},
 		timers: &fakeTimers{},
@@ -160,7 +162,7 @@ func newFixture(t *testing.T, opts OutlierOptions, members map[string][]string) 
 	opts.AfterFunc = f.timers.AfterFunc
 	opts.Log = zap.New(core)
 	f.o = NewOutliers(opts)
-	f.o.SetMembers(members)
+	f.o.SetMembers(f.peers.members(members))
 	t.Cleanup(f.o.Close)
 	return f
 }
@@ -168,7 +170,7 @@ func newFixture(t *testing.T, opts OutlierOptions, members map[string][]string) 
 // fail reports n failures in a row for site/addr.
 func (f *fixture) fail(site, addr string, n int) {
 	for range n {
-		f.o.Observe(site, addr, true)
+		f.o.Observe(f.peers.get(site, addr), true)
 	}
 }
 
@@ -208,7 +210,7 @@ func TestOutliersEjectAfterConsecutiveFailures(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, OutlierOptions{ConsecutiveFailures: 5, BaseEjection: 10 * time.Second}, twoBackends)
 			for _, failed := range tc.outcomes {
-				f.o.Observe(tc.site, "a", failed)
+				f.o.Observe(f.peers.get(tc.site, "a"), failed)
 			}
 			if got := f.o.Ejected(tc.site, "a"); got != tc.ejected {
 				t.Fatalf("Ejected = %v, want %v", got, tc.ejected)
@@ -250,7 +252,7 @@ func TestOutliersReturnAfterBaseEjection(t *testing.T) {
 
 	// Outcomes of requests still in flight when it was ejected change nothing.
 	f.fail("idc1", "a", 10)
-	f.o.Observe("idc1", "a", false)
+	f.o.Observe(f.peers.get("idc1", "a"), false)
 	f.expectCalls(t)
 
 	tm := f.timers.onlyPending(t)
@@ -405,7 +407,7 @@ func TestOutliersPanicGuardKeepsCounting(t *testing.T) {
 	}
 
 	// A success while refused resets the count like any other.
-	f.o.Observe("idc1", "a", false)
+	f.o.Observe(f.peers.get("idc1", "a"), false)
 	f.timers.fire(t, f.timers.onlyPending(t))
 	f.expectCalls(t, restore("idc1", "b"))
 	f.fail("idc1", "a", 2)
@@ -465,7 +467,7 @@ func TestOutliersSetMembers(t *testing.T) {
 	timerA, timerX := f.timers.pending()[0], f.timers.pending()[1]
 
 	// A reload drops a and the whole aws site, and keeps b and its count.
-	f.o.SetMembers(map[string][]string{"idc1": {"b", "c", "d", "e"}})
+	f.o.SetMembers(f.peers.members(map[string][]string{"idc1": {"b", "c", "d", "e"}}))
 	got := f.rec.take()
 	slices.SortFunc(got, func(p, q ejection) int { return strings.Compare(p.String(), q.String()) })
 	if want := []ejection{restore("aws", "x"), restore("idc1", "a")}; !slices.Equal(got, want) {
@@ -485,7 +487,7 @@ func TestOutliersSetMembers(t *testing.T) {
 	f.expectCalls(t, eject("idc1", "b"))
 
 	// Listing a backend again starts it afresh, and duplicates count once for the guard.
-	f.o.SetMembers(map[string][]string{"idc1": {"a", "a", "b"}})
+	f.o.SetMembers(f.peers.members(map[string][]string{"idc1": {"a", "a", "b"}}))
 	f.expectCalls(t)
 	if !f.o.Ejected("idc1", "b") {
 		t.Fatal("reload returned a kept backend")
@@ -499,7 +501,7 @@ func TestOutliersSetMembersKeepsEjectionCount(t *testing.T) {
 	f := newFixture(t, OutlierOptions{ConsecutiveFailures: 1, BaseEjection: time.Second, MaxEjection: time.Hour}, twoBackends)
 	f.fail("idc1", "a", 1)
 	f.timers.fire(t, f.timers.onlyPending(t))
-	f.o.SetMembers(map[string][]string{"idc1": {"a", "b"}, "aws": {"x"}})
+	f.o.SetMembers(f.peers.members(map[string][]string{"idc1": {"a", "b"}, "aws": {"x"}}))
 	f.fail("idc1", "a", 1)
 	if d := f.timers.onlyPending(t).d; d != 2*time.Second {
 		t.Fatalf("ejection after reload lasts %v, want 2s (n survives)", d)
@@ -523,7 +525,7 @@ func TestOutliersClose(t *testing.T) {
 	}
 	f.fail("idc1", "b", 5)
 	f.o.Recovered("idc1", "a")
-	f.o.SetMembers(nil)
+	f.o.SetMembers(f.peers.members(nil))
 	f.o.Close()
 	f.expectCalls(t)
 	if f.o.Ejected("idc1", "b") {
@@ -554,9 +556,9 @@ func TestOutliersConcurrent(t *testing.T) {
 				case i%97 == 0:
 					f.o.Recovered(site, addr)
 				case i%13 == 0:
-					f.o.Observe(site, addr, false)
+					f.o.Observe(f.peers.get(site, addr), false)
 				default:
-					f.o.Observe(site, addr, true)
+					f.o.Observe(f.peers.get(site, addr), true)
 				}
 			}
 		})
@@ -578,12 +580,12 @@ func TestOutliersConcurrent(t *testing.T) {
 	wg.Go(func() {
 		for i := range 50 {
 			if i%2 == 0 {
-				f.o.SetMembers(members)
+				f.o.SetMembers(f.peers.members(members))
 			} else {
-				f.o.SetMembers(map[string][]string{"site0": members["site0"]})
+				f.o.SetMembers(f.peers.members(map[string][]string{"site0": members["site0"]}))
 			}
 		}
-		f.o.SetMembers(members)
+		f.o.SetMembers(f.peers.members(members))
 	})
 	wg.Wait()
 
@@ -621,10 +623,11 @@ func TestOutliersRealTimer(t *testing.T) {
 	rec := &recorder{ch: make(chan ejection, 4)}
 	o := NewOutliers(OutlierOptions{Ejector: rec, ConsecutiveFailures: 2, BaseEjection: 20 * time.Millisecond})
 	defer o.Close()
-	o.SetMembers(twoBackends)
+	peers := &peerSet{}
+	o.SetMembers(peers.members(twoBackends))
 	start := time.Now()
-	o.Observe("idc1", "a", true)
-	o.Observe("idc1", "a", true)
+	o.Observe(peers.get("idc1", "a"), true)
+	o.Observe(peers.get("idc1", "a"), true)
 	for _, want := range []ejection{eject("idc1", "a"), restore("idc1", "a")} {
 		select {
 		case got := <-rec.ch:
@@ -645,8 +648,9 @@ func TestOutliersRealTimer(t *testing.T) {
 
 func TestOutliersObserveSuccessDoesNotAllocate(t *testing.T) {
 	f := newFixture(t, OutlierOptions{}, twoBackends)
-	f.o.Observe("idc1", "a", true) // a count to reset on the first run
-	if n := testing.AllocsPerRun(1000, func() { f.o.Observe("idc1", "a", false) }); n != 0 {
+	a := f.peers.get("idc1", "a")
+	f.o.Observe(a, true) // a count to reset on the first run
+	if n := testing.AllocsPerRun(1000, func() { f.o.Observe(a, false) }); n != 0 {
 		t.Fatalf("Observe(success) allocates %v times per call, want 0", n)
 	}
 }
@@ -664,11 +668,13 @@ func TestNewOutliersNilEjectorPanics(t *testing.T) {
 func BenchmarkObserveSuccess(b *testing.B) {
 	o := NewOutliers(OutlierOptions{Ejector: &recorder{}})
 	defer o.Close()
-	o.SetMembers(map[string][]string{"idc1": {"http://10.0.1.10:8080", "http://10.0.1.11:8080"}, "aws": {"http://10.2.0.1:8080"}})
+	peers := &peerSet{}
+	o.SetMembers(peers.members(map[string][]string{"idc1": {"http://10.0.1.10:8080", "http://10.0.1.11:8080"}, "aws": {"http://10.2.0.1:8080"}}))
+	p := peers.get("idc1", "http://10.0.1.11:8080")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			o.Observe("idc1", "http://10.0.1.11:8080", false)
+			o.Observe(p, false)
 		}
 	})
 }

@@ -213,7 +213,7 @@ func (r *Reloader) setOverride(site string, o store.Override) {
 	ov := &override{Override: o, stop: func() {}}
 	r.weights[site] = ov
 	now := r.now()
-	r.gen.table.picker.SetWeight(site, o.At(now))
+	r.gen.table.bal.SetWeight(site, o.At(now))
 	if now.Before(o.End) {
 		r.startRamp(site, ov)
 	}
@@ -226,7 +226,7 @@ func (r *Reloader) dropOverride(site string) {
 		delete(r.weights, site)
 	}
 	if s := r.gen.cfg.Site(site); s != nil {
-		r.gen.table.picker.SetWeight(site, float64(s.Weight))
+		r.gen.table.bal.SetWeight(site, float64(s.Weight))
 	}
 }
 
@@ -287,7 +287,7 @@ func (r *Reloader) rampStep(site string, o *override) bool {
 		return true
 	}
 	now := r.now()
-	r.gen.table.picker.SetWeight(site, o.At(now))
+	r.gen.table.bal.SetWeight(site, o.At(now))
 	if now.Before(o.End) {
 		return false
 	}
@@ -351,7 +351,7 @@ func (r *Reloader) setDrained(site string, drained bool, d store.Drain) {
 	} else {
 		delete(r.drained, site)
 	}
-	r.gen.table.picker.SetDrained(site, drained)
+	r.gen.table.bal.SetDrained(site, drained)
 }
 
 // ReloadBy is Reload on an operator's request, recorded in the audit trail as every

@@ -51,7 +51,7 @@ func (t *Table) Run(ctx context.Context) {
 }
 
 // runDiscovery keeps site d's members up to date: each new set from its Discoverer becomes
-// the Picker's members (new ones slow-start, vanished ones drain), and the site's health
+// the Balancer's members (new ones slow-start, vanished ones drain), and the site's health
 // checks restart over the new set. Until the first lookup answers, the site has no members
 // and its share of the split goes to the others.
 func (t *Table) runDiscovery(ctx context.Context, d *discoveredSite) {
@@ -110,7 +110,7 @@ type memberCheck struct {
 
 func (c *memberCheck) stop() { c.cancel(); <-c.done }
 
-// setMembers makes members (host:port) the backends of site d (see Picker.SetMembers), and
+// setMembers makes members (host:port) the backends of site d (see balancer.Balancer.SetMembers), and
 // starts the health checks of members that joined and stops those of members that left.
 func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []string, joining bool, checks map[string]*memberCheck) {
 	addrs := make([]string, len(members))
@@ -118,9 +118,9 @@ func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []str
 		addrs[i] = d.scheme + "://" + m
 	}
 	t.membersMu.Lock()
-	bs, err := t.picker.SetMembers(d.name, addrs, joining)
+	bs, err := t.bal.SetMembers(d.name, addrs, joining)
 	if err == nil {
-		if o, ok := t.deps.Outliers.(interface{ SetMembers(map[string][]string) }); ok {
+		if o, ok := t.deps.Outliers.(interface{ SetMembers([]health.Peer) }); ok {
 			o.SetMembers(t.Members())
 		}
 	}

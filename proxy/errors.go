@@ -24,78 +24,119 @@ var errAborted = errors.New("response aborted after it started")
 // retried elsewhere. See Table.modifyResponse.
 var errUpstream502 = errors.New("backend answered 502 Bad Gateway")
 
-// Failure classes: what went wrong, the status the client gets, and the reason logged.
-// This table is the one place errors become statuses.
+// failure is why a request, or one try of it, failed: a row of failures, the one table of
+// what each failure means. The zero value, reasonNone, is a try that was answered.
+type failure uint8
+
 const (
-	reasonNoBackend      = "no_backend"      // 503: no site has a backend up
-	reasonQueueFull      = "queue_full"      // 503: every site full and the queue too
-	reasonQueueTimeout   = "queue_timeout"   // 503: every site full for spillover.queue.timeout
-	reasonQueueDelay     = "queue_delay"     // 503: shed from a congested queue (a quarter of the timeout)
-	reasonConnect        = "connect"         // 502: dial refused, unreachable
-	reasonBackendTLS     = "backend_tls"     // 502: TLS with the backend failed (certificate, mTLS)
-	reasonConnectTimeout = "connect_timeout" // 504: the dial did not finish in time
-	reasonTimeout        = "timeout"         // 504: response headers too slow, or a write stalled
-	reasonBadGateway     = "bad_gateway"     // 502: reset, closed early, malformed response
-	reasonUpstream502    = "upstream_502"    // 502: the backend itself answered 502
-	reasonClientGone     = "client_closed"   // client went away; nothing is sent
-	reasonClientBody     = "client_body"     // 400: the client's request body broke off
-	reasonClientTimeout  = "client_timeout"  // 408: the client was silent inside its body (or stopped reading) for body_idle
-	reasonBodyIdle       = "body_idle"       // the backend was silent inside its response for body_idle (cut)
-	statusClientClosed   = 499               // logged for reasonClientGone, never sent
+	reasonNone           failure = iota
+	reasonNoBackend              // no site has a backend up
+	reasonQueueFull              // every site full and the queue too
+	reasonQueueTimeout           // every site full for spillover.queue.timeout
+	reasonQueueDelay             // shed from a congested queue (a quarter of the timeout)
+	reasonConnect                // dial refused, unreachable
+	reasonBackendTLS             // TLS with the backend failed (certificate, mTLS)
+	reasonConnectTimeout         // the dial did not finish in time
+	reasonTimeout                // response headers too slow, or a write stalled
+	reasonBadGateway             // reset, closed early, malformed response
+	reasonUpstream502            // the backend itself answered 502
+	reasonClientGone             // the client went away; nothing is sent
+	reasonClientBody             // the client's request body broke off
+	reasonClientTimeout          // the client was silent inside its body (or stopped reading) for body_idle
+	reasonBodyIdle               // the backend was silent inside its response for body_idle (cut)
+	reasonBackendAborted         // the backend broke off its response after it started
+	numFailures
 )
+
+const statusClientClosed = 499 // logged for reasonClientGone, never sent
+
+// failures is what each failure means. This table is the one place errors become statuses,
+// and the one place that says which failures count against a backend, may be retried, or
+// are the client's doing.
+var failures = [numFailures]struct {
+	name   string // logged, counted and in the access log (the README's Errors table)
+	status int    // for the client; statusClientClosed: nothing is sent; 0: the answer had started
+	// backend: the failure counts against the try's backend for passive health.
+	backend bool
+	// retryable: another try elsewhere may succeed (within the retry policy).
+	retryable bool
+	// client: the client's own doing, never retried.
+	client bool
+	// quiet: says nothing about the backend either way (passive health does not hear of
+	// the try) and is no incident (logged at debug level).
+	quiet bool
+	// shed: refused for lack of capacity (the live shed rate).
+	shed bool
+}{
+	reasonNone:           {},
+	reasonNoBackend:      {name: "no_backend", status: http.StatusServiceUnavailable},
+	reasonQueueFull:      {name: "queue_full", status: http.StatusServiceUnavailable, shed: true},
+	reasonQueueTimeout:   {name: "queue_timeout", status: http.StatusServiceUnavailable, shed: true},
+	reasonQueueDelay:     {name: "queue_delay", status: http.StatusServiceUnavailable, shed: true},
+	reasonConnect:        {name: "connect", status: http.StatusBadGateway, backend: true, retryable: true},
+	reasonBackendTLS:     {name: "backend_tls", status: http.StatusBadGateway, backend: true, retryable: true},
+	reasonConnectTimeout: {name: "connect_timeout", status: http.StatusGatewayTimeout, backend: true, retryable: true},
+	reasonTimeout:        {name: "timeout", status: http.StatusGatewayTimeout, backend: true, retryable: true},
+	reasonBadGateway:     {name: "bad_gateway", status: http.StatusBadGateway, backend: true, retryable: true},
+	reasonUpstream502:    {name: "upstream_502", status: http.StatusBadGateway, backend: true, retryable: true},
+	reasonClientGone:     {name: "client_closed", status: statusClientClosed, client: true, quiet: true},
+	reasonClientBody:     {name: "client_body", status: http.StatusBadRequest, client: true, quiet: true},
+	reasonClientTimeout:  {name: "client_timeout", status: http.StatusRequestTimeout, client: true},
+	reasonBodyIdle:       {name: "body_idle"},
+	reasonBackendAborted: {name: "backend_aborted"},
+}
+
+func (f failure) String() string { return failures[f].name }
 
 // backendFailed reports whether a failure of this class counts against the backend for
 // passive health.
-func backendFailed(reason string) bool {
-	switch reason {
-	case reasonConnect, reasonBackendTLS, reasonConnectTimeout, reasonTimeout, reasonBadGateway, reasonUpstream502:
-		return true
-	}
-	return false
-}
+func backendFailed(f failure) bool { return failures[f].backend }
+
+// classified is f with the status the client gets for it, for classify.
+func classified(f failure) (int, failure) { return failures[f].status, f }
 
 // classify maps an error from picking or forwarding ex's request r to a status and a reason.
-func classify(err error, r *http.Request, ex *exchange) (int, string) {
+func classify(err error, r *http.Request, ex *exchange) (int, failure) {
 	var ne net.Error
 	var op *net.OpError
 	dial := errors.As(err, &op) && op.Op == "dial"
 	body := ex.body
 	switch cut := ex.clock.cut(); {
 	case cut == errClientIdle:
-		return http.StatusRequestTimeout, reasonClientTimeout
+		return classified(reasonClientTimeout)
 	case cut == errHeaderDeadline:
-		return http.StatusGatewayTimeout, reasonTimeout
+		return classified(reasonTimeout)
 	}
 	switch {
 	case errors.Is(err, balancer.ErrNoBackend):
-		return http.StatusServiceUnavailable, reasonNoBackend
+		return classified(reasonNoBackend)
 	case errors.Is(err, balancer.ErrQueueTimeout):
-		return http.StatusServiceUnavailable, reasonQueueTimeout
+		return classified(reasonQueueTimeout)
 	case errors.Is(err, balancer.ErrQueueDelay):
-		return http.StatusServiceUnavailable, reasonQueueDelay
+		return classified(reasonQueueDelay)
 	case errors.Is(err, balancer.ErrSaturated):
-		return http.StatusServiceUnavailable, reasonQueueFull
+		return classified(reasonQueueFull)
 	case body != nil && (isFrameError(body.clientErr()) || edgeConnOf(r) != nil && edgeConnOf(r).malformedBody()):
 		// Before the client-gone check: net/http cancels the request's context when a
 		// read from the connection fails, and the edge fails the read of a malformed
 		// chunked body; the client is still there to get its 400.
-		return http.StatusBadRequest, reasonClientBody
+		return classified(reasonClientBody)
 	case r.Context().Err() != nil:
-		return statusClientClosed, reasonClientGone
+		return classified(reasonClientGone)
 	case body != nil && body.clientErr() != nil:
-		return http.StatusBadRequest, reasonClientBody
+		return classified(reasonClientBody)
 	case errors.Is(err, errUpstream502):
-		return http.StatusBadGateway, reasonUpstream502
+		return classified(reasonUpstream502)
 	case dial && op.Timeout():
-		return http.StatusGatewayTimeout, reasonConnectTimeout
+		return classified(reasonConnectTimeout)
 	case isTLSHandshakeError(err):
-		return http.StatusBadGateway, reasonBackendTLS
+		return classified(reasonBackendTLS)
 	case dial:
-		return http.StatusBadGateway, reasonConnect
+		return classified(reasonConnect)
 	case errors.As(err, &ne) && ne.Timeout():
-		return http.StatusGatewayTimeout, reasonTimeout
+		return classified(reasonTimeout)
 	default:
-		return http.StatusBadGateway, reasonBadGateway
+		return classified(reasonBadGateway)
 	}
 }
 
@@ -142,7 +183,7 @@ func (h *Handler) fail(ex *exchange, r *http.Request, err error) {
 		// with no backend up there is nothing to estimate.
 		d := time.Second
 		if reason != reasonNoBackend {
-			d = h.table.Load().picker.RetryAfter()
+			d = h.table.Load().bal.RetryAfter()
 		}
 		retryAfter = int(d / time.Second)
 		ex.rw.Header().Set("Retry-After", strconv.Itoa(retryAfter))
@@ -165,9 +206,9 @@ func recordError(w http.ResponseWriter, r *http.Request, err error) {
 	http.Error(w, http.StatusText(http.StatusBadGateway), http.StatusBadGateway)
 }
 
-func logFailure(log *zap.Logger, ex *exchange, r *http.Request, status int, reason string, err error) {
+func logFailure(log *zap.Logger, ex *exchange, r *http.Request, status int, reason failure, err error) {
 	level := zap.WarnLevel
-	if reason == reasonClientGone || reason == reasonClientBody {
+	if failures[reason].quiet {
 		level = zap.DebugLevel // the client's doing, not an incident
 	}
 	if ce := log.Check(level, "request failed"); ce != nil {
@@ -177,7 +218,7 @@ func logFailure(log *zap.Logger, ex *exchange, r *http.Request, status int, reas
 
 // logFields describe a request in every log line about it. Call it only for an entry that
 // will be written: it allocates.
-func (ex *exchange) logFields(r *http.Request, status int, reason string) []zap.Field {
+func (ex *exchange) logFields(r *http.Request, status int, reason failure) []zap.Field {
 	backend := ""
 	if ex.lease.Backend != nil {
 		backend = ex.lease.Backend.ID.Addr
@@ -185,7 +226,7 @@ func (ex *exchange) logFields(r *http.Request, status int, reason string) []zap.
 	return []zap.Field{zap.String("request_id", ex.id), zap.String("method", r.Method),
 		zap.String("host", r.Host), zap.String("path", r.URL.Path),
 		zap.String("site", ex.site), zap.String("backend", backend),
-		zap.Int("status", status), zap.String("reason", reason)}
+		zap.Int("status", status), zap.String("reason", reason.String())}
 }
 
 // writeError sends the proxy's own error answer: JSON ({"error", "request_id", and

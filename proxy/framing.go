@@ -311,14 +311,9 @@ func (f *framer) checkHead(b []byte, isHEAD bool) (status int, err error) {
 	}
 	var length int64
 	if nCL == 1 {
-		if len(cl) == 0 || len(cl) > maxLenDigits {
+		var ok bool
+		if length, ok = parseLength(cl); !ok {
 			return status, badFrame("invalid Content-Length")
-		}
-		for _, c := range cl {
-			if c < '0' || c > '9' {
-				return status, badFrame("invalid Content-Length")
-			}
-			length = length*10 + int64(c-'0')
 		}
 	}
 	switch {
@@ -336,6 +331,20 @@ func (f *framer) checkHead(b []byte, isHEAD bool) (status int, err error) {
 }
 
 var crlf = []byte("\r\n")
+
+// parseLength reads a Content-Length value: 1 to maxLenDigits digits, nothing else.
+func parseLength(cl []byte) (length int64, ok bool) {
+	if len(cl) == 0 || len(cl) > maxLenDigits {
+		return 0, false
+	}
+	for _, c := range cl {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		length = length*10 + int64(c-'0')
+	}
+	return length, true
+}
 
 // requestLine checks "METHOD SP target SP HTTP/1.x", each part strictly formed, and
 // returns the version.

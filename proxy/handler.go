@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -55,8 +53,8 @@ type exchange struct {
 	site  string       // the current try's site
 	body  *requestBody // nil for a request without a body
 	tries int
-	// reason is why the last try failed; "" while none has.
-	reason string
+	// reason is why the last try failed; reasonNone while none has.
+	reason failure
 	start  time.Time
 	info   RequestInfo // what the recorders get, kept here so that it is not allocated
 	// conns counts the backend connections the Transport got for this request
@@ -131,19 +129,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.retry.budget.request()
 	key := t.affinityKey(r)
 	ex.affinity = key != 0
-	if err := t.picker.Admit(r.Context(), &ex.lease, key); err != nil {
+	t, err := h.admit(t, ex, r.Context(), key)
+	if err != nil {
 		h.fail(ex, r, err)
 		h.record(t, ex, r)
 		return
 	}
-	if owner, ok := ex.lease.Picker.Owner().(*Table); ok && owner != t {
-		// It waited in the queue across a reload and got its slot from the new config:
-		// the lease's indexes are that Table's sites.
-		t = owner
-	}
 	ex.clock.idle = t.bodyIdle
 	ex.clock.start(&ex.rw)
 	defer h.finish(ex, r, t)
+	h.forward(t, ex, r)
+}
+
+// forward sends an admitted request to its backend, and to others while the retry policy
+// allows (see retry), until one answers or it fails for good.
+func (h *Handler) forward(t *Table, ex *exchange, r *http.Request) {
 	// out is what goes to the backends: a copy, so that the inbound request keeps its own
 	// Body. net/http's server looks at that Body when the answer starts: an
 	// "Expect: 100-continue" body nobody asked for is then left unread (and the 100 never
@@ -172,7 +172,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.clock.endTry()
 		err := ex.rw.err
 		if err == nil {
-			t.observe(ex, "")
+			t.observe(ex, reasonNone)
 			return
 		}
 		status, reason := classify(err, r, ex)
@@ -203,154 +203,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// retry moves ex to another backend for one more try, if the retry policy allows one after
-// a try that failed with reason (see retry.go), and reports whether it did.
-// nextBody is set to the body of the next try.
-func (h *Handler) retry(t *Table, ex *exchange, r *http.Request, nextBody *io.ReadCloser, status int, reason string, reached bool, err error) bool {
-	p := &t.retry
-	switch {
-	case ex.tries >= p.attempts:
-		return ex.notRetried("retries.attempts reached")
-	case ex.rw.status != 0 || ex.rw.informational || ex.rw.hijacked:
-		return ex.notRetried("part of the answer had reached the client")
-	case reason == reasonClientGone || reason == reasonClientBody || reason == reasonClientTimeout:
-		return ex.notRetried("the client's own doing")
-	case reached && !p.idempotent(r):
-		// It may have reached the backend: a payment must not go twice.
-		return ex.notRetried("it may have reached the backend, and it is not idempotent")
-	case ex.body != nil && !ex.body.replayable():
-		return ex.notRetried("its body was larger than retries.max_body_bytes")
-	}
-	if !ex.headerBudget(t) {
-		return ex.notRetried("nothing was left of timeouts.response_header")
-	}
-	var next balancer.Lease
-	same := false // the next try goes to the same backend, on this lease
-	if t.picker.PickRetry(&next, ex.lease.SiteIndex, ex.lease.Backend) != nil {
-		if !reached {
-			// It never reached a backend, and every other one is full this instant:
-			// rather than answer 502, it waits in the queue for a slot elsewhere, as a
-			// first try would.
-			return h.retryQueued(t, ex, r, nextBody, status, reason, err)
-		}
-		if !ex.reused.Load() || reason != reasonBadGateway {
-			// Nowhere else to go; the failure is answered on this try's lease.
-			return ex.notRetried("no other backend had room")
-		}
-		// The only backend left is this one, and the try failed on a kept-alive
-		// connection, closed or reset before any answer: the backend probably closed it
-		// as idle just as the request went out. Try it again (net/http's Transport would
-		// have, silently; here it counts as a try, and only an idempotent request gets it).
-		same = true
-	}
-	release := func() {
-		if !same {
-			next.Done(balancer.Result{})
-		}
-	}
-	body, ok := h.spend(t, ex, r, status, reason)
-	if !ok {
-		release()
-		return false
-	}
-	from := ex.lease.Backend
-	if !same {
-		ex.lease.Done(ex.result())
-		ex.lease = next
-	}
-	h.moveOn(ex, r, nextBody, body, from, status, reason, err)
-	return true
-}
-
-// spend takes a retry from the budget and the body of the next try (nil for a request
-// without one); false when the budget is spent or the body was not kept.
-func (h *Handler) spend(t *Table, ex *exchange, r *http.Request, status int, reason string) (io.ReadCloser, bool) {
-	if !t.retry.budget.allow() {
-		if ce := h.log.Check(zap.WarnLevel, "retry budget exhausted"); ce != nil {
-			ce.Write(ex.logFields(r, status, reason)...)
-		}
-		return nil, ex.notRetried("the retry budget was spent")
-	}
-	if ex.body == nil {
-		return nil, true
-	}
-	body, ok := ex.body.next()
-	if !ok {
-		ex.notRetried("its body was larger than retries.max_body_bytes")
-	}
-	return body, ok
-}
-
-// notRetried records why a failed try was not retried (for explain) and returns false.
-func (ex *exchange) notRetried(why string) bool {
-	ex.noRetry = why
-	return false
-}
-
-// moveOn readies ex for its next try, now on ex.lease, with body (nil: none), and counts and
-// logs the retry of the try that failed on from.
-func (h *Handler) moveOn(ex *exchange, r *http.Request, nextBody *io.ReadCloser, body io.ReadCloser, from *balancer.Backend, status int, reason string, err error) {
-	if body != nil {
-		*nextBody = body
-	}
-	ex.rw.err, ex.reason = nil, ""
-	h.retries.count(reason)
-	if ce := h.log.Check(zap.InfoLevel, "retrying"); ce != nil {
-		// site and backend are the try that failed; next_site and next_backend the next.
-		ce.Write(zap.String("request_id", ex.id), zap.String("method", r.Method),
-			zap.String("host", r.Host), zap.String("path", r.URL.Path),
-			zap.String("site", from.ID.Site), zap.String("backend", from.ID.Addr),
-			zap.Int("status", status), zap.String("reason", reason),
-			zap.String("next_site", ex.lease.Backend.ID.Site), zap.String("next_backend", ex.lease.Backend.ID.Addr),
-			zap.Int("try", ex.tries+1), zap.Duration("queued", ex.lease.Queued), zap.Error(err))
-	}
-}
-
-// headerBudget works out what is left of the client's wait for response headers for a
-// retry (exchange.headerBy), and reports whether anything is. The wait begins once the
-// proxy has the whole request: while the client's body is still arriving it has not begun,
-// and the retry gets the whole of response_header from the end of the body, timed by the
-// Transport as a first try is.
-func (ex *exchange) headerBudget(t *Table) bool {
-	if ex.body != nil && ex.body.endedAt().IsZero() {
-		return true
-	}
-	if ex.headerBy.IsZero() {
-		ex.headerBy = ex.sentAt().Add(t.responseHeader)
-	}
-	return time.Until(ex.headerBy) > 0
-}
-
-// retryQueued is retry for a try that never reached a backend when no other backend has a
-// free slot: the try's slot is given back, and the request waits in the queue
-// (balancer.Picker.AdmitRetry) for one anywhere but on the backend that failed. If the wait
-// fails, ex.waitErr says why, and that is what the client is answered (503 with the queue's
-// reason). Time in the queue is not counted in response_header, for a retry as for a first
-// try.
-func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody *io.ReadCloser, status int, reason string, err error) bool {
-	body, ok := h.spend(t, ex, r, status, reason)
-	if !ok {
-		return false
-	}
-	from, site := ex.lease.Backend, ex.lease.SiteIndex
-	ex.lease.Done(ex.result())
-	remaining := time.Until(ex.headerBy) // (headerBy is zero while the body still arrives)
-	var next balancer.Lease
-	if werr := t.picker.AdmitRetry(r.Context(), &next, site, from); werr != nil {
-		if !errors.Is(werr, balancer.ErrNoBackend) {
-			ex.waitErr = werr
-			return ex.notRetried("it waited for a slot on another backend, and none came")
-		} // else: no other backend is up, nothing to wait for: the try's own failure is the answer
-		return ex.notRetried("no other backend was up")
-	}
-	if !ex.headerBy.IsZero() {
-		ex.headerBy = time.Now().Add(remaining)
-	}
-	ex.lease = next
-	h.moveOn(ex, r, nextBody, body, from, status, reason, err)
-	return true
-}
-
 // finish releases the lease on every path out of ServeHTTP, including the panic with which
 // ReverseProxy aborts a response whose body could not be copied (the backend broke off, or
 // the client went away).
@@ -364,7 +216,7 @@ func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
 		return
 	}
 	ex.lease.Done(balancer.Result{Status: ex.rw.status, Err: errAborted})
-	level, reason := zap.WarnLevel, "backend_aborted"
+	level, reason := zap.WarnLevel, reasonBackendAborted
 	switch cut := ex.clock.cut(); {
 	case cut == errClientStalled:
 		level, reason = zap.InfoLevel, reasonClientTimeout
@@ -395,7 +247,7 @@ func (ex *exchange) result() balancer.Result {
 	}
 	res := balancer.Result{Status: ex.rw.status, Err: ex.rw.err}
 	switch ex.reason {
-	case "":
+	case reasonNone:
 		res.Overload = ex.rw.status == http.StatusServiceUnavailable
 		if !ex.rw.headerAt.IsZero() && ex.rw.status != http.StatusSwitchingProtocols {
 			res.Latency = ex.rw.headerAt.Sub(ex.sentAt())

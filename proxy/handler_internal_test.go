@@ -168,7 +168,7 @@ func TestBackendThatStopsReadingUploadGets504(t *testing.T) {
 	if res.StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("status %d, want 504", res.StatusCode)
 	}
-	if got := logs.FilterField(zap.String("reason", reasonTimeout)).Len(); got != 1 {
+	if got := logs.FilterField(zap.String("reason", reasonTimeout.String())).Len(); got != 1 {
 		t.Fatalf("%d timeout log entries, want 1: %v", got, logs.All())
 	}
 	if n := table.Sites()[0].Inflight(); n != 0 {
@@ -217,7 +217,7 @@ func TestTLSHandshakeFailureIsBackendTLS(t *testing.T) {
 			if res.StatusCode != http.StatusBadGateway {
 				t.Fatalf("status %d, want 502", res.StatusCode)
 			}
-			if got := logs.FilterField(zap.String("reason", reasonBackendTLS)).Len(); got != 1 {
+			if got := logs.FilterField(zap.String("reason", reasonBackendTLS.String())).Len(); got != 1 {
 				t.Fatalf("want one entry with reason backend_tls, got %v", logs.All())
 			}
 		})

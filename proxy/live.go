@@ -84,17 +84,16 @@ func (l *Live) site(name string) *liveSite {
 func (l *Live) Record(info *RequestInfo) {
 	sec := info.Start.Add(info.Duration).Unix()
 	l.total.add(sec)
-	switch info.Reason {
-	case reasonQueueFull, reasonQueueTimeout:
+	if failures[info.failure].shed {
 		l.shed.add(sec)
 	}
 	if info.Site == "" {
 		return
 	}
 	s := l.site(info.Site)
-	if info.Reason == "" {
+	if info.failure == reasonNone {
 		s.answers.add(sec)
-	} else if info.Reason != reasonClientGone {
+	} else if info.failure != reasonClientGone {
 		s.errors.add(sec)
 	}
 	if info.Spill != "" && info.Preferred != "" {

@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy/store"
 )
 
 // persistWeight prepares writing weight as the weight of site into the config file at path,
@@ -59,37 +60,14 @@ func persistWeight(path, site string, weight int, loaded [sha256.Size]byte, chec
 // replaceFile writes out over real (the config file at path, links followed), atomically,
 // unless the file no longer has the content loaded.
 func replaceFile(real, path string, out []byte, loaded [sha256.Size]byte) error {
-	info, err := os.Stat(real)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(real), "."+filepath.Base(real)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after the rename, there is nothing left to remove
-	if _, err := tmp.Write(out); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(info.Mode().Perm()); err != nil {
-		tmp.Close()
-		return err
-	}
-	keepOwner(tmp, info)
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	// The same test just before the rename narrows the window in which an operator's save
-	// could be overwritten to the rename itself.
-	if now, err := os.ReadFile(real); err != nil || sha256.Sum256(now) != loaded {
-		return fmt.Errorf("%w: %s changed while the weight was being written; nothing was changed", ErrInvalid, path)
-	}
-	return os.Rename(tmp.Name(), real)
+	return store.WriteAtomic(real, out, func() error {
+		// The same test just before the rename narrows the window in which an operator's
+		// save could be overwritten to the rename itself.
+		if now, err := os.ReadFile(real); err != nil || sha256.Sum256(now) != loaded {
+			return fmt.Errorf("%w: %s changed while the weight was being written; nothing was changed", ErrInvalid, path)
+		}
+		return nil
+	})
 }
 
 // weightNode finds the value node of sites[i].weight for the site called name.

@@ -51,6 +51,8 @@ type RequestInfo struct {
 	Chosen string `json:"chosen"`
 	// NoRetry is why the try that failed was not retried ("" when none failed unretried).
 	NoRetry string `json:"no_retry"`
+
+	failure failure // Reason, for the Recorders in this package
 }
 
 // MarshalJSON writes the durations in milliseconds, as the access log does.
@@ -85,7 +87,7 @@ func (h *Handler) record(t *Table, ex *exchange, r *http.Request) {
 	info := &ex.info
 	*info = RequestInfo{Start: ex.start, Duration: time.Since(ex.start), ID: ex.id,
 		Method: r.Method, Host: r.Host, Path: r.URL.Path, Status: ex.rw.status, Bytes: ex.rw.bytes,
-		Queued: ex.lease.Queued, Reason: ex.reason}
+		Queued: ex.lease.Queued, Reason: ex.reason.String(), failure: ex.reason}
 	info.client(r, ex.body)
 	if ex.tries > 1 {
 		info.Retries = ex.tries - 1
@@ -103,7 +105,7 @@ func (h *Handler) record(t *Table, ex *exchange, r *http.Request) {
 			info.Chosen = "affinity"
 		}
 	}
-	if ex.reason != "" {
+	if ex.reason != reasonNone {
 		info.NoRetry = ex.noRetry
 	}
 	for _, rec := range h.recorders {

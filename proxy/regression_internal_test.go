@@ -28,7 +28,7 @@ sites:
 	ctx := context.Background()
 	tbl.setMembers(ctx, d, []string{"10.0.0.1:80"}, true, map[string]*memberCheck{})
 	var l balancer.Lease
-	if err := tbl.picker.Pick(&l, 0); err != nil {
+	if err := tbl.bal.Picker().Pick(&l, 0); err != nil {
 		t.Fatal(err)
 	}
 	route := &tbl.sites[0]

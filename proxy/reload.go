@@ -383,7 +383,7 @@ func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
 			}
 			continue
 		}
-		t.picker.SetWeight(name, o.At(now))
+		t.bal.SetWeight(name, o.At(now))
 	}
 	for name := range r.drained {
 		if cfg.Site(name) == nil {
@@ -393,7 +393,7 @@ func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
 			}
 			continue
 		}
-		t.picker.SetDrained(name, true)
+		t.bal.SetDrained(name, true)
 	}
 	return edits
 }

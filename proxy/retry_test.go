@@ -145,23 +145,23 @@ func TestBankSafeRetries(t *testing.T) {
 		{name: "POST reached a backend that reset: 502, sent once", first: "reset", method: "POST", body: body,
 			wantStatus: 502, wantBody: "Bad Gateway\n", wantFirst: 1, wantSecond: 0},
 		{name: "GET reached a backend that reset: retried elsewhere", first: "reset", method: "GET",
-			wantStatus: 200, wantBody: "ok from second", wantFirst: 1, wantSecond: 1, wantRetryWhy: reasonBadGateway},
+			wantStatus: 200, wantBody: "ok from second", wantFirst: 1, wantSecond: 1, wantRetryWhy: reasonBadGateway.String()},
 		{name: "PUT (idempotent) with a body: retried with the same body", first: "reset", method: "PUT", body: body,
-			wantStatus: 200, wantBody: "ok from second", wantFirst: 1, wantSecond: 1, wantRetryWhy: reasonBadGateway},
+			wantStatus: 200, wantBody: "ok from second", wantFirst: 1, wantSecond: 1, wantRetryWhy: reasonBadGateway.String()},
 		{name: "POST with an idempotency key: retried", first: "reset", method: "POST", body: body,
 			header:     http.Header{"Idempotency-Key": {"pay-42"}},
-			wantStatus: 200, wantBody: "ok from second", wantFirst: 1, wantSecond: 1, wantRetryWhy: reasonBadGateway},
+			wantStatus: 200, wantBody: "ok from second", wantFirst: 1, wantSecond: 1, wantRetryWhy: reasonBadGateway.String()},
 		{name: "POST whose idempotency key its Connection header strips: not retried", first: "reset", method: "POST", body: body,
 			header:     http.Header{"Idempotency-Key": {"pay-42"}, "Connection": {"Idempotency-Key"}},
 			wantStatus: 502, wantBody: "Bad Gateway\n", wantFirst: 1, wantSecond: 0},
 		{name: "POST to an https backend whose certificate is not trusted: retried, received once", first: "untrusted-tls", method: "POST", body: body,
-			wantStatus: 200, wantBody: "ok from second", wantFirst: 0, wantSecond: 1, wantRetryWhy: reasonBackendTLS},
+			wantStatus: 200, wantBody: "ok from second", wantFirst: 0, wantSecond: 1, wantRetryWhy: reasonBackendTLS.String()},
 		{name: "POST to a refused port: retried elsewhere, received once", first: "refused", method: "POST", body: body,
-			wantStatus: 200, wantBody: "ok from second", wantFirst: 0, wantSecond: 1, wantRetryWhy: reasonConnect},
+			wantStatus: 200, wantBody: "ok from second", wantFirst: 0, wantSecond: 1, wantRetryWhy: reasonConnect.String()},
 		{name: "PUT whose body was too large to keep: not retried", first: "reset", method: "PUT", body: bytes.Repeat([]byte("x"), 200<<10),
 			wantStatus: 502, wantBody: "Bad Gateway\n", wantFirst: 1, wantSecond: 0},
 		{name: "GET answered 502 by the backend: retried", first: "502", method: "GET",
-			wantStatus: 200, wantBody: "ok from second", wantFirst: 1, wantSecond: 1, wantRetryWhy: reasonUpstream502},
+			wantStatus: 200, wantBody: "ok from second", wantFirst: 1, wantSecond: 1, wantRetryWhy: reasonUpstream502.String()},
 		{name: "POST answered 502 by the backend: passed through", first: "502", method: "POST", body: body,
 			wantStatus: 502, wantBody: "upstream of first is gone\n", wantFirst: 1, wantSecond: 0},
 		{name: "GET broken off mid-body: not retried", first: "midbody", method: "GET",
@@ -266,7 +266,7 @@ func TestRetryBudgetCapsRetries(t *testing.T) {
 			t.Fatalf("status %d, want 502", status)
 		}
 	}
-	if got := e.handler.Retries()[reasonConnect]; got != 3 {
+	if got := e.handler.Retries()[reasonConnect.String()]; got != 3 {
 		t.Fatalf("%d retries for 60 failing requests, want the floor's 3", got)
 	}
 	if n := e.logs.FilterMessage("retry budget exhausted").Len(); n != 57 {

@@ -22,25 +22,28 @@ import (
 	"github.com/spillway/spillway/health"
 )
 
-// The Registry takes active and passive health reports for the backends it tracks.
+// The Registry takes active and passive health reports for the backends it tracks, and
+// each of its Backends keeps passive health's count for itself.
 var (
 	_ health.Sink    = (*balancer.Registry)(nil)
 	_ health.Ejector = (*balancer.Registry)(nil)
+	_ health.Peer    = (*balancer.Backend)(nil)
 	_ Observer       = (*health.Outliers)(nil)
 )
 
 // Observer learns how each try with a backend ended: failed is true for a connect error,
 // reset, timeout or 502 from upstream (and any 5xx when outlier.on_5xx is set). It is
-// called on the request path and must not block. health.Outliers is one.
+// called on the request path, with the try's backend, and must not block. health.Outliers
+// is one.
 type Observer interface {
-	Observe(site, addr string, failed bool)
+	Observe(b health.Peer, failed bool)
 }
 
-// Table is one compiled config: the balancer's Picker over the sites, and the forwarders
+// Table is one compiled config: the Balancer over the sites, and the forwarders
 // and transports for each backend. It is immutable once built; a Handler swaps whole Tables,
 // and a request keeps the Table it started with to the end.
 type Table struct {
-	picker   *balancer.Picker
+	bal      *balancer.Balancer
 	sites    []siteRoute
 	retry    retryPolicy
 	outliers Observer // nil: no passive health
@@ -79,7 +82,7 @@ func (t *Table) activate() {
 	for _, id := range t.unhealthy {
 		t.deps.Registry.SetUp(id.Site, id.Addr, true)
 	}
-	t.picker.MakeCurrent()
+	t.bal.MakeCurrent()
 }
 
 // route returns the route of the site called name, or nil (also for a nil Table).
@@ -98,7 +101,7 @@ func (t *Table) route(name string) *siteRoute {
 // members lists the current backend addresses of the site called name.
 func (t *Table) members(name string) []string {
 	var out []string
-	for _, b := range t.picker.Backends() {
+	for _, b := range t.bal.Backends() {
 		if b.ID.Site == name {
 			out = append(out, b.ID.Addr)
 		}
@@ -144,7 +147,7 @@ func (t *Table) forwarder(s *siteRoute, b *balancer.Backend) forwarder {
 	f := newForwarder(target, s.transport, t, t.deps)
 	t.membersMu.Lock()
 	defer t.membersMu.Unlock()
-	if !slices.Contains(t.picker.Backends(), b) {
+	if !slices.Contains(t.bal.Backends(), b) {
 		return f
 	}
 	f2, _ := s.forwarders.LoadOrStore(b, f)
@@ -221,7 +224,6 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		t.outliers = d.Outliers
 	}
 	opts := balancer.Options{
-		Owner:        t,
 		Sites:        make([]balancer.SiteOptions, len(cfg.Sites)),
 		Resume:       cfg.Spillover.Resume,
 		QueueSize:    cfg.Spillover.Queue.Size,
@@ -231,65 +233,78 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 	t.headers = newHeaderPolicy(cfg.Headers)
 	t.responseHeader, t.bodyIdle = cfg.Timeouts.ResponseHeader, cfg.Timeouts.BodyIdle
 	var targets []health.Target
-	var fileErrs configs.Errors // every site's unreadable TLS files, in one list
-	for i, s := range cfg.Sites {
-		so := balancer.SiteOptions{Name: s.Name, Weight: s.Weight, Backends: s.Backends,
-			Elastic: s.Elastic, MaxInflight: s.MaxInflight, SlowStart: s.SlowStart}
-		if a := s.Adaptive; a != nil {
-			so.Adaptive = balancer.AdaptiveOptions{Floor: a.Floor, Cap: a.Cap, Initial: a.Initial}
-		}
-		if prev := d.Previous.route(s.Name); prev != nil && sameConnections(d.Previous.cfg, cfg, s.Name) {
-			t.sites[i].transport = prev.transport
-			t.sites[i].shared = true
-			t.inherited = append(t.inherited, prev)
-		} else {
-			tr, err := newSiteTransport(cfg, i, d.Log)
-			if errs, ok := err.(configs.Errors); ok {
-				fileErrs = append(fileErrs, errs...)
-				continue
-			} else if err != nil {
-				return nil, err
-			}
-			t.sites[i].transport = tr
-		}
-		t.sites[i].name = s.Name
-		if s.Discovery != nil {
-			t.discovered = append(t.discovered, newDiscoveredSite(i, s, d.Log))
-			if prev := d.Previous.route(s.Name); prev != nil && reflect.DeepEqual(d.Previous.cfg.Site(s.Name).Discovery, s.Discovery) {
-				// Same discovery: start from what it found, not from an empty pool.
-				so.Backends = d.Previous.members(s.Name)
-			}
+	var fileErrs configs.Errors
+	for i := range cfg.Sites {
+		so, siteTargets, err := t.buildSite(cfg, i, d)
+		if errs, ok := err.(configs.Errors); ok {
+			fileErrs = append(fileErrs, errs...) // every site's unreadable TLS files, in one list
+			continue
+		} else if err != nil {
+			return nil, err
 		}
 		opts.Sites[i] = so
-		for _, raw := range s.Backends {
-			if _, err := url.Parse(raw); err != nil {
-				return nil, fmt.Errorf("site %s: backend %q: %w", s.Name, raw, err)
-			}
-			if s.Health != nil {
-				ht := healthTarget(d.Registry, s.Name, raw, s.Health)
-				ht.Check.TLS = t.sites[i].transport.TLSClientConfig // probes present the site's CA and client certificate
-				targets = append(targets, ht)
-			} else if b, known := d.Registry.Lookup(balancer.BackendID{Site: s.Name, Addr: raw}); known && !b.Healthy() {
-				// Its site no longer has health checks: nothing would ever bring it back.
-				// Only once this Table is the one served (activate): a config that is
-				// refused must not change the running one's state.
-				t.unhealthy = append(t.unhealthy, balancer.BackendID{Site: s.Name, Addr: raw})
-			}
-		}
+		targets = append(targets, siteTargets...)
 	}
 	if len(fileErrs) > 0 {
 		return nil, fileErrs
 	}
-	p, err := balancer.NewPicker(d.Registry, opts)
+	bal, err := balancer.New(d.Registry, opts)
 	if err != nil {
 		return nil, err
 	}
-	t.picker = p
+	t.bal = bal
 	t.targets = targets
 	if len(targets) > 0 {
 		t.monitor = health.NewMonitor(t.monitorOptions(targets))
 	}
 	return t, nil
+}
+
+// buildSite compiles site i of cfg into t: its transport (the previous Table's, when its
+// connection settings are unchanged), its discovery, and its health targets; it returns its
+// balancer options and targets. An unreadable TLS file is a configs.Errors.
+func (t *Table) buildSite(cfg *configs.Config, i int, d Deps) (so balancer.SiteOptions, targets []health.Target, err error) {
+	s := cfg.Sites[i]
+	so = balancer.SiteOptions{Name: s.Name, Weight: s.Weight, Backends: s.Backends,
+		Elastic: s.Elastic, MaxInflight: s.MaxInflight, SlowStart: s.SlowStart}
+	if a := s.Adaptive; a != nil {
+		so.Adaptive = balancer.AdaptiveOptions{Floor: a.Floor, Cap: a.Cap, Initial: a.Initial}
+	}
+	if prev := d.Previous.route(s.Name); prev != nil && sameConnections(d.Previous.cfg, cfg, s.Name) {
+		t.sites[i].transport = prev.transport
+		t.sites[i].shared = true
+		t.inherited = append(t.inherited, prev)
+	} else {
+		tr, err := newSiteTransport(cfg, i, d.Log)
+		if err != nil {
+			return so, nil, err
+		}
+		t.sites[i].transport = tr
+	}
+	t.sites[i].name = s.Name
+	if s.Discovery != nil {
+		t.discovered = append(t.discovered, newDiscoveredSite(i, s, d.Log))
+		if prev := d.Previous.route(s.Name); prev != nil && reflect.DeepEqual(d.Previous.cfg.Site(s.Name).Discovery, s.Discovery) {
+			// Same discovery: start from what it found, not from an empty pool.
+			so.Backends = d.Previous.members(s.Name)
+		}
+	}
+	for _, raw := range s.Backends {
+		if _, err := url.Parse(raw); err != nil {
+			return so, nil, fmt.Errorf("site %s: backend %q: %w", s.Name, raw, err)
+		}
+		if s.Health != nil {
+			ht := healthTarget(d.Registry, s.Name, raw, s.Health)
+			ht.Check.TLS = t.sites[i].transport.TLSClientConfig // probes present the site's CA and client certificate
+			targets = append(targets, ht)
+		} else if b, known := d.Registry.Lookup(balancer.BackendID{Site: s.Name, Addr: raw}); known && !b.Healthy() {
+			// Its site no longer has health checks: nothing would ever bring it back.
+			// Only once this Table is the one served (activate): a config that is
+			// refused must not change the running one's state.
+			t.unhealthy = append(t.unhealthy, balancer.BackendID{Site: s.Name, Addr: raw})
+		}
+	}
+	return so, targets, nil
 }
 
 // monitorOptions are the options of a Monitor over targets, reporting to the Registry.
@@ -353,21 +368,22 @@ func (t *Table) modifyResponse(res *http.Response) error {
 	return nil
 }
 
-// observe tells passive health how a try ended; reason is "" for a try that was answered.
+// observe tells passive health how a try ended; reason is reasonNone for a try that was
+// answered.
 // The client's own failures say nothing about the backend.
-func (t *Table) observe(ex *exchange, reason string) {
-	if t.outliers == nil || ex.lease.Backend == nil || reason == reasonClientGone || reason == reasonClientBody {
+func (t *Table) observe(ex *exchange, reason failure) {
+	if t.outliers == nil || ex.lease.Backend == nil || failures[reason].quiet {
 		return
 	}
-	id := ex.lease.Backend.ID
-	t.outliers.Observe(id.Site, id.Addr, backendFailed(reason) || (t.on5xx && ex.rw.status >= 500))
+	t.outliers.Observe(ex.lease.Backend, backendFailed(reason) || (t.on5xx && ex.rw.status >= 500))
 }
 
-// Members lists each site's backends, for health.Outliers.SetMembers.
-func (t *Table) Members() map[string][]string {
-	m := make(map[string][]string, len(t.sites))
-	for _, b := range t.picker.Backends() {
-		m[b.ID.Site] = append(m[b.ID.Site], b.ID.Addr)
+// Members lists the backends of every site, for health.Outliers.SetMembers.
+func (t *Table) Members() []health.Peer {
+	bs := t.bal.Backends()
+	m := make([]health.Peer, len(bs))
+	for i, b := range bs {
+		m[i] = b
 	}
 	return m
 }
@@ -376,7 +392,7 @@ func (t *Table) Members() map[string][]string {
 // reaching it. Requests still using the Table finish normally; their connections close when
 // they are done.
 func (t *Table) Close() {
-	t.picker.Close()
+	t.bal.Close()
 	for i := range t.sites {
 		s := &t.sites[i]
 		if !s.handedOver.Load() && (!s.shared || t.tookOver.Load()) {
@@ -386,10 +402,10 @@ func (t *Table) Close() {
 }
 
 // Sites lists the long-lived state of the Table's sites, in config order.
-func (t *Table) Sites() []*balancer.Site { return t.picker.Sites() }
+func (t *Table) Sites() []*balancer.Site { return t.bal.Sites() }
 
 // Status reports each site's capacity and its backends' state now, in config order.
-func (t *Table) Status() []balancer.SiteStatus { return t.picker.Status() }
+func (t *Table) Status() []balancer.SiteStatus { return t.bal.Status() }
 
 // affinityKey is the hash of the request's session key (affinity.cookie or .header), or 0
 // when affinity is off or the request carries none.

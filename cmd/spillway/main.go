@@ -5,6 +5,7 @@
 //	spillway validate FILE
 //	spillway demo [-load] [-rate N] [-duration D] [-listen ADDR]
 //	spillway bench [-scenario NAME|all] [-duration D] [-out DIR] [-short]
+//	spillway bench -target URL [-admin URL -token-file F] [-scenario steady,spike,ramp,soak] [-rate N]
 //	spillway version
 package main
 
@@ -53,7 +54,7 @@ const usage = `usage:
                                  (-load drives traffic and prints the split each second)
   spillway bench [flags]         the bench suite: scenarios on loopback, a report with
                                  charts and a verdict each (-short: briefly; exit 3 when
-                                 a verdict fails)
+                                 a verdict fails); -target URL: against a deployment
   spillway version               the version, revision and Go version of this build
 `
 

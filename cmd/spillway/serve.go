@@ -244,28 +244,66 @@ func sameServers(first, next *configs.Config) error {
 // the listeners close, requests in flight get timeouts.shutdown to finish, and everything
 // stops. SIGHUP and changes of the config file reload it meanwhile.
 func (in *instance) serve(ctx context.Context) error {
-	r, log := in.reloader, in.log
+	r := in.reloader
 	defer r.Close()
 	defer in.stop()
 	background, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer stopWatch()
+	defer in.watch(background, &wg)()
+
+	front, err := in.newFront()
+	if err != nil {
+		return err
+	}
+	if front != nil {
+		// Runs on return, after the servers have stopped: certificates are managed for as
+		// long as the listeners answer challenges.
+		defer front.stop()
+	}
+	servers := in.servers(front)
+	served := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			if s.name == "admin" {
+				served <- s.srv.Serve(s.ln)
+			} else {
+				served <- proxy.Serve(s.srv, s.ln) // through the edge, TLS terminated there
+			}
+		}()
+	}
+	in.logListening(servers)
+	if front != nil {
+		front.start(ctx)
+	}
+
+	var failed error
+	select {
+	case err := <-served: // a listener failed
+		failed = fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	return in.shutdown(ctx, servers, served, failed)
+}
+
+// watch reloads the config on SIGHUP and when its file changes, and reopens the access log
+// on SIGUSR1, until ctx is done; wg waits for its goroutines. Call stop on the way out.
+func (in *instance) watch(ctx context.Context, wg *sync.WaitGroup) (stop func()) {
+	r, log := in.reloader, in.log
 	wg.Go(func() {
-		if err := r.Watch(background); err != nil {
+		if err := r.Watch(ctx); err != nil {
 			log.Warn("cannot watch the config file; reload with SIGHUP or the admin API", zap.Error(err))
 		}
 	})
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
 	wg.Go(func() {
 		for {
 			select {
-			case <-background.Done():
+			case <-ctx.Done():
 				return
 			case <-hup:
 				r.Reload("sighup", true) // a refusal is logged with every problem
@@ -274,34 +312,47 @@ func (in *instance) serve(ctx context.Context) error {
 			}
 		}
 	})
+	return func() {
+		signal.Stop(usr1)
+		signal.Stop(hup)
+	}
+}
 
-	cfg := in.cfg
-	var front *frontTLS
-	if in.ls.https != nil {
-		if cfg.TLS == nil { // Validate refuses such a config
-			in.ls.close()
-			return errors.New("listen.https needs a tls section")
-		}
-		var err error
-		if front, err = newFrontTLS(cfg, in.ls, log); err != nil {
-			in.ls.close()
-			if in.adminLn != nil {
-				in.adminLn.Close()
-			}
-			return err
-		}
-		// Runs on return, after the servers have stopped: certificates are managed for as
-		// long as the listeners answer challenges.
-		defer front.stop()
+// newFront prepares front TLS for the https listener; nil without one. On an error it
+// closes the listeners.
+func (in *instance) newFront() (*frontTLS, error) {
+	if in.ls.https == nil {
+		return nil, nil
 	}
-	type server struct {
-		srv  *http.Server
-		ln   net.Listener
-		tls  bool
-		name string
+	if in.cfg.TLS == nil { // Validate refuses such a config
+		in.ls.close()
+		return nil, errors.New("listen.https needs a tls section")
 	}
+	front, err := newFrontTLS(in.cfg, in.ls, in.log)
+	if err != nil {
+		in.ls.close()
+		if in.adminLn != nil {
+			in.adminLn.Close()
+		}
+		return nil, err
+	}
+	return front, nil
+}
+
+// server is one of the instance's servers and the listener it serves.
+type server struct {
+	srv  *http.Server
+	ln   net.Listener
+	tls  bool
+	name string
+}
+
+// servers are the servers of the instance's listeners: the proxy's plain and TLS ones, and
+// the admin API's.
+func (in *instance) servers(front *frontTLS) []server {
+	cfg, log := in.cfg, in.log
 	var servers []server
-	handler := http.Handler(r.Handler())
+	handler := http.Handler(in.reloader.Handler())
 	if in.ls.http != nil {
 		h := handler
 		if cfg.TLS != nil && cfg.TLS.RedirectHTTP && in.ls.https != nil {
@@ -321,37 +372,29 @@ func (in *instance) serve(ctx context.Context) error {
 		servers = append(servers, server{&http.Server{Handler: in.admin, ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout: time.Minute, ErrorLog: zap.NewStdLog(log.Named("admin"))}, in.adminLn, false, "admin"})
 	}
-	served := make(chan error, len(servers))
-	for _, s := range servers {
-		go func() {
-			if s.name == "admin" {
-				served <- s.srv.Serve(s.ln)
-			} else {
-				served <- proxy.Serve(s.srv, s.ln) // through the edge, TLS terminated there
-			}
-		}()
-	}
-	sites := make([]zap.Field, 0, len(cfg.Sites))
-	for _, s := range cfg.Sites {
+	return servers
+}
+
+// logListening logs where each server listens, with the split's weights.
+func (in *instance) logListening(servers []server) {
+	sites := make([]zap.Field, 0, len(in.cfg.Sites))
+	for _, s := range in.cfg.Sites {
 		sites = append(sites, zap.Int(s.Name, s.Weight))
 	}
 	for _, s := range servers {
 		if s.name == "admin" {
-			log.Info("admin API listening", zap.String("addr", s.ln.Addr().String()))
+			in.log.Info("admin API listening", zap.String("addr", s.ln.Addr().String()))
 			continue
 		}
-		log.Info("listening", zap.String("scheme", s.name), zap.String("addr", s.ln.Addr().String()), zap.Dict("weights", sites...))
+		in.log.Info("listening", zap.String("scheme", s.name), zap.String("addr", s.ln.Addr().String()), zap.Dict("weights", sites...))
 	}
-	if front != nil {
-		front.start(ctx)
-	}
+}
 
-	var failed error
-	select {
-	case err := <-served: // a listener failed
-		failed = fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
+// shutdown stops the servers once serving ends (failed: because a listener failed):
+// readiness turns false, and requests in flight get timeouts.shutdown to finish. It returns
+// the first failure of a listener, if any.
+func (in *instance) shutdown(ctx context.Context, servers []server, served <-chan error, failed error) error {
+	r, log := in.reloader, in.log
 	r.SetReady(false)
 	if delay := r.Config().Timeouts.DrainDelay; delay > 0 && failed == nil {
 		// Readiness is false: load balancers and Kubernetes endpoints stop sending here

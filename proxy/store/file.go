@@ -186,7 +186,7 @@ func (f *File) writeLocked() error {
 		return err
 	}
 	data = append(data, '\n')
-	if err := writeAtomic(f.path, data); err != nil {
+	if err := WriteAtomic(f.path, data, nil); err != nil {
 		return fmt.Errorf("state file %s: %w", f.path, err)
 	}
 	return nil
@@ -219,14 +219,17 @@ func followLinks(path string) (string, error) {
 	return "", errors.New("too many levels of symbolic links")
 }
 
-// writeAtomic replaces path with data: a temporary file beside it, synced, renamed over it,
-// and the directory synced, so that the rename itself is on disk. The file keeps its mode
-// (0600 when new).
-func writeAtomic(path string, data []byte) error {
+// WriteAtomic replaces the file at path with data: a temporary file beside it, written,
+// given the old file's mode and owner (0600 and the process's when new), synced, renamed
+// over it, and the directory synced, so that a crash leaves the old file or the new one,
+// never a mix, and the rename itself is on disk. check, when set, runs just before the
+// rename; its error stops it (nothing is replaced).
+func WriteAtomic(path string, data []byte, check func() error) error {
 	dir := filepath.Dir(path)
 	mode := os.FileMode(0o600)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
+	old, err := os.Stat(path)
+	if err == nil {
+		mode = old.Mode().Perm()
 	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -241,12 +244,20 @@ func writeAtomic(path string, data []byte) error {
 		tmp.Close()
 		return err
 	}
+	if old != nil {
+		keepOwner(tmp, old)
+	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return err
 	}
 	if err := tmp.Close(); err != nil {
 		return err
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err

@@ -2,7 +2,13 @@
 
 package store
 
-import "os"
+import (
+	"io/fs"
+	"os"
+)
+
+// keepOwner does nothing where files have no Unix owner.
+func keepOwner(*os.File, fs.FileInfo) {}
 
 // lockFile does not lock where there is no flock; the file is opened for its Close.
 func lockFile(path string) (*os.File, error) {

@@ -5,9 +5,18 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"syscall"
 )
+
+// keepOwner gives f the owner and group of the file it replaces, where the process may (as
+// root); otherwise the new file is the process's, which is then the best it can do.
+func keepOwner(f *os.File, was fs.FileInfo) {
+	if st, ok := was.Sys().(*syscall.Stat_t); ok {
+		_ = f.Chown(int(st.Uid), int(st.Gid))
+	}
+}
 
 // lockFile takes an exclusive lock on path+".lock" for as long as the returned file is open:
 // two processes that wrote one state file would each overwrite the other's changes.
