@@ -11,7 +11,9 @@
 //	audit/<id, 20 digits>    an audit entry (store.Change, JSON)
 //	audit-next               the ID of the next audit entry
 //	members/<node>           a replica, under its lease
-//	acks/<node>              the membership view a replica holds, under its lease
+//	acks/<node>              the view (members, weights) a replica holds, under its lease
+//	load/<node>              a replica's demand (shares: demand), under its lease
+//	table                    the coordinator's weights for a membership (shares: demand)
 package cluster
 
 import (
