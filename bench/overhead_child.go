@@ -27,21 +27,33 @@ const clockTicks = 100
 
 // procCPU is the CPU time (user + system) of process pid and its children, from /proc.
 func procCPU(pid int) (time.Duration, error) {
-	ticks, _, err := statTicks(strconv.Itoa(pid))
-	if err != nil {
-		return 0, err
+	var ticks int64
+	err := eachOfProcess(pid, func(p string) error {
+		t, _, err := statTicks(p)
+		ticks += t
+		return err
+	})
+	return time.Duration(ticks) * time.Second / clockTicks, err
+}
+
+// eachOfProcess calls read with the /proc name of process pid, then of each of its child
+// processes (nginx's workers). An error reading pid itself is returned; a child's is
+// ignored (it may have exited meanwhile).
+func eachOfProcess(pid int, read func(pid string) error) error {
+	self := strconv.Itoa(pid)
+	if err := read(self); err != nil {
+		return err
 	}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == strconv.Itoa(pid) {
+		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == self {
 			continue
 		}
-		t, ppid, err := statTicks(e.Name())
-		if err == nil && ppid == pid {
-			ticks += t
+		if _, ppid, err := statTicks(e.Name()); err == nil && ppid == pid {
+			read(e.Name())
 		}
 	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
+	return nil
 }
 
 // statTicks reads utime + stime and the parent's pid from /proc/PID/stat.
