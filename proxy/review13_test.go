@@ -5,11 +5,13 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/spillway/spillway/proxy"
 )
@@ -264,5 +266,72 @@ func reloadStorm(t *testing.T, orders [][]string) {
 				t.Errorf("backend %s/%s: in-flight %d after the storm", s.Name, be.Addr, be.Inflight)
 			}
 		}
+	}
+}
+
+// Review 13 (passes; kept as a guard): requests that waited in the queue across many
+// reloads (their slot granted by a later Balancer) must not keep the replaced Tables (and
+// their Balancers and Pickers) reachable once they are answered.
+func TestReview13QueuedAcrossReloadsLeaveOldTablesCollectable(t *testing.T) {
+	g := newGate(t)
+	held := make(chan struct{}, 1)
+	var first atomic.Bool
+	a := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if first.CompareAndSwap(false, true) {
+			held <- struct{}{}
+			g.wait(r.Context())
+		}
+		io.WriteString(w, "a")
+	})
+	cfg := func(w int) string {
+		return fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
+sites:
+  - {name: a, weight: %d, backends: [%q], max_inflight: 1}
+spillover: {queue: {size: 10, timeout: 20s}}
+retries: {attempts: 1}
+`, w, a.URL)
+	}
+	e := startReloader(t, cfg(1), proxy.ReloaderOptions{})
+	const queued = 3
+	errs := make(chan error, queued+1)
+	go func() { _, _, err := e.send("GET", "/held", nil); errs <- err }()
+	await(t, held, "first request held")
+	for i := range queued {
+		go func() {
+			s, _, err := e.send("GET", fmt.Sprintf("/q%d", i), nil)
+			if err == nil && s != http.StatusOK {
+				err = fmt.Errorf("status %d", s)
+			}
+			errs <- err
+		}()
+	}
+	waitFor(t, "requests queued", func() bool { return e.r.Registry().QueueLen() == queued })
+	var old []weak.Pointer[proxy.Table]
+	const reloads = 10
+	for i := range reloads {
+		old = append(old, weak.Make(e.r.Handler().Table()))
+		e.write(t, cfg(2+i))
+		if err := e.r.Reload("test", true); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+	}
+	g.open()
+	for range queued + 1 {
+		if err := await(t, errs, "request"); err != nil {
+			t.Error(err)
+		}
+	}
+	e.client.CloseIdleConnections()
+	for range 3 {
+		runtime.GC()
+	}
+	alive := 0
+	for _, w := range old {
+		if w.Value() != nil {
+			alive++
+		}
+	}
+	if alive > 1 {
+		t.Errorf("%d of %d replaced Tables still reachable after queued requests crossed %d reloads", alive, reloads, reloads)
 	}
 }
