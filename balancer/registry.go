@@ -286,10 +286,13 @@ func (r *Registry) openBalancers() []*Balancer {
 
 // Prune forgets the state of every backend, site and splitter position that no open
 // Balancer uses (a reload removed them), so that a long-running proxy whose config or discovered
-// pool changes does not keep them forever. Requests still holding a Lease on a forgotten
-// backend release it normally. A backend that comes back later starts afresh (and slow-
-// starts). Call it after closing the Balancers of an old config, never while one is being
+// pool changes does not keep them forever. One that still has requests in flight is kept
+// until a later Prune finds it idle. A backend that comes back after it was forgotten starts
+// afresh (and slow-starts). Call it after closing the Balancers of an old config, never while one is being
 // built (New takes its backends before it attaches to the Registry).
+//
+// Prunes must not run concurrently (the Reloader serialises them): each locks every open
+// Balancer, in map order.
 func (r *Registry) Prune() {
 	// Member changes (SetMembers) take a backend, then list it: hold them all off.
 	for _, b := range r.openBalancers() {
@@ -312,13 +315,16 @@ func (r *Registry) Prune() {
 		}
 		cursors[strings.Join(bal.names, "\x00")] = true
 	}
-	for id := range r.backends {
-		if !backends[id] {
+	// A backend or site still holding requests is kept: listed again (a reload that drops it
+	// and the next that brings it back), it must find its in-flight count, or it would take
+	// its whole limit again on top of the requests still running. A later Prune collects it.
+	for id, b := range r.backends {
+		if !backends[id] && b.Inflight() == 0 {
 			delete(r.backends, id)
 		}
 	}
-	for name := range r.sites {
-		if !sites[name] {
+	for name, s := range r.sites {
+		if !sites[name] && s.Inflight() == 0 {
 			delete(r.sites, name)
 		}
 	}

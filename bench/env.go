@@ -121,29 +121,8 @@ func StartEnv(o EnvOptions) (_ *Env, err error) {
 		}
 	}()
 	for _, s := range o.Sites {
-		e.Sites = append(e.Sites, s.Name)
-		e.weights = append(e.weights, s.Weight)
-		inst := sim.Options{Site: s.Name, Service: o.Service, Capacity: s.Limit, Overflow: sim.Reject,
-			HealthPath: "/healthz", Seed: o.Seed}
-		if g := s.Group; g != nil {
-			e.targets = filepath.Join(o.Dir, s.Name+"-targets.txt")
-			e.Group, err = sim.StartGroup(sim.GroupOptions{Instance: inst, TargetsFile: e.targets,
-				Min: g.Min, Max: g.Max, Check: 50 * time.Millisecond, ScaleOutAt: 0.75, ScaleInBelow: 0.25,
-				ScaleOutDelay: g.ScaleOutDelay, ScaleInDelay: g.ScaleInDelay, Drain: g.Drain, Warmup: g.SlowStart,
-				OnChange: g.OnChange})
-			if err != nil {
-				return nil, err
-			}
-			continue
-		}
-		for j := range s.Backends {
-			inst.Name = fmt.Sprintf("%s-%d", s.Name, j+1)
-			inst.Seed = o.Seed + uint64(len(e.Sites)*100+j)
-			b, err := sim.StartWith("127.0.0.1:0", inst)
-			if err != nil {
-				return nil, err
-			}
-			e.Backends[s.Name] = append(e.Backends[s.Name], b)
+		if err := e.startSite(s); err != nil {
+			return nil, err
 		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -151,40 +130,9 @@ func StartEnv(o EnvOptions) (_ *Env, err error) {
 		return nil, err
 	}
 	e.URL = "http://" + ln.Addr().String()
-	// The proxy runs as `spillway run` does: a Reloader on a config file.
-	e.path = filepath.Join(o.Dir, "spillway.yaml")
-	if err := e.writeConfig(e.weights); err != nil {
+	if err := e.startProxy(); err != nil {
 		ln.Close()
 		return nil, err
-	}
-	ro := proxy.ReloaderOptions{Path: e.path, Log: e.log}
-	var reg *prometheus.Registry
-	var recent *proxy.Recent
-	if o.Admin {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		ro.Metrics = reg
-		recent = proxy.NewRecent(32768)
-		ro.Recorders = []proxy.Recorder{recent}
-	}
-	e.reloader = proxy.NewReloader(ro)
-	if err := e.reloader.Start(e.ctx); err != nil {
-		ln.Close()
-		e.reloader = nil
-		return nil, err
-	}
-	if o.Admin {
-		aln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			ln.Close()
-			return nil, err
-		}
-		e.AdminURL = "http://" + aln.Addr().String()
-		e.adminSrv = &http.Server{Handler: admin.New(admin.Options{Control: e.reloader, OpenReads: true,
-			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Recent: recent, Log: e.log}),
-			ReadHeaderTimeout: 10 * time.Second}
-		e.adminOut = make(chan error, 1)
-		go func() { e.adminOut <- e.adminSrv.Serve(aln) }()
 	}
 	e.handler = e.reloader.Handler()
 	e.srv = proxy.NewServer(e.reloader.Config(), e.handler, e.log)
@@ -198,6 +146,78 @@ func StartEnv(o EnvOptions) (_ *Env, err error) {
 		})
 	}
 	return e, nil
+}
+
+// startSite starts site s's simulated backends, or its autoscaling group (run later, by
+// StartEnv, under e's context).
+func (e *Env) startSite(s SiteSpec) error {
+	o := &e.opts
+	e.Sites = append(e.Sites, s.Name)
+	e.weights = append(e.weights, s.Weight)
+	inst := sim.Options{Site: s.Name, Service: o.Service, Capacity: s.Limit, Overflow: sim.Reject,
+		HealthPath: "/healthz", Seed: o.Seed}
+	if g := s.Group; g != nil {
+		e.targets = filepath.Join(o.Dir, s.Name+"-targets.txt")
+		var err error
+		e.Group, err = sim.StartGroup(sim.GroupOptions{Instance: inst, TargetsFile: e.targets,
+			Min: g.Min, Max: g.Max, Check: 50 * time.Millisecond, ScaleOutAt: 0.75, ScaleInBelow: 0.25,
+			ScaleOutDelay: g.ScaleOutDelay, ScaleInDelay: g.ScaleInDelay, Drain: g.Drain, Warmup: g.SlowStart,
+			OnChange: g.OnChange})
+		return err
+	}
+	for j := range s.Backends {
+		inst.Name = fmt.Sprintf("%s-%d", s.Name, j+1)
+		inst.Seed = o.Seed + uint64(len(e.Sites)*100+j)
+		b, err := sim.StartWith("127.0.0.1:0", inst)
+		if err != nil {
+			return err
+		}
+		e.Backends[s.Name] = append(e.Backends[s.Name], b)
+	}
+	return nil
+}
+
+// startProxy writes the proxy's config and starts it as `spillway run` does, a Reloader on
+// the config file, with its admin API when EnvOptions.Admin.
+func (e *Env) startProxy() error {
+	e.path = filepath.Join(e.opts.Dir, "spillway.yaml")
+	if err := e.writeConfig(e.weights); err != nil {
+		return err
+	}
+	ro := proxy.ReloaderOptions{Path: e.path, Log: e.log}
+	var reg *prometheus.Registry
+	var recent *proxy.Recent
+	if e.opts.Admin {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		ro.Metrics = reg
+		recent = proxy.NewRecent(32768)
+		ro.Recorders = []proxy.Recorder{recent}
+	}
+	e.reloader = proxy.NewReloader(ro)
+	if err := e.reloader.Start(e.ctx); err != nil {
+		e.reloader = nil
+		return err
+	}
+	if e.opts.Admin {
+		return e.startAdmin(reg, recent)
+	}
+	return nil
+}
+
+// startAdmin serves the admin API on a loopback port of its own: reads open, no changes.
+func (e *Env) startAdmin(reg *prometheus.Registry, recent *proxy.Recent) error {
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	e.AdminURL = "http://" + aln.Addr().String()
+	e.adminSrv = &http.Server{Handler: admin.New(admin.Options{Control: e.reloader, OpenReads: true,
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Recent: recent, Log: e.log}),
+		ReadHeaderTimeout: 10 * time.Second}
+	e.adminOut = make(chan error, 1)
+	go func() { e.adminOut <- e.adminSrv.Serve(aln) }()
+	return nil
 }
 
 // writeConfig writes the proxy's config over the simulated sites with the given weights,

@@ -203,120 +203,162 @@ func Generate(ctx context.Context, o LoadOptions) ([]Record, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
-	names := o.Learn
-	if names == nil {
-		names = NewSiteNames(o.Sites...)
-		names.fixed = true
+	g := newGenerator(o)
+	defer g.closeIdle()
+	err := g.dispatch(ctx)
+	close(g.jobs)
+	g.workers.Wait()
+	return g.records, err
+}
+
+// generator is one Generate: the records, and the workers that send.
+type generator struct {
+	o          LoadOptions
+	client     *http.Client
+	closeIdle  func() // closes the idle connections of a client of its own
+	newRequest func(ctx context.Context, i int) (*http.Request, error)
+	names      *SiteNames
+	siteHeader string
+	records    []Record // each written by the one goroutine that sends it, or by dispatch
+	start      time.Time
+
+	jobs    chan int // indexes of requests due
+	workers sync.WaitGroup
+	started int        // workers started; dispatch's own
+	idleMu  sync.Mutex // guards idle
+	idle    int        // workers waiting for a job
+}
+
+func newGenerator(o LoadOptions) *generator {
+	g := &generator{o: o, names: o.Learn, siteHeader: o.SiteHeader, newRequest: o.NewRequest,
+		records: make([]Record, len(o.Schedule)), jobs: make(chan int, o.MaxInflight)}
+	if g.names == nil {
+		g.names = NewSiteNames(o.Sites...)
+		g.names.fixed = true
 	}
-	siteHeader := o.SiteHeader
-	if siteHeader == "" {
-		siteHeader = sim.HeaderSite
+	if g.siteHeader == "" {
+		g.siteHeader = sim.HeaderSite
 	}
-	client := o.Client
-	if client == nil {
-		tr := &http.Transport{Proxy: nil, MaxIdleConns: o.MaxInflight, MaxIdleConnsPerHost: o.MaxInflight,
-			DisableCompression: true, IdleConnTimeout: 30 * time.Second}
-		defer tr.CloseIdleConnections()
-		client = &http.Client{Transport: tr, Timeout: o.Timeout,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	} else if client.Timeout == 0 {
-		c := *client
-		c.Timeout = o.Timeout
-		client = &c
-	}
-	newRequest := o.NewRequest
-	if newRequest == nil {
-		newRequest = func(ctx context.Context, _ int) (*http.Request, error) {
+	g.client, g.closeIdle = loadClient(o.Client, o.MaxInflight, o.Timeout)
+	if g.newRequest == nil {
+		g.newRequest = func(ctx context.Context, _ int) (*http.Request, error) {
 			return http.NewRequestWithContext(ctx, http.MethodGet, o.Target, nil)
 		}
 	}
+	return g
+}
 
-	records := make([]Record, len(o.Schedule))
-	jobs := make(chan int, o.MaxInflight)
-	var workers sync.WaitGroup
-	start := time.Now()
-	send := func(i int) {
-		rec := &records[i]
-		rec.Sent = time.Since(start)
-		rec.Site = -1
-		rec.Seq = int32(i)
-		req, err := newRequest(ctx, i)
-		if err == nil {
-			var res *http.Response
-			if res, err = client.Do(req); err == nil {
-				_, err = io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				rec.Status = res.StatusCode
-				rec.Site = names.index(res.Header.Get(siteHeader))
-			}
-		}
-		rec.Latency = time.Since(start) - rec.Sched
-		rec.Outcome = classifyAnswer(rec.Status, rec.Site >= 0, err)
-		if o.OnRecord != nil {
-			o.OnRecord(*rec)
-		}
+// loadClient is client with timeout when it has none (on a copy), or, with no client, one
+// over a Transport of its own that closeIdle closes.
+func loadClient(client *http.Client, maxInflight int, timeout time.Duration) (_ *http.Client, closeIdle func()) {
+	if client == nil {
+		tr := &http.Transport{Proxy: nil, MaxIdleConns: maxInflight, MaxIdleConnsPerHost: maxInflight,
+			DisableCompression: true, IdleConnTimeout: 30 * time.Second}
+		return &http.Client{Transport: tr, Timeout: timeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, tr.CloseIdleConnections
 	}
-	// Workers are started as needed, never more than MaxInflight, and all end when jobs
-	// closes.
-	idle := 0
-	var idleMu sync.Mutex
-	worker := func() {
-		defer workers.Done()
-		for i := range jobs {
-			send(i)
-			idleMu.Lock()
-			idle++
-			idleMu.Unlock()
-		}
+	if client.Timeout == 0 {
+		c := *client
+		c.Timeout = timeout
+		client = &c
 	}
-	started := 0
+	return client, func() {}
+}
+
+// dispatch hands each request to a worker when it is due, starting workers as needed,
+// never more than MaxInflight; a request due when all are busy is not sent (Overflow).
+// On Stop or ctx's end, the requests not yet due are not sent.
+func (g *generator) dispatch(ctx context.Context) error {
+	g.start = time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
-	var err error
-dispatch:
-	for i, due := range o.Schedule {
-		records[i].Sched = due
-		if wait := due - time.Since(start); wait > 0 {
+	for i, due := range g.o.Schedule {
+		g.records[i].Sched = due
+		if wait := due - time.Since(g.start); wait > 0 {
 			timer.Reset(wait)
 			select {
 			case <-timer.C:
-			case <-o.Stop:
-				for j := i; j < len(o.Schedule); j++ {
-					records[j] = Record{Sched: o.Schedule[j], Site: -1, Outcome: Overflow, Seq: int32(j)}
-				}
-				break dispatch
+			case <-g.o.Stop:
+				g.notSentFrom(i)
+				return nil
 			case <-ctx.Done():
-				err = ctx.Err()
-				for j := i; j < len(o.Schedule); j++ {
-					records[j] = Record{Sched: o.Schedule[j], Site: -1, Outcome: Overflow, Seq: int32(j)}
-				}
-				break dispatch
+				g.notSentFrom(i)
+				return ctx.Err()
 			}
 		}
-		idleMu.Lock()
-		free := idle > 0
-		if free {
-			idle--
-		}
-		idleMu.Unlock()
-		if !free {
-			if started >= o.MaxInflight {
-				records[i].Site, records[i].Outcome, records[i].Seq = -1, Overflow, int32(i)
-				if o.OnRecord != nil {
-					o.OnRecord(records[i])
-				}
+		if !g.takeIdle() {
+			if g.started >= g.o.MaxInflight {
+				g.overflow(i)
 				continue
 			}
-			started++
-			workers.Add(1)
-			go worker()
+			g.started++
+			g.workers.Add(1)
+			go g.work(ctx)
 		}
-		jobs <- i
+		g.jobs <- i
 	}
-	close(jobs)
-	workers.Wait()
-	return records, err
+	return nil
+}
+
+// notSentFrom records the requests from i on as not sent.
+func (g *generator) notSentFrom(i int) {
+	for j := i; j < len(g.o.Schedule); j++ {
+		g.records[j] = Record{Sched: g.o.Schedule[j], Site: -1, Outcome: Overflow, Seq: int32(j)}
+	}
+}
+
+// overflow records request i, due while MaxInflight were out, as not sent.
+func (g *generator) overflow(i int) {
+	g.records[i].Site, g.records[i].Outcome, g.records[i].Seq = -1, Overflow, int32(i)
+	if g.o.OnRecord != nil {
+		g.o.OnRecord(g.records[i])
+	}
+}
+
+// takeIdle claims a waiting worker, if there is one.
+func (g *generator) takeIdle() bool {
+	g.idleMu.Lock()
+	defer g.idleMu.Unlock()
+	if g.idle == 0 {
+		return false
+	}
+	g.idle--
+	return true
+}
+
+// work sends the jobs it gets until jobs closes, counting itself idle after each.
+func (g *generator) work(ctx context.Context) {
+	defer g.workers.Done()
+	for i := range g.jobs {
+		g.send(ctx, i)
+		g.idleMu.Lock()
+		g.idle++
+		g.idleMu.Unlock()
+	}
+}
+
+// send sends request i and records how it ended.
+func (g *generator) send(ctx context.Context, i int) {
+	rec := &g.records[i]
+	rec.Sent = time.Since(g.start)
+	rec.Site = -1
+	rec.Seq = int32(i)
+	req, err := g.newRequest(ctx, i)
+	if err == nil {
+		var res *http.Response
+		if res, err = g.client.Do(req); err == nil {
+			_, err = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			rec.Status = res.StatusCode
+			rec.Site = g.names.index(res.Header.Get(g.siteHeader))
+		}
+	}
+	rec.Latency = time.Since(g.start) - rec.Sched
+	rec.Outcome = classifyAnswer(rec.Status, rec.Site >= 0, err)
+	if g.o.OnRecord != nil {
+		g.o.OnRecord(*rec)
+	}
 }
 
 // maxSiteNames bounds the site names SiteNames learns: a target's header is not trusted.

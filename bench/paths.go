@@ -52,69 +52,25 @@ func parsePaths(r io.Reader, path, target string) ([]PathEntry, error) {
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
 		return nil, fmt.Errorf("target %q: want http://host:port or https://host:port", target)
 	}
+	pp := &pathsParser{path: path, base: base, bodies: map[string][]byte{}}
 	var out []PathEntry
 	var errs []error
-	bodies := map[string][]byte{} // each body file is read once
-	bodyBytes := 0
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 1024), maxPathsLine)
 	n := 0
 	for sc.Scan() {
 		n++
 		at := fmt.Sprintf("%s:%d", path, n)
-		bad := func(format string, args ...any) {
-			errs = append(errs, fmt.Errorf("%s: %s", at, fmt.Sprintf(format, args...)))
-		}
-		raw := sc.Text()
-		line := strings.TrimSpace(strings.TrimSuffix(raw, "\r"))
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		if !utf8.ValidString(line) {
-			bad("not valid UTF-8")
-			continue
-		}
-		if i := strings.IndexFunc(line, func(c rune) bool { return c < 0x20 && c != '\t' || c == 0x7f }); i >= 0 {
-			bad("control character %q at column %d", line[i], i+1)
-			continue
-		}
-		fields := strings.Fields(line)
-		if len(fields) < 2 || len(fields) > 3 {
-			bad("want METHOD URL [BODYFILE], got %d field(s)", len(fields))
-			continue
-		}
-		method, rawURL := fields[0], fields[1]
-		if !validMethod(method) {
-			bad("method %.40q: want an upper-case token such as GET or POST", method)
-			continue
-		}
-		u, err := resolvePath(base, rawURL)
+		e, ok, err := pp.parseLine(sc.Text(), at)
 		if err != nil {
-			bad("%v", err)
+			errs = append(errs, fmt.Errorf("%s: %s", at, err))
 			continue
 		}
-		e := PathEntry{Method: method, URL: u, Line: at}
-		if len(fields) == 3 {
-			name := fields[2]
-			if !filepath.IsAbs(name) {
-				name = filepath.Join(filepath.Dir(path), name)
-			}
-			b, ok := bodies[name]
-			if !ok {
-				if b, err = readBodyFile(name); err != nil {
-					bad("body file: %v", err)
-					continue
-				}
-				if bodyBytes += len(b); bodyBytes > maxBodyTotal {
-					bad("body files total more than %d MiB", maxBodyTotal>>20)
-					continue
-				}
-				bodies[name] = b
-			}
-			e.Body = b
+		if !ok {
+			continue
 		}
 		if len(out) == maxPathsEntries {
-			bad("more than %d requests", maxPathsEntries)
+			errs = append(errs, fmt.Errorf("%s: more than %d requests", at, maxPathsEntries))
 			break
 		}
 		out = append(out, e)
@@ -132,6 +88,68 @@ func parsePaths(r io.Reader, path, target string) ([]PathEntry, error) {
 		return nil, errors.Join(errs...)
 	}
 	return out, nil
+}
+
+// pathsParser reads the lines of one -paths file.
+type pathsParser struct {
+	path      string // the file's, for its body files' directory
+	base      *url.URL
+	bodies    map[string][]byte // each body file is read once
+	bodyBytes int               // of all distinct body files
+}
+
+// parseLine parses one line, read at at; ok is false for a blank line or a comment. The
+// error says what is wrong, without where.
+func (pp *pathsParser) parseLine(raw, at string) (e PathEntry, ok bool, err error) {
+	line := strings.TrimSpace(strings.TrimSuffix(raw, "\r"))
+	if line == "" || line[0] == '#' {
+		return e, false, nil
+	}
+	if !utf8.ValidString(line) {
+		return e, false, errors.New("not valid UTF-8")
+	}
+	if i := strings.IndexFunc(line, func(c rune) bool { return c < 0x20 && c != '\t' || c == 0x7f }); i >= 0 {
+		return e, false, fmt.Errorf("control character %q at column %d", line[i], i+1)
+	}
+	fields := strings.Fields(line)
+	if len(fields) < 2 || len(fields) > 3 {
+		return e, false, fmt.Errorf("want METHOD URL [BODYFILE], got %d field(s)", len(fields))
+	}
+	method, rawURL := fields[0], fields[1]
+	if !validMethod(method) {
+		return e, false, fmt.Errorf("method %.40q: want an upper-case token such as GET or POST", method)
+	}
+	u, err := resolvePath(pp.base, rawURL)
+	if err != nil {
+		return e, false, err
+	}
+	e = PathEntry{Method: method, URL: u, Line: at}
+	if len(fields) == 3 {
+		if e.Body, err = pp.body(fields[2]); err != nil {
+			return PathEntry{}, false, err
+		}
+	}
+	return e, true, nil
+}
+
+// body is the content of body file name, relative to the paths file's directory; each
+// file is read once, and all of them together are bounded.
+func (pp *pathsParser) body(name string) ([]byte, error) {
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(filepath.Dir(pp.path), name)
+	}
+	if b, ok := pp.bodies[name]; ok {
+		return b, nil
+	}
+	b, err := readBodyFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("body file: %v", err)
+	}
+	if pp.bodyBytes += len(b); pp.bodyBytes > maxBodyTotal {
+		return nil, fmt.Errorf("body files total more than %d MiB", maxBodyTotal>>20)
+	}
+	pp.bodies[name] = b
+	return b, nil
 }
 
 // validMethod is an HTTP method as a load tester writes one: an upper-case token.

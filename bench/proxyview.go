@@ -187,7 +187,10 @@ func openProxyView(ctx context.Context, urls []string, token string, client *htt
 		if err == nil {
 			var m metricSet
 			if m, err = a.metrics(ctx); err == nil {
-				ri := ReplicaInfo{Admin: u, ConfigHash: topologyHash(st), Generation: st.Generation, Source: st.Source}
+				ri := ReplicaInfo{Admin: u, ConfigHash: st.ConfigHash, Generation: st.Generation, Source: st.Source}
+				if ri.ConfigHash == "" { // a Spillway from before config_hash
+					ri.ConfigHash = topologyHash(st)
+				}
 				if !st.LoadedAt.IsZero() {
 					ri.LoadedAt = st.LoadedAt.UTC().Format(time.RFC3339)
 				}
@@ -321,9 +324,9 @@ type TargetInfo struct {
 	// BuildInfo are the labels of the target's spillway_build_info (version, revision,
 	// goversion), when its /metrics has one.
 	BuildInfo map[string]string `json:"build_info,omitempty"`
-	// ConfigHash is a SHA-256 of the sites as the state API shows them at the start (name,
-	// configured weight, elastic, backends): two runs with the same hash met the same
-	// topology. The state API exposes no hash of the config file itself.
+	// ConfigHash is the state API's config_hash, the SHA-256 of the config file the target
+	// runs; from a Spillway without one, a SHA-256 of the sites as its state API shows them
+	// at the start (name, configured weight, elastic, backends).
 	ConfigHash string `json:"config_hash,omitempty"`
 	// Generation, Source and LoadedAt are the state API's: which load of which file ran.
 	Generation int64    `json:"generation,omitempty"`

@@ -245,7 +245,7 @@ func provenance(rep *Report) [][2]string {
 		}
 		if t.Admin != "" {
 			add("Target admin API", t.Admin)
-			add("Target config", fmt.Sprintf("%s (hash of its sites, weights and backends); generation %d of %s, loaded %s",
+			add("Target config", fmt.Sprintf("%s; generation %d of %s, loaded %s",
 				t.ConfigHash, t.Generation, t.Source, t.LoadedAt))
 			if len(t.Sites) > 0 {
 				add("Target sites", strings.Join(t.Sites, "; "))

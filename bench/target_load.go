@@ -10,14 +10,14 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
 
 // The load of target mode: the requests (method, headers, body, paths, session keys, an
-// X-Request-Id of the bench's), the open-loop run with the proxy sampled beside it, and
-// the ramp's per-step judgement.
+// X-Request-Id of the bench's), the open-loop run with the proxy sampled beside it
+// (target_watch.go) and a sample of the sessions' requests explained (target_explain.go),
+// and the ramp's per-step judgement.
 
 // targetData is what one load run against the target measured.
 type targetData struct {
@@ -89,215 +89,118 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 	stop func(now time.Duration, lv *stepStats) bool, steps []time.Duration) (*targetData, error) {
 	o := &tg.o
 	rng := rand.New(rand.NewPCG(o.Seed, 0x7a29e7))
-	sched := Schedule(p, Poisson, d, maxTargetRequests, rng)
-	var sites []string
-	if tg.view != nil {
-		sites = tg.view.sites
-	}
-	names := NewSiteNames(sites...)
-	runID := fmt.Sprintf("bench-%s-%x-%s", name, o.Seed, strconv.FormatInt(time.Now().UnixNano()%1e12, 36))
-	mk := &requestMaker{o: o, runID: runID}
-	if o.BodySize > 0 {
-		mk.body = bodyOf(o.BodySize, o.Seed)
-	}
-	data := &targetData{names: names, explains: map[int32]explained{}}
-	data.duration, data.bucket = d, time.Second
-	data.weights = []weightsAt{{0, nil}} // no target share: the client's view knows no weights
-	if tg.view != nil {
-		data.weights = []weightsAt{{0, sharesAsWeights(tg.view.target)}}
-	}
-	lv := &live{bySite: make([]int, maxSiteNames)}
-	st := &stepStats{steps: steps, maxLatency: o.Thresholds.MaxP99}
-	st.init(sched)
-
-	// With sessions, the admin API is asked where a sample of their requests went and what
-	// placed them (the affinity key, or the split): a few requests of each session, at most
-	// explainBudget in all.
-	var explainQ chan int32
-	explainBudget := 0
-	perSession := 0
-	if o.Sessions > 0 && tg.view != nil {
-		explainBudget = min(2000, len(sched))
-		perSession = max(2, explainBudget/o.Sessions)
-		explainQ = make(chan int32, 256)
-	}
-	var sessMu sync.Mutex
-	asked := map[int]int{}
-	var dataMu sync.Mutex
+	tl := tg.newTargetLoad(name, Schedule(p, Poisson, d, maxTargetRequests, rng), d, steps)
 
 	bg, stopBG := context.WithCancel(ctx)
 	defer stopBG()
-	stopSend := make(chan struct{})
-	var wg sync.WaitGroup
-	start := time.Now()
+	tl.start = time.Now()
 	if tg.view != nil {
-		data.proxy = append(data.proxy, tg.view.sample(ctx, 0))
+		tl.data.proxy = append(tl.data.proxy, tg.view.sample(ctx, 0))
 	}
 	// The explain workers outlive the load by up to explainDrain, to ask about its last
 	// requests.
 	exCtx, stopExplain := context.WithCancel(ctx)
 	defer stopExplain()
-	var explainers sync.WaitGroup
-	if explainQ != nil {
-		for range 2 {
-			explainers.Go(func() {
-				for q := range explainQ {
-					ex, err := tg.view.explain(exCtx, mk.requestID(int(q)))
-					if err != nil && exCtx.Err() == nil {
-						// The client can have the answer before the proxy has recorded
-						// the request: ask once more, a moment later.
-						t := time.NewTimer(100 * time.Millisecond)
-						select {
-						case <-exCtx.Done():
-						case <-t.C:
-							ex, err = tg.view.explain(exCtx, mk.requestID(int(q)))
-						}
-						t.Stop()
-					}
-					if err != nil && exCtx.Err() != nil {
-						continue // cut short at the end of the run: neither found nor failed
-					}
-					dataMu.Lock()
-					if err != nil {
-						data.explainN.failed++
-					} else {
-						data.explains[q] = ex
-					}
-					dataMu.Unlock()
-				}
-			})
-		}
+	if tl.ex != nil {
+		tl.ex.start(exCtx)
 	}
-	onRecord := func(r Record) {
-		lv.add(r)
-		st.add(r)
-		if explainQ == nil || r.Outcome != OK {
-			return
-		}
-		s := mk.session(int(r.Seq))
-		sessMu.Lock()
-		ok := asked[s] < perSession && explainBudget > 0
-		if ok {
-			asked[s]++
-			explainBudget--
-		}
-		sessMu.Unlock()
-		if !ok {
-			return
-		}
-		select {
-		case explainQ <- r.Seq:
-			dataMu.Lock()
-			data.explainN.asked++
-			dataMu.Unlock()
-		default:
-			dataMu.Lock()
-			data.explainN.dropped++
-			dataMu.Unlock()
-		}
-	}
-	var stopOnce sync.Once
-	wg.Go(func() {
-		tick := time.NewTicker(o.SampleEvery)
-		defer tick.Stop()
-		sec := time.NewTicker(time.Second)
-		defer sec.Stop()
-		next := 0
-		last := time.Duration(0)
-		var prev proxySample
-		if len(data.proxy) > 0 {
-			prev = data.proxy[0]
-		}
-		for {
-			select {
-			case <-bg.Done():
-				return
-			case <-tick.C:
-				now := time.Since(start)
-				if tg.view != nil {
-					s := tg.view.sample(bg, now)
-					if bg.Err() != nil {
-						return // cut short by the end of the run: not a failure of the admin API
-					}
-					dataMu.Lock()
-					data.proxy = append(data.proxy, s)
-					dataMu.Unlock()
-				}
-				if stop != nil && stop(now, st) {
-					stopOnce.Do(func() {
-						data.stopAt = now
-						close(stopSend)
-					})
-				}
-			case <-sec.C:
-				now := time.Since(start)
-				span := now - last
-				last = now
-				offered := 0
-				for next < len(sched) && sched[next] <= now {
-					offered++
-					next++
-				}
-				ok, errs, bySite, p99 := lv.take()
-				if o.Progress == nil {
-					continue
-				}
-				var sb strings.Builder
-				fmt.Fprintf(&sb, "%-8s %5.0fs  offered %6.0f/s  achieved %6.0f/s ", name, now.Seconds(),
-					float64(offered)/span.Seconds(), float64(ok)/span.Seconds())
-				for i, n := range names.Names() {
-					if i < len(bySite) && bySite[i] > 0 {
-						fmt.Fprintf(&sb, " %s %5.1f%%", n, pct(bySite[i], ok))
-					}
-				}
-				fmt.Fprintf(&sb, "  p99 %6s  errors %d", fmtMS(p99), errs)
-				dataMu.Lock()
-				if n := len(data.proxy); n > 0 && data.proxy[n-1].err == nil {
-					cur := data.proxy[n-1]
-					fmt.Fprintf(&sb, "  spills %.0f  sheds %.0f", cur.spillTotal()-prev.spillTotal(), cur.shedTotal()-prev.shedTotal())
-					if name == "soak" && len(cur.rss) == 1 && !math.IsNaN(cur.rss[0]) && !math.IsNaN(cur.goroutine[0]) {
-						fmt.Fprintf(&sb, "  proxy rss %.0f MiB  goroutines %.0f", cur.rss[0]/(1<<20), cur.goroutine[0])
-					}
-					prev = cur
-				}
-				dataMu.Unlock()
-				sb.WriteByte('\n')
-				io.WriteString(o.Progress, sb.String())
-			}
-		}
-	})
-	records, err := Generate(ctx, LoadOptions{Target: o.Target, Remote: true, Schedule: sched,
-		MaxInflight: o.Concurrency, Timeout: o.Timeout, NewRequest: mk.make, Client: tg.client,
-		SiteHeader: o.SiteHeader, Learn: names, OnRecord: onRecord, Stop: stopSend})
-	stopOnce.Do(func() { close(stopSend) })
-	if explainQ != nil {
-		close(explainQ)
-		t := time.AfterFunc(explainDrain, stopExplain)
-		explainers.Wait()
-		t.Stop()
+	var wg sync.WaitGroup
+	wg.Go(func() { tl.watch(bg, stop) })
+	records, err := Generate(ctx, LoadOptions{Target: o.Target, Remote: true, Schedule: tl.sched,
+		MaxInflight: o.Concurrency, Timeout: o.Timeout, NewRequest: tl.mk.make, Client: tg.client,
+		SiteHeader: o.SiteHeader, Learn: tl.names, OnRecord: tl.record, Stop: tl.stopSend})
+	tl.stopOnce.Do(func() { close(tl.stopSend) })
+	if tl.ex != nil {
+		tl.ex.drain(stopExplain)
 	}
 	stopBG()
 	wg.Wait()
 	if tg.view != nil {
-		// The last sample once the proxy has finished what it was sent (its counters are
-		// written as each request completes), or after a second.
-		settle, cancel := context.WithTimeout(ctx, time.Second)
-		s := tg.view.sample(settle, time.Since(start))
-		for s.err == nil && slices.ContainsFunc(s.inflight, func(n int64) bool { return n > 0 }) && settle.Err() == nil {
-			t := time.NewTimer(20 * time.Millisecond)
-			select {
-			case <-settle.Done():
-			case <-t.C:
-				s = tg.view.sample(settle, time.Since(start))
-			}
-			t.Stop()
-		}
-		cancel()
-		if s.err != nil {
-			s = tg.view.sample(ctx, time.Since(start))
-		}
-		data.proxy = append(data.proxy, s)
+		tl.data.proxy = append(tl.data.proxy, tg.settledSample(ctx, tl.start))
 	}
+	tl.finish(records)
+	return tl.data, err
+}
+
+// targetLoad is one drive: its schedule, what it has measured so far, and the means to
+// stop its sending.
+type targetLoad struct {
+	tg    *targetRun
+	name  string // the scenario's, for the progress lines
+	sched []time.Duration
+	names *SiteNames
+	mk    *requestMaker
+	data  *targetData // data.proxy is the watch goroutine's while it runs
+	lv    *live       // for the progress lines
+	st    *stepStats  // for stop
+	ex    *explainer  // nil: no sessions, or no admin API
+	start time.Time
+
+	stopSend chan struct{} // closed once, when the sending is to end
+	stopOnce sync.Once
+}
+
+func (tg *targetRun) newTargetLoad(name string, sched []time.Duration, d time.Duration, steps []time.Duration) *targetLoad {
+	o := &tg.o
+	var sites []string
+	if tg.view != nil {
+		sites = tg.view.sites
+	}
+	runID := fmt.Sprintf("bench-%s-%x-%s", name, o.Seed, strconv.FormatInt(time.Now().UnixNano()%1e12, 36))
+	mk := &requestMaker{o: o, runID: runID}
+	if o.BodySize > 0 {
+		mk.body = bodyOf(o.BodySize, o.Seed)
+	}
+	data := &targetData{explains: map[int32]explained{}}
+	data.names = NewSiteNames(sites...)
+	data.duration, data.bucket = d, time.Second
+	data.weights = []weightsAt{{0, nil}} // no target share: the client's view knows no weights
+	if tg.view != nil {
+		data.weights = []weightsAt{{0, sharesAsWeights(tg.view.target)}}
+	}
+	tl := &targetLoad{tg: tg, name: name, sched: sched, names: data.names, mk: mk, data: data,
+		lv: &live{bySite: make([]int, maxSiteNames)}, st: &stepStats{steps: steps, maxLatency: o.Thresholds.MaxP99},
+		stopSend: make(chan struct{})}
+	tl.st.init(sched)
+	tl.ex = newExplainer(tg, mk, data, len(sched))
+	return tl
+}
+
+// record sees each request as it ends: the progress lines and the ramp's steps count it,
+// and a 2xx answer may be asked about.
+func (tl *targetLoad) record(r Record) {
+	tl.lv.add(r)
+	tl.st.add(r)
+	if tl.ex != nil && r.Outcome == OK {
+		tl.ex.offer(r.Seq)
+	}
+}
+
+// settledSample is the last sample of the proxy, once it has finished what it was sent (its
+// counters are written as each request completes), or after a second.
+func (tg *targetRun) settledSample(ctx context.Context, start time.Time) proxySample {
+	settle, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	s := tg.view.sample(settle, time.Since(start))
+	for s.err == nil && slices.ContainsFunc(s.inflight, func(n int64) bool { return n > 0 }) && settle.Err() == nil {
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-settle.Done():
+		case <-t.C:
+			s = tg.view.sample(settle, time.Since(start))
+		}
+		t.Stop()
+	}
+	if s.err != nil {
+		s = tg.view.sample(ctx, time.Since(start))
+	}
+	return s
+}
+
+// finish keeps the records due before the sending stopped (the ramp), and the proxy's
+// samples as the run's.
+func (tl *targetLoad) finish(records []Record) {
+	data := tl.data
 	if data.stopAt > 0 {
 		kept := records[:0]
 		for _, r := range records {
@@ -309,17 +212,12 @@ func (tg *targetRun) drive(ctx context.Context, name string, p Profile, d time.D
 		data.duration = data.stopAt
 	}
 	data.records = records
-	data.sites = names.Names()
+	data.sites = tl.names.Names()
 	for _, s := range data.proxy {
 		data.samples = append(data.samples, sample{t: s.t, inflight: s.inflight, limit: s.limit,
 			spills: uint64(s.spillTotal()), sheds: uint64(s.shedTotal())})
 	}
-	return data, err
 }
-
-// explainDrain bounds how long after the load the explain API is still asked about its
-// last requests.
-const explainDrain = 2 * time.Second
 
 // bodyOf is a request body of n bytes: printable, and the same for the same seed.
 func bodyOf(n int, seed uint64) []byte {

@@ -28,14 +28,10 @@ type override struct {
 // storeTimeout bounds one call to the store made on an operator's behalf.
 const storeTimeout = 5 * time.Second
 
-// commit stores c with edits. Called with r.mu held.
+// commit stores c with edits, for a change that is applied only once stored: a store
+// that cannot take it refuses the change (store.ErrUnavailable). Called with r.mu held.
 func (r *Reloader) commit(c Change, edits ...store.Edit) (Change, error) {
-	if c.Time.IsZero() {
-		c.Time = r.now()
-	}
-	ctx, cancel := context.WithTimeout(r.ctx, storeTimeout)
-	defer cancel()
-	stored, err := r.store.Commit(ctx, c, edits...)
+	stored, err := r.store1(c, edits...)
 	if err != nil {
 		r.log.Error("runtime change not stored, so not applied", zap.String("who", c.Who),
 			zap.String("action", c.Action), zap.String("site", c.Site), zap.Error(err))
@@ -44,9 +40,6 @@ func (r *Reloader) commit(c Change, edits ...store.Edit) (Change, error) {
 		}
 		return c, err
 	}
-	r.audit.Info("change", zap.Uint64("id", stored.ID), zap.String("who", c.Who), zap.String("action", c.Action),
-		zap.String("result", c.Result), zap.String("reason", c.Reason), zap.String("site", c.Site),
-		zap.String("before", c.Before), zap.String("after", c.After), zap.Any("items", c.Items))
 	return stored, nil
 }
 
@@ -55,14 +48,35 @@ func (r *Reloader) commit(c Change, edits ...store.Edit) (Change, error) {
 // logged and the audit line is written anyway, marked not stored. It returns c as stored
 // (ID 0: not stored).
 func (r *Reloader) record(c Change, edits ...store.Edit) Change {
-	stored, err := r.commit(c, edits...)
+	stored, err := r.store1(c, edits...)
 	if err != nil {
-		r.audit.Info("change", zap.Bool("stored", false), zap.String("who", c.Who), zap.String("action", c.Action),
-			zap.String("result", c.Result), zap.String("reason", c.Reason), zap.String("site", c.Site),
-			zap.String("before", c.Before), zap.String("after", c.After), zap.Any("items", c.Items))
+		r.log.Error("audit entry not stored", zap.String("who", c.Who), zap.String("action", c.Action),
+			zap.String("site", c.Site), zap.Error(err))
+		r.auditLine(c, false)
 		return c
 	}
 	return stored
+}
+
+// store1 commits c with edits to the store and, once stored, writes its audit line.
+func (r *Reloader) store1(c Change, edits ...store.Edit) (Change, error) {
+	if c.Time.IsZero() {
+		c.Time = r.now()
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, storeTimeout)
+	defer cancel()
+	stored, err := r.store.Commit(ctx, c, edits...)
+	if err == nil {
+		r.auditLine(stored, true)
+	}
+	return stored, err
+}
+
+// auditLine writes c to the audit log; stored says whether the trail has it too.
+func (r *Reloader) auditLine(c Change, stored bool) {
+	r.audit.Info("change", zap.Uint64("id", c.ID), zap.Bool("stored", stored), zap.String("who", c.Who),
+		zap.String("action", c.Action), zap.String("result", c.Result), zap.String("reason", c.Reason),
+		zap.String("site", c.Site), zap.String("before", c.Before), zap.String("after", c.After), zap.Any("items", c.Items))
 }
 
 // refused records an attempt refused with err and returns err.

@@ -119,7 +119,7 @@ func (t *Table) setMembers(ctx context.Context, d *discoveredSite, members []str
 	}
 	t.membersMu.Lock()
 	bs, err := t.bal.SetMembers(d.name, addrs, joining)
-	if err == nil {
+	if err == nil && !t.retired { // a replaced Table's must not undo the new one's
 		if o, ok := t.deps.Outliers.(interface{ SetMembers([]health.Peer) }); ok {
 			o.SetMembers(t.Members())
 		}

@@ -77,7 +77,11 @@ type exchange struct {
 	noRetry  string     // why the last failed try was not retried, for explain
 	affinity bool       // the session key chose the preferred site
 	waitErr  error      // why a retry's wait in the queue failed (retryQueued)
-	respBody timedBody  // the answer's body, when the clock watches it
+	// table is the Table whose Balancer granted the lease, whose site indexes the lease's
+	// are: the one the request started with, unless its wait in the queue (a first try's
+	// or a retry's) crossed a reload (see admit and retryQueued).
+	table    *Table
+	respBody timedBody // the answer's body, when the clock watches it
 }
 
 // gotConn is the exchange's httptrace GotConn.
@@ -135,15 +139,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.record(t, ex, r)
 		return
 	}
+	ex.table = t
 	ex.clock.idle = t.bodyIdle
 	ex.clock.start(&ex.rw)
-	defer h.finish(ex, r, t)
-	h.forward(t, ex, r)
+	defer h.finish(ex, r)
+	h.forward(ex, r)
 }
 
 // forward sends an admitted request to its backend, and to others while the retry policy
 // allows (see retry), until one answers or it fails for good.
-func (h *Handler) forward(t *Table, ex *exchange, r *http.Request) {
+func (h *Handler) forward(ex *exchange, r *http.Request) {
+	t := ex.table
 	// out is what goes to the backends: a copy, so that the inbound request keeps its own
 	// Body. net/http's server looks at that Body when the answer starts: an
 	// "Expect: 100-continue" body nobody asked for is then left unread (and the 100 never
@@ -164,6 +170,7 @@ func (h *Handler) forward(t *Table, ex *exchange, r *http.Request) {
 		out.Body = ex.body.first()
 	}
 	for {
+		t := ex.table // (a retry that waited across a reload moves on to the new one)
 		ex.tries++
 		site := &t.sites[ex.lease.SiteIndex]
 		ex.site = site.name
@@ -206,7 +213,8 @@ func (h *Handler) forward(t *Table, ex *exchange, r *http.Request) {
 // finish releases the lease on every path out of ServeHTTP, including the panic with which
 // ReverseProxy aborts a response whose body could not be copied (the backend broke off, or
 // the client went away).
-func (h *Handler) finish(ex *exchange, r *http.Request, t *Table) {
+func (h *Handler) finish(ex *exchange, r *http.Request) {
+	t := ex.table
 	v := recover()
 	ex.clock.stop()
 	ex.clock.endTry()

@@ -159,6 +159,13 @@ func (e *env) drain(t *testing.T) {
 func (e *env) checkIdle(t *testing.T) {
 	t.Helper()
 	e.drain(t)
+	// Shutdown returns once the connections are closed; an HTTP/2 stream the client reset is
+	// closed at once, while its handler may still be on its way out (its slot released by
+	// its deferred finish). Wait for that, within the liveness bound, then check.
+	deadline := time.Now().Add(liveness)
+	for e.busy() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	for _, s := range e.table.Sites() {
 		if n := s.Inflight(); n != 0 {
 			t.Errorf("site %s: in-flight %d after drain, want 0", s.Name, n)
@@ -178,6 +185,21 @@ func (e *env) checkIdle(t *testing.T) {
 			}
 		}
 	}
+}
+
+// busy reports whether any site or backend of the Table has a request in flight.
+func (e *env) busy() bool {
+	for _, s := range e.table.Status() {
+		if s.Inflight != 0 {
+			return true
+		}
+		for _, b := range s.Backends {
+			if b.Inflight != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // get sends a GET through the proxy and returns the status and body.

@@ -310,6 +310,7 @@ func (r *Reloader) reloadEntry(source string, force bool) (Change, error) {
 	old := r.gen
 	r.gen = r.startGeneration(cfg, t)
 	r.outliers.SetPolicy(outlierOptions(cfg))
+	old.table.retire()
 	r.outliers.SetMembers(t.Members())
 	r.handler.Swap(t)
 	t.activate()

@@ -455,6 +455,18 @@ func (h *Handler) retryQueued(t *Table, ex *exchange, r *http.Request, nextBody 
 		} // else: no other backend is up, nothing to wait for: the try's own failure is the answer
 		return ex.notRetried("no other backend was up")
 	}
+	if next.Balancer != t.bal {
+		// It waited across a reload and got its slot from the new config's Balancer: the
+		// lease's indexes are the Table served now, which the rest of the exchange uses.
+		// Should yet another reload have come in between, that Table is gone too: the
+		// slot is given back, and the try's own failure is the answer.
+		cur := h.table.Load()
+		if cur.bal != next.Balancer {
+			next.Done(balancer.Result{})
+			return ex.notRetried("the config was reloaded twice while it waited for a slot")
+		}
+		ex.table = cur
+	}
 	if !ex.headerBy.IsZero() {
 		ex.headerBy = time.Now().Add(remaining)
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/hex"
 	"time"
 
 	"github.com/spillway/spillway/balancer"
@@ -21,6 +22,10 @@ type State struct {
 	Reloads    ReloadCounts   `json:"reloads"`
 	// Durable says whether the operators' changes survive a restart (state.file, cluster).
 	Durable bool `json:"durable"`
+	// ConfigHash is the SHA-256 of the config file as the running generation loaded it
+	// ("sha256:" and 64 hex digits): replicas, or two bench runs, with the same hash ran
+	// the same file.
+	ConfigHash string `json:"config_hash"`
 
 	Cluster *ClusterState `json:"cluster,omitempty"` // a fleet's replica: see SetCluster
 }
@@ -107,7 +112,8 @@ func (r *Reloader) state(history bool) State {
 	}
 	cfg, t := r.gen.cfg, r.gen.table
 	st := State{Generation: r.number, Source: r.opts.Path, LoadedAt: r.loaded, Ready: r.ready.Load(),
-		Queue: QueueState{Waiting: r.reg.QueueLen(), Size: cfg.Spillover.Queue.Size}, Durable: r.store.Durable()}
+		Queue: QueueState{Waiting: r.reg.QueueLen(), Size: cfg.Spillover.Queue.Size}, Durable: r.store.Durable(),
+		ConfigHash: "sha256:" + hex.EncodeToString(r.sum[:])}
 
 	st.Reloads.OK, st.Reloads.Failed = r.Reloads()
 	st.Cluster = r.clusterState()

@@ -54,18 +54,33 @@ type Table struct {
 	affinityCookie, affinityHeader string
 	deps                           Deps
 	discovered                     []discoveredSite // sites whose members discovery finds
-	membersMu                      sync.Mutex       // serialises member changes (setMembers)
-	cfg                            *configs.Config
-	inherited                      []*siteRoute // routes of Deps.Previous whose transport this Table took
-	tookOver                       atomic.Bool  // activate was called
-	fresh                          bool         // built without Deps.Previous: the process's first
-	tunnels                        tunnelLimits // WebSocket idle and lifetime limits
-	headers                        headerPolicy
-	responseHeader                 time.Duration // timeouts.response_header: a request's wait, retries included
-	bodyIdle                       time.Duration // timeouts.body_idle
+	membersMu                      sync.Mutex       // serialises member changes (setMembers); guards retired
+	// retired is set once a new Table replaces t (retire): t's discovery may still report
+	// until its generation stops, but passive health follows the new Table's members.
+	retired bool
+	// retirePrev retires Deps.Previous when t is activated; it is dropped then, so that t
+	// does not keep its predecessor alive.
+	retirePrev     func()
+	cfg            *configs.Config
+	inherited      []*siteRoute // routes of Deps.Previous whose transport this Table took
+	tookOver       atomic.Bool  // activate was called
+	fresh          bool         // built without Deps.Previous: the process's first
+	tunnels        tunnelLimits // WebSocket idle and lifetime limits
+	headers        headerPolicy
+	responseHeader time.Duration // timeouts.response_header: a request's wait, retries included
+	bodyIdle       time.Duration // timeouts.body_idle
 	// unhealthy are backends down by active health in a site that has no health checks in
 	// this config: activate brings them up.
 	unhealthy []balancer.BackendID
+}
+
+// retire marks t as replaced: its discovery no longer changes passive health's members.
+// Call it before giving passive health the new Table's members; a change of t's members
+// under way finishes first.
+func (t *Table) retire() {
+	t.membersMu.Lock()
+	t.retired = true
+	t.membersMu.Unlock()
 }
 
 // activate makes t the Table being served, replacing Deps.Previous (if any). Call it when
@@ -75,6 +90,10 @@ type Table struct {
 // Table that is built and then dropped (a refused reload) leaves none behind.
 func (t *Table) activate() {
 	t.tookOver.Store(true)
+	if t.retirePrev != nil {
+		t.retirePrev()
+		t.retirePrev = nil
+	}
 	for _, prev := range t.inherited {
 		prev.handedOver.Store(true)
 	}
@@ -218,8 +237,11 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		deps:           d,
 	}
 	// Build reads d.Previous; the Table must not keep it, or every generation would keep
-	// the one before it alive.
+	// the one before it alive (retirePrev holds it only until activate).
 	t.deps.Previous = nil
+	if d.Previous != nil {
+		t.retirePrev = d.Previous.retire
+	}
 	if cfg.Outlier.ConsecutiveFailures > 0 {
 		t.outliers = d.Outliers
 	}

@@ -5,6 +5,7 @@ package admin_test
 // that hides a file edit says so; a change the store cannot keep is refused, not half-made.
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -204,5 +205,33 @@ func TestAdminChangeRefusedWhenStoreFails(t *testing.T) {
 	e.must(t, http.MethodGet, "/api/v1/state", "", "", &raw)
 	if string(raw["durable"]) != "true" {
 		t.Errorf("state JSON durable = %s", raw["durable"])
+	}
+}
+
+// The state API's config_hash is the SHA-256 of the file the running generation loaded: it
+// follows a reload, and not an edit that was not reloaded.
+func TestAdminConfigHash(t *testing.T) {
+	a, b, c := threeBackends(t)
+	e := startAdmin(t, config(a, b, c, ""), true)
+	hashOf := func() string {
+		data, err := os.ReadFile(e.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("sha256:%x", sha256.Sum256(data))
+	}
+	first := hashOf()
+	if got := e.state(t).ConfigHash; got != first {
+		t.Fatalf("config_hash %q, want %q", got, first)
+	}
+	if err := os.WriteFile(e.path, []byte(config(a, b, c, "spillover: {queue: {size: 9}}\n")), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.state(t).ConfigHash; got != first {
+		t.Errorf("config_hash %q after an edit not reloaded, want the running file's %q", got, first)
+	}
+	e.must(t, http.MethodPost, "/api/v1/reload", opsToken, "", nil)
+	if got, want := e.state(t).ConfigHash, hashOf(); got != want || got == first {
+		t.Errorf("config_hash %q after the reload, want the new file's %q", got, want)
 	}
 }

@@ -96,22 +96,13 @@ func idleConns(ctx context.Context, addr string, n int) ([]net.Conn, error) {
 // procRSS is the resident memory of process pid and its children (nginx's workers), from
 // /proc/PID/status.
 func procRSS(pid int) (int64, error) {
-	total, err := statusRSS(strconv.Itoa(pid))
-	if err != nil {
-		return 0, err
-	}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == strconv.Itoa(pid) {
-			continue
-		}
-		if _, ppid, err := statTicks(e.Name()); err == nil && ppid == pid {
-			if rss, err := statusRSS(e.Name()); err == nil {
-				total += rss
-			}
-		}
-	}
-	return total, nil
+	var total int64
+	err := eachOfProcess(pid, func(p string) error {
+		rss, err := statusRSS(p)
+		total += rss
+		return err
+	})
+	return total, err
 }
 
 // statusRSS reads VmRSS (bytes) from /proc/PID/status.
