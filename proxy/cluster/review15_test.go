@@ -8,13 +8,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -412,5 +416,110 @@ func TestReview15CloseWithEtcdDown(t *testing.T) {
 	case <-done:
 	case <-time.After(15 * time.Second):
 		t.Fatal("Close with etcd down did not return within 15s")
+	}
+}
+
+// review15SlowEtcd starts one embedded etcd member with WAN-like raft timing (heartbeat
+// 100 ms, election 3 s — etcd's advice for members far apart, as IDC1, IDC2 and AWS are).
+// etcd's shortest lease is then 1.5 × the election timeout, rounded up: 5 s.
+func review15SlowEtcd(t *testing.T) []string {
+	t.Helper()
+	free := func() url.URL {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return url.URL{Scheme: "http", Host: ln.Addr().String()}
+	}
+	cfg := embed.NewConfig()
+	cfg.Name, cfg.Dir = "slow", t.TempDir()
+	c, p := free(), free()
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{c}, []url.URL{c}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{p}, []url.URL{p}
+	cfg.ListenMetricsUrls = nil
+	cfg.InitialCluster = "slow=" + p.String()
+	cfg.UnsafeNoFsync = true
+	cfg.TickMs, cfg.ElectionMs = 100, 3000
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(60 * time.Second):
+		t.Fatal("slow etcd not ready in 60s")
+	}
+	return []string{c.String()}
+}
+
+// BUG (a dead replica's share returns within lease + 1 s): etcd does not grant a lease
+// shorter than its minimum (1.5 × its election timeout), and returns the TTL it granted; the
+// fleet ignores it. Against an etcd tuned for a WAN (election 3 s → minimum 5 s), a fleet
+// with lease: 2s (valid: 2s..5m) silently holds a dead replica's share for 5 s, not 3, and
+// nothing says so. Cause: proxy/cluster/fleet.go, register: g.TTL from Grant is not compared
+// with the TTL asked for. Fix: when g.TTL > the lease asked for, warn at start (or refuse),
+// naming etcd's minimum, and report the effective lease in the state API.
+func TestReview15LeaseShorterThanEtcdMinimum(t *testing.T) {
+	endpoints := review15SlowEtcd(t)
+	core, logs := observer.New(zap.WarnLevel)
+	const lease = 2 * time.Second
+	a := &replica{}
+	fa, err := cluster.Open(cluster.Options{Name: "prod", Node: "a", Endpoints: endpoints, Lease: lease, Log: zap.New(core),
+		OnShare: func(s *cluster.Share) { a.share.Store(s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.f = fa
+	if err := fa.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fa.Close() })
+	a.joined(t)
+	b := join(t, endpoints, "b", lease)
+	b.joined(t)
+	id := backends()[0]
+	review15Eventually(t, 30*time.Second, "a holds half of 10", func() bool { return a.share.Load().Of(id, 10) == 5 })
+
+	warned := func() bool {
+		for _, e := range logs.All() {
+			s := e.Message + fmt.Sprint(e.ContextMap())
+			if strings.Contains(s, "lease") || strings.Contains(s, "TTL") {
+				return true
+			}
+		}
+		return false
+	}
+	b.f.Crash()
+	start := time.Now()
+	review15Eventually(t, 30*time.Second, "a takes b's share back", func() bool { return a.share.Load().Of(id, 10) == 10 })
+	took := time.Since(start)
+	if took > lease+1500*time.Millisecond && !warned() {
+		t.Fatalf("a dead replica's share came back after %s with lease %s (etcd's minimum lease is 5s), and nothing was logged about the lease", took.Round(100*time.Millisecond), lease)
+	}
+}
+
+// BUG (same cause as above, worse effect): a replica restarted right after a crash waits for
+// its predecessor's lease for at most lease + 2 s (claim), but etcd keeps the predecessor's
+// key for its own minimum lease (5 s here): the restarted replica does not start, told that
+// "another running replica is registered under this node name" — a crash loop under a
+// supervisor that restarts at once. Cause: proxy/cluster/fleet.go, claim's deadline uses
+// Options.Lease, not the TTL etcd granted (or the old key's lease's TTL, which
+// clientv3 TimeToLive would give). Fix: wait for the old key's lease (TimeToLive) to run out.
+func TestReview15RestartAfterCrashWithEtcdMinimumLease(t *testing.T) {
+	endpoints := review15SlowEtcd(t)
+	const lease = 2 * time.Second
+	a := join(t, endpoints, "a", lease)
+	a.joined(t)
+	a.f.Crash()
+	f, err := cluster.Open(cluster.Options{Name: "prod", Node: "a", Endpoints: endpoints, Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Start(t.Context()); err != nil {
+		t.Fatalf("a restarted after a crash: %v", err)
 	}
 }
