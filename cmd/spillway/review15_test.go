@@ -56,3 +56,34 @@ func TestReview15FleetPersistedWeightReachesEveryReplica(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A replica stops cleanly with etcd down: a reload (the emergency path with etcd down) still
+// applies, and run returns within a bound once its context ends, leaving no goroutine
+// (TestMain's goleak) (passes; worth keeping).
+func TestReview15StopWithEtcdDown(t *testing.T) {
+	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
+	etcd := etcdtest.Start(t, 1)
+	var backends [3]*countingBackend
+	for i := range backends {
+		backends[i] = newCountingBackend(t, 0)
+	}
+	r := startRun(t, opsWriteConfig(t, fleetConfig("r0", etcd.Endpoints(), backends, "")))
+	etcd.Stop()
+	pollUntil(t, 20*time.Second, "store_up 0", func() bool { return r.metric(t, "spillway_cluster_store_up") == "0" })
+	start := time.Now()
+	if status, body := r.call(http.MethodPost, r.admin+"/api/v1/reload", opsToken, ""); status != http.StatusOK {
+		t.Logf("reload with etcd down: %d %s", status, body)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("a reload with etcd down took %s", d)
+	}
+	r.cancel()
+	start = time.Now()
+	select {
+	case err := <-r.done:
+		r.done <- err // for startRun's cleanup
+		t.Logf("run returned %v, %s after its stop", err, time.Since(start).Round(time.Millisecond))
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return within 20s of its stop with etcd down")
+	}
+}
