@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -521,5 +522,73 @@ func TestReview15RestartAfterCrashWithEtcdMinimumLease(t *testing.T) {
 	defer f.Close()
 	if err := f.Start(t.Context()); err != nil {
 		t.Fatalf("a restarted after a crash: %v", err)
+	}
+}
+
+// BUG (fail silent): one value under state/ that does not parse (written by hand, or by a
+// newer version) is ignored by a running watch, but once that watch has to start again (a
+// compaction past its revision, a lost leader) Store.Watch cannot Load the state and retries
+// forever, logging only at Debug: from then on no change made by any replica reaches this
+// one — the fleet's state silently stops propagating, while changes are still accepted
+// (and 200'd) everywhere. Cause: proxy/cluster/store.go, Watch: a Load error other than
+// unavailability is retried with a debug log, and nothing is delivered; follow and Load
+// disagree about a bad value (ignored vs fatal). Fix: in Watch, apply what parses and keep
+// the value in effect for a key that does not (as follow does), logging at Error, or at
+// least log at Error and report the store as unhealthy.
+func TestReview15WatchStopsForeverOnOneBadValue(t *testing.T) {
+	etcd := etcdtest.Start(t, 1)
+	cut := review15NewCut(t, etcd.Endpoints()[0][len("http://"):])
+	watched := cluster.NewStore(review15Client(t, []string{cut.URL()}), "prod", "w", 0, zaptest.NewLogger(t))
+	direct := review15Client(t, etcd.Endpoints())
+	other := cluster.NewStore(direct, "prod", "o", 0, zap.NewNop())
+
+	var last atomic.Pointer[store.State]
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); watched.Watch(ctx, func(s store.State) { last.Store(&s) }) }()
+	defer func() { cancel(); <-done }()
+	has := func(site string) bool {
+		s := last.Load()
+		if s == nil {
+			return false
+		}
+		_, ok := s.Drains[site]
+		return ok
+	}
+	drain := func(site string) {
+		d := store.Drain{By: "o", Since: time.Now().UTC()}
+		if _, err := other.Commit(t.Context(), store.Change{Who: "o", Action: "drain", Site: site, Time: time.Now()}, store.Edit{Site: site, Drain: &d}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drain("idc1")
+	review15Eventually(t, 10*time.Second, "the watch delivers idc1's drain", func() bool { return has("idc1") })
+	if _, err := direct.Put(t.Context(), cluster.Prefix("prod")+"state/overrides/legacy", `{"weight":"seven"}`); err != nil {
+		t.Fatal(err)
+	}
+	drain("idc2")
+	review15Eventually(t, 10*time.Second, "the running watch ignores the bad value and delivers idc2's drain", func() bool { return has("idc2") })
+
+	// The watch has to start again: cut off while history is compacted past it.
+	cut.setDown(true)
+	drain("aws")
+	if _, err := direct.Put(t.Context(), "/elsewhere", "noise"); err != nil { // the compaction must pass aws's revision
+		t.Fatal(err)
+	}
+	resp, err := direct.Get(t.Context(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Compact(t.Context(), resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	cut.setDown(false)
+	drain("idc3")
+	deadline := time.Now().Add(15 * time.Second)
+	for !(has("aws") && has("idc3")) {
+		if time.Now().After(deadline) {
+			t.Fatal("15s after the watch had to start again, the drains of aws and idc3 (made through another replica, stored, 200) never reached this replica: one unparsable key elsewhere froze its state")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
