@@ -48,3 +48,20 @@ func TestReview15ClusterBounds(t *testing.T) {
 		}
 	}
 }
+
+// BUG (hostile/mistyped endpoints): a list that mixes https:// and http:// endpoints is
+// accepted (with tls set, too). The etcd client (v3.7 client.go:312) picks the transport
+// credentials of the FIRST endpoint for the whole connection: with http:// first, every
+// member — the https:// ones included — is dialled in clear text (the fleet's state and
+// audit trail cross sites unencrypted, or the TLS members just fail); with https:// first,
+// the http:// member is unusable and the fleet silently has one member fewer to fail over
+// to. Cause: configs/cluster.go, (*validator).cluster only refuses tls when every endpoint
+// is http://. Fix: refuse a mix of schemes (and http:// endpoints when tls is set).
+func TestReview15MixedEtcdSchemes(t *testing.T) {
+	t.Parallel()
+	src := okSites + "cluster:\n  name: prod\n  node: n1\n  etcd:\n    endpoints: [\"http://10.0.2.5:2379\", \"https://10.0.1.5:2379\"]\n    tls: {ca_file: ca.pem}\n"
+	_, err := configs.Parse("review15.yaml", []byte(src))
+	if err == nil || !strings.Contains(err.Error(), "cluster.etcd") {
+		t.Fatalf("https and http endpoints with tls: accepted (err %v): the client would dial every member in clear text", err)
+	}
+}
