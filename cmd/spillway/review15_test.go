@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -174,4 +175,69 @@ func review15StartRun(t *testing.T, path string, wait time.Duration) *opsRun {
 		time.Sleep(5 * time.Millisecond)
 	}
 	return r
+}
+
+// Two replicas changing the same site's weight at the same moment, many times: both changes
+// are in the fleet's trail (unique IDs, newest first), and every replica ends with the
+// weight of the newest entry — last writer wins, the same everywhere (passes; worth keeping).
+func TestReview15ConcurrentWeightsLastWriterWins(t *testing.T) {
+	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
+	etcd := etcdtest.Start(t, 1)
+	var backends [3]*countingBackend
+	for i := range backends {
+		backends[i] = newCountingBackend(t, 0)
+	}
+	var rs []*opsRun
+	for i := range 2 {
+		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
+	}
+	const rounds = 8
+	for round := range rounds {
+		var wg sync.WaitGroup
+		for i, r := range rs {
+			wg.Go(func() {
+				body := fmt.Sprintf(`{"weight":%d}`, 10+10*i+round)
+				if status, b := r.call(http.MethodPut, r.admin+"/api/v1/sites/idc1/weight", opsToken, body); status != http.StatusOK {
+					t.Errorf("PUT through r%d: %d %s", i, status, b)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	status, body := rs[0].call(http.MethodGet, rs[0].admin+"/api/v1/changes?limit=100", "", "")
+	var trail struct {
+		Changes []struct {
+			ID     uint64 `json:"id"`
+			Action string `json:"action"`
+			After  string `json:"after"`
+		} `json:"changes"`
+	}
+	if err := json.Unmarshal([]byte(body), &trail); status != http.StatusOK || err != nil {
+		t.Fatalf("changes: %d %v %s", status, err, body)
+	}
+	var weights []string
+	seen := map[uint64]bool{}
+	var last uint64
+	for _, c := range trail.Changes {
+		if seen[c.ID] || (last != 0 && c.ID >= last) {
+			t.Fatalf("trail IDs not unique and newest first: %s", body)
+		}
+		seen[c.ID], last = true, c.ID
+		if c.Action == "weight" {
+			weights = append(weights, c.After)
+		}
+	}
+	if len(weights) != 2*rounds {
+		t.Fatalf("the trail has %d weight changes, want %d: %s", len(weights), 2*rounds, body)
+	}
+	var want float64
+	fmt.Sscan(weights[0], &want)
+	pollUntil(t, 10*time.Second, fmt.Sprintf("both replicas at the newest entry's weight %v", want), func() bool {
+		for _, r := range rs {
+			if w, _, _ := r.site(t, "idc1"); w != want {
+				return false
+			}
+		}
+		return true
+	})
 }
