@@ -241,3 +241,55 @@ func TestReview15ConcurrentWeightsLastWriterWins(t *testing.T) {
 		return true
 	})
 }
+
+// BUG (ordering: a stale watch delivery reverts a newer local change): a replica applies
+// its own change as soon as etcd took it, but its watch may be about to deliver a state
+// read before that change (another replica's change to another site, a moment earlier).
+// That delivery waits for the lock the change holds, then puts the older weight back: right
+// after a 200 for "idc1 weight 7", the replica serves (and shows) the previous weight until
+// its watch catches up. Cause: proxy/controls.go applyState → restore applies whatever
+// state the watch delivers, with no revision to tell it is older than what is in effect
+// (proxy/cluster/store.go follow/Watch deliver no revision). Fix: Commit returns the
+// revision it was stored at, Watch delivers the revision of each state, and applyState
+// ignores a state older than the newest change applied locally.
+func TestReview15StaleWatchDeliveryRevertsLocalChange(t *testing.T) {
+	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
+	etcd := etcdtest.Start(t, 1)
+	var backends [3]*countingBackend
+	for i := range backends {
+		backends[i] = newCountingBackend(t, 0)
+	}
+	var rs []*opsRun
+	for i := range 2 {
+		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // another replica, busy with another site
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			path := "/api/v1/sites/idc2/drain"
+			if i%2 == 1 {
+				path = "/api/v1/sites/idc2/undrain"
+			}
+			rs[1].call(http.MethodPost, rs[1].admin+path, opsToken, "")
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+	deadline := time.Now().Add(20 * time.Second) // a liveness bound: it shows within a second or two here
+	for i := 0; time.Now().Before(deadline); i++ {
+		w := 1 + i%9
+		if status, body := rs[0].call(http.MethodPut, rs[0].admin+"/api/v1/sites/idc1/weight", opsToken, fmt.Sprintf(`{"weight":%d}`, w)); status != http.StatusOK {
+			t.Fatalf("PUT: %d %s", status, body)
+		}
+		for range 3 {
+			if got, _, _ := rs[0].site(t, "idc1"); got != float64(w) {
+				t.Fatalf("round %d: r0 answered 200 to idc1 weight %d, then showed weight %v: a stale watch delivery put an older weight back (nobody else changes idc1)", i, w, got)
+			}
+		}
+	}
+}
