@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -126,8 +127,14 @@ func (v *validator) cluster() {
 	for i, ep := range e.Endpoints {
 		p := fmt.Sprintf("cluster.etcd.endpoints[%d]", i)
 		u, err := url.Parse(ep)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") ||
+			u.RawQuery != "" || u.Fragment != "" || strings.Contains(ep, "#") {
 			v.add(p, "want http://host:port or https://host:port, got %s", Quote(ep))
+			continue
+		}
+		if u.User != nil {
+			// etcd's client drops it silently, and the endpoint as written goes to the logs.
+			v.add(p, "has a user name or password: etcd takes neither in its URLs (use tls client certificates)")
 			continue
 		}
 		if msg := hostPortProblem(u.Host, 1, false); msg != "" {
@@ -138,7 +145,12 @@ func (v *validator) cluster() {
 			v.add(p, "%s is listed twice (first as endpoints[%d])", Quote(ep), first)
 		}
 		seen[u.Host] = i
-		https = https || u.Scheme == "https"
+		if i > 0 && (u.Scheme == "https") != https {
+			// etcd's client dials every endpoint with the first one's scheme: a mix would
+			// reach https members in clear text, or http ones with TLS.
+			v.add(p, "%s mixes http:// and https:// with the endpoints before it: use one scheme for every member", Quote(ep))
+		}
+		https = u.Scheme == "https"
 	}
 	if t := e.TLS; t != nil {
 		if !https && len(e.Endpoints) > 0 {

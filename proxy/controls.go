@@ -68,6 +68,7 @@ func (r *Reloader) store1(c Change, edits ...store.Edit) (Change, error) {
 	stored, err := r.store.Commit(ctx, c, edits...)
 	if err == nil {
 		r.auditLine(stored, true)
+		r.stateRev = max(r.stateRev, stored.Revision)
 	}
 	return stored, err
 }
@@ -160,6 +161,11 @@ func (r *Reloader) SetWeight(site string, weight int, ramp time.Duration, who st
 		return r.refused(c, fmt.Errorf("%w: ramp must be between 0s and 1h, got %s", ErrInvalid, ramp))
 	case weight == 0 && r.othersZero(cfg, site, false):
 		return r.refused(c, fmt.Errorf("%w: every site would have weight 0", ErrInvalid))
+	}
+	if _, fleet := r.store.(store.Watcher); persist && fleet {
+		// The file is this replica's; the others would keep theirs (and the override,
+		// dropped as "in the file", would be gone from every one of them).
+		return r.refused(c, fmt.Errorf("%w: persist is not available in a fleet: each replica reads its own copy of the config; change the weight where the config comes from (a ConfigMap, config management) and let the replicas reload it, or set it without persist to apply it on every replica now", ErrInvalid))
 	}
 	var writeFile func() error
 	if persist {
@@ -447,6 +453,13 @@ func (r *Reloader) applyState(st store.State) {
 	if r.gen == nil {
 		return
 	}
+	if st.Revision != 0 && st.Revision < r.stateRev {
+		// Read before a change this replica has stored since (the delivery waited for the
+		// lock while the change was made): it would put the old value back. The watch
+		// brings the change itself next.
+		return
+	}
+	r.stateRev = max(r.stateRev, st.Revision)
 	r.restore(r.gen.cfg, st, false)
 }
 

@@ -85,6 +85,7 @@ type Reloader struct {
 	loaded     time.Time
 	sum        [sha256.Size]byte      // of the file the current generation was loaded from
 	refusedSum [sha256.Size]byte      // of the file last refused
+	stateRev   int64                  // the newest store revision applied (a fleet's; see applyState)
 	store      store.Store            // the runtime state's: overrides, drains, the audit trail
 	weights    map[string]*override   // the overrides in effect
 	drained    map[string]store.Drain // the drains in effect
@@ -183,6 +184,7 @@ func (r *Reloader) Start(ctx context.Context) error {
 	r.gen = &generation{cfg: cfg, table: t}
 	_, fleet := r.store.(store.Watcher)
 	r.restore(cfg, saved, !fleet)
+	r.stateRev = saved.Revision
 	if len(r.weights)+len(r.drained) > 0 {
 		r.log.Info("runtime state restored", zap.Int("overrides", len(r.weights)), zap.Int("drains", len(r.drained)))
 		if r.othersZero(cfg, "", true) {
@@ -327,7 +329,8 @@ func (r *Reloader) reloadEntry(source string, force bool) (Change, error) {
 		// Sites this config adds may have state the fleet keeps (a drain made on a replica
 		// that had them already): the store's state applies to them now.
 		ctx, cancel := context.WithTimeout(r.ctx, storeTimeout)
-		if saved, err := r.store.Load(ctx); err == nil {
+		if saved, err := r.store.Load(ctx); err == nil && (saved.Revision == 0 || saved.Revision >= r.stateRev) {
+			r.stateRev = max(r.stateRev, saved.Revision)
 			r.restore(cfg, saved, false)
 		}
 		cancel()

@@ -77,6 +77,7 @@ type Fleet struct {
 	loads   map[string]float64 // node → its reported demand
 	table   *table             // the coordinator's weights; nil: equal shares
 	lease   clientv3.LeaseID
+	granted time.Duration // the lease etcd grants (at least its own minimum, maybe more than cluster.lease)
 	share   *Share
 	acked   string // the view this replica has told the fleet it holds
 
@@ -221,14 +222,16 @@ var ErrNodeTaken = errors.New("another running replica is registered under this 
 // others first take its share back and this replica then joins as a new member; one that
 // stays is another running replica with the same name, and claim fails with ErrNodeTaken.
 func (f *Fleet) claim(ctx context.Context) error {
-	deadline := time.Now().Add(f.o.Lease + 2*time.Second)
+	start := time.Now()
 	waited := false
 	for {
 		err := f.register(ctx, true)
 		if !errors.Is(err, ErrNodeTaken) {
 			return err
 		}
-		if time.Now().After(deadline) {
+		// A predecessor's lease is as long as etcd grants, which may be more than
+		// cluster.lease (etcd's minimum): the lease just granted says how long.
+		if time.Since(start) > max(f.o.Lease, f.grantedLease())+2*time.Second {
 			return err
 		}
 		if !waited {
@@ -246,6 +249,27 @@ func (f *Fleet) claim(ctx context.Context) error {
 	}
 }
 
+// noteGranted records the lease etcd granted, and says once when it is longer than
+// cluster.lease: etcd grants no lease shorter than its own minimum (1.5 election timeouts), so
+// a replica that dies gives its shares back only after the longer lease.
+func (f *Fleet) noteGranted(d time.Duration) {
+	f.mu.Lock()
+	first := f.granted == 0
+	f.granted = d
+	f.mu.Unlock()
+	if first && d > f.o.Lease {
+		f.log.Warn("cluster: etcd grants a longer lease than cluster.lease (its minimum is 1.5 election timeouts); a replica that dies gives its shares back only after it",
+			zap.Duration("cluster_lease", f.o.Lease), zap.Duration("granted", d))
+	}
+}
+
+// grantedLease is the lease etcd last granted (0: none yet).
+func (f *Fleet) grantedLease() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.granted
+}
+
 // register grants a lease and puts this replica's member and ack keys under it; only if its
 // member key does not exist when first is set (else ErrNodeTaken). Registering again after
 // the lease was lost (first false) overwrites the key: it may be this replica's own, kept
@@ -258,6 +282,7 @@ func (f *Fleet) register(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
+	f.noteGranted(time.Duration(g.TTL) * time.Second)
 	f.mu.Lock()
 	acked := f.acked
 	f.mu.Unlock()

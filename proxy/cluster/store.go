@@ -17,6 +17,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -76,6 +77,66 @@ func (s *Store) nextKey() string                { return s.prefix + "audit-next"
 
 // unavailable wraps an error of etcd's as store.ErrUnavailable, unless the caller gave up
 // (ctx is the caller's, not the one bounded by opTimeout).
+// editOps are the etcd operations of edits: one per key, the last edit of a key winning,
+// as State.Apply applies them (etcd refuses a transaction that names a key twice).
+func (s *Store) editOps(edits []store.Edit) ([]clientv3.Op, error) {
+	var keys []string
+	byKey := map[string]clientv3.Op{}
+	set := func(key string, op clientv3.Op) {
+		if _, ok := byKey[key]; !ok {
+			keys = append(keys, key)
+		}
+		byKey[key] = op
+	}
+	for _, e := range edits {
+		switch {
+		case e.Override != nil:
+			v, err := json.Marshal(e.Override)
+			if err != nil {
+				return nil, err
+			}
+			set(s.overrideKey(e.Site), clientv3.OpPut(s.overrideKey(e.Site), string(v)))
+		case e.ClearOverride:
+			set(s.overrideKey(e.Site), clientv3.OpDelete(s.overrideKey(e.Site)))
+		}
+		switch {
+		case e.Drain != nil:
+			v, err := json.Marshal(e.Drain)
+			if err != nil {
+				return nil, err
+			}
+			set(s.drainKey(e.Site), clientv3.OpPut(s.drainKey(e.Site), string(v)))
+		case e.Undrain:
+			set(s.drainKey(e.Site), clientv3.OpDelete(s.drainKey(e.Site)))
+		}
+	}
+	ops := make([]clientv3.Op, len(keys))
+	for i, k := range keys {
+		ops[i] = byKey[k]
+	}
+	return ops, nil
+}
+
+// applied reports whether the audit entry id holds entry, as the transaction that failed
+// would have written it (with its edits, in the same transaction), asked once, within
+// opTimeout even when ctx has run out.
+func (s *Store) applied(ctx context.Context, id uint64, entry []byte) bool {
+	op, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	defer cancel()
+	resp, err := s.c.Get(op, s.auditKey(id))
+	return err == nil && len(resp.Kvs) == 1 && bytes.Equal(resp.Kvs[0].Value, entry)
+}
+
+// orEmpty is prev, or an empty state when there is none (the watch's first read: it is
+// lenient too, as Load at start has refused a bad value already).
+func orEmpty(prev *store.State) *store.State {
+	if prev == nil {
+		e := store.State{}.Clone()
+		return &e
+	}
+	return prev
+}
+
 func unavailable(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -94,11 +155,15 @@ func (s *Store) down() error {
 
 // Load reads the whole state.
 func (s *Store) Load(ctx context.Context) (store.State, error) {
-	st, _, err := s.load(ctx)
+	st, rev, err := s.load(ctx, nil)
+	st.Revision = rev
 	return st, err
 }
 
-func (s *Store) load(ctx context.Context) (store.State, int64, error) {
+// load reads the whole state and its revision. A value that does not parse is an error,
+// unless prev is set (a running watch reading the state again): its entry is then what prev
+// has for that key, and the value is logged, as the running watch does with it.
+func (s *Store) load(ctx context.Context, prev *store.State) (store.State, int64, error) {
 	op, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	resp, err := s.c.Get(op, s.prefix+"state/", clientv3.WithPrefix())
@@ -108,10 +173,29 @@ func (s *Store) load(ctx context.Context) (store.State, int64, error) {
 	st := store.State{}.Clone()
 	for _, kv := range resp.Kvs {
 		if err := s.apply(st, string(kv.Key), kv.Value, false); err != nil {
-			return store.State{}, 0, err
+			if prev == nil {
+				return store.State{}, 0, err
+			}
+			s.log.Error("cluster store: ignoring a value that does not parse (the one in effect stays)", zap.Error(err))
+			s.keepEntry(st, *prev, string(kv.Key))
 		}
 	}
 	return st, resp.Header.Revision, nil
+}
+
+// keepEntry copies prev's entry at key (if any) into st.
+func (s *Store) keepEntry(st, prev store.State, key string) {
+	kind, site, _ := strings.Cut(strings.TrimPrefix(key, s.prefix+"state/"), "/")
+	switch kind {
+	case "overrides":
+		if o, ok := prev.Overrides[site]; ok {
+			st.Overrides[site] = o
+		}
+	case "drains":
+		if d, ok := prev.Drains[site]; ok {
+			st.Drains[site] = d
+		}
+	}
 }
 
 // apply sets (or, deleted, removes) the state's entry at key. A value that does not parse is
@@ -163,28 +247,9 @@ func (s *Store) Commit(ctx context.Context, c store.Change, edits ...store.Edit)
 	if c.Node == "" {
 		c.Node = s.node
 	}
-	var ops []clientv3.Op
-	for _, e := range edits {
-		switch {
-		case e.Override != nil:
-			v, err := json.Marshal(e.Override)
-			if err != nil {
-				return store.Change{}, err
-			}
-			ops = append(ops, clientv3.OpPut(s.overrideKey(e.Site), string(v)))
-		case e.ClearOverride:
-			ops = append(ops, clientv3.OpDelete(s.overrideKey(e.Site)))
-		}
-		switch {
-		case e.Drain != nil:
-			v, err := json.Marshal(e.Drain)
-			if err != nil {
-				return store.Change{}, err
-			}
-			ops = append(ops, clientv3.OpPut(s.drainKey(e.Site), string(v)))
-		case e.Undrain:
-			ops = append(ops, clientv3.OpDelete(s.drainKey(e.Site)))
-		}
+	ops, err := s.editOps(edits)
+	if err != nil {
+		return store.Change{}, err
 	}
 	for range 100 { // a race lost 100 times in a row is a fleet gone wrong, not bad luck
 		resp, err := s.c.Get(op, s.nextKey())
@@ -211,9 +276,15 @@ func (s *Store) Commit(ctx context.Context, c store.Change, edits ...store.Edit)
 		}
 		tr, err := s.c.Txn(op).If(clientv3.Compare(clientv3.ModRevision(s.nextKey()), "=", rev)).Then(txn...).Commit()
 		if err != nil {
+			// The reply may have been lost after etcd applied it: look before answering
+			// "not applied", which must mean neither the edits nor the entry are stored.
+			if s.applied(ctx, next, v) {
+				return c, nil
+			}
 			return store.Change{}, unavailable(ctx, err)
 		}
 		if tr.Succeeded {
+			c.Revision = tr.Header.Revision
 			return c, nil
 		}
 	}
@@ -266,8 +337,9 @@ func (s *Store) Close() error { return nil }
 // it had) and, once etcd answers again, reads the state anew and calls fn with it.
 func (s *Store) Watch(ctx context.Context, fn func(store.State)) error {
 	backoff := newBackoff()
+	var last *store.State // delivered last: what stays for a value that stops parsing
 	for ctx.Err() == nil {
-		st, rev, err := s.load(ctx)
+		st, rev, err := s.load(ctx, orEmpty(last))
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Debug("cluster store: cannot read the state; trying again", zap.Error(err))
@@ -278,7 +350,9 @@ func (s *Store) Watch(ctx context.Context, fn func(store.State)) error {
 			continue
 		}
 		backoff.reset()
+		st.Revision = rev
 		fn(st.Clone())
+		last = &st // (follow changes st in place as events come: it stays the newest)
 		if err := s.follow(ctx, st, rev, fn); err != nil && ctx.Err() == nil {
 			s.log.Debug("cluster store: watch ended; reading the state again", zap.Error(err))
 			if !backoff.wait(ctx) {
@@ -306,6 +380,7 @@ func (s *Store) follow(ctx context.Context, st store.State, rev int64, fn func(s
 				s.log.Error("cluster store: ignoring a value that does not parse", zap.Error(err))
 			}
 		}
+		st.Revision = resp.Header.Revision
 		fn(st.Clone())
 	}
 	return ctx.Err()

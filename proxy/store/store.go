@@ -46,11 +46,15 @@ type Watcher interface {
 type State struct {
 	Overrides map[string]Override `json:"overrides"` // by site
 	Drains    map[string]Drain    `json:"drains"`    // by site
+	// Revision orders the states a Watcher delivers and the changes Commit stores (etcd's
+	// revision); 0 where there is no order to keep (a store only this process changes).
+	Revision int64 `json:"-"`
 }
 
 // Clone returns a copy of s that shares nothing with it.
 func (s State) Clone() State {
-	c := State{Overrides: make(map[string]Override, len(s.Overrides)), Drains: make(map[string]Drain, len(s.Drains))}
+	c := State{Overrides: make(map[string]Override, len(s.Overrides)), Drains: make(map[string]Drain, len(s.Drains)),
+		Revision: s.Revision}
 	for k, v := range s.Overrides {
 		c.Overrides[k] = v
 	}
@@ -132,6 +136,8 @@ type Change struct {
 	Before string    `json:"before"`
 	After  string    `json:"after"`
 	Items  []Item    `json:"items,omitempty"` // a reload's changes, one per changed key
+	// Revision is the store's revision of the commit that stored it (see State.Revision).
+	Revision int64 `json:"-"`
 }
 
 // Item is one changed key of a reload: a site's weight, a site or backend added or removed,
