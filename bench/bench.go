@@ -91,7 +91,7 @@ func (c *runContext) healthInterval() time.Duration { return 100 * time.Millisec
 // Scenarios lists the suite in the order it runs.
 func Scenarios() []Scenario {
 	return []Scenario{steadyScenario, spikeScenario, outageScenario, brownoutScenario,
-		scaleOutScenario, reloadScenario, blackholeScenario, lowloadScenario, overheadScenario}
+		scaleOutScenario, reloadScenario, blackholeScenario, lowloadScenario, overheadScenario, fleetScenario}
 }
 
 // ScenarioNames lists the names of the suite's scenarios.
