@@ -135,7 +135,9 @@ func (r *replica) waitJoined(ctx context.Context, limit time.Duration) error {
 
 // scrape reads the replica's /metrics into metricsLast (kept from the last read that worked).
 func (r *replica) scrape() error {
-	cl := &http.Client{Timeout: 2 * time.Second}
+	tr := &http.Transport{Proxy: nil}
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Transport: tr, Timeout: 2 * time.Second}
 	res, err := cl.Get(r.admin + "/metrics")
 	if err != nil {
 		return err
