@@ -3,11 +3,13 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -281,7 +283,7 @@ func (f *fleet) drive(ctx context.Context) (*runData, error) {
 	start := time.Now()
 	wg.Go(func() { f.events(bg, start, tl) })
 	wg.Go(func() { data.samples = f.sample(bg, start) })
-	stopProgress := startProgress(bg, f.c.Progress, "fleet", "3 replicas", lv, tl.rate)
+	wg.Go(func() { f.progress(bg, start, lv, sched) })
 	records, err := Generate(ctx, LoadOptions{Target: f.replicas[0].url + "/", Schedule: sched, Sites: f.names,
 		OnRecord: lv.add, MaxInflight: 2000, NewRequest: func(ctx context.Context, i int) (*http.Request, error) {
 			act := *f.active.Load()
@@ -293,7 +295,6 @@ func (f *fleet) drive(ctx context.Context) (*runData, error) {
 			return http.NewRequestWithContext(ctx, http.MethodGet, u+"/", nil)
 		}})
 	stopBG()
-	stopProgress()
 	wg.Wait()
 	if err != nil {
 		return nil, err
@@ -324,5 +325,40 @@ func (f *fleet) sample(ctx context.Context, start time.Time) []sample {
 			s.limit = append(s.limit, int64(slots(site)))
 		}
 		out = append(out, s)
+	}
+}
+
+// progress prints a line a second: offered and achieved rate, each site's share, the
+// replicas in the rotation.
+func (f *fleet) progress(ctx context.Context, start time.Time, lv *live, sched []time.Duration) {
+	if f.c.Progress == nil {
+		return
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	next, last := 0, time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Since(start)
+		offered := 0
+		for next < len(sched) && sched[next] <= now {
+			offered++
+			next++
+		}
+		span := (now - last).Seconds()
+		last = now
+		ok, errs, bySite, p99 := lv.take()
+		var sb strings.Builder
+		fmt.Fprintf(&sb, "%-10s %5.0fs  offered %5.0f/s  achieved %5.0f/s ", "fleet", now.Seconds(),
+			float64(offered)/span, float64(ok)/span)
+		for i, name := range f.names {
+			fmt.Fprintf(&sb, " %s %5.1f%%", name, pct(bySite[i], ok))
+		}
+		fmt.Fprintf(&sb, "  p99 %6s  errors %d  replicas in rotation %d\n", fmtMS(p99), errs, len(f.activeList()))
+		io.WriteString(f.c.Progress, sb.String())
 	}
 }
