@@ -43,7 +43,8 @@ type Options struct {
 	// Dir holds scratch files (targets files, proxy configs); "": a temporary directory.
 	Dir string
 	// SpillwayBinary is the spillway command, run as a child process by the overhead
-	// scenario so that its CPU time is its own; "": the overhead scenario skips Spillway.
+	// scenario so that its CPU time is its own, and as the fleet scenario's replicas; "":
+	// the overhead scenario skips Spillway and the fleet scenario is skipped.
 	SpillwayBinary string
 	// Seed makes arrivals and service times repeatable.
 	Seed uint64
@@ -91,7 +92,7 @@ func (c *runContext) healthInterval() time.Duration { return 100 * time.Millisec
 // Scenarios lists the suite in the order it runs.
 func Scenarios() []Scenario {
 	return []Scenario{steadyScenario, spikeScenario, outageScenario, brownoutScenario,
-		scaleOutScenario, reloadScenario, blackholeScenario, lowloadScenario, overheadScenario}
+		scaleOutScenario, reloadScenario, blackholeScenario, lowloadScenario, overheadScenario, fleetScenario}
 }
 
 // ScenarioNames lists the names of the suite's scenarios.
