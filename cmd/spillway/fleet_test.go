@@ -30,6 +30,15 @@ type countingBackend struct {
 	delay          atomic.Int64 // nanoseconds
 }
 
+// countingBackends starts a counting backend for each of the fleet config's three sites,
+// each answering after delay.
+func countingBackends(t *testing.T, delay time.Duration) (bs [3]*countingBackend) {
+	for i := range bs {
+		bs[i] = newCountingBackend(t, delay)
+	}
+	return bs
+}
+
 func newCountingBackend(t *testing.T, delay time.Duration) *countingBackend {
 	b := &countingBackend{}
 	b.delay.Store(int64(delay))
@@ -166,10 +175,7 @@ func (l *load) String() string {
 func TestFleetSharesLimitsAcrossReplicas(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", "")
 	etcd := etcdtest.Start(t, 1)
-	var backends [3]*countingBackend
-	for i := range backends {
-		backends[i] = newCountingBackend(t, 0)
-	}
+	backends := countingBackends(t, 0)
 	var mu sync.Mutex
 	var replicas []*opsRun
 	for i := range 3 {
@@ -301,10 +307,7 @@ func (r *opsRun) site(t *testing.T, name string) (weight float64, drained bool, 
 func TestFleetPropagatesRuntimeChanges(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := etcdtest.Start(t, 1)
-	var backends [3]*countingBackend
-	for i := range backends {
-		backends[i] = newCountingBackend(t, 0)
-	}
+	backends := countingBackends(t, 0)
 	var rs []*opsRun
 	for i := range 3 {
 		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
@@ -389,10 +392,7 @@ func (r *opsRun) metric(t *testing.T, name string) string {
 func TestFleetFailStatic(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := etcdtest.Start(t, 1)
-	var backends [3]*countingBackend
-	for i := range backends {
-		backends[i] = newCountingBackend(t, 0)
-	}
+	backends := countingBackends(t, 0)
 	var rs []*opsRun
 	for i := range 2 {
 		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
@@ -509,10 +509,7 @@ func TestRunDrainDelay(t *testing.T) {
 func TestFleetDemandSharesAcrossReplicas(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", "")
 	etcd := etcdtest.Start(t, 1)
-	var backends [3]*countingBackend
-	for i := range backends {
-		backends[i] = newCountingBackend(t, 20*time.Millisecond)
-	}
+	backends := countingBackends(t, 20*time.Millisecond)
 	var rs []*opsRun
 	for i := range 3 {
 		cfg := strings.Replace(fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""), "lease: 2s,", "lease: 2s, shares: demand,", 1)

@@ -104,6 +104,14 @@ type opsRun struct {
 // it listens.
 func startRun(t *testing.T, path string) *opsRun {
 	t.Helper()
+	return startRunWithin(t, path, opsLiveness)
+}
+
+// startRunWithin is startRun waiting up to wait for the listeners (a fleet's replica that
+// waits for the others' requests to settle before it listens takes up to
+// cluster.DefaultSettleTimeout), and as long again for run to return at the end.
+func startRunWithin(t *testing.T, path string, wait time.Duration) *opsRun {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &opsRun{cancel: cancel, done: make(chan error, 1), log: &opsLog{}}
 	go func() { r.done <- run(ctx, []string{"run", "-config", path}, io.Discard, r.log) }()
@@ -114,11 +122,11 @@ func startRun(t *testing.T, path string) *opsRun {
 		tr.CloseIdleConnections()
 		select {
 		case <-r.done:
-		case <-time.After(opsLiveness):
-			t.Errorf("run did not return within %v of its context's end", opsLiveness)
+		case <-time.After(max(wait, opsLiveness)):
+			t.Errorf("run did not return within %v of its context's end", max(wait, opsLiveness))
 		}
 	})
-	deadline := time.Now().Add(opsLiveness)
+	deadline := time.Now().Add(wait)
 	for r.proxy == "" {
 		for _, scheme := range []string{"http", "<nil>"} {
 			if e := r.log.find("listening", "scheme", scheme); e != nil {
@@ -131,7 +139,7 @@ func startRun(t *testing.T, path string) *opsRun {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("run is not listening after %v; log:\n%s", opsLiveness, r.log.String())
+			t.Fatalf("run is not listening after %v; log:\n%s", wait, r.log.String())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,10 +27,7 @@ import (
 func TestReview15FleetPersistedWeightReachesEveryReplica(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := etcdtest.Start(t, 1)
-	var backends [3]*countingBackend
-	for i := range backends {
-		backends[i] = newCountingBackend(t, 0)
-	}
+	backends := countingBackends(t, 0)
 	var rs []*opsRun
 	for i := range 2 {
 		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
@@ -67,10 +63,7 @@ func TestReview15FleetPersistedWeightReachesEveryReplica(t *testing.T) {
 func TestReview15StopWithEtcdDown(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := etcdtest.Start(t, 1)
-	var backends [3]*countingBackend
-	for i := range backends {
-		backends[i] = newCountingBackend(t, 0)
-	}
+	backends := countingBackends(t, 0)
 	r := startRun(t, opsWriteConfig(t, fleetConfig("r0", etcd.Endpoints(), backends, "")))
 	etcd.Stop()
 	pollUntil(t, 20*time.Second, "store_up 0", func() bool { return r.metric(t, "spillway_cluster_store_up") == "0" })
@@ -103,10 +96,7 @@ func TestReview15StopWithEtcdDown(t *testing.T) {
 func TestReview15SlowRequestsOvercommitOnJoin(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := etcdtest.Start(t, 1)
-	var backends [3]*countingBackend
-	for i := range backends {
-		backends[i] = newCountingBackend(t, 17*time.Second)
-	}
+	backends := countingBackends(t, 17*time.Second)
 	r0 := startRun(t, opsWriteConfig(t, fleetConfig("r0", etcd.Endpoints(), backends, "")))
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	defer client.CloseIdleConnections()
@@ -125,7 +115,7 @@ func TestReview15SlowRequestsOvercommitOnJoin(t *testing.T) {
 	send(r0, 3*fleetLimit)
 	pollUntil(t, 10*time.Second, "r0 holds idc1's whole limit", func() bool { return backends[0].now.Load() == fleetLimit })
 	joinStart := time.Now()
-	r1 := review15StartRun(t, opsWriteConfig(t, fleetConfig("r1", etcd.Endpoints(), backends, "")), 30*time.Second)
+	r1 := startRunWithin(t, opsWriteConfig(t, fleetConfig("r1", etcd.Endpoints(), backends, "")), 30*time.Second)
 	t.Logf("r1 joined after %s, with r0's %d requests still in flight at idc1", time.Since(joinStart).Round(100*time.Millisecond), backends[0].now.Load())
 	send(r1, 3*fleetLimit)
 	held := fleetLimit - fleetLimit/2 // r0's long requests above its new share (3 of 6)
@@ -139,55 +129,13 @@ func TestReview15SlowRequestsOvercommitOnJoin(t *testing.T) {
 	r0.log.wait(t, "cluster: requests in flight still hold more than this replica's new share; handing over anyway")
 }
 
-// review15StartRun is startRun with a longer wait for the listeners (a join that waits for
-// the others' requests to settle takes up to cluster.DefaultSettleTimeout).
-func review15StartRun(t *testing.T, path string, wait time.Duration) *opsRun {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &opsRun{cancel: cancel, done: make(chan error, 1), log: &opsLog{}}
-	go func() { r.done <- run(ctx, []string{"run", "-config", path}, io.Discard, r.log) }()
-	tr := &http.Transport{}
-	r.client = &http.Client{Transport: tr, Timeout: opsLiveness}
-	t.Cleanup(func() {
-		cancel()
-		tr.CloseIdleConnections()
-		select {
-		case <-r.done:
-		case <-time.After(2 * wait):
-			t.Errorf("run did not return within %v of its context's end", 2*wait)
-		}
-	})
-	deadline := time.Now().Add(wait)
-	for r.proxy == "" || r.admin == "" {
-		if e := r.log.find("listening", "scheme", "http"); e != nil {
-			r.proxy = "http://" + e["addr"].(string)
-		}
-		if e := r.log.find("admin API listening"); e != nil {
-			r.admin = "http://" + e["addr"].(string)
-		}
-		select {
-		case err := <-r.done:
-			t.Fatalf("run returned %v before listening; log:\n%s", err, r.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("run is not listening after %v; log:\n%s", wait, r.log.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return r
-}
-
 // Two replicas changing the same site's weight at the same moment, many times: both changes
 // are in the fleet's trail (unique IDs, newest first), and every replica ends with the
 // weight of the newest entry — last writer wins, the same everywhere (passes; worth keeping).
 func TestReview15ConcurrentWeightsLastWriterWins(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := etcdtest.Start(t, 1)
-	var backends [3]*countingBackend
-	for i := range backends {
-		backends[i] = newCountingBackend(t, 0)
-	}
+	backends := countingBackends(t, 0)
 	var rs []*opsRun
 	for i := range 2 {
 		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
@@ -256,10 +204,7 @@ func TestReview15ConcurrentWeightsLastWriterWins(t *testing.T) {
 func TestReview15StaleWatchDeliveryRevertsLocalChange(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := etcdtest.Start(t, 1)
-	var backends [3]*countingBackend
-	for i := range backends {
-		backends[i] = newCountingBackend(t, 0)
-	}
+	backends := countingBackends(t, 0)
 	var rs []*opsRun
 	for i := range 2 {
 		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
