@@ -25,6 +25,14 @@ type override struct {
 	stop context.CancelFunc // its ramp's; a no-op without one
 }
 
+// fleet reports whether the store is a fleet's, which other replicas change too
+// (store.Watcher): its state for sites this replica's config lacks is theirs to keep, and
+// the config file is this replica's copy only.
+func (r *Reloader) fleet() bool {
+	_, ok := r.store.(store.Watcher)
+	return ok
+}
+
 // storeTimeout bounds one call to the store made on an operator's behalf.
 const storeTimeout = 5 * time.Second
 
@@ -162,7 +170,7 @@ func (r *Reloader) SetWeight(site string, weight int, ramp time.Duration, who st
 	case weight == 0 && r.othersZero(cfg, site, false):
 		return r.refused(c, fmt.Errorf("%w: every site would have weight 0", ErrInvalid))
 	}
-	if _, fleet := r.store.(store.Watcher); persist && fleet {
+	if persist && r.fleet() {
 		// The file is this replica's; the others would keep theirs (and the override,
 		// dropped as "in the file", would be gone from every one of them).
 		return r.refused(c, fmt.Errorf("%w: persist is not available in a fleet: each replica reads its own copy of the config; change the weight where the config comes from (a ConfigMap, config management) and let the replicas reload it, or set it without persist to apply it on every replica now", ErrInvalid))

@@ -182,8 +182,7 @@ func (r *Reloader) Start(ctx context.Context) error {
 	}
 	r.handler = NewHandler(t, r.log, WithRecorders(append(recorders, r.opts.Recorders...)...))
 	r.gen = &generation{cfg: cfg, table: t}
-	_, fleet := r.store.(store.Watcher)
-	r.restore(cfg, saved, !fleet)
+	r.restore(cfg, saved, !r.fleet())
 	r.stateRev = saved.Revision
 	if len(r.weights)+len(r.drained) > 0 {
 		r.log.Info("runtime state restored", zap.Int("overrides", len(r.weights)), zap.Int("drains", len(r.drained)))
@@ -201,7 +200,7 @@ func (r *Reloader) Start(ctx context.Context) error {
 	if !r.store.Durable() {
 		r.log.Warn("runtime changes are not durable: weight overrides, drains and the audit trail live in memory and are lost on restart; set state.file (or cluster) to keep them")
 	}
-	if w, ok := r.store.(store.Watcher); ok && fleet {
+	if w, ok := r.store.(store.Watcher); ok {
 		r.wg.Go(func() {
 			if err := w.Watch(ctx, r.applyState); err != nil && ctx.Err() == nil {
 				r.log.Error("the runtime state's watch stopped", zap.Error(err))
@@ -325,7 +324,7 @@ func (r *Reloader) reloadEntry(source string, force bool) (Change, error) {
 	r.reloads[0].Add(1)
 	r.log.Info("config reloaded", zap.String("source", source), zap.String("file", r.opts.Path),
 		zap.Int64("generation", r.number), zap.Int("changes", len(entry.Items)))
-	if _, fleet := r.store.(store.Watcher); fleet {
+	if r.fleet() {
 		// Sites this config adds may have state the fleet keeps (a drain made on a replica
 		// that had them already): the store's state applies to them now.
 		ctx, cancel := context.WithTimeout(r.ctx, storeTimeout)
@@ -369,7 +368,7 @@ func (r *Reloader) reloadItems(old, next *configs.Config, warn bool) []store.Ite
 // that drop those of sites the config no longer has (a fleet's stay in the store for the
 // replicas that have them).
 func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
-	_, fleet := r.store.(store.Watcher)
+	fleet := r.fleet()
 	var edits []store.Edit
 	now := r.now()
 	for name, o := range r.weights {
