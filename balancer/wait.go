@@ -171,16 +171,16 @@ func (p *Picker) await(ctx context.Context, w *waiter, recheck, timeout <-chan t
 	case <-recheck:
 		return q.isNext(w), nil
 	case <-timeout:
+		p.reg.shed(ShedQueueTimeout) // before leaving, so whoever sees the queue shorter sees the shed
 		if q.remove(w, false) {
 			q.wake()
 		}
-		p.reg.shed(ShedQueueTimeout)
 		return false, ErrQueueTimeout
 	case <-ctx.Done():
+		p.reg.shed(ShedClientGone) // before leaving, so whoever sees the queue shorter sees the shed
 		if q.remove(w, false) {
 			q.wake()
 		}
-		p.reg.shed(ShedClientGone)
 		return false, ctx.Err()
 	}
 }
