@@ -7,6 +7,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // fixedIntN always draws 0 (then 0 for the second choice, which becomes 1).
@@ -141,13 +143,7 @@ func TestReviewSlowStartStarvedAtLowLoad(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	proxytest.Eventually(t, 2*time.Second, "condition", cond)
 }
 
 // TestReviewRetryAfterStaleAfterQuietPeriod: the drain estimate keeps servedAt and gap

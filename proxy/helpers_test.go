@@ -24,6 +24,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -292,27 +293,13 @@ func (g *gate) wait(ctx context.Context) bool {
 // waitFor polls cond, a reading of the proxy's state, until it holds or liveness passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(liveness)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", liveness, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	proxytest.Eventually(t, liveness, what, cond)
 }
 
 // await waits for a value on ch for at most liveness.
 func await[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
-	timer := time.NewTimer(liveness)
-	defer timer.Stop()
-	select {
-	case v := <-ch:
-		return v
-	case <-timer.C:
-		t.Fatalf("timed out after %v waiting for %s", liveness, what)
-		panic("unreachable")
-	}
+	return proxytest.Await(t, ch, liveness, what)
 }
 
 // refusedURL is the address of a listener that has been closed: connecting is refused.

@@ -19,7 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/proxy/cluster/etcdtest"
+	"github.com/spillway/spillway/proxy/cluster/clustertest"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // countingBackend is a backend that holds each request for delay and records the most
@@ -104,18 +105,6 @@ func (r *opsRun) fleetState(t *testing.T) fleetState {
 	return st
 }
 
-// pollUntil polls cond every 20 ms until it holds, failing the test after d.
-func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // load sends requests through the replicas from n clients until stop is closed, and counts
 // the answers by status.
 type load struct {
@@ -174,7 +163,7 @@ func (l *load) String() string {
 // replica joins and one leaves; each replica enforces its share (6 among 3: 2 each).
 func TestFleetSharesLimitsAcrossReplicas(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", "")
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
 	var mu sync.Mutex
 	var replicas []*opsRun
@@ -182,7 +171,7 @@ func TestFleetSharesLimitsAcrossReplicas(t *testing.T) {
 		replicas = append(replicas, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
 	}
 	targets := func() []*opsRun { mu.Lock(); defer mu.Unlock(); return append([]*opsRun(nil), replicas...) }
-	pollUntil(t, 30*time.Second, "every replica sees 3 members and holds 2 of each limit of 6", func() bool {
+	proxytest.Eventually(t, 30*time.Second, "every replica sees 3 members and holds 2 of each limit of 6", func() bool {
 		for _, r := range replicas {
 			st := r.fleetState(t)
 			if st.Cluster == nil || len(st.Cluster.Members) != 3 || !st.Cluster.Joined || st.Cluster.Store != "up" {
@@ -216,7 +205,7 @@ func TestFleetSharesLimitsAcrossReplicas(t *testing.T) {
 		b.peak.Store(0)
 	}
 	l := startLoad(t, 60, targets)
-	pollUntil(t, 30*time.Second, "the backends are full", func() bool {
+	proxytest.Eventually(t, 30*time.Second, "the backends are full", func() bool {
 		for _, b := range backends {
 			if b.all.Load() < 300+200 {
 				return false
@@ -227,7 +216,7 @@ func TestFleetSharesLimitsAcrossReplicas(t *testing.T) {
 
 	// A fourth replica joins under load, then the first leaves.
 	r3 := startRun(t, opsWriteConfig(t, fleetConfig("r3", etcd.Endpoints(), backends, "")))
-	pollUntil(t, 30*time.Second, "4 members, r3 joined", func() bool {
+	proxytest.Eventually(t, 30*time.Second, "4 members, r3 joined", func() bool {
 		st := r3.fleetState(t)
 		return st.Cluster != nil && st.Cluster.Joined && len(st.Cluster.Members) == 4
 	})
@@ -235,7 +224,7 @@ func TestFleetSharesLimitsAcrossReplicas(t *testing.T) {
 	replicas = append(replicas, r3)
 	mu.Unlock()
 	before := backends[0].all.Load()
-	pollUntil(t, 30*time.Second, "r3 takes traffic", func() bool { return backends[0].all.Load() > before+100 })
+	proxytest.Eventually(t, 30*time.Second, "r3 takes traffic", func() bool { return backends[0].all.Load() > before+100 })
 	mu.Lock()
 	leaving := replicas[0]
 	replicas = replicas[1:]
@@ -247,7 +236,7 @@ func TestFleetSharesLimitsAcrossReplicas(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("r0 did not stop")
 	}
-	pollUntil(t, 30*time.Second, "3 members again, holding 2 of each limit of 6", func() bool {
+	proxytest.Eventually(t, 30*time.Second, "3 members again, holding 2 of each limit of 6", func() bool {
 		for _, r := range targets() {
 			st := r.fleetState(t)
 			if len(st.Cluster.Members) != 3 || st.Sites[0].Backends[0].Limit != 2 {
@@ -257,7 +246,7 @@ func TestFleetSharesLimitsAcrossReplicas(t *testing.T) {
 		return true
 	})
 	before = backends[0].all.Load()
-	pollUntil(t, 30*time.Second, "traffic goes on", func() bool { return backends[0].all.Load() > before+100 })
+	proxytest.Eventually(t, 30*time.Second, "traffic goes on", func() bool { return backends[0].all.Load() > before+100 })
 	l.end()
 	for i, b := range backends {
 		t.Logf("backend %d: peak %d in flight, %d requests", i, b.peak.Load(), b.all.Load())
@@ -306,7 +295,7 @@ func (r *opsRun) site(t *testing.T, name string) (weight float64, drained bool, 
 // audit trail is the fleet's.
 func TestFleetPropagatesRuntimeChanges(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
 	var rs []*opsRun
 	for i := range 3 {
@@ -328,7 +317,7 @@ func TestFleetPropagatesRuntimeChanges(t *testing.T) {
 		return drained && o == nil && o1 != nil && o1.Weight == 9 && o1.Until != nil &&
 			o1.Since.Equal(want.Since) && o1.Until.Equal(*want.Until)
 	}
-	pollUntil(t, 10*time.Second, "every replica has the override (same ramp) and the drain", func() bool {
+	proxytest.Eventually(t, 10*time.Second, "every replica has the override (same ramp) and the drain", func() bool {
 		for _, r := range rs {
 			if !same(r) {
 				return false
@@ -362,7 +351,7 @@ func TestFleetPropagatesRuntimeChanges(t *testing.T) {
 	if status, body := late.call(http.MethodPost, late.admin+"/api/v1/sites/idc2/undrain", opsToken, ""); status != http.StatusOK {
 		t.Fatalf("undrain through r3: %d %s", status, body)
 	}
-	pollUntil(t, 10*time.Second, "every replica has idc2 back", func() bool {
+	proxytest.Eventually(t, 10*time.Second, "every replica has idc2 back", func() bool {
 		for _, r := range rs {
 			if _, drained, _ := r.site(t, "idc2"); drained {
 				return false
@@ -391,7 +380,7 @@ func (r *opsRun) metric(t *testing.T, name string) string {
 // changes with 503 saying why, and reports the store down; etcd back: it recovers alone.
 func TestFleetFailStatic(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
 	var rs []*opsRun
 	for i := range 2 {
@@ -400,7 +389,7 @@ func TestFleetFailStatic(t *testing.T) {
 	if status, body := rs[0].call(http.MethodPost, rs[0].admin+"/api/v1/sites/idc2/drain", opsToken, ""); status != http.StatusOK {
 		t.Fatalf("drain: %d %s", status, body)
 	}
-	pollUntil(t, 10*time.Second, "both have the drain and 2 members", func() bool {
+	proxytest.Eventually(t, 10*time.Second, "both have the drain and 2 members", func() bool {
 		for _, r := range rs {
 			if _, d, _ := r.site(t, "idc2"); !d || r.metric(t, "spillway_cluster_members") != "2" || r.metric(t, "spillway_cluster_store_up") != "1" {
 				return false
@@ -411,7 +400,7 @@ func TestFleetFailStatic(t *testing.T) {
 
 	etcd.Stop()
 	t.Log("etcd stopped", time.Now().Format("15:04:05.000"))
-	pollUntil(t, 20*time.Second, "store_up 0 on both", func() bool {
+	proxytest.Eventually(t, 20*time.Second, "store_up 0 on both", func() bool {
 		return rs[0].metric(t, "spillway_cluster_store_up") == "0" && rs[1].metric(t, "spillway_cluster_store_up") == "0"
 	})
 	for _, r := range rs {
@@ -445,13 +434,13 @@ func TestFleetFailStatic(t *testing.T) {
 	t.Log("etcd restarting", time.Now().Format("15:04:05.000"))
 	etcd.Restart()
 	t.Log("etcd restarted", time.Now().Format("15:04:05.000"))
-	pollUntil(t, 30*time.Second, "store_up 1 on both", func() bool {
+	proxytest.Eventually(t, 30*time.Second, "store_up 1 on both", func() bool {
 		return rs[0].metric(t, "spillway_cluster_store_up") == "1" && rs[1].metric(t, "spillway_cluster_store_up") == "1"
 	})
 	if status, body := rs[1].call(http.MethodPost, rs[1].admin+"/api/v1/sites/idc2/undrain", opsToken, ""); status != http.StatusOK {
 		t.Fatalf("undrain once etcd is back: %d %s", status, body)
 	}
-	pollUntil(t, 10*time.Second, "both have idc2 back", func() bool {
+	proxytest.Eventually(t, 10*time.Second, "both have idc2 back", func() bool {
 		_, d0, _ := rs[0].site(t, "idc2")
 		_, d1, _ := rs[1].site(t, "idc2")
 		return !d0 && !d1
@@ -508,7 +497,7 @@ func TestRunDrainDelay(t *testing.T) {
 // fleet still never puts more than a backend's limit in flight at it.
 func TestFleetDemandSharesAcrossReplicas(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", "")
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 20*time.Millisecond)
 	var rs []*opsRun
 	for i := range 3 {
@@ -518,7 +507,7 @@ func TestFleetDemandSharesAcrossReplicas(t *testing.T) {
 	// r0 gets three requests in five.
 	l := startLoad(t, 60, func() []*opsRun { return []*opsRun{rs[0], rs[1], rs[0], rs[2], rs[0]} })
 	limitOf := func(r *opsRun) int64 { return r.fleetState(t).Sites[0].Backends[0].Limit }
-	pollUntil(t, 30*time.Second, "r0 holds more of idc1's limit than r2, and the three hold all of it", func() bool {
+	proxytest.Eventually(t, 30*time.Second, "r0 holds more of idc1's limit than r2, and the three hold all of it", func() bool {
 		a, b, c := limitOf(rs[0]), limitOf(rs[1]), limitOf(rs[2])
 		return a > c && a+b+c == fleetLimit
 	})

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/proxy/cluster/etcdtest"
+	"github.com/spillway/spillway/proxy/cluster/clustertest"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // BUG (fleet: "a change made through any replica applies on every replica"): a weight set
@@ -26,7 +27,7 @@ import (
 // that it stays in etcd for the others.
 func TestReview15FleetPersistedWeightReachesEveryReplica(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
 	var rs []*opsRun
 	for i := range 2 {
@@ -62,11 +63,11 @@ func TestReview15FleetPersistedWeightReachesEveryReplica(t *testing.T) {
 // (TestMain's goleak) (passes; worth keeping).
 func TestReview15StopWithEtcdDown(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
 	r := startRun(t, opsWriteConfig(t, fleetConfig("r0", etcd.Endpoints(), backends, "")))
 	etcd.Stop()
-	pollUntil(t, 20*time.Second, "store_up 0", func() bool { return r.metric(t, "spillway_cluster_store_up") == "0" })
+	proxytest.Eventually(t, 20*time.Second, "store_up 0", func() bool { return r.metric(t, "spillway_cluster_store_up") == "0" })
 	start := time.Now()
 	if status, body := r.call(http.MethodPost, r.admin+"/api/v1/reload", opsToken, ""); status != http.StatusOK {
 		t.Logf("reload with etcd down: %d %s", status, body)
@@ -95,7 +96,7 @@ func TestReview15StopWithEtcdDown(t *testing.T) {
 // holds all 6 where its share is 3), and r0 says so in its log.
 func TestReview15SlowRequestsOvercommitOnJoin(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 17*time.Second)
 	r0 := startRun(t, opsWriteConfig(t, fleetConfig("r0", etcd.Endpoints(), backends, "")))
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
@@ -113,7 +114,7 @@ func TestReview15SlowRequestsOvercommitOnJoin(t *testing.T) {
 		}
 	}
 	send(r0, 3*fleetLimit)
-	pollUntil(t, 10*time.Second, "r0 holds idc1's whole limit", func() bool { return backends[0].now.Load() == fleetLimit })
+	proxytest.Eventually(t, 10*time.Second, "r0 holds idc1's whole limit", func() bool { return backends[0].now.Load() == fleetLimit })
 	joinStart := time.Now()
 	r1 := startRunWithin(t, opsWriteConfig(t, fleetConfig("r1", etcd.Endpoints(), backends, "")), 30*time.Second)
 	t.Logf("r1 joined after %s, with r0's %d requests still in flight at idc1", time.Since(joinStart).Round(100*time.Millisecond), backends[0].now.Load())
@@ -134,7 +135,7 @@ func TestReview15SlowRequestsOvercommitOnJoin(t *testing.T) {
 // weight of the newest entry — last writer wins, the same everywhere (passes; worth keeping).
 func TestReview15ConcurrentWeightsLastWriterWins(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
 	var rs []*opsRun
 	for i := range 2 {
@@ -181,7 +182,7 @@ func TestReview15ConcurrentWeightsLastWriterWins(t *testing.T) {
 	}
 	var want float64
 	fmt.Sscan(weights[0], &want)
-	pollUntil(t, 10*time.Second, fmt.Sprintf("both replicas at the newest entry's weight %v", want), func() bool {
+	proxytest.Eventually(t, 10*time.Second, fmt.Sprintf("both replicas at the newest entry's weight %v", want), func() bool {
 		for _, r := range rs {
 			if w, _, _ := r.site(t, "idc1"); w != want {
 				return false
@@ -203,7 +204,7 @@ func TestReview15ConcurrentWeightsLastWriterWins(t *testing.T) {
 // ignores a state older than the newest change applied locally.
 func TestReview15StaleWatchDeliveryRevertsLocalChange(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
 	var rs []*opsRun
 	for i := range 2 {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // liveness bounds every wait; ordering is done by polling state, never by sleeping.
@@ -185,13 +186,7 @@ func (e *adminEnv) get(t *testing.T, path string, headers ...string) string {
 // until polls cond until it holds, failing after liveness.
 func until(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(liveness)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", liveness, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	proxytest.Eventually(t, liveness, what, cond)
 }
 
 // nameBackend answers every request with name, on 127.0.0.1.
@@ -226,15 +221,7 @@ func heldBackend(t *testing.T, name string) (url string, arrived, release chan s
 
 func await[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
-	timer := time.NewTimer(liveness)
-	defer timer.Stop()
-	select {
-	case v := <-ch:
-		return v
-	case <-timer.C:
-		t.Fatalf("timed out after %v waiting for %s", liveness, what)
-		panic("unreachable")
-	}
+	return proxytest.Await(t, ch, liveness, what)
 }
 
 // config is a 5:3:2 config in block style, with comments, a blank line and a flow-style

@@ -12,39 +12,9 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy/cluster"
-	"github.com/spillway/spillway/proxy/cluster/etcdtest"
+	"github.com/spillway/spillway/proxy/cluster/clustertest"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
-
-// replica is a Fleet with the share it last published.
-type replica struct {
-	f     *cluster.Fleet
-	share atomic.Pointer[cluster.Share]
-}
-
-func join(t *testing.T, endpoints []string, node string, lease time.Duration) *replica {
-	t.Helper()
-	r := &replica{}
-	f, err := cluster.Open(cluster.Options{Name: "prod", Node: node, Endpoints: endpoints, Lease: lease, Log: zap.NewNop(),
-		OnShare: func(s *cluster.Share) { r.share.Store(s) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.f = f
-	if err := f.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return r
-}
-
-func (r *replica) joined(t *testing.T) {
-	t.Helper()
-	select {
-	case <-r.f.Joined():
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not join in 30s: %+v", r.f.Status().Node, r.f.Status())
-	}
-}
 
 var limits = []int64{1, 2, 3, 7, 10, 100, 101}
 
@@ -56,20 +26,9 @@ func backends() []balancer.BackendID {
 	return ids
 }
 
-// sum is what the replicas hold of limit at id, together.
-func sum(rs []*replica, id balancer.BackendID, limit int64) int64 {
-	var n int64
-	for _, r := range rs {
-		if s := r.share.Load(); s != nil {
-			n += s.Of(id, limit)
-		}
-	}
-	return n
-}
-
 // watchBudget checks, until stop, that the replicas never hold more than any limit between
 // them, and returns how many samples broke it.
-func watchBudget(rs func() []*replica, stop <-chan struct{}) *atomic.Int64 {
+func watchBudget(rs func() []*clustertest.Replica, stop <-chan struct{}) *atomic.Int64 {
 	var over atomic.Int64
 	go func() {
 		for {
@@ -80,7 +39,7 @@ func watchBudget(rs func() []*replica, stop <-chan struct{}) *atomic.Int64 {
 			}
 			for _, id := range backends() {
 				for _, l := range limits {
-					if sum(rs(), id, l) > l {
+					if clustertest.Sum(rs(), id, l) > l {
 						over.Add(1)
 					}
 				}
@@ -95,13 +54,17 @@ func watchBudget(rs func() []*replica, stop <-chan struct{}) *atomic.Int64 {
 // to at most each limit; once the fleet is settled they add up to exactly each limit (equal
 // shares); a dead replica's share comes back within about the lease.
 func TestFleetSharesFollowMembers(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	const lease = 2 * time.Second
 	var mu sync.Mutex
-	var all []*replica
-	snapshot := func() []*replica { mu.Lock(); defer mu.Unlock(); return append([]*replica(nil), all...) }
-	add := func(node string) *replica {
-		r := join(t, etcd.Endpoints(), node, lease)
+	var all []*clustertest.Replica
+	snapshot := func() []*clustertest.Replica {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]*clustertest.Replica(nil), all...)
+	}
+	add := func(node string) *clustertest.Replica {
+		r := clustertest.Join(t, etcd.Endpoints(), node, lease)
 		mu.Lock()
 		all = append(all, r)
 		mu.Unlock()
@@ -111,18 +74,18 @@ func TestFleetSharesFollowMembers(t *testing.T) {
 	over := watchBudget(snapshot, stop)
 	defer close(stop)
 
-	settled := func(rs []*replica, n int) {
+	settled := func(rs []*clustertest.Replica, n int) {
 		t.Helper()
-		eventually(t, 30*time.Second, fmt.Sprintf("%d replicas share every limit exactly", n), func() bool {
+		proxytest.Eventually(t, 30*time.Second, fmt.Sprintf("%d replicas share every limit exactly", n), func() bool {
 			for _, id := range backends() {
 				for _, l := range limits {
-					if sum(rs, id, l) != l {
+					if clustertest.Sum(rs, id, l) != l {
 						return false
 					}
 				}
 			}
 			for _, r := range rs {
-				if len(r.f.Status().Members) != n {
+				if len(r.Status().Members) != n {
 					return false
 				}
 			}
@@ -131,32 +94,32 @@ func TestFleetSharesFollowMembers(t *testing.T) {
 	}
 
 	a := add("a")
-	a.joined(t)
-	settled([]*replica{a}, 1)
+	a.Joined(t)
+	settled([]*clustertest.Replica{a}, 1)
 	b := add("b")
-	b.joined(t)
-	settled([]*replica{a, b}, 2)
+	b.Joined(t)
+	settled([]*clustertest.Replica{a, b}, 2)
 	c := add("c")
-	c.joined(t)
-	settled([]*replica{a, b, c}, 3)
-	if got := a.share.Load().Of(backends()[0], 99); got != 33 {
+	c.Joined(t)
+	settled([]*clustertest.Replica{a, b, c}, 3)
+	if got := a.Share().Of(backends()[0], 99); got != 33 {
 		t.Fatalf("a's share of 99 among 3: %d, want 33", got)
 	}
 
 	// c leaves (gracefully: its lease is revoked at once), having stopped serving first.
 	mu.Lock()
-	all = []*replica{a, b}
+	all = []*clustertest.Replica{a, b}
 	mu.Unlock()
-	c.f.Close()
-	settled([]*replica{a, b}, 2)
+	c.Close()
+	settled([]*clustertest.Replica{a, b}, 2)
 
 	// b dies: a gets all back within the lease and a second (or so: a generous bound).
 	mu.Lock()
-	all = []*replica{a} // a dead replica holds nothing
+	all = []*clustertest.Replica{a} // a dead replica holds nothing
 	mu.Unlock()
 	died := time.Now()
-	b.f.Crash()
-	settled([]*replica{a}, 1)
+	b.Crash()
+	settled([]*clustertest.Replica{a}, 1)
 	if d := time.Since(died); d > lease+5*time.Second {
 		t.Errorf("a dead replica's share came back after %s; lease is %s", d, lease)
 	}
@@ -169,30 +132,30 @@ func TestFleetSharesFollowMembers(t *testing.T) {
 // etcd down: every replica keeps the share it had (fail static) and says the store is
 // unavailable; once etcd is back, the store is up again and a new replica can join.
 func TestFleetFailStatic(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
-	a := join(t, etcd.Endpoints(), "a", 2*time.Second)
-	b := join(t, etcd.Endpoints(), "b", 2*time.Second)
-	a.joined(t)
-	b.joined(t)
+	etcd := clustertest.Start(t, 1)
+	a := clustertest.Join(t, etcd.Endpoints(), "a", 2*time.Second)
+	b := clustertest.Join(t, etcd.Endpoints(), "b", 2*time.Second)
+	a.Joined(t)
+	b.Joined(t)
 	id := backends()[0]
-	eventually(t, 30*time.Second, "two members", func() bool { return sum([]*replica{a, b}, id, 10) == 10 })
+	proxytest.Eventually(t, 30*time.Second, "two members", func() bool { return clustertest.Sum([]*clustertest.Replica{a, b}, id, 10) == 10 })
 	etcd.Stop()
-	eventually(t, 30*time.Second, "the store is reported unavailable", func() bool {
-		return a.f.Status().Store == "unavailable" && !b.f.Up()
+	proxytest.Eventually(t, 30*time.Second, "the store is reported unavailable", func() bool {
+		return a.Status().Store == "unavailable" && !b.Up()
 	})
-	if got := a.share.Load().Of(id, 10) + b.share.Load().Of(id, 10); got != 10 {
+	if got := a.Share().Of(id, 10) + b.Share().Of(id, 10); got != 10 {
 		t.Fatalf("with etcd down the shares changed: %d of 10", got)
 	}
 	time.Sleep(3 * time.Second) // longer than the lease: nothing expires while etcd is down
-	if got := a.share.Load().Of(id, 10); got != 5 {
+	if got := a.Share().Of(id, 10); got != 5 {
 		t.Fatalf("a's share with etcd down for longer than the lease: %d, want the 5 it had", got)
 	}
 	etcd.Restart()
-	eventually(t, 30*time.Second, "the store is up again", func() bool { return a.f.Up() && b.f.Up() })
-	c := join(t, etcd.Endpoints(), "c", 2*time.Second)
-	c.joined(t)
-	eventually(t, 30*time.Second, "three members share the limit", func() bool {
-		return sum([]*replica{a, b, c}, id, 10) == 10 && c.share.Load().Of(id, 10) > 0 && len(a.f.Status().Members) == 3
+	proxytest.Eventually(t, 30*time.Second, "the store is up again", func() bool { return a.Up() && b.Up() })
+	c := clustertest.Join(t, etcd.Endpoints(), "c", 2*time.Second)
+	c.Joined(t)
+	proxytest.Eventually(t, 30*time.Second, "three members share the limit", func() bool {
+		return clustertest.Sum([]*clustertest.Replica{a, b, c}, id, 10) == 10 && c.Share().Of(id, 10) > 0 && len(a.Status().Members) == 3
 	})
 }
 
@@ -200,11 +163,11 @@ func TestFleetFailStatic(t *testing.T) {
 // that crashed is replaced under its name once its lease has run out (the others first
 // take its share back, then the new one joins).
 func TestFleetNodeNameTaken(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
-	a := join(t, etcd.Endpoints(), "a", 2*time.Second)
-	b := join(t, etcd.Endpoints(), "b", 2*time.Second)
-	a.joined(t)
-	b.joined(t)
+	etcd := clustertest.Start(t, 1)
+	a := clustertest.Join(t, etcd.Endpoints(), "a", 2*time.Second)
+	b := clustertest.Join(t, etcd.Endpoints(), "b", 2*time.Second)
+	a.Joined(t)
+	b.Joined(t)
 	dup, err := cluster.Open(cluster.Options{Name: "prod", Node: "a", Endpoints: etcd.Endpoints(), Lease: 2 * time.Second, Log: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -214,55 +177,45 @@ func TestFleetNodeNameTaken(t *testing.T) {
 	if !errors.Is(err, cluster.ErrNodeTaken) {
 		t.Fatalf("a second replica named a: %v, want ErrNodeTaken", err)
 	}
-	if len(a.f.Status().Members) != 2 || sum([]*replica{a, b}, backends()[0], 10) != 10 {
-		t.Fatalf("the refused duplicate disturbed the fleet: %+v", a.f.Status())
+	if len(a.Status().Members) != 2 || clustertest.Sum([]*clustertest.Replica{a, b}, backends()[0], 10) != 10 {
+		t.Fatalf("the refused duplicate disturbed the fleet: %+v", a.Status())
 	}
 
-	a.f.Crash()
-	again := join(t, etcd.Endpoints(), "a", 2*time.Second)
-	again.joined(t)
-	eventually(t, 30*time.Second, "the new a and b share 10", func() bool {
-		return sum([]*replica{again, b}, backends()[0], 10) == 10 && len(b.f.Status().Members) == 2
+	a.Crash()
+	again := clustertest.Join(t, etcd.Endpoints(), "a", 2*time.Second)
+	again.Joined(t)
+	proxytest.Eventually(t, 30*time.Second, "the new a and b share 10", func() bool {
+		return clustertest.Sum([]*clustertest.Replica{again, b}, backends()[0], 10) == 10 && len(b.Status().Members) == 2
 	})
 }
 
 // Demand-following shares: the fleet divides each limit in proportion to what each replica
 // reports, never holding more than the limit between the replicas while the weights move.
 func TestFleetDemandShares(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	var demandA, demandB atomic.Int64
 	demandA.Store(30)
 	demandB.Store(10)
-	mk := func(node string, d *atomic.Int64) *replica {
-		r := &replica{}
-		f, err := cluster.Open(cluster.Options{Name: "prod", Node: node, Endpoints: etcd.Endpoints(), Lease: 2 * time.Second, Log: zap.NewNop(),
-			OnShare: func(s *cluster.Share) { r.share.Store(s) }, Demand: func() float64 { return float64(d.Load()) }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.f = f
-		if err := f.Start(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		return r
+	mk := func(node string, d *atomic.Int64) *clustertest.Replica {
+		return clustertest.JoinWith(t, cluster.Options{Node: node, Endpoints: etcd.Endpoints(), Lease: 2 * time.Second,
+			Demand: func() float64 { return float64(d.Load()) }})
 	}
 	a, b := mk("a", &demandA), mk("b", &demandB)
-	a.joined(t)
-	b.joined(t)
-	rs := []*replica{a, b}
+	a.Joined(t)
+	b.Joined(t)
+	rs := []*clustertest.Replica{a, b}
 	stop := make(chan struct{})
-	over := watchBudget(func() []*replica { return rs }, stop)
+	over := watchBudget(func() []*clustertest.Replica { return rs }, stop)
 	id := backends()[0]
-	eventually(t, 30*time.Second, "a holds about three quarters of 100", func() bool {
-		sa := a.share.Load().Of(id, 100)
-		return sa >= 65 && sa <= 80 && sum(rs, id, 100) == 100
+	proxytest.Eventually(t, 30*time.Second, "a holds about three quarters of 100", func() bool {
+		sa := a.Share().Of(id, 100)
+		return sa >= 65 && sa <= 80 && clustertest.Sum(rs, id, 100) == 100
 	})
 	demandA.Store(10)
 	demandB.Store(30)
-	eventually(t, 30*time.Second, "the weights turn: b holds about three quarters", func() bool {
-		sb := b.share.Load().Of(id, 100)
-		return sb >= 65 && sb <= 80 && sum(rs, id, 100) == 100
+	proxytest.Eventually(t, 30*time.Second, "the weights turn: b holds about three quarters", func() bool {
+		sb := b.Share().Of(id, 100)
+		return sb >= 65 && sb <= 80 && clustertest.Sum(rs, id, 100) == 100
 	})
 	close(stop)
 	if n := over.Load(); n > 0 {

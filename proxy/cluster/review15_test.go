@@ -25,7 +25,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/spillway/spillway/proxy/cluster"
-	"github.com/spillway/spillway/proxy/cluster/etcdtest"
+	"github.com/spillway/spillway/proxy/cluster/clustertest"
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/store"
 )
 
@@ -96,29 +97,6 @@ func (p *review15Cut) setDown(down bool) {
 	}
 }
 
-func review15Client(t *testing.T, endpoints []string, opts ...grpc.DialOption) *clientv3.Client {
-	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second,
-		DialKeepAliveTime: time.Second, DialKeepAliveTimeout: time.Second, DialOptions: opts,
-		Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-func review15Eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // BUG (store.Store contract, "after an error, neither"): Commit sends its transaction and,
 // when the answer is lost (etcd stops, or the connection breaks, after it applied the
 // transaction but before the reply reaches the replica), reports ErrUnavailable — which the
@@ -127,7 +105,7 @@ func review15Eventually(t *testing.T, d time.Duration, what string, cond func() 
 // Cause: proxy/cluster/store.go, Commit: a Txn error is returned as unavailable without
 // finding out whether the transaction was applied.
 func TestReview15CommitLostReplyIsNotNeither(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	var lose atomic.Bool
 	loseTxnReply := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
@@ -136,7 +114,7 @@ func TestReview15CommitLostReplyIsNotNeither(t *testing.T) {
 		}
 		return err
 	}
-	c := review15Client(t, etcd.Endpoints(), grpc.WithChainUnaryInterceptor(loseTxnReply))
+	c := clustertest.Client(t, etcd.Endpoints(), grpc.WithChainUnaryInterceptor(loseTxnReply))
 	s := cluster.NewStore(c, "prod", "a", 0, zap.NewNop())
 	ctx := t.Context()
 
@@ -169,8 +147,8 @@ func TestReview15CommitLostReplyIsNotNeither(t *testing.T) {
 // without folding edits of the same key, and wraps every Txn error with unavailable().
 // Fix: fold the edits per key (the last wins, as State.Apply does) before building the Txn.
 func TestReview15CommitTwoEditsOfOneSite(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
-	c := review15Client(t, etcd.Endpoints())
+	etcd := clustertest.Start(t, 1)
+	c := clustertest.Client(t, etcd.Endpoints())
 	s := cluster.NewStore(c, "prod", "a", 0, zap.NewNop())
 	o := store.Override{Weight: 7, From: 7, Start: time.Now().UTC(), End: time.Now().UTC(), By: "alice"}
 	_, err := s.Commit(t.Context(), store.Change{Who: "alice", Action: "weight", Site: "idc1", Time: time.Now()},
@@ -192,10 +170,10 @@ func TestReview15CommitTwoEditsOfOneSite(t *testing.T) {
 // newest first without gaps or repeats; Load refuses a value it cannot parse; a stopped
 // etcd is ErrUnavailable within a bound.
 func TestReview15StoreContract(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	ctx := t.Context()
-	sa := cluster.NewStore(review15Client(t, etcd.Endpoints()), "prod", "a", 5, zap.NewNop())
-	sb := cluster.NewStore(review15Client(t, etcd.Endpoints()), "prod", "b", 5, zap.NewNop())
+	sa := cluster.NewStore(clustertest.Client(t, etcd.Endpoints()), "prod", "a", 5, zap.NewNop())
+	sb := cluster.NewStore(clustertest.Client(t, etcd.Endpoints()), "prod", "b", 5, zap.NewNop())
 
 	const per = 10
 	var wg sync.WaitGroup
@@ -251,7 +229,7 @@ func TestReview15StoreContract(t *testing.T) {
 	}
 
 	// A value that does not parse: Load refuses it.
-	if _, err := review15Client(t, etcd.Endpoints()).Put(ctx, cluster.Prefix("prod")+"state/drains/idc2", "{not json"); err != nil {
+	if _, err := clustertest.Client(t, etcd.Endpoints()).Put(ctx, cluster.Prefix("prod")+"state/drains/idc2", "{not json"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := sa.Load(ctx); err == nil {
@@ -272,10 +250,10 @@ func TestReview15StoreContract(t *testing.T) {
 // compacted past the watch's revision recovers: once the replica reaches etcd again it
 // delivers the newest state (passes; worth keeping).
 func TestReview15WatchRecoversAfterCompaction(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	cut := review15NewCut(t, etcd.Endpoints()[0][len("http://"):])
-	watched := cluster.NewStore(review15Client(t, []string{cut.URL()}), "prod", "w", 0, zap.NewNop())
-	direct := review15Client(t, etcd.Endpoints())
+	watched := cluster.NewStore(clustertest.Client(t, []string{cut.URL()}), "prod", "w", 0, zap.NewNop())
+	direct := clustertest.Client(t, etcd.Endpoints())
 	other := cluster.NewStore(direct, "prod", "o", 0, zap.NewNop())
 
 	var last atomic.Pointer[store.State]
@@ -299,7 +277,7 @@ func TestReview15WatchRecoversAfterCompaction(t *testing.T) {
 		return ok
 	}
 	drain("idc1")
-	review15Eventually(t, 10*time.Second, "the watch delivers idc1's drain", func() bool { return has("idc1") })
+	proxytest.Eventually(t, 10*time.Second, "the watch delivers idc1's drain", func() bool { return has("idc1") })
 
 	cut.setDown(true)
 	for i := range 5 {
@@ -313,20 +291,20 @@ func TestReview15WatchRecoversAfterCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	cut.setDown(false)
-	review15Eventually(t, 20*time.Second, "the watch delivers the state made while it was cut off, past a compaction", func() bool { return has("s4") })
+	proxytest.Eventually(t, 20*time.Second, "the watch delivers the state made while it was cut off, past a compaction", func() bool { return has("s4") })
 }
 
 // Fleet: the members' watch recovers past a compaction too — a replica cut off from etcd
 // (for less than its lease) while another joined and history was compacted sees the new
 // member and hands over (passes; worth keeping).
 func TestReview15FleetWatchRecoversAfterCompaction(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	cut := review15NewCut(t, etcd.Endpoints()[0][len("http://"):])
-	a := join(t, []string{cut.URL()}, "a", 10*time.Second)
-	a.joined(t)
+	a := clustertest.Join(t, []string{cut.URL()}, "a", 10*time.Second)
+	a.Joined(t)
 	cut.setDown(true)
-	b := join(t, etcd.Endpoints(), "b", 10*time.Second)
-	direct := review15Client(t, etcd.Endpoints())
+	b := clustertest.Join(t, etcd.Endpoints(), "b", 10*time.Second)
+	direct := clustertest.Client(t, etcd.Endpoints())
 	for i := range 20 { // history to compact
 		if _, err := direct.Put(t.Context(), "/spillway/prod/noise", fmt.Sprint(i)); err != nil {
 			t.Fatal(err)
@@ -340,52 +318,48 @@ func TestReview15FleetWatchRecoversAfterCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	cut.setDown(false)
-	b.joined(t)
-	review15Eventually(t, 20*time.Second, "a sees b and holds half", func() bool {
-		return len(a.f.Status().Members) == 2 && a.share.Load().Of(backends()[0], 10) == 5
+	b.Joined(t)
+	proxytest.Eventually(t, 20*time.Second, "a sees b and holds half", func() bool {
+		return len(a.Status().Members) == 2 && a.Share().Of(backends()[0], 10) == 5
 	})
 }
 
 // Two replicas joining at the same instant never make the fleet hold more than a limit,
 // and both end up with equal shares (passes; worth keeping).
 func TestReview15TwoJoinAtOnce(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
-	a := join(t, etcd.Endpoints(), "a", 2*time.Second)
-	a.joined(t)
+	etcd := clustertest.Start(t, 1)
+	a := clustertest.Join(t, etcd.Endpoints(), "a", 2*time.Second)
+	a.Joined(t)
 	var mu sync.Mutex
-	all := []*replica{a}
+	all := []*clustertest.Replica{a}
 	stop := make(chan struct{})
-	over := watchBudget(func() []*replica { mu.Lock(); defer mu.Unlock(); return append([]*replica(nil), all...) }, stop)
+	over := watchBudget(func() []*clustertest.Replica {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]*clustertest.Replica(nil), all...)
+	}, stop)
 	var wg sync.WaitGroup
-	rs := make([]*replica, 2)
+	rs := make([]*clustertest.Replica, 2)
 	for i, n := range []string{"b", "c"} {
-		r := &replica{}
-		f, err := cluster.Open(cluster.Options{Name: "prod", Node: n, Endpoints: etcd.Endpoints(), Lease: 2 * time.Second,
-			OnShare: func(s *cluster.Share) { r.share.Store(s) }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.f = f
-		rs[i] = r
-		t.Cleanup(func() { f.Close() })
+		rs[i] = clustertest.Open(t, cluster.Options{Node: n, Endpoints: etcd.Endpoints(), Lease: 2 * time.Second})
 	}
 	mu.Lock()
 	all = append(all, rs...)
 	mu.Unlock()
 	for _, r := range rs {
 		wg.Go(func() {
-			if err := r.f.Start(t.Context()); err != nil {
+			if err := r.Start(t.Context()); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 	wg.Wait()
 	for _, r := range rs {
-		r.joined(t)
+		r.Joined(t)
 	}
-	review15Eventually(t, 30*time.Second, "3 replicas share 99 as 33 each", func() bool {
-		for _, r := range []*replica{a, rs[0], rs[1]} {
-			if s := r.share.Load(); s == nil || s.Of(backends()[0], 99) != 33 {
+	proxytest.Eventually(t, 30*time.Second, "3 replicas share 99 as 33 each", func() bool {
+		for _, r := range []*clustertest.Replica{a, rs[0], rs[1]} {
+			if s := r.Share(); s == nil || s.Of(backends()[0], 99) != 33 {
 				return false
 			}
 		}
@@ -400,7 +374,7 @@ func TestReview15TwoJoinAtOnce(t *testing.T) {
 // Close with etcd down returns within a bound and leaves no goroutine behind (TestMain's
 // goleak) (passes; worth keeping).
 func TestReview15CloseWithEtcdDown(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	f, err := cluster.Open(cluster.Options{Name: "prod", Node: "a", Endpoints: etcd.Endpoints(), Lease: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -467,22 +441,12 @@ func TestReview15LeaseShorterThanEtcdMinimum(t *testing.T) {
 	endpoints := review15SlowEtcd(t)
 	core, logs := observer.New(zap.WarnLevel)
 	const lease = 2 * time.Second
-	a := &replica{}
-	fa, err := cluster.Open(cluster.Options{Name: "prod", Node: "a", Endpoints: endpoints, Lease: lease, Log: zap.New(core),
-		OnShare: func(s *cluster.Share) { a.share.Store(s) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.f = fa
-	if err := fa.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fa.Close() })
-	a.joined(t)
-	b := join(t, endpoints, "b", lease)
-	b.joined(t)
+	a := clustertest.JoinWith(t, cluster.Options{Node: "a", Endpoints: endpoints, Lease: lease, Log: zap.New(core)})
+	a.Joined(t)
+	b := clustertest.Join(t, endpoints, "b", lease)
+	b.Joined(t)
 	id := backends()[0]
-	review15Eventually(t, 30*time.Second, "a holds half of 10", func() bool { return a.share.Load().Of(id, 10) == 5 })
+	proxytest.Eventually(t, 30*time.Second, "a holds half of 10", func() bool { return a.Share().Of(id, 10) == 5 })
 
 	warned := func() bool {
 		for _, e := range logs.All() {
@@ -493,9 +457,9 @@ func TestReview15LeaseShorterThanEtcdMinimum(t *testing.T) {
 		}
 		return false
 	}
-	b.f.Crash()
+	b.Crash()
 	start := time.Now()
-	review15Eventually(t, 30*time.Second, "a takes b's share back", func() bool { return a.share.Load().Of(id, 10) == 10 })
+	proxytest.Eventually(t, 30*time.Second, "a takes b's share back", func() bool { return a.Share().Of(id, 10) == 10 })
 	took := time.Since(start)
 	if took > lease+1500*time.Millisecond && !warned() {
 		t.Fatalf("a dead replica's share came back after %s with lease %s (etcd's minimum lease is 5s), and nothing was logged about the lease", took.Round(100*time.Millisecond), lease)
@@ -512,9 +476,9 @@ func TestReview15LeaseShorterThanEtcdMinimum(t *testing.T) {
 func TestReview15RestartAfterCrashWithEtcdMinimumLease(t *testing.T) {
 	endpoints := review15SlowEtcd(t)
 	const lease = 2 * time.Second
-	a := join(t, endpoints, "a", lease)
-	a.joined(t)
-	a.f.Crash()
+	a := clustertest.Join(t, endpoints, "a", lease)
+	a.Joined(t)
+	a.Crash()
 	f, err := cluster.Open(cluster.Options{Name: "prod", Node: "a", Endpoints: endpoints, Lease: lease})
 	if err != nil {
 		t.Fatal(err)
@@ -536,10 +500,10 @@ func TestReview15RestartAfterCrashWithEtcdMinimumLease(t *testing.T) {
 // the value in effect for a key that does not (as follow does), logging at Error, or at
 // least log at Error and report the store as unhealthy.
 func TestReview15WatchStopsForeverOnOneBadValue(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
+	etcd := clustertest.Start(t, 1)
 	cut := review15NewCut(t, etcd.Endpoints()[0][len("http://"):])
-	watched := cluster.NewStore(review15Client(t, []string{cut.URL()}), "prod", "w", 0, zaptest.NewLogger(t))
-	direct := review15Client(t, etcd.Endpoints())
+	watched := cluster.NewStore(clustertest.Client(t, []string{cut.URL()}), "prod", "w", 0, zaptest.NewLogger(t))
+	direct := clustertest.Client(t, etcd.Endpoints())
 	other := cluster.NewStore(direct, "prod", "o", 0, zap.NewNop())
 
 	var last atomic.Pointer[store.State]
@@ -562,12 +526,12 @@ func TestReview15WatchStopsForeverOnOneBadValue(t *testing.T) {
 		}
 	}
 	drain("idc1")
-	review15Eventually(t, 10*time.Second, "the watch delivers idc1's drain", func() bool { return has("idc1") })
+	proxytest.Eventually(t, 10*time.Second, "the watch delivers idc1's drain", func() bool { return has("idc1") })
 	if _, err := direct.Put(t.Context(), cluster.Prefix("prod")+"state/overrides/legacy", `{"weight":"seven"}`); err != nil {
 		t.Fatal(err)
 	}
 	drain("idc2")
-	review15Eventually(t, 10*time.Second, "the running watch ignores the bad value and delivers idc2's drain", func() bool { return has("idc2") })
+	proxytest.Eventually(t, 10*time.Second, "the running watch ignores the bad value and delivers idc2's drain", func() bool { return has("idc2") })
 
 	// The watch has to start again: cut off while history is compacted past it.
 	cut.setDown(true)

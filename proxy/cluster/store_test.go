@@ -8,44 +8,20 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
 	"github.com/spillway/spillway/proxy/cluster"
-	"github.com/spillway/spillway/proxy/cluster/etcdtest"
+	"github.com/spillway/spillway/proxy/cluster/clustertest"
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/store"
 )
-
-func client(t *testing.T, endpoints []string) *clientv3.Client {
-	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// eventually polls cond every 20 ms until it holds, failing the test after d.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // Two replicas' stores on one etcd: what one commits, the other loads, pages and is told of
 // by its Watch; the audit entry and the edits go together; IDs follow one another across
 // replicas, even committing at once.
 func TestStoreAcrossReplicas(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
-	a := cluster.NewStore(client(t, etcd.Endpoints()), "prod", "a", 5, nil)
-	b := cluster.NewStore(client(t, etcd.Endpoints()), "prod", "b", 5, nil)
-	other := cluster.NewStore(client(t, etcd.Endpoints()), "test", "c", 5, nil)
+	etcd := clustertest.Start(t, 1)
+	a := cluster.NewStore(clustertest.Client(t, etcd.Endpoints()), "prod", "a", 5, nil)
+	b := cluster.NewStore(clustertest.Client(t, etcd.Endpoints()), "prod", "b", 5, nil)
+	other := cluster.NewStore(clustertest.Client(t, etcd.Endpoints()), "test", "c", 5, nil)
 	ctx := t.Context()
 
 	var mu sync.Mutex
@@ -65,7 +41,7 @@ func TestStoreAcrossReplicas(t *testing.T) {
 		}
 		return seen[len(seen)-1]
 	}
-	eventually(t, 10*time.Second, "the watch delivers the first state", func() bool { return last().Overrides != nil })
+	proxytest.Eventually(t, 10*time.Second, "the watch delivers the first state", func() bool { return last().Overrides != nil })
 
 	start := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	o := store.Override{Weight: 7, From: 5, Start: start, End: start.Add(30 * time.Second), By: "alice"}
@@ -87,7 +63,7 @@ func TestStoreAcrossReplicas(t *testing.T) {
 	if _, ok := st.Drains["idc2"]; !ok {
 		t.Fatalf("b loads no drain of idc2: %+v", st)
 	}
-	eventually(t, 5*time.Second, "b's watch delivers a's change", func() bool {
+	proxytest.Eventually(t, 5*time.Second, "b's watch delivers a's change", func() bool {
 		s := last()
 		_, drained := s.Drains["idc2"]
 		return s.Overrides["idc1"].Weight == 7 && drained
@@ -104,7 +80,7 @@ func TestStoreAcrossReplicas(t *testing.T) {
 	if s, _ := a.Load(ctx); len(s.Overrides)+len(s.Drains) != 0 {
 		t.Fatalf("a still loads %+v after b cleared it", s)
 	}
-	eventually(t, 5*time.Second, "the watch delivers the clearing", func() bool {
+	proxytest.Eventually(t, 5*time.Second, "the watch delivers the clearing", func() bool {
 		s := last()
 		return s.Overrides != nil && len(s.Overrides)+len(s.Drains) == 0
 	})
@@ -147,8 +123,8 @@ func ids(cs []store.Change) []uint64 {
 // etcd down: Commit is store.ErrUnavailable (promptly) and nothing is half-written; once
 // etcd is back, Commit works and the watch delivers the state again.
 func TestStoreUnavailable(t *testing.T) {
-	etcd := etcdtest.Start(t, 1)
-	a := cluster.NewStore(client(t, etcd.Endpoints()), "prod", "a", 0, nil)
+	etcd := clustertest.Start(t, 1)
+	a := cluster.NewStore(clustertest.Client(t, etcd.Endpoints()), "prod", "a", 0, nil)
 	ctx := t.Context()
 	if _, err := a.Commit(ctx, store.Change{Action: "drain", Site: "idc1"}, store.Edit{Site: "idc1", Drain: &store.Drain{By: "x"}}); err != nil {
 		t.Fatal(err)
@@ -166,7 +142,7 @@ func TestStoreUnavailable(t *testing.T) {
 		t.Fatalf("load with etcd down: %v, want ErrUnavailable", err)
 	}
 	etcd.Restart()
-	eventually(t, 30*time.Second, "commits work again once etcd is back", func() bool {
+	proxytest.Eventually(t, 30*time.Second, "commits work again once etcd is back", func() bool {
 		_, err := a.Commit(ctx, store.Change{Action: "reload"})
 		return err == nil
 	})

@@ -1,8 +1,9 @@
-// Package etcdtest runs real etcd members in the test's process (go.etcd.io/etcd/server/v3/embed)
-// on loopback, on free ports, with their data in the test's temporary directory, so that
-// `go test ./...` needs no etcd installed. A member can be stopped and started again on the
-// same ports and data (etcd down, etcd back).
-package etcdtest
+// Package clustertest is what the fleet's tests share: real etcd members run in the test's
+// process (go.etcd.io/etcd/server/v3/embed) on loopback, on free ports, with their data in
+// the test's temporary directory, so that `go test ./...` needs no etcd installed (a member
+// can be stopped and started again on the same ports and data: etcd down, etcd back); and
+// replicas of a fleet joined to them, with the shares they publish.
+package clustertest
 
 import (
 	"fmt"
