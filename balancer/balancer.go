@@ -220,6 +220,10 @@ func (b *Balancer) control(name string, change func(*siteControl)) error {
 func (b *Balancer) Close() {
 	b.closed.Store(true)
 	b.reg.detach(b)
+	// A waiter queued under b looks for its slot in b's successor only once b is closed;
+	// MakeCurrent's wake-up may have come before, so wake the next waiter again now rather
+	// than leave it to its next recheck.
+	b.reg.queue.wake()
 }
 
 // MakeCurrent makes b the Balancer of the config being served: a request queued under an

@@ -99,6 +99,10 @@ type outlierSite struct {
 	members     int  // distinct backends listed by the last SetMembers
 	ejected     int  // of them, ejected now
 	guardWarned bool // a refusal was logged since the last ejection or return
+	// full is set when the panic guard refuses an ejection and cleared when that may have
+	// changed (an ejection, a return, new members): while it is set, failures past the
+	// threshold are not worth the lock. Written under Outliers.mu, read anywhere.
+	full atomic.Bool
 }
 
 // outlierBackend is the state of one backend, shared by every membership snapshot that lists it.
@@ -174,6 +178,9 @@ func (o *Outliers) setPolicy(opts OutlierOptions) {
 		o.percent = DefaultMaxEjectionPercent
 	}
 	o.percent = min(o.percent, 100)
+	for _, s := range o.sites { // the guard's limit follows the percentage
+		s.full.Store(false)
+	}
 }
 
 // SetMembers declares the backends (each Peer names its site and address) for the panic
@@ -201,6 +208,7 @@ func (o *Outliers) SetMembers(members []Peer) {
 				s = &outlierSite{}
 			}
 			s.members = 0
+			s.full.Store(false) // the guard's limit follows the members
 			sites[site] = s
 		}
 		k := backendKey{site, addr}
@@ -266,8 +274,14 @@ func (o *Outliers) Observe(p Peer, failed bool) {
 // When it refuses, p keeps counting, and its next failure tries again.
 func (o *Outliers) eject(p Peer) {
 	site, addr := p.SiteAddr()
+	k := backendKey{site, addr}
+	// Without the lock first: a fast-failing backend that is ejected already, or that the
+	// panic guard keeps in, fails on every request, and each would otherwise queue on o.mu.
+	if b := (*o.backends.Load())[k]; b == nil || b.ejected.Load() || b.site.full.Load() {
+		return
+	}
 	o.mu.Lock()
-	b := (*o.backends.Load())[backendKey{site, addr}]
+	b := (*o.backends.Load())[k]
 	// Check again under the lock: a success may have reset the count, another goroutine
 	// may have ejected b, a reload may have dropped it (or p is a Peer it replaced).
 	if o.closed.Load() || b == nil || b.peer != p || b.gone || b.ejected.Load() ||
@@ -279,6 +293,7 @@ func (o *Outliers) eject(p Peer) {
 	if limit := o.guardLimit(s.members); s.ejected+1 > limit {
 		warn := !s.guardWarned
 		s.guardWarned = true
+		s.full.Store(true)
 		ejected, members := s.ejected, s.members
 		o.mu.Unlock()
 		if warn {
@@ -302,6 +317,7 @@ func (o *Outliers) eject(p Peer) {
 	b.epoch++
 	s.ejected++
 	s.guardWarned = false
+	s.full.Store(false)
 	o.ejector.SetEjected(b.key.site, b.key.addr, true)
 	epoch := b.epoch
 	b.stop = o.afterFunc(d, func() { o.expire(b, epoch) })
@@ -411,6 +427,7 @@ func (o *Outliers) restoreLocked(b *outlierBackend, reason string) outlierEvent 
 	b.epoch++
 	b.site.ejected--
 	b.site.guardWarned = false
+	b.site.full.Store(false)
 	o.ejector.SetEjected(b.key.site, b.key.addr, false)
 	return outlierEvent{key: b.key, out: now.Sub(b.ejectedAt), n: b.n, reason: reason}
 }

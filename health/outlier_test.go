@@ -730,3 +730,36 @@ func TestOutliersFailingBackendWithPassingProbesEscalates(t *testing.T) {
 		})
 	}
 }
+
+// A backend the panic guard keeps in rotation fails on every request it gets; its failures
+// past the threshold must not each take the detector's lock (they did: every one queued on
+// it behind a reload's SetMembers or another site's ejection). Held lock, refused backend:
+// Observe returns. The guard still re-evaluates once a backend returns.
+func TestOutliersRefusedFailuresTakeNoLock(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, OutlierOptions{ConsecutiveFailures: 2, BaseEjection: time.Second}, twoBackends)
+	f.fail("idc1", "a", 2)
+	f.fail("idc1", "b", 2) // refused: a is out, and half of two may be
+	f.expectCalls(t, eject("idc1", "a"))
+
+	f.o.mu.Lock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.fail("idc1", "b", 100) // refused again and again
+		f.fail("idc1", "a", 100) // ejected already
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		f.o.mu.Unlock()
+		<-done
+		t.Fatal("failures of a refused or ejected backend waited for the detector's lock")
+	}
+	f.o.mu.Unlock()
+
+	f.timers.fire(t, f.timers.onlyPending(t))
+	f.expectCalls(t, restore("idc1", "a"))
+	f.fail("idc1", "b", 1)
+	f.expectCalls(t, eject("idc1", "b"))
+}
