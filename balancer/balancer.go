@@ -105,8 +105,10 @@ func New(reg *Registry, opts Options) (*Balancer, error) {
 	b.members, b.controls = members, controls
 	b.rebuild()
 	reg.attach(b)
-	b.rebuild()      // a health change between the first Picker and attach
-	reg.queue.wake() // a request waiting on an older config may fit in this one
+	b.rebuild() // a health change between the first Picker and attach
+	// No wake-up of the queue here: a waiter looks only in the current Balancer, which b is
+	// not until MakeCurrent (which wakes it); a Balancer built for a dry run or a refused
+	// reload must not stir the running one's waiters.
 	return b, nil
 }
 
