@@ -21,6 +21,7 @@ import (
 	"github.com/spillway/spillway/bench/sim"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 // SiteSpec is one simulated site: its place in the split and its backends. Each backend
@@ -135,9 +136,9 @@ func StartEnv(o EnvOptions) (_ *Env, err error) {
 		return nil, err
 	}
 	e.handler = e.reloader.Handler()
-	e.srv = proxy.NewServer(e.reloader.Config(), e.handler, e.log)
+	e.srv = frontend.NewServer(e.reloader.Config(), e.handler, e.log)
 	e.served = make(chan error, 1)
-	go func() { e.served <- proxy.Serve(e.srv, ln) }()
+	go func() { e.served <- frontend.Serve(e.srv, ln) }()
 	if e.Group != nil {
 		e.group.Go(func() {
 			if err := e.Group.Run(e.ctx); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 func TestAccessLogClientFields(t *testing.T) {
@@ -44,7 +45,7 @@ func TestAccessLogClientFields(t *testing.T) {
 	h := proxy.NewHandler(tbl, nil, proxy.WithRecorders(al, rec))
 	_, plain := serveOn(t, cfg, h)
 	ca := newTestCA(t, "ca")
-	secure := serve(t, proxy.NewTLSServer(cfg, h, proxyTLS(ca.issue(t, "proxy", false, "127.0.0.1")), nil))
+	secure := serve(t, frontend.NewTLSServer(cfg, h, proxyTLS(ca.issue(t, "proxy", false, "127.0.0.1")), nil))
 
 	var h2c http.Protocols
 	h2c.SetUnencryptedHTTP2(true)

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 // newSiteTransport is site i's transport to its backends: the shared tuning of
@@ -44,6 +45,34 @@ func newSiteTransport(cfg *configs.Config, i int, log *zap.Logger) (*http.Transp
 		}
 	}
 	return tr, nil
+}
+
+// CheckTLSFiles reads every file the config's TLS settings name, so that a missing or
+// broken file is refused with its line, with every other problem of the config, before
+// anything listens or a reload takes it: each site's CA and client certificate, read here
+// as backendTLSConfig reads them, and the front's (frontend.CheckTLSFiles). It is a
+// configs.Check; the Reloader runs it on every config, and so may configs.Load's callers.
+func CheckTLSFiles(cfg *configs.Config) error {
+	var errs configs.Errors
+	for i, s := range cfg.Sites {
+		if s.TLS == nil {
+			continue
+		}
+		if _, err := backendTLSConfig(cfg, i); err != nil {
+			if found, ok := err.(configs.Errors); ok {
+				errs = append(errs, found...)
+			}
+		}
+	}
+	if err := frontend.CheckTLSFiles(cfg); err != nil {
+		if found, ok := err.(configs.Errors); ok {
+			errs = append(errs, found...)
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
 }
 
 // backendTLSConfig is the client TLS config for site i's https backends.

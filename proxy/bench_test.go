@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 // The proxy benchmarks send the same GET through three paths on loopback, in one run:
@@ -44,7 +45,7 @@ func benchServe(b *testing.B, h http.Handler) string {
 		b.Fatal(err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go Serve(srv, ln)
+	go frontend.Serve(srv, ln)
 	b.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String()
 }
@@ -118,8 +119,8 @@ func BenchmarkProxySpillway(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := NewServer(cfg, NewHandler(table, nil), nil)
-	go Serve(srv, ln)
+	srv := frontend.NewServer(cfg, NewHandler(table, nil), nil)
+	go frontend.Serve(srv, ln)
 	b.Cleanup(func() { srv.Close() })
 	benchGet(b, "http://"+ln.Addr().String()+"/x")
 }
@@ -146,8 +147,8 @@ func BenchmarkProxySpillwayOperated(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := NewServer(r.Config(), r.Handler(), nil)
-	go Serve(srv, ln)
+	srv := frontend.NewServer(r.Config(), r.Handler(), nil)
+	go frontend.Serve(srv, ln)
 	b.Cleanup(func() { srv.Close() })
 	benchGet(b, "http://"+ln.Addr().String()+"/x")
 }

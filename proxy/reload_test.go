@@ -4,7 +4,7 @@ package proxy_test
 // config with every problem, zero failed requests during reloads under load, and the state
 // that must outlive a reload (the split's position, in-flight, health, learned limits,
 // operators' weights and drains). Real sockets on both sides; the Reloader's Handler is
-// served by proxy.NewServer on 127.0.0.1.
+// served by frontend.NewServer on 127.0.0.1.
 
 import (
 	"context"

@@ -30,6 +30,7 @@ import (
 
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
+	"github.com/spillway/spillway/proxy/frontend"
 	"github.com/spillway/spillway/proxy/proxytest"
 )
 
@@ -74,13 +75,13 @@ func startAdmin(t *testing.T, yaml string, openReads bool) *adminEnv {
 	}
 	t.Cleanup(func() { cancel(); e.r.Close() })
 
-	srv := proxy.NewServer(e.r.Config(), e.r.Handler(), nil)
+	srv := frontend.NewServer(e.r.Config(), e.r.Handler(), nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- proxy.Serve(srv, ln) }()
+	go func() { served <- frontend.Serve(srv, ln) }()
 	t.Cleanup(func() {
 		srv.Close()
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
