@@ -1,10 +1,6 @@
 package telemetry
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/spillway/spillway/proxy"
-)
+import "github.com/spillway/spillway/proxy"
 
 // Source is what Metrics reads when Prometheus scrapes. Snapshot must not wait on a reload
 // or an operator's change: a scrape must not stall behind them.
@@ -67,6 +63,8 @@ type reloaderSource struct{ r *proxy.Reloader }
 // ReloaderSource is r as Metrics' Source. The shares are those of r's Live (0 without one).
 func ReloaderSource(r *proxy.Reloader) Source { return reloaderSource{r} }
 
+var _ Source = reloaderSource{}
+
 // Snapshot implements Source.
 func (s reloaderSource) Snapshot() Snapshot {
 	var snap Snapshot
@@ -120,27 +118,4 @@ func (s reloaderSource) sites(cur proxy.Serving) []SiteSnapshot {
 		out = append(out, ss)
 	}
 	return out
-}
-
-// NewReloader returns proxy.NewReloader(opts) with the telemetry `spillway run` has: a
-// Live (the state API's rates), an AccessLog configured from every config loaded, and,
-// when reg is not nil, the Metrics registered on reg, reading the Reloader. opts.Live and
-// opts.AccessLog, when set, are kept.
-func NewReloader(opts proxy.ReloaderOptions, reg prometheus.Registerer) *proxy.Reloader {
-	if opts.Live == nil {
-		opts.Live = NewLive(opts.Now)
-	}
-	if opts.AccessLog == nil {
-		opts.AccessLog = NewAccessLog(nil)
-	}
-	var m *Metrics
-	if reg != nil {
-		m = NewMetrics(reg)
-		opts.Recorders = append([]proxy.Recorder{m}, opts.Recorders...)
-	}
-	r := proxy.NewReloader(opts)
-	if m != nil {
-		m.SetSource(ReloaderSource(r))
-	}
-	return r
 }
