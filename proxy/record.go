@@ -54,14 +54,14 @@ type RequestInfo struct {
 
 // Shed reports whether the request was refused or abandoned for lack of capacity
 // (queue_full, queue_timeout, queue_delay): the live shed rate.
-func (i *RequestInfo) Shed() bool { return failures[i.reason()].shed }
+func (i *RequestInfo) Shed() bool { return failures[i.cause()].shed }
 
 // Failed reports whether the request failed for a reason of the proxy or its backends: it
 // has a Reason, and the client did not simply go away.
-func (i *RequestInfo) Failed() bool { return i.Reason != "" && i.reason() != reasonClientGone }
+func (i *RequestInfo) Failed() bool { return i.Reason != "" && i.cause() != reasonClientGone }
 
-// reason is the failure of i: the Handler's, or the one Reason names.
-func (i *RequestInfo) reason() failure {
+// cause is the failure of i: the Handler's, or the one Reason names.
+func (i *RequestInfo) cause() failure {
 	if i.failure != reasonNone || i.Reason == "" {
 		return i.failure
 	}
