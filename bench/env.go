@@ -22,6 +22,7 @@ import (
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
 	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // SiteSpec is one simulated site: its place in the split and its backends. Each backend
@@ -187,15 +188,16 @@ func (e *Env) startProxy() error {
 	}
 	ro := proxy.ReloaderOptions{Path: e.path, Log: e.log}
 	var reg *prometheus.Registry
-	var recent *proxy.Recent
+	var recent *telemetry.Recent
 	if e.opts.Admin {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		ro.Metrics = reg
-		recent = proxy.NewRecent(32768)
+		recent = telemetry.NewRecent(32768)
 		ro.Recorders = []proxy.Recorder{recent}
+		e.reloader = telemetry.NewReloader(ro, reg)
+	} else {
+		e.reloader = telemetry.NewReloader(ro, nil)
 	}
-	e.reloader = proxy.NewReloader(ro)
 	if err := e.reloader.Start(e.ctx); err != nil {
 		e.reloader = nil
 		return err
@@ -207,7 +209,7 @@ func (e *Env) startProxy() error {
 }
 
 // startAdmin serves the admin API on a loopback port of its own: reads open, no changes.
-func (e *Env) startAdmin(reg *prometheus.Registry, recent *proxy.Recent) error {
+func (e *Env) startAdmin(reg *prometheus.Registry, recent *telemetry.Recent) error {
 	aln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 const (
@@ -587,7 +588,7 @@ outlier: {consecutive_failures: 0}
 	}
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path, Metrics: reg})
+	r := telemetry.NewReloader(proxy.ReloaderOptions{Path: path}, reg)
 	if err := r.Start(ctx); err != nil {
 		cancel()
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 func TestAccessLogClientFields(t *testing.T) {
@@ -32,7 +33,7 @@ func TestAccessLogClientFields(t *testing.T) {
 	})
 	cfg := mustConfig(t, configYAML([]site{{"idc1", 1, []string{backend.URL}}},
 		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out)))
-	al := proxy.NewAccessLog(nil)
+	al := telemetry.NewAccessLog(nil)
 	if err := al.Configure(cfg); err != nil {
 		t.Fatal(err)
 	}

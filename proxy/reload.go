@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/spillway/spillway/balancer"
@@ -35,12 +34,15 @@ type ReloaderOptions struct {
 	// Audit gets one entry per change an operator makes (who, what, before, after); nil:
 	// Log named "audit".
 	Audit *zap.Logger
-	// Recorders learn of every request the Handler finishes (access log, metrics).
+	// Recorders learn of every request the Handler finishes (metrics, recent requests),
+	// after Live and AccessLog.
 	Recorders []Recorder
-	// Live counts the traffic the state API shows; nil: a new one.
-	Live *Live
-	// Metrics, if set, gets Spillway's metrics (see Metrics).
-	Metrics prometheus.Registerer
+	// Live counts the traffic the state API shows (telemetry.Live); nil: none, and the
+	// state API shows no rates, shares or history.
+	Live Live
+	// AccessLog is configured from every config loaded (telemetry.AccessLog); nil: none,
+	// and a config's access_log section writes nothing. telemetry.NewReloader sets both.
+	AccessLog AccessLog
 	// Checks run on every config loaded, besides CheckTLSFiles.
 	Checks []configs.Check
 	// Now is the clock of ramps and of the change log; nil: time.Now.
@@ -73,9 +75,8 @@ type Reloader struct {
 	reg      *balancer.Registry
 	outliers *health.Outliers
 	handler  *Handler
-	live     *Live
-	access   *AccessLog
-	metrics  *Metrics
+	live     Live      // nil: none
+	access   AccessLog // never nil
 
 	ctx        context.Context // Start's: the parent of generations and ramps
 	wg         sync.WaitGroup  // ramps
@@ -93,6 +94,7 @@ type Reloader struct {
 	reloads [2]atomic.Uint64 // [0] success, [1] failure
 	ready   atomic.Bool
 	cluster atomic.Pointer[func() ClusterState] // SetCluster's
+	serving atomic.Pointer[Serving]             // the generation served, for readers that must not wait on mu
 }
 
 // generation is one config's Table and the context of its background work.
@@ -122,20 +124,15 @@ func NewReloader(opts ReloaderOptions) *Reloader {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	r.live = opts.Live
-	if r.live == nil {
-		r.live = NewLive(r.now)
-	}
-	r.access = NewAccessLog(nil)
-	if opts.Metrics != nil {
-		r.metrics = NewMetrics(opts.Metrics)
-		r.metrics.attach(r)
+	r.live, r.access = opts.Live, opts.AccessLog
+	if r.access == nil {
+		r.access = noAccessLog{}
 	}
 	return r
 }
 
-// Live is the traffic counter the state API reads.
-func (r *Reloader) Live() *Live { return r.live }
+// Live is the traffic counter the state API reads (ReloaderOptions.Live; nil: none).
+func (r *Reloader) Live() Live { return r.live }
 
 // Start loads the config and serves it: after a nil error, Handler serves it and the
 // generation's health checks and discovery run until ctx ends. A config with any problem is
@@ -162,7 +159,10 @@ func (r *Reloader) Start(ctx context.Context) error {
 		}
 	}
 	if err == nil {
-		err = r.access.Configure(cfg)
+		var commit func()
+		if commit, _, err = r.access.Prepare(cfg); err == nil {
+			commit()
+		}
 	}
 	if err != nil {
 		r.store.Close()
@@ -176,10 +176,11 @@ func (r *Reloader) Start(ctx context.Context) error {
 		r.store.Close()
 		return err
 	}
-	recorders := []Recorder{r.live, r.access}
-	if r.metrics != nil {
-		recorders = append(recorders, r.metrics)
+	var recorders []Recorder
+	if r.live != nil {
+		recorders = append(recorders, r.live)
 	}
+	recorders = append(recorders, r.access)
 	r.handler = NewHandler(t, r.log, WithRecorders(append(recorders, r.opts.Recorders...)...))
 	r.gen = &generation{cfg: cfg, table: t}
 	r.restore(cfg, saved, !r.fleet())
@@ -193,6 +194,7 @@ func (r *Reloader) Start(ctx context.Context) error {
 	t.activate()
 	r.outliers.SetMembers(t.Members())
 	r.gen = r.startGeneration(cfg, t)
+	r.publish()
 	r.number, r.loaded, r.sum = 1, r.now(), sum
 	r.ready.Store(true)
 	r.log.Info("config loaded", zap.String("source", r.opts.Path), zap.Int64("generation", 1),
@@ -260,6 +262,28 @@ func (r *Reloader) Config() *configs.Config {
 	return r.gen.cfg
 }
 
+// Serving is what a Reloader serves: its config, Table and Handler. Immutable.
+type Serving struct {
+	Config  *configs.Config
+	Table   *Table
+	Handler *Handler
+}
+
+// Serving returns what r serves now (the zero Serving before Start), without waiting on a
+// reload or an operator's change in progress: a metrics scrape reads it.
+func (r *Reloader) Serving() Serving {
+	if s := r.serving.Load(); s != nil {
+		return *s
+	}
+	return Serving{}
+}
+
+// publish makes the current generation what Serving returns. Called with r.mu held,
+// whenever the generation changes.
+func (r *Reloader) publish() {
+	r.serving.Store(&Serving{Config: r.gen.cfg, Table: r.gen.table, Handler: r.handler})
+}
+
 // Reload reads the config file again and, if it is valid, makes it the running config;
 // source says what asked ("sighup", "file", "api: who"). An invalid config changes
 // nothing: the error lists every problem (configs.Errors) and is logged. A file whose
@@ -285,14 +309,14 @@ func (r *Reloader) reloadEntry(source string, force bool) (Change, error) {
 	// Everything that can refuse the config comes before Build, and Build changes no
 	// running state until the new Table is activated, so a refused config leaves the
 	// running one as it was.
-	var access *accessState
+	var commitAccess, discardAccess func()
 	if err == nil {
-		access, err = r.access.prepare(cfg)
+		commitAccess, discardAccess, err = r.access.Prepare(cfg)
 	}
 	var t *Table
 	if err == nil {
 		if t, err = Build(cfg, Deps{Registry: r.reg, Log: r.log, Outliers: r.outliers, Previous: r.gen.table}); err != nil {
-			r.access.discard(access)
+			discardAccess()
 		}
 	}
 	entry := Change{Who: source, Action: "reload", Before: fmt.Sprintf("generation %d", r.number)}
@@ -306,7 +330,7 @@ func (r *Reloader) reloadEntry(source string, force bool) (Change, error) {
 		return Change{}, err
 	}
 	entry.Items = r.reloadItems(r.gen.cfg, cfg, true)
-	r.access.commit(access)
+	commitAccess()
 	edits := r.applyControls(cfg, t)
 	old := r.gen
 	r.gen = r.startGeneration(cfg, t)
@@ -314,6 +338,7 @@ func (r *Reloader) reloadEntry(source string, force bool) (Change, error) {
 	old.table.retire()
 	r.outliers.SetMembers(t.Members())
 	r.handler.Swap(t)
+	r.publish()
 	t.activate()
 	old.cancel()
 	<-old.done
@@ -402,7 +427,7 @@ func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
 }
 
 // ReopenAccessLog reopens the access log file at its path (SIGUSR1, for logrotate); see
-// AccessLog.Reopen.
+// AccessLog.
 func (r *Reloader) ReopenAccessLog() (string, error) { return r.access.Reopen() }
 
 // Close stops the current generation's background work and passive health. Call it once

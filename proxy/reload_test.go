@@ -25,8 +25,10 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // rlEnv is a started Reloader serving its config file through a real server.
@@ -42,8 +44,15 @@ type rlEnv struct {
 // startReloader writes yaml to a config file in a new temporary directory (unless opts.Path
 // is set), starts a Reloader on it and serves its Handler on 127.0.0.1. Cleanups stop the
 // server, cancel Start's context and Close the Reloader. Create backends before calling it,
-// so that they close after the proxy.
+// so that they close after the proxy. The Reloader has the telemetry `spillway run` has
+// (telemetry.NewReloader), without metrics.
 func startReloader(t *testing.T, yaml string, opts proxy.ReloaderOptions) *rlEnv {
+	t.Helper()
+	return startReloaderMetrics(t, yaml, opts, nil)
+}
+
+// startReloaderMetrics is startReloader with the metrics registered on reg (nil: none).
+func startReloaderMetrics(t *testing.T, yaml string, opts proxy.ReloaderOptions, reg prometheus.Registerer) *rlEnv {
 	t.Helper()
 	if opts.Path == "" {
 		opts.Path = filepath.Join(t.TempDir(), "spillway.yaml")
@@ -60,7 +69,7 @@ func startReloader(t *testing.T, yaml string, opts proxy.ReloaderOptions) *rlEnv
 		core, audit := observer.New(zapcore.DebugLevel)
 		opts.Audit, e.audit = zap.New(core), audit
 	}
-	e.r = proxy.NewReloader(opts)
+	e.r = telemetry.NewReloader(opts, reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := e.r.Start(ctx); err != nil {
 		cancel()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -304,6 +305,10 @@ func (h *Handler) Retries() map[string]uint64 {
 	defer h.retries.mu.Unlock()
 	return maps.Clone(h.retries.n)
 }
+
+// RetryReasons are the reasons a try can fail and be retried for (the keys Retries may
+// have), in the order of the failure table.
+func RetryReasons() []string { return slices.Clone(retryReasons) }
 
 // retryReasons are the reasons a try can fail and be retried for.
 var retryReasons = func() (out []string) {

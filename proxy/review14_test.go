@@ -17,6 +17,7 @@ import (
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/store"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 func review14Conf(a, b string, w int, extra string) string {
@@ -241,7 +242,7 @@ func TestReview14CloseClosesTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := &review14Closing{Memory: store.NewMemory(0)}
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path, OpenStore: func(*configs.Config) (store.Store, error) { return st, nil }})
+	r := telemetry.NewReloader(proxy.ReloaderOptions{Path: path, OpenStore: func(*configs.Config) (store.Store, error) { return st, nil }}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := r.Start(ctx); err != nil {
 		cancel()

@@ -42,6 +42,35 @@ type TotalRates struct {
 	Shed     float64 `json:"shed"`
 }
 
+// LiveRates are a site's per-second rates over the last 10 seconds.
+type LiveRates struct {
+	Requests    float64 `json:"requests"`
+	Errors      float64 `json:"errors"`
+	SpilledFrom float64 `json:"spilled_from"`
+	SpilledTo   float64 `json:"spilled_to"`
+}
+
+// HistoryPoint is one second: what each site answered, and what spilled and was shed.
+type HistoryPoint struct {
+	T       int64            `json:"t"` // Unix seconds
+	Answers map[string]int64 `json:"answers"`
+	Spilled int64            `json:"spilled"`
+	Shed    int64            `json:"shed"`
+}
+
+// Live is the live traffic the state API shows, counted from the requests it records
+// (telemetry.Live). Its methods must not block.
+type Live interface {
+	Recorder
+	// Site returns site's rates and its share of the answers of sites, over the last 10
+	// seconds.
+	Site(name string, sites []string) (LiveRates, float64)
+	// Totals returns the request and shed rates over the last 10 seconds.
+	Totals() (requests, shed float64)
+	// History returns the last n full seconds of sites, oldest first.
+	History(sites []string, n int) []HistoryPoint
+}
+
 // ReloadCounts are the reloads since start.
 type ReloadCounts struct {
 	OK     uint64 `json:"ok"`

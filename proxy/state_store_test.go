@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // A reload that changes the configured weight of an overridden site does not move it: the
@@ -138,7 +139,7 @@ sites:
 	if err := os.WriteFile(path, []byte(conf(bad)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path})
+	r := telemetry.NewReloader(proxy.ReloaderOptions{Path: path}, nil)
 	err := r.Start(t.Context())
 	r.Close()
 	if err == nil || !strings.Contains(err.Error(), "override of idc1: weight -3 is not between 0 and 1000") {

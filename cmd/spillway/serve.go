@@ -27,6 +27,7 @@ import (
 	"github.com/spillway/spillway/proxy/cluster"
 	"github.com/spillway/spillway/proxy/frontend"
 	"github.com/spillway/spillway/proxy/store"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // cmdRun runs the proxy on a config file until ctx is done (SIGTERM or SIGINT), then stops
@@ -99,10 +100,10 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(reg)
-	recent := proxy.NewRecent(1) // sized by the config once it is loaded
+	recent := telemetry.NewRecent(1) // sized by the config once it is loaded
 	var r *proxy.Reloader
 	var fleet *cluster.Fleet // with a cluster section: this replica's membership (cluster.go)
-	r = proxy.NewReloader(proxy.ReloaderOptions{Path: o.path, Log: o.log, Metrics: reg,
+	r = telemetry.NewReloader(proxy.ReloaderOptions{Path: o.path, Log: o.log,
 		Recorders: []proxy.Recorder{recent}, OpenStore: func(cfg *configs.Config) (store.Store, error) {
 			if cfg.Cluster == nil {
 				return proxy.OpenStore(cfg)
@@ -119,7 +120,7 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 				return start(c) // what validate checks too
 			}
 			return sameServers(first, c)
-		}}})
+		}}}, reg)
 	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	// Leave the fleet last, once the servers have drained (serve stops the background after
 	// them): the requests in flight hold their part of each backend's budget until then.

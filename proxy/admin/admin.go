@@ -22,6 +22,7 @@ import (
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/store"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // Control is what the admin API reads and changes; *proxy.Reloader is one.
@@ -53,7 +54,7 @@ type Options struct {
 	// Metrics serves GET /metrics; nil: 404.
 	Metrics http.Handler
 	// Recent finds a recent request by its ID for GET /api/v1/explain; nil: 404.
-	Recent *proxy.Recent
+	Recent *telemetry.Recent
 	// Log gets a line per refused request; nil: none.
 	Log *zap.Logger
 }
@@ -435,7 +436,7 @@ func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("request %q is not among the %d most recent", id, a.o.Recent.Size()))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"request": info, "why": info.Explain()})
+	writeJSON(w, http.StatusOK, map[string]any{"request": info, "why": telemetry.Explain(&info)})
 }
 
 // loopbackHost reports whether a request's Host names this machine's loopback.

@@ -32,6 +32,7 @@ import (
 	"github.com/spillway/spillway/proxy/admin"
 	"github.com/spillway/spillway/proxy/frontend"
 	"github.com/spillway/spillway/proxy/proxytest"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // liveness bounds every wait; ordering is done by polling state, never by sleeping.
@@ -64,9 +65,9 @@ func startAdmin(t *testing.T, yaml string, openReads bool) *adminEnv {
 	}
 	core, audit := observer.New(zapcore.InfoLevel)
 	e.audit = audit
-	recent := proxy.NewRecent(64)
-	e.r = proxy.NewReloader(proxy.ReloaderOptions{Path: e.path, Audit: zap.New(core), Metrics: e.reg,
-		Recorders: []proxy.Recorder{recent}})
+	recent := telemetry.NewRecent(64)
+	e.r = telemetry.NewReloader(proxy.ReloaderOptions{Path: e.path, Audit: zap.New(core),
+		Recorders: []proxy.Recorder{recent}}, e.reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := e.r.Start(ctx); err != nil {
 		cancel()

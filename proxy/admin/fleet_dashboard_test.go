@@ -15,6 +15,7 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // thirdShare is a fleet's share as three equal members hold it (the part proxy/cluster's
@@ -33,7 +34,7 @@ func TestDashboardFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path})
+	r := telemetry.NewReloader(proxy.ReloaderOptions{Path: path}, nil)
 	if err := r.Start(ctx); err != nil {
 		cancel()
 		t.Fatal(err)

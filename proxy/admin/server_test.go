@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // startDashboardServer serves the real admin API over a running proxy.Reloader with three
@@ -38,7 +39,7 @@ sites:
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path})
+	r := telemetry.NewReloader(proxy.ReloaderOptions{Path: path}, nil)
 	if err := r.Start(ctx); err != nil {
 		cancel()
 		t.Fatal(err)

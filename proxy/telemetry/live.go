@@ -1,9 +1,11 @@
-package proxy
+package telemetry
 
 import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/spillway/spillway/proxy"
 )
 
 // liveSeconds is how far back Live remembers, one count per second.
@@ -11,8 +13,8 @@ const liveSeconds = 300
 
 // Live counts, for every second of the last five minutes, what each site answered, what
 // failed, what spilled and what was shed: the live share and rates of the state API, the
-// metrics and the dashboard. It is a Recorder; the zero value is not usable, call NewLive.
-// Safe for concurrent use; Record takes no lock.
+// metrics and the dashboard. It is a proxy.Recorder and the Reloader's proxy.Live; the zero
+// value is not usable, call NewLive. Safe for concurrent use; Record takes no lock.
 type Live struct {
 	now     func() time.Time
 	mu      sync.Mutex // serialises adding a site
@@ -81,19 +83,19 @@ func (l *Live) site(name string) *liveSite {
 }
 
 // Record counts one finished request in the second it ended.
-func (l *Live) Record(info *RequestInfo) {
+func (l *Live) Record(info *proxy.RequestInfo) {
 	sec := info.Start.Add(info.Duration).Unix()
 	l.total.add(sec)
-	if failures[info.failure].shed {
+	if info.Shed() {
 		l.shed.add(sec)
 	}
 	if info.Site == "" {
 		return
 	}
 	s := l.site(info.Site)
-	if info.failure == reasonNone {
+	if info.Reason == "" {
 		s.answers.add(sec)
-	} else if info.failure != reasonClientGone {
+	} else if info.Failed() {
 		s.errors.add(sec)
 	}
 	if info.Spill != "" && info.Preferred != "" {
@@ -106,16 +108,8 @@ func (l *Live) Record(info *RequestInfo) {
 // shareWindow is the span of the live share and rates: the last 10 full seconds.
 const shareWindow = 10
 
-// LiveRates are per-second rates over the last 10 seconds.
-type LiveRates struct {
-	Requests    float64 `json:"requests"`
-	Errors      float64 `json:"errors"`
-	SpilledFrom float64 `json:"spilled_from"`
-	SpilledTo   float64 `json:"spilled_to"`
-}
-
 // Site returns site's rates and its share of all answers, over the last 10 seconds.
-func (l *Live) Site(name string, sites []string) (LiveRates, float64) {
+func (l *Live) Site(name string, sites []string) (proxy.LiveRates, float64) {
 	sec := l.now().Unix()
 	s := l.site(name)
 	answers := s.answers.sum(sec, shareWindow)
@@ -127,7 +121,7 @@ func (l *Live) Site(name string, sites []string) (LiveRates, float64) {
 	if all > 0 {
 		share = float64(answers) / float64(all)
 	}
-	return LiveRates{
+	return proxy.LiveRates{
 		Requests:    float64(answers) / shareWindow,
 		Errors:      float64(s.errors.sum(sec, shareWindow)) / shareWindow,
 		SpilledFrom: float64(s.spilledFrom.sum(sec, shareWindow)) / shareWindow,
@@ -141,21 +135,13 @@ func (l *Live) Totals() (requests, shed float64) {
 	return float64(l.total.sum(sec, shareWindow)) / shareWindow, float64(l.shed.sum(sec, shareWindow)) / shareWindow
 }
 
-// HistoryPoint is one second: what each site answered, and what spilled and was shed.
-type HistoryPoint struct {
-	T       int64            `json:"t"` // Unix seconds
-	Answers map[string]int64 `json:"answers"`
-	Spilled int64            `json:"spilled"`
-	Shed    int64            `json:"shed"`
-}
-
 // History returns the last n full seconds (at most five minutes), oldest first, for sites.
-func (l *Live) History(sites []string, n int) []HistoryPoint {
+func (l *Live) History(sites []string, n int) []proxy.HistoryPoint {
 	n = min(n, liveSeconds-1)
 	sec := l.now().Unix()
-	out := make([]HistoryPoint, 0, n)
+	out := make([]proxy.HistoryPoint, 0, n)
 	for t := sec - int64(n); t < sec; t++ {
-		p := HistoryPoint{T: t, Answers: make(map[string]int64, len(sites)),
+		p := proxy.HistoryPoint{T: t, Answers: make(map[string]int64, len(sites)),
 			Spilled: l.spilled.at(t), Shed: l.shed.at(t)}
 		for _, name := range sites {
 			p.Answers[name] = l.site(name).answers.at(t)
@@ -164,3 +150,5 @@ func (l *Live) History(sites []string, n int) []HistoryPoint {
 	}
 	return out
 }
+
+var _ proxy.Live = (*Live)(nil)
