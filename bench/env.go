@@ -22,6 +22,7 @@ import (
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
 	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/telemetry"
 )
 
@@ -90,7 +91,7 @@ type Env struct {
 	opts     EnvOptions
 	weights  []int
 	targets  string // the Group's targets file
-	reloader *proxy.Reloader
+	reloader *runtime.Reloader
 	handler  *proxy.Handler
 	path     string // the proxy's config file
 	srv      *http.Server
@@ -186,18 +187,16 @@ func (e *Env) startProxy() error {
 	if err := e.writeConfig(e.weights); err != nil {
 		return err
 	}
-	ro := proxy.ReloaderOptions{Path: e.path, Log: e.log}
+	ro := runtime.ReloaderOptions{Path: e.path, Log: e.log}
 	var reg *prometheus.Registry
 	var recent *telemetry.Recent
 	if e.opts.Admin {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		recent = telemetry.NewRecent(32768)
-		ro.Recorders = []proxy.Recorder{recent}
-		e.reloader = telemetry.NewReloader(ro, reg)
-	} else {
-		e.reloader = telemetry.NewReloader(ro, nil)
+		ro.Recorders, ro.Metrics = []proxy.Recorder{recent}, reg
 	}
+	e.reloader = runtime.NewReloader(ro)
 	if err := e.reloader.Start(e.ctx); err != nil {
 		e.reloader = nil
 		return err
@@ -273,7 +272,7 @@ func (e *Env) config(weights []int) string {
 }
 
 // SetWeights changes the split to weights (in Sites order) as an operator does: it rewrites
-// the config file and reloads it (proxy.Reloader.Reload: a new Table over the same
+// the config file and reloads it (runtime.Reloader.Reload: a new Table over the same
 // Registry, so in-flight counts, health and the split's position carry over, swapped in
 // while the old one finishes its requests).
 func (e *Env) SetWeights(weights []int) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/telemetry"
 )
 
@@ -146,7 +147,7 @@ func TestAccessLogHopByHopXFF(t *testing.T) {
 	seen := make(chan string, 1)
 	backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Get("X-Forwarded-For") })
 	e := startReloader(t, configYAML([]site{{"idc1", 1, []string{backend.URL}}},
-		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out)), proxy.ReloaderOptions{})
+		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out)), runtime.ReloaderOptions{})
 	req, _ := http.NewRequest(http.MethodGet, e.url+"/", nil)
 	req.Header.Set("X-Forwarded-For", "203.0.113.7")
 	req.Header.Set("Connection", "X-Forwarded-For")
@@ -178,7 +179,7 @@ func TestAccessLogReopen(t *testing.T) {
 	config := configYAML([]site{{"idc1", 1, []string{backend.URL}}},
 		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out))
 	rec := &tally{}
-	e := startReloader(t, config, proxy.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
+	e := startReloader(t, config, runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
 	stop := e.driveGets(t, 4, rec)
 	moreRequests := func() {
 		t.Helper()

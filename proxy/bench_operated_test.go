@@ -12,6 +12,7 @@ import (
 
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/telemetry"
 )
 
@@ -28,8 +29,7 @@ func BenchmarkProxySpillwayOperated(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := telemetry.NewReloader(proxy.ReloaderOptions{Path: path, Recorders: []proxy.Recorder{telemetry.NewRecent(4096)}},
-		prometheus.NewRegistry())
+	r := runtime.NewReloader(runtime.ReloaderOptions{Path: path, Recorders: []proxy.Recorder{telemetry.NewRecent(4096)}, Metrics: prometheus.NewRegistry()})
 	if err := r.Start(ctx); err != nil {
 		b.Fatal(err)
 	}

@@ -8,10 +8,3 @@ var (
 	BenchBackend = benchBackend
 	BenchGet     = benchGet
 )
-
-// LockReloader holds r's lock until unlock is called: a reload or an operator's change
-// would hold it that long.
-func LockReloader(r *Reloader) (unlock func()) {
-	r.mu.Lock()
-	return r.mu.Unlock
-}

@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // promSample is one line of the text exposition.
@@ -191,7 +191,7 @@ sites:
 spillover: {queue: {size: 0, timeout: 1s}}
 retries: {attempts: 1}
 `, idc1.url, aws.url, down.URL)
-	e := startReloaderMetrics(t, config, proxy.ReloaderOptions{Now: now}, reg)
+	e := startReloaderMetrics(t, config, runtime.ReloaderOptions{Now: now}, reg)
 	waitFor(t, "idc2's backend to go down", func() bool { return !e.site(t, "idc2").Backends[0].Up })
 
 	answers := make(chan string, 3)
@@ -280,7 +280,7 @@ sites:
   - {name: idc1, weight: 1, backends: [%q]}
   - {name: aws, weight: 0, backends: [%q], elastic: true}
 retries: {attempts: 2, min_per_second: 3}
-`, refusedURL(t), good.URL), proxy.ReloaderOptions{}, reg)
+`, refusedURL(t), good.URL), runtime.ReloaderOptions{}, reg)
 	for i := range 3 {
 		if body := e.mustGet(t, fmt.Sprintf("/r/%d", i)); body != "aws" {
 			t.Fatalf("answered by %q, want aws after a retry", body)
@@ -295,34 +295,5 @@ retries: {attempts: 2, min_per_second: 3}
 	wantMetric(t, s, 3, "spillway_retries_total", "reason", "connect")
 	if n := sumOf(s, "spillway_spillover_total"); n != 0 {
 		t.Errorf("spillover %g for retries, want 0 (a retry is not a spill)", n)
-	}
-}
-
-// Regression: a scrape read the Reloader under its lock (Reloader.state, Config), so it
-// waited for any reload or operator's change in progress, which holds the lock for as long
-// as a store or a Build takes. A scrape now reads what the Reloader serves without it.
-func TestMetricsScrapeDoesNotWaitOnTheReloader(t *testing.T) {
-	idc1 := nameBackend(t, "idc1")
-	reg := prometheus.NewRegistry()
-	e := startReloaderMetrics(t, configYAML([]site{{"idc1", 3, []string{idc1.URL}}}, ""), proxy.ReloaderOptions{}, reg)
-	if body := e.mustGet(t, "/x"); body != "idc1" {
-		t.Fatalf("got %q, want idc1", body)
-	}
-	unlock := proxy.LockReloader(e.r) // as a reload in progress would
-	defer unlock()
-	gathered := make(chan error, 1)
-	go func() { _, err := reg.Gather(); gathered <- err }()
-	select {
-	case err := <-gathered:
-		if err != nil {
-			t.Fatalf("gather: %v", err)
-		}
-		s := scrape(t, reg)
-		wantMetric(t, s, 3, "spillway_site_weight", "site", "idc1")
-		wantMetric(t, s, 1, "spillway_backend_up", "site", "idc1", "backend", idc1.URL)
-		wantMetric(t, s, 1, "spillway_requests_total", "site", "idc1", "code", "200")
-		wantMetric(t, s, 0, "spillway_config_reloads_total", "result", "success")
-	case <-time.After(5 * time.Second):
-		t.Fatal("the scrape did not complete in 5 s while the Reloader's lock was held")
 	}
 }

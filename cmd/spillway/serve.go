@@ -26,6 +26,7 @@ import (
 	"github.com/spillway/spillway/proxy/admin"
 	"github.com/spillway/spillway/proxy/cluster"
 	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/store"
 	"github.com/spillway/spillway/proxy/telemetry"
 )
@@ -82,7 +83,7 @@ type instanceOptions struct {
 
 // instance is a loaded config with its listeners open, ready to serve.
 type instance struct {
-	reloader *proxy.Reloader
+	reloader *runtime.Reloader
 	cfg      *configs.Config
 	ls       listeners
 	adminLn  net.Listener // nil without an admin section
@@ -101,12 +102,12 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(reg)
 	recent := telemetry.NewRecent(1) // sized by the config once it is loaded
-	var r *proxy.Reloader
+	var r *runtime.Reloader
 	var fleet *cluster.Fleet // with a cluster section: this replica's membership (cluster.go)
-	r = telemetry.NewReloader(proxy.ReloaderOptions{Path: o.path, Log: o.log,
+	r = runtime.NewReloader(runtime.ReloaderOptions{Path: o.path, Log: o.log,
 		Recorders: []proxy.Recorder{recent}, OpenStore: func(cfg *configs.Config) (store.Store, error) {
 			if cfg.Cluster == nil {
-				return proxy.OpenStore(cfg)
+				return runtime.OpenStore(cfg)
 			}
 			var err error
 			fleet, err = openFleet(ctx, cfg, r, o.log)
@@ -120,7 +121,7 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 				return start(c) // what validate checks too
 			}
 			return sameServers(first, c)
-		}}}, reg)
+		}}, Metrics: reg})
 	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	// Leave the fleet last, once the servers have drained (serve stops the background after
 	// them): the requests in flight hold their part of each backend's budget until then.
@@ -450,7 +451,7 @@ func (in *instance) shutdown(ctx context.Context, servers []server, served <-cha
 
 // reopenAccessLog reopens the access log file (SIGUSR1): after logrotate has renamed it,
 // lines go to a new file at the configured path. Nothing happens for stdout and stderr.
-func reopenAccessLog(r *proxy.Reloader, log *zap.Logger) {
+func reopenAccessLog(r *runtime.Reloader, log *zap.Logger) {
 	path, err := r.ReopenAccessLog()
 	switch {
 	case err != nil:

@@ -20,27 +20,27 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spillway/spillway/configs"
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/store"
 	"github.com/spillway/spillway/proxy/telemetry"
 )
 
-// Control is what the admin API reads and changes; *proxy.Reloader is one.
+// Control is what the admin API reads and changes; *runtime.Reloader is one.
 type Control interface {
-	State() proxy.State
-	Site(name string) (proxy.SiteState, bool)
+	State() runtime.State
+	Site(name string) (runtime.SiteState, bool)
 	SetWeight(site string, weight int, ramp time.Duration, who string, persist bool) error
 	ClearWeight(site, who string) error
 	SetDrained(site string, drained bool, who string) error
-	ReloadBy(who string) (proxy.Change, error)
-	DryRun() (proxy.Preview, error)
-	Changes(before uint64, limit int) ([]proxy.Change, int, error)
+	ReloadBy(who string) (runtime.Change, error)
+	DryRun() (runtime.Preview, error)
+	Changes(before uint64, limit int) ([]runtime.Change, int, error)
 	Refused(who, action, site, reason string)
 	Durable() bool
 	Ready() bool
 }
 
-var _ Control = (*proxy.Reloader)(nil)
+var _ Control = (*runtime.Reloader)(nil)
 
 // Options configure the admin API.
 type Options struct {
@@ -232,9 +232,9 @@ func writeChangeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, store.ErrUnavailable):
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "the change was not applied: "+err.Error())
-	case errors.Is(err, proxy.ErrNoSite):
+	case errors.Is(err, runtime.ErrNoSite):
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, proxy.ErrInvalid):
+	case errors.Is(err, runtime.ErrInvalid):
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.As(err, &cerrs):
 		problems := make([]string, len(cerrs))
@@ -338,7 +338,7 @@ func (a *api) flag(w http.ResponseWriter, r *http.Request, who, action, site, na
 
 // siteAnswer is a change's answer: the site as it is now, and whether the change lasts.
 type siteAnswer struct {
-	proxy.SiteState
+	runtime.SiteState
 	Durable bool `json:"durable"` // the change survives a restart (state.file, cluster)
 }
 
@@ -412,7 +412,7 @@ func (a *api) changes(w http.ResponseWriter, r *http.Request) {
 	more := len(page) > limit
 	page = page[:min(len(page), limit)]
 	if page == nil {
-		page = []proxy.Change{}
+		page = []runtime.Change{}
 	}
 	out := map[string]any{"changes": page, "total": total, "durable": a.o.Control.Durable()}
 	if more {

@@ -1,6 +1,6 @@
 package admin_test
 
-// Tests of the admin API (issue 5) against a real proxy.Reloader: the state API, weights
+// Tests of the admin API (issue 5) against a real runtime.Reloader: the state API, weights
 // with ramps, drains, reloads, persist=true, explain, bearer-token auth and the audit log.
 // Real sockets: backends, the proxy and the admin API each listen on 127.0.0.1.
 
@@ -32,6 +32,7 @@ import (
 	"github.com/spillway/spillway/proxy/admin"
 	"github.com/spillway/spillway/proxy/frontend"
 	"github.com/spillway/spillway/proxy/proxytest"
+	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/telemetry"
 )
 
@@ -45,7 +46,7 @@ const (
 
 // adminEnv is a Reloader serving a config, the proxy on it, and the admin API.
 type adminEnv struct {
-	r      *proxy.Reloader
+	r      *runtime.Reloader
 	path   string // the config file
 	proxy  string // http://host:port of the proxy
 	api    string // http://host:port of the admin API
@@ -66,8 +67,8 @@ func startAdmin(t *testing.T, yaml string, openReads bool) *adminEnv {
 	core, audit := observer.New(zapcore.InfoLevel)
 	e.audit = audit
 	recent := telemetry.NewRecent(64)
-	e.r = telemetry.NewReloader(proxy.ReloaderOptions{Path: e.path, Audit: zap.New(core),
-		Recorders: []proxy.Recorder{recent}}, e.reg)
+	e.r = runtime.NewReloader(runtime.ReloaderOptions{Path: e.path, Audit: zap.New(core),
+		Recorders: []proxy.Recorder{recent}, Metrics: e.reg})
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := e.r.Start(ctx); err != nil {
 		cancel()
@@ -144,15 +145,15 @@ func (e *adminEnv) must(t *testing.T, method, path, token, body string, v any) {
 }
 
 // state reads GET /api/v1/state.
-func (e *adminEnv) state(t *testing.T) proxy.State {
+func (e *adminEnv) state(t *testing.T) runtime.State {
 	t.Helper()
-	var st proxy.State
+	var st runtime.State
 	e.must(t, http.MethodGet, "/api/v1/state", opsToken, "", &st)
 	return st
 }
 
 // site is the state of the site called name.
-func (e *adminEnv) site(t *testing.T, name string) proxy.SiteState {
+func (e *adminEnv) site(t *testing.T, name string) runtime.SiteState {
 	t.Helper()
 	for _, s := range e.state(t).Sites {
 		if s.Name == name {
@@ -160,7 +161,7 @@ func (e *adminEnv) site(t *testing.T, name string) proxy.SiteState {
 		}
 	}
 	t.Fatalf("no site %q in the state", name)
-	return proxy.SiteState{}
+	return runtime.SiteState{}
 }
 
 // get sends a GET through the proxy with extra headers (pairs) and returns the body.
@@ -357,7 +358,7 @@ func TestAdminWeightStateAndAudit(t *testing.T) {
 		e.get(t, "/")
 	}
 
-	var site proxy.SiteState
+	var site runtime.SiteState
 	e.must(t, http.MethodPut, "/api/v1/sites/idc2/weight", opsToken, `{"weight":7}`, &site)
 	if site.Name != "idc2" || site.Weight != 7 || site.ConfiguredWeight != 3 || site.Override == nil || site.Override.Weight != 7 {
 		t.Errorf("PUT answered %+v, want idc2 at 7 (configured 3) with an override", site)
@@ -536,7 +537,7 @@ func TestAdminRefusesBadChanges(t *testing.T) {
 func TestAdminWeightRamp(t *testing.T) {
 	a, b, c := threeBackends(t)
 	e := startAdmin(t, config(a, b, c, ""), true)
-	var site proxy.SiteState
+	var site runtime.SiteState
 	e.must(t, http.MethodPut, "/api/v1/sites/idc1/weight", opsToken, `{"weight":10,"ramp":"1s"}`, &site)
 	if site.Override == nil || site.Override.Weight != 10 || site.Override.Ramp != "1s" {
 		t.Fatalf("override %+v, want 10 over 1s", site.Override)
@@ -603,7 +604,7 @@ func TestAdminDrainAndUndrain(t *testing.T) {
 	}()
 	await(t, arrived, "the held request at idc1")
 
-	var site proxy.SiteState
+	var site runtime.SiteState
 	e.must(t, http.MethodPost, "/api/v1/sites/idc1/drain", opsToken, "", &site)
 	if !site.Drained || site.Inflight != 1 || site.TargetShare != 0 {
 		t.Errorf("drain answered %+v, want drained, 1 in flight, target share 0", site)
@@ -719,7 +720,7 @@ func TestAdminPersistWeight(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var site proxy.SiteState
+	var site runtime.SiteState
 	e.must(t, http.MethodPut, "/api/v1/sites/idc2/weight?persist=true", opsToken, `{"weight":12}`, &site)
 	want := strings.Replace(original, "{name: idc2, weight: 3,", "{name: idc2, weight: 12,", 1)
 	got, err := os.ReadFile(e.path)

@@ -17,7 +17,7 @@ import (
 
 // AccessLog writes one JSON line per request (config: access_log). Answers below 400 may be
 // sampled; errors and refusals are always written. It is a proxy.Recorder and the
-// Reloader's proxy.AccessLog, reconfigured on every reload (Prepare, or Configure): the
+// Reloader's runtime.AccessLog, reconfigured on every reload (Prepare, or Configure): the
 // output file is reopened only when it changes. Safe for concurrent use; Record takes no
 // lock.
 type AccessLog struct {
@@ -107,7 +107,7 @@ func (a *AccessLog) commit(next *accessState) {
 	}
 }
 
-// Prepare is prepare, with its commit and discard (proxy.AccessLog).
+// Prepare is prepare, with its commit and discard (runtime.AccessLog).
 func (a *AccessLog) Prepare(cfg *configs.Config) (commit, discard func(), err error) {
 	next, err := a.prepare(cfg)
 	if err != nil {
@@ -254,5 +254,3 @@ func (l *logFile) close() {
 	defer l.mu.Unlock()
 	l.f.Close()
 }
-
-var _ proxy.AccessLog = (*AccessLog)(nil)

@@ -13,7 +13,7 @@ const liveSeconds = 300
 
 // Live counts, for every second of the last five minutes, what each site answered, what
 // failed, what spilled and what was shed: the live share and rates of the state API, the
-// metrics and the dashboard. It is a proxy.Recorder and the Reloader's proxy.Live; the zero
+// metrics and the dashboard. It is a proxy.Recorder and the Reloader's runtime.Live; the zero
 // value is not usable, call NewLive. Safe for concurrent use; Record takes no lock.
 type Live struct {
 	now     func() time.Time
@@ -109,7 +109,7 @@ func (l *Live) Record(info *proxy.RequestInfo) {
 const shareWindow = 10
 
 // Site returns site's rates and its share of all answers, over the last 10 seconds.
-func (l *Live) Site(name string, sites []string) (proxy.LiveRates, float64) {
+func (l *Live) Site(name string, sites []string) (LiveRates, float64) {
 	sec := l.now().Unix()
 	s := l.site(name)
 	answers := s.answers.sum(sec, shareWindow)
@@ -121,7 +121,7 @@ func (l *Live) Site(name string, sites []string) (proxy.LiveRates, float64) {
 	if all > 0 {
 		share = float64(answers) / float64(all)
 	}
-	return proxy.LiveRates{
+	return LiveRates{
 		Requests:    float64(answers) / shareWindow,
 		Errors:      float64(s.errors.sum(sec, shareWindow)) / shareWindow,
 		SpilledFrom: float64(s.spilledFrom.sum(sec, shareWindow)) / shareWindow,
@@ -136,12 +136,12 @@ func (l *Live) Totals() (requests, shed float64) {
 }
 
 // History returns the last n full seconds (at most five minutes), oldest first, for sites.
-func (l *Live) History(sites []string, n int) []proxy.HistoryPoint {
+func (l *Live) History(sites []string, n int) []HistoryPoint {
 	n = min(n, liveSeconds-1)
 	sec := l.now().Unix()
-	out := make([]proxy.HistoryPoint, 0, n)
+	out := make([]HistoryPoint, 0, n)
 	for t := sec - int64(n); t < sec; t++ {
-		p := proxy.HistoryPoint{T: t, Answers: make(map[string]int64, len(sites)),
+		p := HistoryPoint{T: t, Answers: make(map[string]int64, len(sites)),
 			Spilled: l.spilled.at(t), Shed: l.shed.at(t)}
 		for _, name := range sites {
 			p.Answers[name] = l.site(name).answers.at(t)
@@ -151,4 +151,18 @@ func (l *Live) History(sites []string, n int) []proxy.HistoryPoint {
 	return out
 }
 
-var _ proxy.Live = (*Live)(nil)
+// LiveRates are a site's per-second rates over the last 10 seconds.
+type LiveRates struct {
+	Requests    float64 `json:"requests"`
+	Errors      float64 `json:"errors"`
+	SpilledFrom float64 `json:"spilled_from"`
+	SpilledTo   float64 `json:"spilled_to"`
+}
+
+// HistoryPoint is one second: what each site answered, and what spilled and was shed.
+type HistoryPoint struct {
+	T       int64            `json:"t"` // Unix seconds
+	Answers map[string]int64 `json:"answers"`
+	Spilled int64            `json:"spilled"`
+	Shed    int64            `json:"shed"`
+}

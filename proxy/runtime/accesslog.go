@@ -1,12 +1,16 @@
-package proxy
+package runtime
 
-import "github.com/spillway/spillway/configs"
+import (
+	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/telemetry"
+)
 
 // AccessLog is the access log as a Reloader drives it (config: access_log): configured
 // from every config loaded, reopened for logrotate, closed with the Reloader. It is also a
-// Recorder of the requests it writes. telemetry.AccessLog is the one Spillway has.
+// Recorder of the requests it writes. telemetry.AccessLog is the one Spillway has (the default).
 type AccessLog interface {
-	Recorder
+	proxy.Recorder
 	// Prepare opens what cfg's access_log needs without changing what is written, so that
 	// an output that cannot be opened refuses the config (a configs.Errors) before
 	// anything else has changed. The caller then calls exactly one of commit (cfg is
@@ -20,14 +24,7 @@ type AccessLog interface {
 	Close()
 }
 
-// noAccessLog is the access log of a Reloader given none: it writes nothing.
-type noAccessLog struct{}
-
-func (noAccessLog) Record(*RequestInfo) {}
-
-func (noAccessLog) Prepare(*configs.Config) (commit, discard func(), err error) {
-	return func() {}, func() {}, nil
-}
-
-func (noAccessLog) Reopen() (string, error) { return "", nil }
-func (noAccessLog) Close()                  {}
+var (
+	_ AccessLog = (*telemetry.AccessLog)(nil)
+	_ Live      = (*telemetry.Live)(nil)
+)

@@ -1,10 +1,12 @@
-package proxy
+package runtime
 
 import (
 	"encoding/hex"
 	"time"
 
 	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // State is what GET /api/v1/state shows: the running config, each site's weight, capacity,
@@ -42,26 +44,16 @@ type TotalRates struct {
 	Shed     float64 `json:"shed"`
 }
 
-// LiveRates are a site's per-second rates over the last 10 seconds.
-type LiveRates struct {
-	Requests    float64 `json:"requests"`
-	Errors      float64 `json:"errors"`
-	SpilledFrom float64 `json:"spilled_from"`
-	SpilledTo   float64 `json:"spilled_to"`
-}
-
-// HistoryPoint is one second: what each site answered, and what spilled and was shed.
-type HistoryPoint struct {
-	T       int64            `json:"t"` // Unix seconds
-	Answers map[string]int64 `json:"answers"`
-	Spilled int64            `json:"spilled"`
-	Shed    int64            `json:"shed"`
-}
+// LiveRates and HistoryPoint are the live counts' figures, in the state JSON.
+type (
+	LiveRates    = telemetry.LiveRates
+	HistoryPoint = telemetry.HistoryPoint
+)
 
 // Live is the live traffic the state API shows, counted from the requests it records
 // (telemetry.Live). Its methods must not block.
 type Live interface {
-	Recorder
+	proxy.Recorder
 	// Site returns site's rates and its share of the answers of sites, over the last 10
 	// seconds.
 	Site(name string, sites []string) (LiveRates, float64)

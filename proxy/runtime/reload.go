@@ -1,4 +1,4 @@
-package proxy
+package runtime
 
 import (
 	"context"
@@ -13,10 +13,13 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/health"
+	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/store"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // Errors of the runtime controls, for the admin API to map to statuses.
@@ -34,16 +37,17 @@ type ReloaderOptions struct {
 	// Audit gets one entry per change an operator makes (who, what, before, after); nil:
 	// Log named "audit".
 	Audit *zap.Logger
-	// Recorders learn of every request the Handler finishes (metrics, recent requests),
+	// Recorders learn of every request the proxy.Handler finishes (metrics, recent requests),
 	// after Live and AccessLog.
-	Recorders []Recorder
-	// Live counts the traffic the state API shows (telemetry.Live); nil: none, and the
-	// state API shows no rates, shares or history.
+	Recorders []proxy.Recorder
+	// Live counts the traffic the state API shows; nil: a new telemetry.Live.
 	Live Live
-	// AccessLog is configured from every config loaded (telemetry.AccessLog); nil: none,
-	// and a config's access_log section writes nothing. telemetry.NewReloader sets both.
+	// AccessLog is configured from every config loaded; nil: a new telemetry.AccessLog.
 	AccessLog AccessLog
-	// Checks run on every config loaded, besides CheckTLSFiles.
+	// Metrics, if set, gets Spillway's metrics (telemetry.Metrics, reading the Reloader
+	// at scrape time).
+	Metrics prometheus.Registerer
+	// Checks run on every config loaded, besides proxy.CheckTLSFiles.
 	Checks []configs.Check
 	// Now is the clock of ramps and of the change log; nil: time.Now.
 	Now func() time.Time
@@ -62,8 +66,8 @@ func OpenStore(cfg *configs.Config) (store.Store, error) {
 }
 
 // Reloader owns the running configuration: the long-lived state (Registry, passive
-// health), the Handler, and the current generation — a Table and its background work. It
-// replaces the generation on Reload (Load → Validate → Build → start → swap → stop the old),
+// health), the proxy.Handler, and the current generation — a proxy.Table and its background work. It
+// replaces the generation on Reload (Load → Validate → proxy.Build → start → swap → stop the old),
 // keeping every backend's state and the split's position, and it applies the operators'
 // runtime changes (weights with ramps, drains), which outlive reloads until cleared. All
 // methods are safe for concurrent use.
@@ -74,7 +78,7 @@ type Reloader struct {
 	now      func() time.Time
 	reg      *balancer.Registry
 	outliers *health.Outliers
-	handler  *Handler
+	handler  *proxy.Handler
 	live     Live      // nil: none
 	access   AccessLog // never nil
 
@@ -97,12 +101,12 @@ type Reloader struct {
 	serving atomic.Pointer[Serving]             // the generation served, for readers that must not wait on mu
 }
 
-// generation is one config's Table and the context of its background work.
+// generation is one config's proxy.Table and the context of its background work.
 type generation struct {
 	cfg    *configs.Config
-	table  *Table
+	table  *proxy.Table
 	cancel context.CancelFunc
-	done   chan struct{} // closed when Table.Run has returned
+	done   chan struct{} // closed when RunTable has returned
 }
 
 // Change is one entry of the audit trail.
@@ -125,16 +129,24 @@ func NewReloader(opts ReloaderOptions) *Reloader {
 		r.now = time.Now
 	}
 	r.live, r.access = opts.Live, opts.AccessLog
+	if r.live == nil {
+		r.live = telemetry.NewLive(opts.Now)
+	}
 	if r.access == nil {
-		r.access = noAccessLog{}
+		r.access = telemetry.NewAccessLog(nil)
+	}
+	if opts.Metrics != nil {
+		m := telemetry.NewMetrics(opts.Metrics)
+		m.SetSource(r)
+		r.opts.Recorders = append([]proxy.Recorder{m}, r.opts.Recorders...)
 	}
 	return r
 }
 
-// Live is the traffic counter the state API reads (ReloaderOptions.Live; nil: none).
+// Live is the traffic counter the state API reads.
 func (r *Reloader) Live() Live { return r.live }
 
-// Start loads the config and serves it: after a nil error, Handler serves it and the
+// Start loads the config and serves it: after a nil error, proxy.Handler serves it and the
 // generation's health checks and discovery run until ctx ends. A config with any problem is
 // refused with every problem listed (configs.Errors). Call Close after ctx ends.
 func (r *Reloader) Start(ctx context.Context) error {
@@ -168,20 +180,20 @@ func (r *Reloader) Start(ctx context.Context) error {
 		r.store.Close()
 		return err
 	}
-	r.outliers = NewOutliers(cfg, r.reg, r.log)
-	t, err := Build(cfg, Deps{Registry: r.reg, Log: r.log, Outliers: r.outliers})
+	r.outliers = proxy.NewOutliers(cfg, r.reg, r.log)
+	t, err := proxy.Build(cfg, proxy.Deps{Registry: r.reg, Log: r.log, Outliers: r.outliers})
 	if err != nil {
 		r.outliers.Close()
 		r.access.Close()
 		r.store.Close()
 		return err
 	}
-	var recorders []Recorder
+	var recorders []proxy.Recorder
 	if r.live != nil {
 		recorders = append(recorders, r.live)
 	}
 	recorders = append(recorders, r.access)
-	r.handler = NewHandler(t, r.log, WithRecorders(append(recorders, r.opts.Recorders...)...))
+	r.handler = proxy.NewHandler(t, r.log, proxy.WithRecorders(append(recorders, r.opts.Recorders...)...))
 	r.gen = &generation{cfg: cfg, table: t}
 	r.restore(cfg, saved, !r.fleet())
 	r.stateRev = saved.Revision
@@ -191,7 +203,7 @@ func (r *Reloader) Start(ctx context.Context) error {
 			r.log.Error("after the runtime state was restored, every site is drained or at weight 0: no request can be served; undrain a site or clear an override")
 		}
 	}
-	t.activate()
+	t.Activate()
 	r.outliers.SetMembers(t.Members())
 	r.gen = r.startGeneration(cfg, t)
 	r.publish()
@@ -226,19 +238,19 @@ func (r *Reloader) load() (*configs.Config, [sha256.Size]byte, error) {
 
 // checks are what every config file must pass besides validation.
 func (r *Reloader) checks() []configs.Check {
-	return append([]configs.Check{CheckTLSFiles}, r.opts.Checks...)
+	return append([]configs.Check{proxy.CheckTLSFiles}, r.opts.Checks...)
 }
 
 // startGeneration runs t's background work under a context of its own.
-func (r *Reloader) startGeneration(cfg *configs.Config, t *Table) *generation {
+func (r *Reloader) startGeneration(cfg *configs.Config, t *proxy.Table) *generation {
 	ctx, cancel := context.WithCancel(r.ctx)
 	g := &generation{cfg: cfg, table: t, cancel: cancel, done: make(chan struct{})}
-	go func() { defer close(g.done); t.Run(ctx) }()
+	go func() { defer close(g.done); RunTable(ctx, t, r.log) }()
 	return g
 }
 
 // Handler is the proxy's http.Handler; it always serves the current generation.
-func (r *Reloader) Handler() *Handler { return r.handler }
+func (r *Reloader) Handler() *proxy.Handler { return r.handler }
 
 // Registry is the long-lived backend state.
 func (r *Reloader) Registry() *balancer.Registry { return r.reg }
@@ -262,11 +274,11 @@ func (r *Reloader) Config() *configs.Config {
 	return r.gen.cfg
 }
 
-// Serving is what a Reloader serves: its config, Table and Handler. Immutable.
+// Serving is what a Reloader serves: its config, proxy.Table and proxy.Handler. Immutable.
 type Serving struct {
 	Config  *configs.Config
-	Table   *Table
-	Handler *Handler
+	Table   *proxy.Table
+	Handler *proxy.Handler
 }
 
 // Serving returns what r serves now (the zero Serving before Start), without waiting on a
@@ -306,16 +318,16 @@ func (r *Reloader) reloadEntry(source string, force bool) (Change, error) {
 	if !force && (sum == r.sum || err != nil && sum == r.refusedSum) {
 		return Change{}, nil // unchanged, or refused already (a file watch sees a save more than once)
 	}
-	// Everything that can refuse the config comes before Build, and Build changes no
-	// running state until the new Table is activated, so a refused config leaves the
+	// Everything that can refuse the config comes before proxy.Build, and proxy.Build changes no
+	// running state until the new proxy.Table is activated, so a refused config leaves the
 	// running one as it was.
 	var commitAccess, discardAccess func()
 	if err == nil {
 		commitAccess, discardAccess, err = r.access.Prepare(cfg)
 	}
-	var t *Table
+	var t *proxy.Table
 	if err == nil {
-		if t, err = Build(cfg, Deps{Registry: r.reg, Log: r.log, Outliers: r.outliers, Previous: r.gen.table}); err != nil {
+		if t, err = proxy.Build(cfg, proxy.Deps{Registry: r.reg, Log: r.log, Outliers: r.outliers, Previous: r.gen.table}); err != nil {
 			discardAccess()
 		}
 	}
@@ -334,12 +346,12 @@ func (r *Reloader) reloadEntry(source string, force bool) (Change, error) {
 	edits := r.applyControls(cfg, t)
 	old := r.gen
 	r.gen = r.startGeneration(cfg, t)
-	r.outliers.SetPolicy(outlierOptions(cfg))
-	old.table.retire()
+	r.outliers.SetPolicy(proxy.OutlierOptions(cfg))
+	old.table.Retire()
 	r.outliers.SetMembers(t.Members())
 	r.handler.Swap(t)
 	r.publish()
-	t.activate()
+	t.Activate()
 	old.cancel()
 	<-old.done
 	old.table.Close()
@@ -389,10 +401,10 @@ func (r *Reloader) reloadItems(old, next *configs.Config, warn bool) []store.Ite
 	return items
 }
 
-// applyControls gives a new Table the operators' weights and drains, and returns the edits
+// applyControls gives a new proxy.Table the operators' weights and drains, and returns the edits
 // that drop those of sites the config no longer has (a fleet's stay in the store for the
 // replicas that have them).
-func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
+func (r *Reloader) applyControls(cfg *configs.Config, t *proxy.Table) []store.Edit {
 	fleet := r.fleet()
 	var edits []store.Edit
 	now := r.now()
@@ -411,7 +423,7 @@ func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
 			}
 			continue
 		}
-		t.bal.SetWeight(name, o.At(now))
+		t.Balancer().SetWeight(name, o.At(now))
 	}
 	for name := range r.drained {
 		if cfg.Site(name) == nil {
@@ -421,7 +433,7 @@ func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
 			}
 			continue
 		}
-		t.bal.SetDrained(name, true)
+		t.Balancer().SetDrained(name, true)
 	}
 	return edits
 }
@@ -453,13 +465,6 @@ func (r *Reloader) Close() {
 	}
 	r.mu.Unlock()
 	r.access.Close()
-}
-
-// outlierOptions are the passive health settings of cfg.
-func outlierOptions(cfg *configs.Config) health.OutlierOptions {
-	o := cfg.Outlier
-	return health.OutlierOptions{ConsecutiveFailures: o.ConsecutiveFailures, BaseEjection: o.BaseEjection,
-		MaxEjection: o.MaxEjection, MaxEjectionPercent: o.MaxEjectionPercent}
 }
 
 // Preview is what a reload of the config file would change (POST /api/v1/reload?dry_run=true).
