@@ -7,8 +7,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // fixedIntN always draws 0 (then 0 for the second choice, which becomes 1).
@@ -141,9 +139,17 @@ func TestReviewSlowStartStarvedAtLowLoad(t *testing.T) {
 	}
 }
 
+// waitFor polls cond every 5 ms until it holds, failing after 2 s. (proxytest.Eventually
+// cannot serve here: proxytest imports balancer, and this is an internal test.)
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	proxytest.Eventually(t, 2*time.Second, "condition", cond)
+	deadline := time.Now().Add(2 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", 2*time.Second, "condition")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // TestReviewRetryAfterStaleAfterQuietPeriod: the drain estimate keeps servedAt and gap

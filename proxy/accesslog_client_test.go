@@ -20,6 +20,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/telemetry"
 )
@@ -27,12 +28,12 @@ import (
 func TestAccessLogClientFields(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "access.log")
 	var seenXFF sync.Map // request id -> the X-Forwarded-For the backend got
-	backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	backend := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		seenXFF.Store(r.Header.Get("X-Request-Id"), r.Header.Get("X-Forwarded-For"))
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "hello")
 	})
-	cfg := mustConfig(t, configYAML([]site{{"idc1", 1, []string{backend.URL}}},
+	cfg := proxytest.MustConfig(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{backend.URL}}},
 		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out)))
 	al := telemetry.NewAccessLog(nil)
 	if err := al.Configure(cfg); err != nil {
@@ -45,9 +46,9 @@ func TestAccessLogClientFields(t *testing.T) {
 	t.Cleanup(tbl.Close)
 	rec := &tally{} // after al: a request it counted has its line
 	h := proxy.NewHandler(tbl, nil, proxy.WithRecorders(al, rec))
-	_, plain := serveOn(t, cfg, h)
+	_, plain := proxytest.ServeOn(t, cfg, h)
 	ca := newTestCA(t, "ca")
-	secure := serve(t, frontend.NewTLSServer(cfg, h, proxyTLS(ca.issue(t, "proxy", false, "127.0.0.1")), nil))
+	secure := proxytest.Serve(t, frontend.NewTLSServer(cfg, h, proxyTLS(ca.issue(t, "proxy", false, "127.0.0.1")), nil))
 
 	var h2c http.Protocols
 	h2c.SetUnencryptedHTTP2(true)
@@ -84,7 +85,7 @@ func TestAccessLogClientFields(t *testing.T) {
 		}
 		req.Header = header
 		req.Header.Set("X-Request-Id", id)
-		resp, err := (&http.Client{Transport: transports[strings.TrimSuffix(id, "-xff")], Timeout: liveness}).Do(req)
+		resp, err := (&http.Client{Transport: transports[strings.TrimSuffix(id, "-xff")], Timeout: proxytest.Liveness}).Do(req)
 		if err != nil {
 			t.Fatalf("%s: %v", id, err)
 		}
@@ -105,7 +106,7 @@ func TestAccessLogClientFields(t *testing.T) {
 		"tls12": send("tls12", 0, http.Header{"User-Agent": {"ua-tls12"}}),
 	}
 	// A client has its answer a moment before the proxy has recorded the request.
-	waitFor(t, "every request recorded", func() bool { return rec.n.Load() == int64(len(client)) })
+	proxytest.WaitFor(t, "every request recorded", func() bool { return rec.n.Load() == int64(len(client)) })
 	al.Close() // flushes
 	lines := byID(accessLines(t, out))
 	want := map[string]map[string]any{
@@ -145,13 +146,13 @@ func TestAccessLogClientFields(t *testing.T) {
 func TestAccessLogHopByHopXFF(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "access.log")
 	seen := make(chan string, 1)
-	backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Get("X-Forwarded-For") })
-	e := startReloader(t, configYAML([]site{{"idc1", 1, []string{backend.URL}}},
+	backend := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Get("X-Forwarded-For") })
+	e := proxytest.StartReloader(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{backend.URL}}},
 		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out)), runtime.ReloaderOptions{})
-	req, _ := http.NewRequest(http.MethodGet, e.url+"/", nil)
+	req, _ := http.NewRequest(http.MethodGet, e.URL+"/", nil)
 	req.Header.Set("X-Forwarded-For", "203.0.113.7")
 	req.Header.Set("Connection", "X-Forwarded-For")
-	resp, err := e.client.Do(req)
+	resp, err := e.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,16 +176,16 @@ func TestAccessLogReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(logs, "access.log")
-	backend := nameBackend(t, "idc1")
-	config := configYAML([]site{{"idc1", 1, []string{backend.URL}}},
+	backend := proxytest.NameBackend(t, "idc1")
+	config := proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{backend.URL}}},
 		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out))
 	rec := &tally{}
-	e := startReloader(t, config, runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
-	stop := e.driveGets(t, 4, rec)
+	e := proxytest.StartReloader(t, config, runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
+	stop := driveGets(t, e, 4, rec)
 	moreRequests := func() {
 		t.Helper()
 		n := rec.n.Load()
-		waitFor(t, "more requests", func() bool { return rec.n.Load() >= n+20 })
+		proxytest.WaitFor(t, "more requests", func() bool { return rec.n.Load() >= n+20 })
 	}
 	var rotated []string
 	for i := 1; i <= 5; i++ {
@@ -194,7 +195,7 @@ func TestAccessLogReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 		rotated = append(rotated, old)
-		if path, err := e.r.ReopenAccessLog(); err != nil || path != out {
+		if path, err := e.R.ReopenAccessLog(); err != nil || path != out {
 			t.Fatalf("ReopenAccessLog: %q %v, want %q", path, err, out)
 		}
 		if _, err := os.Stat(out); err != nil {
@@ -203,7 +204,7 @@ func TestAccessLogReopen(t *testing.T) {
 		if i == 3 {
 			// A reload that keeps the output (forced, of the same file) writes the
 			// reopened file, and the next Reopen reopens it.
-			if err := e.r.Reload("test", true); err != nil {
+			if err := e.R.Reload("test", true); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -221,8 +222,8 @@ func TestAccessLogReopen(t *testing.T) {
 	}
 	// The lines after the last rename are still buffered: closing the output by moving it
 	// elsewhere flushes them.
-	e.write(t, configYAML([]site{{"idc1", 1, []string{backend.URL}}}, "access_log: {output: stderr}\n"))
-	if err := e.r.Reload("test", false); err != nil {
+	e.Write(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{backend.URL}}}, "access_log: {output: stderr}\n"))
+	if err := e.R.Reload("test", false); err != nil {
 		t.Fatal(err)
 	}
 	current := len(accessLines(t, out))
@@ -233,25 +234,25 @@ func TestAccessLogReopen(t *testing.T) {
 		t.Errorf("%d requests, %d lines in the rotated files and %d in the current one: %d lost", total, sum, current, total-int64(sum+current))
 	}
 	// stdout and stderr are not reopened.
-	if path, err := e.r.ReopenAccessLog(); path != "" || err != nil {
+	if path, err := e.R.ReopenAccessLog(); path != "" || err != nil {
 		t.Errorf("ReopenAccessLog with stderr: %q %v, want nothing done", path, err)
 	}
 
 	// A path that cannot be opened (its directory moved away): an error, and the lines keep
 	// going to the file it had.
-	e.write(t, config)
-	if err := e.r.Reload("test", false); err != nil {
+	e.Write(t, config)
+	if err := e.R.Reload("test", false); err != nil {
 		t.Fatal(err)
 	}
 	moved := filepath.Join(dir, "moved")
 	if err := os.Rename(logs, moved); err != nil {
 		t.Fatal(err)
 	}
-	if path, err := e.r.ReopenAccessLog(); err == nil || path != out {
+	if path, err := e.R.ReopenAccessLog(); err == nil || path != out {
 		t.Errorf("ReopenAccessLog with its directory gone: %q %v, want %q and an error", path, err, out)
 	}
-	e.mustGet(t, "/after-failed-reopen")
-	waitFor(t, "the line after a failed reopen in the old file", func() bool {
+	e.MustGet(t, "/after-failed-reopen")
+	proxytest.WaitFor(t, "the line after a failed reopen in the old file", func() bool {
 		lines := accessLines(t, filepath.Join(moved, "access.log"))
 		return len(lines) > 0 && lines[len(lines)-1]["path"] == "/after-failed-reopen"
 	})

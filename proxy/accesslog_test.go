@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 )
 
@@ -57,7 +58,7 @@ func accessLines(t *testing.T, path string) []map[string]any {
 func waitLines(t *testing.T, path string, n int) []map[string]any {
 	t.Helper()
 	var lines []map[string]any
-	waitFor(t, fmt.Sprintf("%d lines in %s", n, filepath.Base(path)), func() bool {
+	proxytest.WaitFor(t, fmt.Sprintf("%d lines in %s", n, filepath.Base(path)), func() bool {
 		lines = accessLines(t, path)
 		return len(lines) >= n
 	})
@@ -75,14 +76,14 @@ func byID(lines []map[string]any) map[string]map[string]any {
 }
 
 // sendWithID sends a GET with an X-Request-Id and returns the status.
-func (e *rlEnv) sendWithID(t *testing.T, path, id string) int {
+func sendWithID(t *testing.T, e *proxytest.ReloaderEnv, path, id string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, e.url+path, nil)
+	req, err := http.NewRequest(http.MethodGet, e.URL+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("X-Request-Id", id)
-	resp, err := e.client.Do(req)
+	resp, err := e.Client.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
@@ -98,7 +99,7 @@ func TestAccessLog(t *testing.T) {
 	dir := t.TempDir()
 	first, second := filepath.Join(dir, "access.log"), filepath.Join(dir, "access2.log")
 	idc1 := newCapBackend(t, "idc1", true)
-	aws := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	aws := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/err") {
 			http.Error(w, "boom", http.StatusInternalServerError)
 			return
@@ -113,34 +114,34 @@ sites:
 retries: {attempts: 1}
 access_log: {output: %q, sample_2xx: 1}
 `, idc1.url, aws.URL, first)
-	e := startReloader(t, spillCfg, runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
+	e := proxytest.StartReloader(t, spillCfg, runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
 
 	// Every request is written: one held at idc1, one that spills to aws, one error.
 	held := make(chan int, 1)
-	go func() { held <- e.sendWithID(t, "/held", "req-held") }()
-	await(t, idc1.arrived, "the request at idc1")
-	if s := e.sendWithID(t, "/spilled", "req-spilled"); s != http.StatusOK {
+	go func() { held <- sendWithID(t, e, "/held", "req-held") }()
+	proxytest.Receive(t, idc1.arrived, "the request at idc1")
+	if s := sendWithID(t, e, "/spilled", "req-spilled"); s != http.StatusOK {
 		t.Fatalf("spilled request: %d", s)
 	}
-	if s := e.sendWithID(t, "/err", "req-err"); s != http.StatusInternalServerError {
+	if s := sendWithID(t, e, "/err", "req-err"); s != http.StatusInternalServerError {
 		t.Fatalf("error request: %d", s)
 	}
 	idc1.release <- struct{}{}
-	if s := await(t, held, "the held answer"); s != http.StatusOK {
+	if s := proxytest.Receive(t, held, "the held answer"); s != http.StatusOK {
 		t.Fatalf("held request: %d", s)
 	}
 	lines := waitLines(t, first, 3)
 	if len(lines) != 3 {
 		t.Fatalf("%d lines in the access log, want 3: %v", len(lines), lines)
 	}
-	host := strings.TrimPrefix(e.url, "http://")
+	host := strings.TrimPrefix(e.URL, "http://")
 	for _, l := range lines {
 		for _, k := range []string{"request_id", "method", "host", "path", "status", "bytes", "duration_ms", "site", "backend", "spill", "retries"} {
 			if _, ok := l[k]; !ok {
 				t.Errorf("line %v has no %q", l, k)
 			}
 		}
-		if d, _ := l["duration_ms"].(float64); d < 0 || d > float64(liveness.Milliseconds()) {
+		if d, _ := l["duration_ms"].(float64); d < 0 || d > float64(proxytest.Liveness.Milliseconds()) {
 			t.Errorf("duration_ms %v out of range", l["duration_ms"])
 		}
 	}
@@ -172,19 +173,19 @@ sites:
 retries: {attempts: 2, min_per_second: 1000, budget: 1}
 outlier: {consecutive_failures: 0}
 access_log: {output: %q, sample_2xx: %g}
-`, refusedURL(t), aws.URL, output, sample)
+`, proxytest.RefusedURL(t), aws.URL, output, sample)
 	}
-	e.write(t, retryCfg(second, 0))
-	if err := e.r.Reload("test", false); err != nil {
+	e.Write(t, retryCfg(second, 0))
+	if err := e.R.Reload("test", false); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 10 {
-		if s := e.sendWithID(t, fmt.Sprintf("/ok/%d", i), fmt.Sprintf("ok-%d", i)); s != http.StatusOK {
+		if s := sendWithID(t, e, fmt.Sprintf("/ok/%d", i), fmt.Sprintf("ok-%d", i)); s != http.StatusOK {
 			t.Fatalf("GET /ok/%d: %d", i, s)
 		}
 	}
 	for i := range 2 {
-		if s := e.sendWithID(t, fmt.Sprintf("/err/%d", i), fmt.Sprintf("err-%d", i)); s != http.StatusInternalServerError {
+		if s := sendWithID(t, e, fmt.Sprintf("/err/%d", i), fmt.Sprintf("err-%d", i)); s != http.StatusInternalServerError {
 			t.Fatalf("GET /err/%d: %d", i, s)
 		}
 	}
@@ -203,18 +204,18 @@ access_log: {output: %q, sample_2xx: %g}
 	}
 
 	// Half of the answers below 400 are written.
-	e.write(t, retryCfg(second, 0.5))
-	if err := e.r.Reload("test", false); err != nil {
+	e.Write(t, retryCfg(second, 0.5))
+	if err := e.R.Reload("test", false); err != nil {
 		t.Fatal(err)
 	}
 	const n = 400
 	for i := range n {
-		if s := e.sendWithID(t, fmt.Sprintf("/s/%d", i), fmt.Sprintf("s-%d", i)); s != http.StatusOK {
+		if s := sendWithID(t, e, fmt.Sprintf("/s/%d", i), fmt.Sprintf("s-%d", i)); s != http.StatusOK {
 			t.Fatalf("GET /s/%d: %d", i, s)
 		}
 	}
 	// An error after them, always written, flushes the sampled lines before it.
-	if s := e.sendWithID(t, "/err/last", "err-last"); s != http.StatusInternalServerError {
+	if s := sendWithID(t, e, "/err/last", "err-last"); s != http.StatusInternalServerError {
 		t.Fatalf("GET /err/last: %d", s)
 	}
 	lines = waitLines(t, second, 3)
@@ -235,7 +236,7 @@ access_log: {output: %q, sample_2xx: %g}
 func TestAccessLogLosesNoLineAcrossReloads(t *testing.T) {
 	dir := t.TempDir()
 	outputs := []string{filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")}
-	backend := nameBackend(t, "idc1")
+	backend := proxytest.NameBackend(t, "idc1")
 	config := func(output string) string {
 		return fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
@@ -244,21 +245,21 @@ access_log: {output: %q, sample_2xx: 1}
 `, backend.URL, output)
 	}
 	rec := &tally{}
-	e := startReloader(t, config(outputs[0]), runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
-	stop := e.driveGets(t, 8, rec)
+	e := proxytest.StartReloader(t, config(outputs[0]), runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
+	stop := driveGets(t, e, 8, rec)
 	for i := range 100 {
-		e.write(t, config(outputs[(i+1)%2]))
-		if err := e.r.Reload("test", false); err != nil {
+		e.Write(t, config(outputs[(i+1)%2]))
+		if err := e.R.Reload("test", false); err != nil {
 			t.Fatal(err)
 		}
 		n := rec.n.Load()
-		waitFor(t, "requests between reloads", func() bool { return rec.n.Load() >= n+2 })
+		proxytest.WaitFor(t, "requests between reloads", func() bool { return rec.n.Load() >= n+2 })
 	}
 	stop()
 	total := rec.n.Load()
 	// Close the Reloader's output by moving it elsewhere, which flushes and closes it.
-	e.write(t, config(filepath.Join(dir, "c.log")))
-	if err := e.r.Reload("test", false); err != nil {
+	e.Write(t, config(filepath.Join(dir, "c.log")))
+	if err := e.R.Reload("test", false); err != nil {
 		t.Fatal(err)
 	}
 	written := len(accessLines(t, outputs[0])) + len(accessLines(t, outputs[1]))
@@ -271,7 +272,7 @@ access_log: {output: %q, sample_2xx: 1}
 // until the returned stop is called. stop returns once every client has stopped and every
 // answered request has reached rec (a client has its answer a moment before the proxy
 // records the request).
-func (e *rlEnv) driveGets(t *testing.T, n int, rec *tally) (stop func()) {
+func driveGets(t *testing.T, e *proxytest.ReloaderEnv, n int, rec *tally) (stop func()) {
 	t.Helper()
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -284,7 +285,7 @@ func (e *rlEnv) driveGets(t *testing.T, n int, rec *tally) (stop func()) {
 					return
 				default:
 				}
-				if status, _, err := e.send(http.MethodGet, "/", nil); err != nil || status != http.StatusOK {
+				if status, _, err := e.Send(http.MethodGet, "/", nil); err != nil || status != http.StatusOK {
 					t.Errorf("GET: %d %v", status, err)
 					return
 				}
@@ -296,6 +297,6 @@ func (e *rlEnv) driveGets(t *testing.T, n int, rec *tally) (stop func()) {
 		t.Helper()
 		close(done)
 		wg.Wait()
-		waitFor(t, "every answered request recorded", func() bool { return rec.n.Load() >= answered.Load() })
+		proxytest.WaitFor(t, "every answered request recorded", func() bool { return rec.n.Load() >= answered.Load() })
 	}
 }

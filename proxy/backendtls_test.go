@@ -18,6 +18,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 )
 
@@ -115,7 +116,7 @@ func TestBackendTLSFileErrors(t *testing.T) {
     backends: ["https://127.0.0.1:2"]
     tls: {ca_file: %q, cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}
 `, notPEM, ca.file(t))
-	cfg := mustConfig(t, yaml)
+	cfg := proxytest.MustConfig(t, yaml)
 	_, err := proxy.Build(cfg, proxy.Deps{Registry: balancer.NewRegistry()})
 	var errs configs.Errors
 	if !errors.As(err, &errs) || len(errs) != 2 {
@@ -132,7 +133,7 @@ func TestBackendTLSFileErrors(t *testing.T) {
 // TestInsecureSkipVerifyWarnsAtBuild checks the warning names the site.
 func TestInsecureSkipVerifyWarnsAtBuild(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
-	cfg := mustConfig(t, "sites:\n  - {name: aws, weight: 1, backends: [\"https://127.0.0.1:1\"], tls: {insecure_skip_verify: true}}\n")
+	cfg := proxytest.MustConfig(t, "sites:\n  - {name: aws, weight: 1, backends: [\"https://127.0.0.1:1\"], tls: {insecure_skip_verify: true}}\n")
 	tbl, err := proxy.Build(cfg, proxy.Deps{Registry: balancer.NewRegistry(), Log: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +168,7 @@ func TestHealthProbesUseSiteTLS(t *testing.T) {
     tls: {ca_file: %q, cert_file: %q, key_file: %q, server_name: app.idc2}
     health: {path: /healthz, interval: 50ms, timeout: 50ms, rise: 1, initial: down}
 `, b.URL, serverCA.file(t), certFile, keyFile)
-	cfg := mustConfig(t, yaml)
+	cfg := proxytest.MustConfig(t, yaml)
 	reg := balancer.NewRegistry()
 	tbl, err := proxy.Build(cfg, proxy.Deps{Registry: reg})
 	if err != nil {
@@ -182,7 +183,7 @@ func TestHealthProbesUseSiteTLS(t *testing.T) {
 	ran := make(chan struct{})
 	go func() { defer close(ran); runtime.RunTable(ctx, tbl, nil) }()
 	defer func() { cancel(); <-ran }()
-	deadline := time.Now().Add(liveness)
+	deadline := time.Now().Add(proxytest.Liveness)
 	for !backend.Healthy() { // probes run on the Monitor's clock; poll within the bound
 		if time.Now().After(deadline) {
 			t.Fatal("the mTLS backend never came up: probes do not use the site's TLS settings")

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/proxy/proxytest"
 	"go.uber.org/goleak"
 )
 
@@ -42,7 +43,7 @@ var chaosMix = []struct {
 
 // chaosBackend plays back the script each request carries. arrivals holds, by X-Test-Id, a
 // channel to close once the request has reached the backend; stuck counts handlers that
-// waited the whole liveness bound for a cancellation the proxy should have passed on.
+// waited the whole proxytest.Liveness bound for a cancellation the proxy should have passed on.
 func chaosBackend(arrivals *sync.Map, stuck *atomic.Int64) http.HandlerFunc {
 	arrived := func(r *http.Request) {
 		if ch, ok := arrivals.LoadAndDelete(r.Header.Get("X-Test-Id")); ok {
@@ -50,7 +51,7 @@ func chaosBackend(arrivals *sync.Map, stuck *atomic.Int64) http.HandlerFunc {
 		}
 	}
 	waitCancel := func(r *http.Request) {
-		timer := time.NewTimer(liveness)
+		timer := time.NewTimer(proxytest.Liveness)
 		defer timer.Stop()
 		select {
 		case <-r.Context().Done():
@@ -68,13 +69,13 @@ func chaosBackend(arrivals *sync.Map, stuck *atomic.Int64) http.HandlerFunc {
 			io.Copy(io.Discard, r.Body)
 			http.Error(w, "scripted failure", http.StatusInternalServerError)
 		case scriptReset:
-			resetConn(hijack(w))
+			resetConn(proxytest.Hijack(w))
 		case scriptAbort:
 			io.Copy(io.Discard, r.Body)
 			w.Header().Set("Content-Length", "1000")
 			io.WriteString(w, "part")
 			http.NewResponseController(w).Flush()
-			resetConn(hijack(w))
+			resetConn(proxytest.Hijack(w))
 		case scriptDelay, scriptRandomCancel:
 			io.Copy(io.Discard, r.Body)
 			us, _ := strconv.Atoi(r.Header.Get("X-Delay-Us"))
@@ -102,7 +103,7 @@ func chaosBackend(arrivals *sync.Map, stuck *atomic.Int64) http.HandlerFunc {
 				return
 			}
 			arrived(r)
-			http.NewResponseController(w).SetReadDeadline(time.Now().Add(liveness))
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(proxytest.Liveness))
 			if _, err := io.Copy(io.Discard, r.Body); errors.Is(err, os.ErrDeadlineExceeded) {
 				stuck.Add(1)
 			}
@@ -130,25 +131,25 @@ func TestInflightReturnsToZeroUnderChaos(t *testing.T) {
 	// handler.
 	t.Cleanup(func() {
 		if n := stuck.Load(); n > 0 {
-			t.Errorf("%d backend handlers waited %v for a cancellation the proxy did not pass on", n, liveness)
+			t.Errorf("%d backend handlers waited %v for a cancellation the proxy did not pass on", n, proxytest.Liveness)
 		}
 	})
 	names := []string{"idc1", "idc2", "aws"}
 	weights := []int{5, 3, 2}
-	var sites []site
+	var sites []proxytest.Site
 	for i, n := range names {
-		a := newBackend(t, chaosBackend(&arrivals, &stuck))
-		b := newBackend(t, chaosBackend(&arrivals, &stuck))
-		sites = append(sites, site{n, weights[i], []string{a.URL, b.URL}})
+		a := proxytest.NewBackend(t, chaosBackend(&arrivals, &stuck))
+		b := proxytest.NewBackend(t, chaosBackend(&arrivals, &stuck))
+		sites = append(sites, proxytest.Site{Name: n, Weight: weights[i], Backends: []string{a.URL, b.URL}})
 	}
-	e := startProxy(t, configYAML(sites, "timeouts:\n  connect: 2s\n  response_header: 10s\n"))
+	e := startProxy(t, proxytest.ConfigYAML(sites, "timeouts:\n  connect: 2s\n  response_header: 10s\n"))
 
 	// A quarter of the requests speak h2c, where a cancel resets a stream, not a connection.
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
 	h2tr := &http.Transport{Protocols: &protocols}
 	t.Cleanup(h2tr.CloseIdleConnections)
-	h2c := &http.Client{Transport: h2tr, Timeout: liveness}
+	h2c := &http.Client{Transport: h2tr, Timeout: proxytest.Liveness}
 
 	var (
 		mu       sync.Mutex
@@ -208,7 +209,7 @@ func chaosRequest(e *env, h2c *http.Client, arrivals *sync.Map, seed uint64, i i
 	delay := rng.IntN(3000) // µs
 	id := strconv.Itoa(i)
 
-	ctx, cancel := context.WithTimeout(context.Background(), liveness)
+	ctx, cancel := context.WithTimeout(context.Background(), proxytest.Liveness)
 	defer cancel()
 	newReq := func(body io.Reader) *http.Request {
 		method := "GET"

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/balancer/discovery/dnstest"
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 )
 
@@ -54,7 +55,7 @@ retries: {attempts: 1}
 `, idc.url, srvName, dns.Addr))
 	e.runTable(t)
 	awsLimit := func() int64 { return e.table.Status()[1].Limit }
-	waitFor(t, "the first member", func() bool { return awsLimit() == 2 })
+	proxytest.WaitFor(t, "the first member", func() bool { return awsLimit() == 2 })
 
 	statuses := make(chan int, 20)
 	send := func() {
@@ -73,11 +74,11 @@ retries: {attempts: 1}
 	for range 3 {
 		send()
 	}
-	await(t, idc.arrived, "idc1's request")
-	await(t, aws[0].arrived, "aws b0's first")
-	await(t, aws[0].arrived, "aws b0's second")
+	proxytest.Receive(t, idc.arrived, "idc1's request")
+	proxytest.Receive(t, aws[0].arrived, "aws b0's first")
+	proxytest.Receive(t, aws[0].arrived, "aws b0's second")
 	send()
-	if s := await(t, statuses, "the shed request"); s != http.StatusServiceUnavailable {
+	if s := proxytest.Receive(t, statuses, "the shed request"); s != http.StatusServiceUnavailable {
 		t.Fatalf("status %d with every slot taken and no queue, want 503", s)
 	}
 	if n := e.reg.Sheds()[balancer.ShedQueueFull]; n != 1 {
@@ -86,13 +87,13 @@ retries: {attempts: 1}
 
 	// Two instances join: the limit grows to 6 and four more requests all find room.
 	dns.SetSRV(srvName, records...)
-	waitFor(t, "the pool to grow", func() bool { return awsLimit() == 6 })
+	proxytest.WaitFor(t, "the pool to grow", func() bool { return awsLimit() == 6 })
 	for range 4 {
 		send()
 	}
 	for _, b := range aws[1:] {
-		await(t, b.arrived, "a request at a new member")
-		await(t, b.arrived, "a request at a new member")
+		proxytest.Receive(t, b.arrived, "a request at a new member")
+		proxytest.Receive(t, b.arrived, "a request at a new member")
 	}
 	if n := e.reg.Sheds()[balancer.ShedQueueFull]; n != 1 {
 		t.Fatalf("sheds %d after the pool grew, want still 1", n)
@@ -100,11 +101,11 @@ retries: {attempts: 1}
 
 	// b0 leaves DNS with two requests in flight: they finish; it gets nothing new.
 	dns.SetSRV(srvName, records[1:]...)
-	waitFor(t, "b0 to leave", func() bool { return awsLimit() == 4 })
+	proxytest.WaitFor(t, "b0 to leave", func() bool { return awsLimit() == 4 })
 	aws[0].release <- struct{}{}
 	aws[0].release <- struct{}{}
 	for range 2 {
-		if s := await(t, statuses, "a draining member's answer"); s != http.StatusOK {
+		if s := proxytest.Receive(t, statuses, "a draining member's answer"); s != http.StatusOK {
 			t.Fatalf("a request on a member that left DNS got %d, want 200 (drain, not cut)", s)
 		}
 	}
@@ -112,7 +113,7 @@ retries: {attempts: 1}
 		b.release <- struct{}{}
 	}
 	for range 2 {
-		if s := await(t, statuses, "an answer"); s != http.StatusOK {
+		if s := proxytest.Receive(t, statuses, "an answer"); s != http.StatusOK {
 			t.Fatalf("status %d", s)
 		}
 	}
@@ -124,7 +125,7 @@ retries: {attempts: 1}
 		case <-aws[2].arrived:
 		case <-aws[0].arrived:
 			t.Fatal("a member that left DNS got a new request")
-		case <-time.After(liveness):
+		case <-time.After(proxytest.Liveness):
 			t.Fatal("timed out waiting for the requests to reach b1 and b2")
 		}
 	}
@@ -132,12 +133,12 @@ retries: {attempts: 1}
 	// DNS fails: the pool stays as it was.
 	dns.SetMode(dnstest.ServFail)
 	for range 3 {
-		await(t, dns.Asked, "a DNS query")
+		proxytest.Receive(t, dns.Asked, "a DNS query")
 	}
 	if l := awsLimit(); l != 4 {
 		t.Fatalf("aws limit %d after DNS failures, want 4 (the last good set)", l)
 	}
-	waitFor(t, "the failures to be counted", func() bool { return e.reg.Site("aws").DiscoveryFailures().Load() > 0 })
+	proxytest.WaitFor(t, "the failures to be counted", func() bool { return e.reg.Site("aws").DiscoveryFailures().Load() > 0 })
 
 	for _, b := range append([]*capBackend{idc}, aws...) {
 		for range 5 {
@@ -145,7 +146,7 @@ retries: {attempts: 1}
 		}
 	}
 	for range 3 {
-		if s := await(t, statuses, "the rest"); s != http.StatusOK {
+		if s := proxytest.Receive(t, statuses, "the rest"); s != http.StatusOK {
 			t.Errorf("status %d", s)
 		}
 	}

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // edgeExpectSize is the Content-Length the uploads announce.
@@ -30,7 +32,7 @@ var edgeUpload = edgeSmuggled + strings.Repeat("x", edgeExpectSize-len(edgeSmugg
 // TestEdgeExpectContinueEarlyAnswer has a backend answer an Expect: 100-continue upload
 // with 401, 413 or 417 as soon as it has the head, whether it then closes its connection (as
 // net/http does) or keeps it. The client sends no body: it must still get the answer within
-// liveness, and never 100 Continue. Then it sends the body anyway, and a GET of its own: the
+// proxytest.Liveness, and never 100 Continue. Then it sends the body anyway, and a GET of its own: the
 // proxy may close the connection or read the body past, but must never forward what the
 // body holds; and the backend must get no body bytes, nor the GET on the connection it
 // answered on (which would then be out of step).
@@ -71,7 +73,7 @@ func TestEdgeExpectContinueEarlyAnswer(t *testing.T) {
 				fmt.Fprintf(conn, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
 				return true
 			})
-			e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.url}}}, ""))
+			e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.url}}}, ""))
 			conn, br := edgeDial(t, e.addr)
 			edgeWrite(t, conn, fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: bank.example\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", edgeExpectSize))
 
@@ -147,7 +149,7 @@ func TestEdgeExpectContinueRelayed(t *testing.T) {
 	arrived := make(chan struct{}, 1)
 	release := newGate(t)
 	received := make(chan string, 1)
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		arrived <- struct{}{}
 		if !release.wait(r.Context()) {
 			return
@@ -161,7 +163,7 @@ func TestEdgeExpectContinueRelayed(t *testing.T) {
 		fmt.Fprintf(w, "got %d", len(body))
 	})
 	t.Cleanup(release.open) // before the backend's Close, which waits for its handler
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
 	conn, br := edgeDial(t, e.addr)
 
 	responses := make(chan edgeResponse, 4)
@@ -183,7 +185,7 @@ func TestEdgeExpectContinueRelayed(t *testing.T) {
 
 	payload := strings.Repeat("p", 64<<10)
 	edgeWrite(t, conn, fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: bank.example\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", len(payload)))
-	await(t, arrived, "the upload's head at the backend")
+	proxytest.Receive(t, arrived, "the upload's head at the backend")
 	// Best effort, without waiting: a 100 Continue already here came before the backend asked.
 	select {
 	case r := <-responses:
@@ -191,14 +193,14 @@ func TestEdgeExpectContinueRelayed(t *testing.T) {
 	default:
 	}
 	release.open()
-	if r := await(t, responses, "100 Continue"); r.status != http.StatusContinue || r.err != nil {
+	if r := proxytest.Receive(t, responses, "100 Continue"); r.status != http.StatusContinue || r.err != nil {
 		t.Fatalf("client got %d %q (error %v), want 100 Continue", r.status, r.body, r.err)
 	}
 	edgeWrite(t, conn, payload)
-	if r := await(t, responses, "the upload's answer"); r.status != http.StatusOK || r.body != fmt.Sprintf("got %d", len(payload)) || r.err != nil {
+	if r := proxytest.Receive(t, responses, "the upload's answer"); r.status != http.StatusOK || r.body != fmt.Sprintf("got %d", len(payload)) || r.err != nil {
 		t.Errorf("client got %d %q (error %v), want 200 \"got %d\"", r.status, r.body, r.err, len(payload))
 	}
-	if got := await(t, received, "the backend's body"); got != payload {
+	if got := proxytest.Receive(t, received, "the backend's body"); got != payload {
 		t.Errorf("backend received %d bytes (%.40q), want the %d sent", len(got), got, len(payload))
 	}
 }
@@ -216,7 +218,7 @@ func (b *edgeSignalBody) Read(p []byte) (int, error) {
 }
 
 // TestEdgeExpectContinueHTTP2 sends Expect: 100-continue uploads over HTTP/2 with Go's
-// client, which waits up to ExpectContinueTimeout (30s, beyond liveness: a proxy that holds
+// client, which waits up to ExpectContinueTimeout (30s, beyond proxytest.Liveness: a proxy that holds
 // the upload fails the test by timing out) for 100 Continue or an answer before it reads the
 // body. A backend that answers at once without reading: the answer arrives and the body is
 // never read. A backend that reads: 200 with the whole body.
@@ -227,7 +229,7 @@ func TestEdgeExpectContinueHTTP2(t *testing.T) {
 		err  error
 	}
 	seen := make(chan upload, 1)
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		var status int
 		if _, err := fmt.Sscanf(r.URL.Path, "/refuse/%d", &status); err == nil {
 			seen <- upload{path: r.URL.Path}
@@ -238,7 +240,7 @@ func TestEdgeExpectContinueHTTP2(t *testing.T) {
 		seen <- upload{path: r.URL.Path, body: string(body), err: err}
 		fmt.Fprintf(w, "got %d", len(body))
 	})
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
 	client := edgeH2Client(t, 30*time.Second)
 	payload := strings.Repeat("p", 64<<10)
 
@@ -271,7 +273,7 @@ func TestEdgeExpectContinueHTTP2(t *testing.T) {
 			if resp.StatusCode != tc.status || got != wantBody {
 				t.Errorf("client got %d %q, want %d %q", resp.StatusCode, got, tc.status, wantBody)
 			}
-			u := await(t, seen, "the upload at the backend")
+			u := proxytest.Receive(t, seen, "the upload at the backend")
 			if tc.read {
 				if u.err != nil || u.body != payload {
 					t.Errorf("backend received %d bytes (read error %v), want the %d sent", len(u.body), u.err, len(payload))

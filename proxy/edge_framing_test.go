@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // edgeSmuggled is the request an attacker hides behind or inside a hostile one. No backend
@@ -49,7 +51,7 @@ type edgeRecorder struct {
 
 func newEdgeRecorder(t *testing.T) *edgeRecorder {
 	rec := &edgeRecorder{}
-	rec.srv = newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	rec.srv = proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		rec.mu.Lock()
 		rec.hits = append(rec.hits, edgeHit{
@@ -81,7 +83,7 @@ func (rec *edgeRecorder) settle(t *testing.T, e *env) []edgeHit {
 	return append([]edgeHit(nil), rec.hits...)
 }
 
-// edgeDial opens a raw connection to the proxy, bounded by liveness and closed at cleanup.
+// edgeDial opens a raw connection to the proxy, bounded by proxytest.Liveness and closed at cleanup.
 func edgeDial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
@@ -89,7 +91,7 @@ func edgeDial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(liveness))
+	conn.SetDeadline(time.Now().Add(proxytest.Liveness))
 	return conn, bufio.NewReader(conn)
 }
 
@@ -136,7 +138,7 @@ func edgeExpectRefused(br *bufio.Reader, cut bool) string {
 			return ""
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return fmt.Sprintf("no response and the connection still open after %v", liveness)
+			return fmt.Sprintf("no response and the connection still open after %v", proxytest.Liveness)
 		}
 		return fmt.Sprintf("read the response: %v", err)
 	}
@@ -160,7 +162,7 @@ func edgeExpectRefused(br *bufio.Reader, cut bool) string {
 	case len(rest) > 0:
 		return fmt.Sprintf("bytes after the 400: %q", rest)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return fmt.Sprintf("connection still open %v after the 400", liveness)
+		return fmt.Sprintf("connection still open %v after the 400", proxytest.Liveness)
 	case err != nil && !edgeClosed(err):
 		return fmt.Sprintf("read after the 400: %v", err)
 	}
@@ -230,7 +232,7 @@ func TestEdgeRequestFraming(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			rec := newEdgeRecorder(t)
-			e := startProxy(t, configYAML([]site{{"idc1", 1, []string{rec.srv.URL}}}, ""))
+			e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{rec.srv.URL}}}, ""))
 			conn, br := edgeDial(t, e.addr)
 			edgeWrite(t, conn, "GET /first HTTP/1.1\r\nHost: bank.example\r\n\r\n")
 			edgeExpect(t, br, "GET", http.StatusOK, "GET /first ")
@@ -275,7 +277,7 @@ func TestEdgeRequestFraming(t *testing.T) {
 // connection: each must pass through whole, in order, and the connection must stay open.
 func TestEdgeRequestFramingPositive(t *testing.T) {
 	rec := newEdgeRecorder(t)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{rec.srv.URL}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{rec.srv.URL}}}, ""))
 	conn, br := edgeDial(t, e.addr)
 
 	type want struct{ method, path, body string }
@@ -461,7 +463,7 @@ func TestEdgeResponseFraming(t *testing.T) {
 				io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 				return true
 			})
-			e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.url}}}, "retries: {attempts: 1}\n"))
+			e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.url}}}, "retries: {attempts: 1}\n"))
 
 			resp, err := e.client.Get(e.url + "/bad")
 			switch {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // edgeH2Client is a client that speaks HTTP/2 with prior knowledge (h2c) only, with the
@@ -21,7 +22,7 @@ func edgeH2Client(t *testing.T, expectContinue time.Duration) *http.Client {
 	p.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{Protocols: &p, ExpectContinueTimeout: expectContinue}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: liveness}
+	return &http.Client{Transport: tr, Timeout: proxytest.Liveness}
 }
 
 // edgeDo sends req with client and returns the response with its body read.
@@ -68,7 +69,7 @@ func TestEdgeUnderscoreHeaders(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := newEdgeRecorder(t)
-			e := startProxy(t, configYAML([]site{{"idc1", 1, []string{rec.srv.URL}}}, tc.config))
+			e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{rec.srv.URL}}}, tc.config))
 			client := e.client
 			if tc.h2 {
 				client = edgeH2Client(t, 0)
@@ -138,7 +139,7 @@ func TestEdgeVia(t *testing.T) {
 		lines int
 	}
 	seen := make(chan seenVia, 1)
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		seen <- seenVia{strings.Join(r.Header.Values("Via"), ", "), len(r.Header.Values("Via"))}
 		if v := r.Header.Get("X-Backend-Via"); v != "" {
 			w.Header().Set("Via", v)
@@ -169,7 +170,7 @@ func TestEdgeVia(t *testing.T) {
 			wantReq: "1.0 fred", wantResp: "1.1 backend"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, tc.config))
+			e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, tc.config))
 			client := e.client
 			if tc.h2 {
 				client = edgeH2Client(t, 0)
@@ -191,7 +192,7 @@ func TestEdgeVia(t *testing.T) {
 			if tc.h2 && resp.ProtoMajor != 2 {
 				t.Fatalf("answered over %s, want HTTP/2", resp.Proto)
 			}
-			got := await(t, seen, "the backend's Via")
+			got := proxytest.Receive(t, seen, "the backend's Via")
 			if got.via != tc.wantReq {
 				t.Errorf("backend got Via %q (%d lines), want %q", got.via, got.lines, tc.wantReq)
 			}
@@ -205,7 +206,7 @@ func TestEdgeVia(t *testing.T) {
 // TestEdgeHeadersConfig checks that configs.Parse takes the headers block's values and
 // refuses an unknown underscores policy, naming the key.
 func TestEdgeHeadersConfig(t *testing.T) {
-	base := configYAML([]site{{"idc1", 1, []string{"http://127.0.0.1:1"}}}, "")
+	base := proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{"http://127.0.0.1:1"}}}, "")
 	for _, tc := range []struct {
 		headers string
 		refused bool

@@ -19,12 +19,13 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // startOutlierProxy is startProxy with passive health on (as `spillway run` has it).
 func startOutlierProxy(t *testing.T, yaml string) *env {
 	t.Helper()
-	cfg := mustConfig(t, yaml)
+	cfg := proxytest.MustConfig(t, yaml)
 	reg := balancer.NewRegistry()
 	outliers := proxy.NewOutliers(cfg, reg, nil)
 	t.Cleanup(outliers.Close)
@@ -35,8 +36,8 @@ func startOutlierProxy(t *testing.T, yaml string) *env {
 	t.Cleanup(tbl.Close)
 	outliers.SetMembers(tbl.Members())
 	h := proxy.NewHandler(tbl, nil)
-	srv, addr := serveOn(t, cfg, h)
-	client, tr := newClient(t)
+	srv, addr := proxytest.ServeOn(t, cfg, h)
+	client, tr := proxytest.NewClient(t)
 	return &env{cfg: cfg, reg: reg, table: tbl, handler: h, srv: srv, addr: addr, url: "http://" + addr, client: client, tr: tr}
 }
 
@@ -58,7 +59,7 @@ func TestResponseHeaderBoundsRetries(t *testing.T) {
 			case <-time.After(resetAfter):
 			case <-released:
 			}
-			hijack(w).Close()
+			proxytest.Hijack(w).Close()
 			return
 		}
 		select {
@@ -66,9 +67,9 @@ func TestResponseHeaderBoundsRetries(t *testing.T) {
 		case <-released:
 		}
 	}
-	a, b := newBackend(t, script), newBackend(t, script)
+	a, b := proxytest.NewBackend(t, script), proxytest.NewBackend(t, script)
 	defer close(released)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{a.URL, b.URL}}},
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{a.URL, b.URL}}},
 		fmt.Sprintf("timeouts: {response_header: %s}\nretries: {attempts: 3}\n", limit)))
 
 	start := time.Now()
@@ -91,15 +92,15 @@ func TestResponseHeaderBoundsRetries(t *testing.T) {
 func TestResponseHeaderTimeoutNotRetriedPastTheLimit(t *testing.T) {
 	var other atomic.Int32
 	released := make(chan struct{})
-	silent := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	silent := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 		case <-released:
 		}
 	})
-	second := newBackend(t, func(w http.ResponseWriter, r *http.Request) { other.Add(1) })
+	second := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) { other.Add(1) })
 	defer close(released)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{silent.URL}}, {"idc2", 0, []string{second.URL}}},
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{silent.URL}}, {Name: "idc2", Weight: 0, Backends: []string{second.URL}}},
 		"timeouts: {response_header: 300ms}\nretries: {attempts: 2}\n"))
 	if status, _ := e.get(t, "/"); status != http.StatusGatewayTimeout {
 		t.Errorf("status %d, want 504", status)
@@ -122,12 +123,12 @@ func TestNoHiddenResends(t *testing.T) {
 			var urls []string
 			for i := range 3 {
 				name := fmt.Sprintf("b%d", i)
-				b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+				b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 					mu.Lock()
 					defer mu.Unlock()
 					if r.URL.Path == "/boom" {
 						boom[name]++
-						hijack(w).Close()
+						proxytest.Hijack(w).Close()
 						return
 					}
 					warm[name]++
@@ -135,7 +136,7 @@ func TestNoHiddenResends(t *testing.T) {
 				})
 				urls = append(urls, b.URL)
 			}
-			e := startProxy(t, configYAML([]site{{"idc1", 1, urls}},
+			e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: urls}},
 				fmt.Sprintf("retries: {attempts: %d, min_per_second: 100}\n", attempts)))
 			// Keep-alive connections to every backend first.
 			for i := 0; ; i++ {
@@ -174,14 +175,14 @@ func TestNoHiddenResends(t *testing.T) {
 // the slot is freed, and passive health counts a failure.
 func TestBodyIdleBackendSilentMidResponse(t *testing.T) {
 	released := make(chan struct{})
-	stalled := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	stalled := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "100")
 		io.WriteString(w, "first part")
 		w.(http.Flusher).Flush()
 		<-released
 	})
 	defer close(released)
-	e := startOutlierProxy(t, configYAML([]site{{"idc1", 1, []string{stalled.URL}}},
+	e := startOutlierProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{stalled.URL}}},
 		"timeouts: {body_idle: 300ms}\noutlier: {consecutive_failures: 1, max_ejection_percent: 100}\nretries: {attempts: 1}\n"))
 	resp, err := e.client.Get(e.url + "/statement.pdf")
 	if err != nil {
@@ -206,18 +207,18 @@ func TestBodyIdleBackendSilentMidResponse(t *testing.T) {
 // gets a complete body), and the backend is not blamed.
 func TestBodyIdleClientSilentMidUpload(t *testing.T) {
 	got := make(chan error, 1)
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.ReadAll(r.Body)
 		got <- err
 	})
-	e := startOutlierProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}},
+	e := startOutlierProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}},
 		"timeouts: {body_idle: 300ms}\noutlier: {consecutive_failures: 1, max_ejection_percent: 100}\n"))
 	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(liveness))
+	conn.SetDeadline(time.Now().Add(proxytest.Liveness))
 	io.WriteString(conn, "POST /transfer HTTP/1.1\r\nHost: bank.example\r\nContent-Length: 100\r\n\r\n{\"amount\":")
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
@@ -232,7 +233,7 @@ func TestBodyIdleClientSilentMidUpload(t *testing.T) {
 	if _, err := br.ReadByte(); err == nil {
 		t.Error("the connection stayed open after the 408")
 	}
-	if err := await(t, got, "the backend's read of the body"); err == nil {
+	if err := proxytest.Receive(t, got, "the backend's read of the body"); err == nil {
 		t.Error("the backend read a complete body; want its request cut")
 	}
 	if e.backend("idc1", b.URL).Ejected() {
@@ -247,7 +248,7 @@ func TestBodyIdleClientSilentMidUpload(t *testing.T) {
 func TestBodyIdleClientNotReading(t *testing.T) {
 	chunk := strings.Repeat("x", 64<<10)
 	finished := make(chan struct{})
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		defer close(finished)
 		for range 1024 { // 64 MiB at most: far more than socket buffers hold
 			if _, err := io.WriteString(w, chunk); err != nil {
@@ -255,7 +256,7 @@ func TestBodyIdleClientNotReading(t *testing.T) {
 			}
 		}
 	})
-	e := startOutlierProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}},
+	e := startOutlierProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}},
 		"timeouts: {body_idle: 300ms}\noutlier: {consecutive_failures: 1, max_ejection_percent: 100}\n"))
 	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
@@ -265,7 +266,7 @@ func TestBodyIdleClientNotReading(t *testing.T) {
 	conn.(*net.TCPConn).SetReadBuffer(4096)
 	io.WriteString(conn, "GET /export HTTP/1.1\r\nHost: bank.example\r\n\r\n")
 	// The backend's handler ends once the proxy stops reading from it: the exchange was cut.
-	await(t, finished, "the backend to be cut off")
+	proxytest.Receive(t, finished, "the backend to be cut off")
 	if e.backend("idc1", b.URL).Ejected() {
 		t.Error("the backend was blamed for a client that does not read")
 	}

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // checkErrorResponse checks the proxy's own error answer: status, a short plain-text body,
@@ -60,45 +62,45 @@ func TestErrorMapping(t *testing.T) {
 				}
 			}},
 		{name: "reset", want: http.StatusBadGateway, reached: true,
-			backend: func(w http.ResponseWriter, r *http.Request, _ *gate) { resetConn(hijack(w)) }},
+			backend: func(w http.ResponseWriter, r *http.Request, _ *gate) { resetConn(proxytest.Hijack(w)) }},
 		{name: "closed without answer", want: http.StatusBadGateway, reached: true,
-			backend: func(w http.ResponseWriter, r *http.Request, _ *gate) { hijack(w).Close() }},
+			backend: func(w http.ResponseWriter, r *http.Request, _ *gate) { proxytest.Hijack(w).Close() }},
 		{name: "reset POST", method: "POST", want: http.StatusBadGateway, reached: true,
 			backend: func(w http.ResponseWriter, r *http.Request, _ *gate) {
 				io.Copy(io.Discard, r.Body)
-				resetConn(hijack(w))
+				resetConn(proxytest.Hijack(w))
 			}},
 		{name: "garbage", want: http.StatusBadGateway, reached: true,
 			backend: func(w http.ResponseWriter, r *http.Request, _ *gate) {
-				c := hijack(w)
+				c := proxytest.Hijack(w)
 				io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\nthis is not HTTP\r\n\r\n")
 				c.Close()
 			}},
 		{name: "garbage status line", want: http.StatusBadGateway, reached: true,
 			backend: func(w http.ResponseWriter, r *http.Request, _ *gate) {
-				c := hijack(w)
+				c := proxytest.Hijack(w)
 				io.WriteString(c, "HTTP/1.1 two hundred OK\r\nContent-Length: 2\r\n\r\nok")
 				c.Close()
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var hits counter
+			var hits proxytest.Counter
 			hang := newGate(t)
-			url := refusedURL(t)
+			url := proxytest.RefusedURL(t)
 			if tc.backend != nil {
-				url = countingBackend(t, &hits, func(w http.ResponseWriter, r *http.Request) { tc.backend(w, r, hang) }).URL
+				url = proxytest.CountingBackend(t, &hits, func(w http.ResponseWriter, r *http.Request) { tc.backend(w, r, hang) }).URL
 			}
 			t.Cleanup(hang.open)
-			sites := []site{{"idc1", 5, []string{url}}}
-			var alt counter
+			sites := []proxytest.Site{{Name: "idc1", Weight: 5, Backends: []string{url}}}
+			var alt proxytest.Counter
 			if tc.emptyAlt {
-				sites = append(sites, site{"idc2", 0, nil})
+				sites = append(sites, proxytest.Site{Name: "idc2", Weight: 0, Backends: nil})
 			}
 			if tc.zeroAlt {
-				b := countingBackend(t, &alt, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "weight 0") })
-				sites = append(sites, site{"idc2", 0, []string{b.URL}})
+				b := proxytest.CountingBackend(t, &alt, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "weight 0") })
+				sites = append(sites, proxytest.Site{Name: "idc2", Weight: 0, Backends: []string{b.URL}})
 			}
-			e := startProxy(t, configYAML(sites, tc.extra))
+			e := startProxy(t, proxytest.ConfigYAML(sites, tc.extra))
 			if tc.down {
 				e.reg.SetUp("idc1", url, false)
 			}
@@ -129,10 +131,10 @@ func TestErrorMapping(t *testing.T) {
 			}
 			hang.open()
 			e.checkIdle(t)
-			if n := hits.get(); !tc.reached && n != 0 {
+			if n := hits.Get(); !tc.reached && n != 0 {
 				t.Errorf("backend saw %d requests, want none", n)
 			}
-			if n := alt.get(); n != 0 {
+			if n := alt.Get(); n != 0 {
 				t.Errorf("weight-0 site saw %d requests, want none", n)
 			}
 		})
@@ -141,14 +143,14 @@ func TestErrorMapping(t *testing.T) {
 
 // TestConnectRefused checks that CONNECT gets 405 from the proxy and never reaches a backend.
 func TestConnectRefused(t *testing.T) {
-	var hits counter
-	b := countingBackend(t, &hits, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "tunnel") })
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""))
+	var hits proxytest.Counter
+	b := proxytest.CountingBackend(t, &hits, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "tunnel") })
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
 
 	resp, body := rawExchange(t, e.addr, "CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\nX-Request-Id: connect-1\r\n\r\n")
 	checkErrorResponse(t, resp, body, http.StatusMethodNotAllowed, "connect-1")
 	e.checkIdle(t)
-	if n := hits.get(); n != 0 {
+	if n := hits.Get(); n != 0 {
 		t.Errorf("backend saw %d CONNECT requests, want none", n)
 	}
 }
@@ -158,9 +160,9 @@ func TestConnectRefused(t *testing.T) {
 // malformed request gets 400; neither reaches a backend. A header within the limit passes.
 func TestServerLimits(t *testing.T) {
 	const maxHeader = 4096
-	var hits counter
-	b := countingBackend(t, &hits, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, fmt.Sprintf("limits:\n  max_header_bytes: %d\n", maxHeader)))
+	var hits proxytest.Counter
+	b := proxytest.CountingBackend(t, &hits, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, fmt.Sprintf("limits:\n  max_header_bytes: %d\n", maxHeader)))
 
 	for _, tc := range []struct {
 		name    string
@@ -180,7 +182,7 @@ func TestServerLimits(t *testing.T) {
 		{"conflicting Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", http.StatusBadRequest, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := hits.get()
+			before := hits.Get()
 			resp, body, err := rawRoundTrip(t, e.addr, tc.req)
 			if err != nil {
 				t.Logf("reading the body of the %d response: %v", resp.StatusCode, err)
@@ -188,7 +190,7 @@ func TestServerLimits(t *testing.T) {
 			if resp.StatusCode != tc.want {
 				t.Fatalf("status %d body %q, want %d", resp.StatusCode, body, tc.want)
 			}
-			if reached := hits.get() > before; reached != tc.reaches {
+			if reached := hits.Get() > before; reached != tc.reaches {
 				t.Errorf("reached the backend: %v, want %v", reached, tc.reaches)
 			}
 		})
@@ -200,21 +202,21 @@ func TestServerLimits(t *testing.T) {
 // is the client's, so it gets 400, not the 502 of a backend fault.
 func TestBrokenClientBodyIs400(t *testing.T) {
 	seen := make(chan error, 1)
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.ReadAll(r.Body)
 		seen <- err
 		if err == nil {
 			io.WriteString(w, "stored")
 		}
 	})
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
 
 	resp, body, err := rawRoundTrip(t, e.addr, "POST /upload HTTP/1.1\r\nHost: a\r\nX-Request-Id: broken-body\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n")
 	if err != nil {
 		t.Logf("reading the body of the %d response: %v", resp.StatusCode, err)
 	}
 	checkErrorResponse(t, resp, body, http.StatusBadRequest, "broken-body")
-	if err := await(t, seen, "the backend to see the upload end"); err == nil {
+	if err := proxytest.Receive(t, seen, "the backend to see the upload end"); err == nil {
 		t.Errorf("backend read a complete body from a broken upload")
 	}
 	e.checkIdle(t)
@@ -224,7 +226,7 @@ func TestBrokenClientBodyIs400(t *testing.T) {
 // {"error", "request_id", "retry_after"}; the others get plain text; the request ID is in
 // the body either way.
 func TestErrorBodiesInJSON(t *testing.T) {
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{refusedURL(t)}}}, "retries: {attempts: 1}\n"))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{proxytest.RefusedURL(t)}}}, "retries: {attempts: 1}\n"))
 	e.reg.SetUp("idc1", e.cfg.Sites[0].Backends[0], false) // no backend up: 503, Retry-After 1
 	for _, tc := range []struct {
 		accept string

@@ -7,15 +7,16 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // TestExplainSaysWhatChoseAndWhyNotRetried: the explain record of a request says whether
 // the split or the session's affinity chose its site, and why a failure was not retried.
 func TestExplainSaysWhatChoseAndWhyNotRetried(t *testing.T) {
-	reset := newBackend(t, func(w http.ResponseWriter, r *http.Request) { hijack(w).Close() })
-	other := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
-	cfg := mustConfig(t, configYAML([]site{{"idc1", 1, []string{reset.URL}}, {"idc2", 0, []string{other.URL}}},
+	reset := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) { proxytest.Hijack(w).Close() })
+	other := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	cfg := proxytest.MustConfig(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{reset.URL}}, {Name: "idc2", Weight: 0, Backends: []string{other.URL}}},
 		"affinity: {header: X-Session-Id}\n"))
 	tbl, err := proxy.Build(cfg, proxy.Deps{Registry: balancer.NewRegistry()})
 	if err != nil {
@@ -23,8 +24,8 @@ func TestExplainSaysWhatChoseAndWhyNotRetried(t *testing.T) {
 	}
 	t.Cleanup(tbl.Close)
 	recent := telemetry.NewRecent(16)
-	_, addr := serveOn(t, cfg, proxy.NewHandler(tbl, nil, proxy.WithRecorders(recent)))
-	client, _ := newClient(t)
+	_, addr := proxytest.ServeOn(t, cfg, proxy.NewHandler(tbl, nil, proxy.WithRecorders(recent)))
+	client, _ := proxytest.NewClient(t)
 	for _, tc := range []struct {
 		id, session, chosen string
 	}{

@@ -28,6 +28,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // grpcBackend serves gRPC's health service on 127.0.0.1, over h2c, or over TLS when cert
@@ -65,7 +66,7 @@ func checkGRPC(t *testing.T, target string, creds credentials.TransportCredentia
 	}
 	defer conn.Close()
 	client := healthpb.NewHealthClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), liveness)
+	ctx, cancel := context.WithTimeout(context.Background(), proxytest.Liveness)
 	defer cancel()
 
 	res, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "bank.Payments"})
@@ -97,7 +98,7 @@ func checkGRPC(t *testing.T, target string, creds credentials.TransportCredentia
 // TestGRPCPassthroughH2C sends gRPC through the proxy over h2c on both sides.
 func TestGRPCPassthroughH2C(t *testing.T) {
 	b := grpcBackend(t, nil)
-	e := startLoggedProxy(t, configYAML([]site{{"idc1", 1, []string{b}}}, "")+"    protocol: h2\n", nil, nil)
+	e := startLoggedProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b}}}, "")+"    protocol: h2\n", nil, nil)
 	checkGRPC(t, e.addr, insecure.NewCredentials())
 	e.checkIdle(t)
 }
@@ -133,7 +134,7 @@ func TestHTTP2TrailersBothWays(t *testing.T) {
 	go func() { defer close(served); backend.Serve(ln) }()
 	t.Cleanup(func() { backend.Close(); <-served })
 
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{"http://" + ln.Addr().String()}}}, "")+"    protocol: h2\n")
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{"http://" + ln.Addr().String()}}}, "")+"    protocol: h2\n")
 	h2 := &http.Transport{Protocols: &p}
 	defer h2.CloseIdleConnections()
 	// The request's trailer is declared up front and given its value when the body ends.
@@ -142,7 +143,7 @@ func TestHTTP2TrailersBothWays(t *testing.T) {
 		&trailerBody{r: strings.NewReader("payload"), set: func() { trailer.Set("X-Req-Sum", "abc") }})
 	req.Trailer = trailer
 	req.ContentLength = -1
-	resp, err := (&http.Client{Transport: h2, Timeout: liveness}).Do(req)
+	resp, err := (&http.Client{Transport: h2, Timeout: proxytest.Liveness}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,9 +189,9 @@ func proxyTLS(cert tls.Certificate) *tls.Config {
 // our runs; the test allows half. Every lease is given back.
 func TestRapidResetBounded(t *testing.T) {
 	const streams, maxStreams = 5000, 10
-	var reached counter
-	b := countingBackend(t, &reached, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-	cfg := mustConfig(t, configYAML([]site{{"idc1", 1, []string{b.URL}}},
+	var reached proxytest.Counter
+	b := proxytest.CountingBackend(t, &reached, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	cfg := proxytest.MustConfig(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}},
 		fmt.Sprintf("limits: {max_concurrent_streams: %d}\nretries: {attempts: 1}\n", maxStreams)))
 	reg := balancer.NewRegistry()
 	tbl, err := proxy.Build(cfg, proxy.Deps{Registry: reg})
@@ -270,14 +271,14 @@ func TestRapidResetBounded(t *testing.T) {
 	// The server either closed the connection during the flood, or now has every frame;
 	// either way the connection ends once we stop: close our side and let the reader go.
 	conn.(*net.TCPConn).CloseWrite()
-	rerr := await(t, read, "the proxy to close the flooded connection")
+	rerr := proxytest.Receive(t, read, "the proxy to close the flooded connection")
 	code := http2.ErrCode(0)
 	select {
 	case code = <-goAway:
 	default:
 	}
 	waitH2HandlersDone(t) // the connection is gone: no handler can start any more
-	got := reached.get()
+	got := reached.Get()
 	mu.Lock()
 	atOnce := peak
 	mu.Unlock()
@@ -300,7 +301,7 @@ func TestRapidResetBounded(t *testing.T) {
 // TestH2CCanBeTurnedOff checks listen.h2c: false: the plain listener then speaks HTTP/1.1
 // only, and a client with HTTP/2 prior knowledge is refused.
 func TestH2CCanBeTurnedOff(t *testing.T) {
-	e := startProxy(t, strings.Replace(configYAML([]site{{"idc1", 1, []string{nameBackend(t, "idc1").URL}}}, ""),
+	e := startProxy(t, strings.Replace(proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{proxytest.NameBackend(t, "idc1").URL}}}, ""),
 		"  http: \"127.0.0.1:0\"\n", "  http: \"127.0.0.1:0\"\n  h2c: false\n", 1))
 	if e.cfg.Listen.H2C {
 		t.Fatal("listen.h2c not false in the parsed config")
@@ -309,7 +310,7 @@ func TestH2CCanBeTurnedOff(t *testing.T) {
 	p.SetUnencryptedHTTP2(true)
 	h2 := &http.Transport{Protocols: &p}
 	defer h2.CloseIdleConnections()
-	if resp, err := (&http.Client{Transport: h2, Timeout: liveness}).Get(e.url + "/"); err == nil {
+	if resp, err := (&http.Client{Transport: h2, Timeout: proxytest.Liveness}).Get(e.url + "/"); err == nil {
 		resp.Body.Close()
 		t.Fatalf("h2c request answered %s %d with h2c off", resp.Proto, resp.StatusCode)
 	}
@@ -321,11 +322,11 @@ func TestH2CCanBeTurnedOff(t *testing.T) {
 // waitH2HandlersDone waits until no HTTP/2 handler goroutine of any server is left, started
 // or only scheduled: net/http does not wait for them when a connection ends, and a
 // WaitGroup in the handler would miss one scheduled but not yet running. The bound is
-// liveness.
+// proxytest.Liveness.
 func waitH2HandlersDone(t *testing.T) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
-	deadline := time.Now().Add(liveness)
+	deadline := time.Now().Add(proxytest.Liveness)
 	for {
 		n := runtime.Stack(buf, true)
 		if n == len(buf) { // cut short: look again with room for every goroutine
@@ -336,7 +337,7 @@ func waitH2HandlersDone(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("HTTP/2 handlers still running after %v", liveness)
+			t.Fatalf("HTTP/2 handlers still running after %v", proxytest.Liveness)
 		}
 		time.Sleep(time.Millisecond)
 	}

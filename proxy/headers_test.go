@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // recorded is what a backend saw of one request.
@@ -24,7 +25,7 @@ type recorded struct {
 
 // recordingBackend sends what it saw of each request on seen and answers "ok".
 func recordingBackend(t *testing.T, seen chan<- recorded) string {
-	return newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	return proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		seen <- recorded{header: r.Header.Clone(), host: r.Host, body: string(body)}
 		w.Header().Set("X-Request-Id", "backend-own")
@@ -36,7 +37,7 @@ func recordingBackend(t *testing.T, seen chan<- recorded) string {
 // the backend does not get it, while an end-to-end header passes.
 func TestHopByHopRequestHeaders(t *testing.T) {
 	seen := make(chan recorded, 1)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{recordingBackend(t, seen)}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{recordingBackend(t, seen)}}}, ""))
 
 	for _, tc := range []struct {
 		name   string
@@ -83,7 +84,7 @@ func TestHopByHopRequestHeaders(t *testing.T) {
 			if resp.StatusCode != http.StatusOK || body != "ok" {
 				t.Fatalf("status %d body %q, want 200 \"ok\"", resp.StatusCode, body)
 			}
-			got := await(t, seen, "the backend's record")
+			got := proxytest.Receive(t, seen, "the backend's record")
 			if v := got.header.Get("X-Kept"); v != "yes" {
 				t.Errorf("end-to-end X-Kept = %q at the backend, want \"yes\"", v)
 			}
@@ -126,16 +127,16 @@ func TestHopByHopResponseHeaders(t *testing.T) {
 		{"Trailer", "Trailer: X-Checksum\r\n", []string{"Trailer"}},
 		{"Upgrade", "Upgrade: foo/2\r\n", []string{"Upgrade"}},
 	}
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		var i int
 		fmt.Sscanf(r.URL.Path, "/resp/%d", &i)
-		conn := hijack(w)
+		conn := proxytest.Hijack(w)
 		defer conn.Close()
 		// The connection closes after one response: the proxy's transport notices before
 		// reusing it, or retries the idempotent GET on a new one.
 		fmt.Fprintf(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: yes\r\n%s\r\nok", cases[i].lines)
 	})
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
 
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,7 +163,7 @@ func TestHopByHopResponseHeaders(t *testing.T) {
 // (set by the proxy whatever the client sent) and that Host reaches the backend unchanged.
 func TestForwardingHeaders(t *testing.T) {
 	seen := make(chan recorded, 1)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{recordingBackend(t, seen)}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{recordingBackend(t, seen)}}}, ""))
 
 	for _, tc := range []struct {
 		name    string
@@ -197,7 +198,7 @@ func TestForwardingHeaders(t *testing.T) {
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d", resp.StatusCode)
 			}
-			got := await(t, seen, "the backend's record")
+			got := proxytest.Receive(t, seen, "the backend's record")
 			if got.host != "app.bank.example:8080" {
 				t.Errorf("backend Host %q, want the client's \"app.bank.example:8080\"", got.host)
 			}
@@ -219,7 +220,7 @@ func TestForwardingHeaders(t *testing.T) {
 // backend's own.
 func TestRequestID(t *testing.T) {
 	seen := make(chan recorded, 1)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{recordingBackend(t, seen)}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{recordingBackend(t, seen)}}}, ""))
 
 	generated := map[string]string{} // id → case that got it
 	for _, tc := range []struct {
@@ -259,7 +260,7 @@ func TestRequestID(t *testing.T) {
 			}
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			got := await(t, seen, "the backend's record")
+			got := proxytest.Receive(t, seen, "the backend's record")
 
 			atBackend := got.header["X-Request-Id"]
 			atClient := resp.Header["X-Request-Id"]
@@ -312,7 +313,7 @@ func TestWebSocketUpgradePasses(t *testing.T) {
 	const key = "dGhlIHNhbXBsZSBub25jZQ=="
 	seen := make(chan http.Header, 1)
 	backendDone := make(chan error, 1)
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		seen <- r.Header.Clone()
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -333,14 +334,14 @@ func TestWebSocketUpgradePasses(t *testing.T) {
 		_, err = io.Copy(conn, brw.Reader)
 		backendDone <- err
 	})
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
 
 	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(liveness))
+	conn.SetDeadline(time.Now().Add(proxytest.Liveness))
 	fmt.Fprintf(conn, "GET /chat HTTP/1.1\r\nHost: app.bank.example\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"+
 		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nX-Request-Id: ws-1\r\n\r\n", key)
 	br := bufio.NewReader(conn)
@@ -370,7 +371,7 @@ func TestWebSocketUpgradePasses(t *testing.T) {
 		t.Errorf("101 response Connection %q, want Upgrade", v)
 	}
 
-	h := await(t, seen, "the backend's handshake request")
+	h := proxytest.Receive(t, seen, "the backend's handshake request")
 	if h.Get("Upgrade") != "websocket" || !strings.Contains(strings.ToLower(h.Get("Connection")), "upgrade") {
 		t.Errorf("backend got Upgrade %q Connection %q, want a WebSocket upgrade", h.Get("Upgrade"), h.Get("Connection"))
 	}
@@ -402,7 +403,7 @@ func TestWebSocketUpgradePasses(t *testing.T) {
 		t.Errorf("backend in-flight %d while the tunnel is open, want 1", in)
 	}
 	conn.(*net.TCPConn).CloseWrite()
-	if err := await(t, backendDone, "the backend to see the tunnel close"); err != nil {
+	if err := proxytest.Receive(t, backendDone, "the backend to see the tunnel close"); err != nil {
 		t.Errorf("backend echo: %v", err)
 	}
 	if _, err := br.ReadByte(); err != io.EOF {

@@ -7,14 +7,9 @@ package proxy_test
 import (
 	"bufio"
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,50 +19,10 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
-	"github.com/spillway/spillway/proxy/frontend"
 	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// liveness bounds every wait in these tests. It is a generous bound so that a broken proxy
-// fails instead of hanging, never a way to order events: ordering is done with channels.
-const liveness = 10 * time.Second
-
-// site is one site of a generated config.
-type site struct {
-	name     string
-	weight   int
-	backends []string
-}
-
-// configYAML writes a config for sites, followed by extra top-level YAML (e.g. a timeouts
-// block). listen.http is never bound: tests serve the proxy on their own listener.
-func configYAML(sites []site, extra string) string {
-	var b strings.Builder
-	b.WriteString("listen:\n  http: \"127.0.0.1:0\"\nsites:\n")
-	for _, s := range sites {
-		fmt.Fprintf(&b, "  - name: %s\n    weight: %d\n    backends: [", s.name, s.weight)
-		for i, u := range s.backends {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "%q", u)
-		}
-		b.WriteString("]\n")
-	}
-	b.WriteString(extra)
-	return b.String()
-}
-
-func mustConfig(t *testing.T, yaml string) *configs.Config {
-	t.Helper()
-	cfg, err := configs.Parse("test.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatalf("configs.Parse:\n%v\nconfig:\n%s", err, yaml)
-	}
-	return cfg
-}
 
 // env is one running proxy: its Registry, first Table, Handler and server, and a client.
 type env struct {
@@ -89,7 +44,7 @@ type env struct {
 // it, so that they close after the proxy.
 func startProxy(t *testing.T, yaml string) *env {
 	t.Helper()
-	cfg := mustConfig(t, yaml)
+	cfg := proxytest.MustConfig(t, yaml)
 	reg := balancer.NewRegistry()
 	tbl, err := proxy.Build(cfg, proxy.Deps{Registry: reg})
 	if err != nil {
@@ -97,49 +52,12 @@ func startProxy(t *testing.T, yaml string) *env {
 	}
 	t.Cleanup(tbl.Close)
 	h := proxy.NewHandler(tbl, nil)
-	srv, addr := serveOn(t, cfg, h)
-	client, tr := newClient(t)
+	srv, addr := proxytest.ServeOn(t, cfg, h)
+	client, tr := proxytest.NewClient(t)
 	return &env{
 		cfg: cfg, reg: reg, table: tbl, handler: h, srv: srv,
 		addr: addr, url: "http://" + addr, client: client, tr: tr,
 	}
-}
-
-// serveOn serves h on a new 127.0.0.1 listener with the server frontend.NewServer makes for
-// cfg, until the test ends, and returns the server and the listener's address.
-func serveOn(t *testing.T, cfg *configs.Config, h http.Handler) (*http.Server, string) {
-	t.Helper()
-	srv := frontend.NewServer(cfg, h, nil)
-	return srv, serve(t, srv)
-}
-
-// serve runs srv on a new 127.0.0.1 listener through frontend.Serve (with TLS when srv has a TLSConfig)
-// until the test ends, and returns the listener's address.
-func serve(t *testing.T, srv *http.Server) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() {
-		served <- frontend.Serve(srv, ln) // a server with a TLSConfig terminates TLS there
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String()
-}
-
-// newClient is an HTTP client for the tests' proxies, whose idle connections close when
-// the test ends.
-func newClient(t *testing.T) (*http.Client, *http.Transport) {
-	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: liveness}, tr
 }
 
 // drain shuts the proxy's server down gracefully: it returns once every request the proxy
@@ -148,10 +66,10 @@ func (e *env) drain(t *testing.T) {
 	t.Helper()
 	e.tr.CloseIdleConnections()
 	e.shutdownOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), liveness)
+		ctx, cancel := context.WithTimeout(context.Background(), proxytest.Liveness)
 		defer cancel()
 		if err := e.srv.Shutdown(ctx); err != nil {
-			t.Fatalf("proxy did not drain within %v: %v", liveness, err)
+			t.Fatalf("proxy did not drain within %v: %v", proxytest.Liveness, err)
 		}
 	})
 }
@@ -163,8 +81,8 @@ func (e *env) checkIdle(t *testing.T) {
 	e.drain(t)
 	// Shutdown returns once the connections are closed; an HTTP/2 stream the client reset is
 	// closed at once, while its handler may still be on its way out (its slot released by
-	// its deferred finish). Wait for that, within the liveness bound, then check.
-	deadline := time.Now().Add(liveness)
+	// its deferred finish). Wait for that, within the proxytest.Liveness bound, then check.
+	deadline := time.Now().Add(proxytest.Liveness)
 	for e.busy() && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
@@ -219,52 +137,6 @@ func (e *env) get(t *testing.T, path string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// newBackend starts an httptest server on 127.0.0.1 running h and closes it at cleanup.
-// Handlers that block must also watch r.Context() or a channel released at cleanup, since
-// Close waits for them.
-func newBackend(t *testing.T, h http.HandlerFunc) *httptest.Server {
-	t.Helper()
-	s := httptest.NewUnstartedServer(h)
-	s.Config.ErrorLog = log.New(io.Discard, "", 0) // hijacked resets are expected noise
-	s.Start()
-	t.Cleanup(s.Close)
-	return s
-}
-
-// counter counts the requests that reach a backend.
-type counter struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (c *counter) inc() {
-	c.mu.Lock()
-	c.n++
-	c.mu.Unlock()
-}
-
-func (c *counter) get() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}
-
-// countingBackend is newBackend running h, counting each request in c.
-func countingBackend(t *testing.T, c *counter, h http.HandlerFunc) *httptest.Server {
-	return newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		c.inc()
-		h(w, r)
-	})
-}
-
-// nameBackend answers every request with name.
-func nameBackend(t *testing.T, name string) *httptest.Server {
-	return newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		io.WriteString(w, name)
-	})
-}
-
 // gate is a channel that blocked backends wait on; the test opens it. It also opens at
 // cleanup: a test whose backends wait on a gate made before them registers g.open again
 // after creating them, so that it runs before their Close, which waits for every handler.
@@ -289,39 +161,6 @@ func (g *gate) wait(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// waitFor polls cond, a reading of the proxy's state, until it holds or liveness passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	proxytest.Eventually(t, liveness, what, cond)
-}
-
-// await waits for a value on ch for at most liveness.
-func await[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	return proxytest.Await(t, ch, liveness, what)
-}
-
-// refusedURL is the address of a listener that has been closed: connecting is refused.
-func refusedURL(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
-}
-
-// hijack takes over the backend's connection; the request has been read.
-func hijack(w http.ResponseWriter) net.Conn {
-	conn, _, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		panic(fmt.Sprintf("hijack: %v", err))
-	}
-	return conn
 }
 
 // resetConn closes c with SO_LINGER 0, so the peer gets a TCP RST.
@@ -352,7 +191,7 @@ func rawRoundTrip(t *testing.T, addr, req string) (*http.Response, string, error
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(liveness))
+	conn.SetDeadline(time.Now().Add(proxytest.Liveness))
 	if _, err := io.WriteString(conn, req); err != nil {
 		t.Fatalf("write request: %v", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 )
 
@@ -173,7 +174,7 @@ func checkLabels(t *testing.T, samples []promSample, absent ...string) {
 func TestMetricsAfterTraffic(t *testing.T) {
 	idc1 := newCapBackend(t, "idc1", true)
 	aws := newCapBackend(t, "aws", true)
-	down := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	down := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
 	var offset atomic.Int64 // the clock runs ahead by this, to read the live share at once
@@ -191,21 +192,21 @@ sites:
 spillover: {queue: {size: 0, timeout: 1s}}
 retries: {attempts: 1}
 `, idc1.url, aws.url, down.URL)
-	e := startReloaderMetrics(t, config, runtime.ReloaderOptions{Now: now}, reg)
-	waitFor(t, "idc2's backend to go down", func() bool { return !e.site(t, "idc2").Backends[0].Up })
+	e := proxytest.StartReloaderMetrics(t, config, runtime.ReloaderOptions{Now: now}, reg)
+	proxytest.WaitFor(t, "idc2's backend to go down", func() bool { return !e.Site(t, "idc2").Backends[0].Up })
 
 	answers := make(chan string, 3)
 	get := func(path string) {
 		go func() {
-			status, body, err := e.send(http.MethodGet, path, nil)
+			status, body, err := e.Send(http.MethodGet, path, nil)
 			answers <- fmt.Sprintf("%d %s %v", status, body, err)
 		}()
 	}
 	get("/accounts/1")
-	await(t, idc1.arrived, "the first request at idc1")
+	proxytest.Receive(t, idc1.arrived, "the first request at idc1")
 	get("/accounts/2")
-	await(t, aws.arrived, "the second request to spill to aws")
-	status, _, err := e.send(http.MethodGet, "/accounts/3", nil)
+	proxytest.Receive(t, aws.arrived, "the second request to spill to aws")
+	status, _, err := e.Send(http.MethodGet, "/accounts/3", nil)
 	if err != nil || status != http.StatusServiceUnavailable {
 		t.Fatalf("third request: %d %v, want 503 (no slot, no queue)", status, err)
 	}
@@ -231,18 +232,18 @@ retries: {attempts: 1}
 	idc1.release <- struct{}{}
 	aws.release <- struct{}{}
 	for range 2 {
-		if got := await(t, answers, "a held request's answer"); !strings.HasPrefix(got, "200 ") {
+		if got := proxytest.Receive(t, answers, "a held request's answer"); !strings.HasPrefix(got, "200 ") {
 			t.Errorf("held request answered %q, want 200", got)
 		}
 	}
-	waitFor(t, "both requests counted", func() bool {
+	proxytest.WaitFor(t, "both requests counted", func() bool {
 		return sumOf(scrape(t, reg), "spillway_requests_total") == 3
 	})
-	if err := e.r.Reload("test", true); err != nil {
+	if err := e.R.Reload("test", true); err != nil {
 		t.Fatal(err)
 	}
-	e.write(t, "sites: [")
-	if err := e.r.Reload("test", false); err == nil {
+	e.Write(t, "sites: [")
+	if err := e.R.Reload("test", false); err == nil {
 		t.Fatal("a broken file reloaded")
 	}
 	offset.Store(int64(2 * time.Second)) // the answers' second is now a full second of the past
@@ -254,8 +255,8 @@ retries: {attempts: 1}
 	wantMetric(t, s, 1, "spillway_request_duration_seconds_count", "site", "idc1")
 	wantMetric(t, s, 1, "spillway_request_duration_seconds_count", "site", "aws")
 	wantMetric(t, s, 1, "spillway_request_duration_seconds_count", "site", "none")
-	if d, _ := metric(s, "spillway_request_duration_seconds_sum", "site", "idc1"); d <= 0 || d > liveness.Seconds() {
-		t.Errorf("idc1 duration sum %gs, want between 0 and %v", d, liveness)
+	if d, _ := metric(s, "spillway_request_duration_seconds_sum", "site", "idc1"); d <= 0 || d > proxytest.Liveness.Seconds() {
+		t.Errorf("idc1 duration sum %gs, want between 0 and %v", d, proxytest.Liveness)
 	}
 	if inf, _ := metric(s, "spillway_request_duration_seconds_bucket", "site", "idc1", "le", "+Inf"); inf != 1 {
 		t.Errorf("idc1 +Inf bucket %g, want 1", inf)
@@ -273,20 +274,20 @@ retries: {attempts: 1}
 
 // A request whose first try is refused is retried elsewhere and counted by reason.
 func TestMetricsCountRetries(t *testing.T) {
-	good := nameBackend(t, "aws")
+	good := proxytest.NameBackend(t, "aws")
 	reg := prometheus.NewRegistry()
-	e := startReloaderMetrics(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
+	e := proxytest.StartReloaderMetrics(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: idc1, weight: 1, backends: [%q]}
   - {name: aws, weight: 0, backends: [%q], elastic: true}
 retries: {attempts: 2, min_per_second: 3}
-`, refusedURL(t), good.URL), runtime.ReloaderOptions{}, reg)
+`, proxytest.RefusedURL(t), good.URL), runtime.ReloaderOptions{}, reg)
 	for i := range 3 {
-		if body := e.mustGet(t, fmt.Sprintf("/r/%d", i)); body != "aws" {
+		if body := e.MustGet(t, fmt.Sprintf("/r/%d", i)); body != "aws" {
 			t.Fatalf("answered by %q, want aws after a retry", body)
 		}
 	}
-	waitFor(t, "three answers counted", func() bool {
+	proxytest.WaitFor(t, "three answers counted", func() bool {
 		v, _ := metric(scrape(t, reg), "spillway_requests_total", "site", "aws", "code", "200")
 		return v == 3
 	})

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // TestShedRetryAfterFollowsTheQueue: a 503 for lack of capacity says when the queue should
@@ -15,13 +16,13 @@ import (
 func TestShedRetryAfterFollowsTheQueue(t *testing.T) {
 	g := newGate(t)
 	arrived := make(chan string, 10)
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		arrived <- r.URL.Path
 		g.wait(r.Context())
 		io.WriteString(w, "ok")
 	})
 	t.Cleanup(g.open)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}},
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}},
 		"    max_inflight: 1\nspillover: {queue: {size: 2, timeout: 7s}}\nretries: {attempts: 1}\n"))
 	type answer struct {
 		status     int
@@ -41,13 +42,13 @@ func TestShedRetryAfterFollowsTheQueue(t *testing.T) {
 		}()
 	}
 	send("/held")
-	await(t, arrived, "the held request")
+	proxytest.Receive(t, arrived, "the held request")
 	for i := range 2 {
 		send(fmt.Sprintf("/q%d", i))
-		waitFor(t, "a waiter", func() bool { return e.reg.QueueLen() == i+1 })
+		proxytest.WaitFor(t, "a waiter", func() bool { return e.reg.QueueLen() == i+1 })
 	}
 	send("/full")
-	if a := await(t, answers, "the refusal"); a.status != http.StatusServiceUnavailable || a.retryAfter != "7" {
+	if a := proxytest.Receive(t, answers, "the refusal"); a.status != http.StatusServiceUnavailable || a.retryAfter != "7" {
 		t.Fatalf("queue full: %+v, want 503 with Retry-After: 7", a)
 	}
 	if n := e.reg.Sheds()[balancer.ShedQueueFull]; n != 1 {
@@ -55,7 +56,7 @@ func TestShedRetryAfterFollowsTheQueue(t *testing.T) {
 	}
 	g.open()
 	for range 3 {
-		if a := await(t, answers, "the answers"); a.status != http.StatusOK {
+		if a := proxytest.Receive(t, answers, "the answers"); a.status != http.StatusOK {
 			t.Errorf("answer %+v, want 200", a)
 		}
 	}

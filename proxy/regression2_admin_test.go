@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/spillway/spillway/proxy/admin"
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 )
 
@@ -13,9 +14,9 @@ import (
 // socket, whatever its Host: a web page the operator opens can read the state, metrics and
 // recent requests through DNS rebinding (attacker.example resolving to 127.0.0.1).
 func TestRegressionOpenReadsIgnoreHost(t *testing.T) {
-	a := nameBackend(t, "a")
-	e := startReloader(t, configYAML([]site{{"a", 1, []string{a.URL}}}, ""), runtime.ReloaderOptions{})
-	h := admin.New(admin.Options{Control: e.r, OpenReads: true, Tokens: admin.Tokens{"ops": "0123456789abcdef"}})
+	a := proxytest.NameBackend(t, "a")
+	e := proxytest.StartReloader(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "a", Weight: 1, Backends: []string{a.URL}}}, ""), runtime.ReloaderOptions{})
+	h := admin.New(admin.Options{Control: e.R, OpenReads: true, Tokens: admin.Tokens{"ops": "0123456789abcdef"}})
 	req := httptest.NewRequest(http.MethodGet, "http://attacker.example/api/v1/state", nil)
 	req.RemoteAddr = "127.0.0.1:5555"
 	rec := httptest.NewRecorder()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 )
 
@@ -20,14 +21,14 @@ import (
 func TestRegressionSeededMembersKeepHealthChecksAfterReload(t *testing.T) {
 	var healthy atomic.Bool
 	healthy.Store(true)
-	aws := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	aws := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" && !healthy.Load() {
 			w.WriteHeader(500)
 			return
 		}
 		fmt.Fprint(w, "aws")
 	})
-	idc := nameBackend(t, "idc1")
+	idc := proxytest.NameBackend(t, "idc1")
 	dir := t.TempDir()
 	targets := filepath.Join(dir, "targets.txt")
 	u, _ := url.Parse(aws.URL)
@@ -47,19 +48,19 @@ sites:
 retries: {attempts: 1}
 `, w, idc.URL, targets)
 	}
-	e := startReloader(t, cfg(1), runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, cfg(1), runtime.ReloaderOptions{})
 	up := func() bool {
-		bs := e.site(t, "aws").Backends
+		bs := e.Site(t, "aws").Backends
 		return len(bs) == 1 && bs[0].Healthy
 	}
-	waitFor(t, "the discovered member up", up)
+	proxytest.WaitFor(t, "the discovered member up", up)
 	// Discovery starts failing (empty file: the last members are kept), then a reload.
 	if err := os.WriteFile(targets, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	e.write(t, cfg(2))
-	if err := e.r.Reload("test", false); err != nil {
+	e.Write(t, cfg(2))
+	if err := e.R.Reload("test", false); err != nil {
 		t.Fatal(err)
 	}
 	if !up() {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 )
 
@@ -14,12 +15,12 @@ import (
 func TestRegressionQueuedRequestAcrossReloadThatAddsASite(t *testing.T) {
 	g := newGate(t)
 	held := make(chan struct{}, 1)
-	a := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	a := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		held <- struct{}{}
 		g.wait(r.Context())
 		fmt.Fprint(w, "a")
 	})
-	b := nameBackend(t, "b")
+	b := proxytest.NameBackend(t, "b")
 	oneSite := fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: a, weight: 1, backends: [%q], max_inflight: 1}
@@ -33,26 +34,26 @@ sites:
 spillover: {queue: {size: 10, timeout: 5s}}
 retries: {attempts: 1}
 `, a.URL, b.URL)
-	e := startReloader(t, oneSite, runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, oneSite, runtime.ReloaderOptions{})
 	first := make(chan error, 1)
-	go func() { _, _, err := e.send("GET", "/1", nil); first <- err }()
-	await(t, held, "first request at a")
+	go func() { _, _, err := e.Send("GET", "/1", nil); first <- err }()
+	proxytest.Receive(t, held, "first request at a")
 	type res struct {
 		status int
 		body   string
 		err    error
 	}
 	second := make(chan res, 1)
-	go func() { s, bd, err := e.send("GET", "/2", nil); second <- res{s, bd, err} }()
-	waitFor(t, "second request queued", func() bool { return e.r.Registry().QueueLen() == 1 })
-	e.write(t, twoSites)
-	if err := e.r.Reload("test", false); err != nil {
+	go func() { s, bd, err := e.Send("GET", "/2", nil); second <- res{s, bd, err} }()
+	proxytest.WaitFor(t, "second request queued", func() bool { return e.R.Registry().QueueLen() == 1 })
+	e.Write(t, twoSites)
+	if err := e.R.Reload("test", false); err != nil {
 		t.Fatal(err)
 	}
-	got := await(t, second, "second request")
+	got := proxytest.Receive(t, second, "second request")
 	g.open()
 	<-first
-	for _, l := range e.logs.FilterMessage("response aborted").All() {
+	for _, l := range e.Logs.FilterMessage("response aborted").All() {
 		t.Logf("log: %s %v", l.Message, l.ContextMap()["panic"])
 	}
 	if got.err != nil || got.status != 200 || got.body != "b" {

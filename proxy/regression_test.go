@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // R4: Result.Latency is headerAt − lease.Started, so it includes the client's upload time.
@@ -24,7 +25,7 @@ func TestRegressionSlowUploadCountsAsBackendLatency(t *testing.T) {
 		w.WriteHeader(200)
 	}))
 	defer be.Close()
-	e := startProxy(t, configYAML([]site{{"s", 1, []string{be.URL}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "s", Weight: 1, Backends: []string{be.URL}}}, ""))
 	pr, pw := io.Pipe()
 	go func() {
 		for range 6 {
@@ -80,12 +81,12 @@ sites:
 	deadID := balancer.BackendID{Site: "aws", Addr: "http://" + dead}
 	isDown := func() bool { b, ok := e.reg.Lookup(deadID); return ok && !b.Healthy() }
 	// Churn: a third member comes and goes every 150ms, faster than fall × interval. The
-	// dead member must still go down while it goes on (bounded by liveness): restarting
+	// dead member must still go down while it goes on (bounded by proxytest.Liveness): restarting
 	// every member's checks on each change would keep resetting its count of failures.
-	deadline := time.Now().Add(liveness)
+	deadline := time.Now().Add(proxytest.Liveness)
 	for i := 0; !isDown(); i++ {
 		if time.Now().After(deadline) {
-			t.Fatalf("dead member still up after %v of membership churn (fall 3 × 200ms)", liveness)
+			t.Fatalf("dead member still up after %v of membership churn (fall 3 × 200ms)", proxytest.Liveness)
 		}
 		if i%2 == 0 {
 			write(host(live.URL), dead, host(other.URL))
@@ -106,7 +107,7 @@ sites:
   - {name: aws, weight: 1, elastic: true, max_inflight: 100, slow_start: 1m, discovery: {file: %q, interval: 10s}}
 `, path))
 	e.runTable(t)
-	waitFor(t, "first member", func() bool { return len(e.table.Status()[0].Backends) == 1 })
+	proxytest.WaitFor(t, "first member", func() bool { return len(e.table.Status()[0].Backends) == 1 })
 	if b := e.table.Status()[0].Backends[0]; b.Limit != 100 {
 		t.Errorf("first config's discovered member at startup: limit %d ramp %.2f, want 100", b.Limit, b.Ramp)
 	}

@@ -6,6 +6,7 @@ import (
 	"weak"
 
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 )
 
@@ -15,21 +16,21 @@ import (
 // ever collected (199 of 199 stayed reachable) and a proxy reloaded by automation grew
 // without bound. After reloads under traffic, the old Tables must be garbage.
 func TestReloadsLeaveOldTablesCollectable(t *testing.T) {
-	b := nameBackend(t, "idc1")
-	e := startReloader(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""), runtime.ReloaderOptions{})
+	b := proxytest.NameBackend(t, "idc1")
+	e := proxytest.StartReloader(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""), runtime.ReloaderOptions{})
 	const reloads = 20
 	var old []weak.Pointer[proxy.Table]
 	for i := range reloads {
-		e.mustGet(t, "/")
-		old = append(old, weak.Make(e.r.Handler().Table()))
+		e.MustGet(t, "/")
+		old = append(old, weak.Make(e.R.Handler().Table()))
 		// A changed file each time (a weight), so that every reload builds a new Table.
-		e.write(t, configYAML([]site{{"idc1", 2 + i, []string{b.URL}}}, ""))
-		if err := e.r.Reload("test", true); err != nil {
+		e.Write(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 2 + i, Backends: []string{b.URL}}}, ""))
+		if err := e.R.Reload("test", true); err != nil {
 			t.Fatalf("reload %d: %v", i, err)
 		}
 	}
-	e.mustGet(t, "/")
-	e.client.CloseIdleConnections()
+	e.MustGet(t, "/")
+	e.Client.CloseIdleConnections()
 	alive := 0
 	for range 3 { // finalizers and weak pointers settle over a couple of cycles
 		goruntime.GC()

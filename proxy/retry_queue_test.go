@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // TestRetryWaitsForASlot pins issue 12's fifth trap: a retry of a request that never
@@ -17,7 +19,7 @@ func TestRetryWaitsForASlot(t *testing.T) {
 	release := make(chan struct{})
 	held := make(chan struct{}, 1)
 	var served atomic.Int32
-	spare := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	spare := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/hold" {
 			held <- struct{}{}
 			<-release
@@ -25,7 +27,7 @@ func TestRetryWaitsForASlot(t *testing.T) {
 		served.Add(1)
 		io.WriteString(w, "spare")
 	})
-	dead := refusedURL(t)
+	dead := proxytest.RefusedURL(t)
 	e := startProxy(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: idc1, weight: 1, backends: [%q]}
@@ -47,7 +49,7 @@ spillover: {queue: {size: 10, timeout: 10s}}
 		resp.Body.Close()
 		holdDone <- resp.StatusCode
 	}()
-	await(t, held, "the spare backend's only slot to be taken")
+	proxytest.Receive(t, held, "the spare backend's only slot to be taken")
 
 	got := make(chan int, 1)
 	go func() {
@@ -61,7 +63,7 @@ spillover: {queue: {size: 10, timeout: 10s}}
 		got <- resp.StatusCode
 	}()
 	// Its retry waits in the queue (bounded poll of the proxy's own count).
-	for deadline := time.Now().Add(liveness); e.reg.QueueLen() != 1; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(proxytest.Liveness); e.reg.QueueLen() != 1; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the retry never queued")
 		}
@@ -72,10 +74,10 @@ spillover: {queue: {size: 10, timeout: 10s}}
 		}
 	}
 	close(release)
-	if status := await(t, got, "the queued retry's answer"); status != http.StatusOK {
+	if status := proxytest.Receive(t, got, "the queued retry's answer"); status != http.StatusOK {
 		t.Errorf("queued retry answered %d, want 200 from the spare backend", status)
 	}
-	if status := await(t, holdDone, "the held request"); status != http.StatusOK {
+	if status := proxytest.Receive(t, holdDone, "the held request"); status != http.StatusOK {
 		t.Errorf("held request answered %d, want 200", status)
 	}
 	if n := served.Load(); n != 2 {
@@ -87,7 +89,7 @@ spillover: {queue: {size: 10, timeout: 10s}}
 // TestRetryWithNowhereElseDoesNotWait: the only backend refuses; there is no other one that
 // could ever free a slot, so the client gets 502 at once, not a queue timeout.
 func TestRetryWithNowhereElseDoesNotWait(t *testing.T) {
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{refusedURL(t)}}},
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{proxytest.RefusedURL(t)}}},
 		"spillover: {queue: {size: 10, timeout: 30s}}\n"))
 	if status, _ := e.get(t, "/"); status != http.StatusBadGateway {
 		t.Errorf("status %d, want 502", status)

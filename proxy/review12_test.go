@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // TestReviewQueuedRetryBlocksAFreeBackend: a retry queued by AdmitRetry (it may take a slot
@@ -29,8 +31,8 @@ func TestReviewQueuedRetryBlocksAFreeBackend(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	}
-	busy := newBackend(t, h)
-	flaky := refusedURL(t) // refuses for now; it listens later
+	busy := proxytest.NewBackend(t, h)
+	flaky := proxytest.RefusedURL(t) // refuses for now; it listens later
 	e := startProxy(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: idc1, weight: 1, backends: [%q, %q], max_inflight: 1}
@@ -50,11 +52,11 @@ spillover: {queue: {size: 10, timeout: 10s}}
 	}
 	holdDone := make(chan int, 1)
 	go get("/hold", holdDone) // busy's only slot (directly, or as the retry after flaky refused)
-	await(t, held, "busy's only slot to be taken")
+	proxytest.Receive(t, held, "busy's only slot to be taken")
 
 	retried := make(chan int, 1)
 	go get("/r", retried) // flaky refuses; busy is full: the retry queues
-	for deadline := time.Now().Add(liveness); e.reg.QueueLen() != 1; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(proxytest.Liveness); e.reg.QueueLen() != 1; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the retry never queued")
 		}
@@ -72,13 +74,13 @@ spillover: {queue: {size: 10, timeout: 10s}}
 	start := time.Now()
 	fresh := make(chan int, 1)
 	go get("/fresh", fresh)
-	status := await(t, fresh, "the new request's answer")
+	status := proxytest.Receive(t, fresh, "the new request's answer")
 	if took := time.Since(start); status != http.StatusOK || took > 300*time.Millisecond {
 		t.Errorf("a new request behind the queued retry got %d after %v while flaky was up and idle; want 200 from flaky at once",
 			status, took.Round(time.Millisecond))
 	}
 	close(release)
-	await(t, holdDone, "the held request")
-	await(t, retried, "the queued retry's answer")
+	proxytest.Receive(t, holdDone, "the held request")
+	proxytest.Receive(t, retried, "the queued retry's answer")
 	e.checkIdle(t)
 }

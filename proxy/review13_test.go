@@ -14,6 +14,7 @@ import (
 	"weak"
 
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 )
 
@@ -27,7 +28,7 @@ import (
 func TestReview13QueuedRetryAcrossReloadUsesTheOldTablesSiteIndexes(t *testing.T) {
 	g := newGate(t)
 	held := make(chan struct{}, 1)
-	busy := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	busy := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case held <- struct{}{}:
 		default:
@@ -35,8 +36,8 @@ func TestReview13QueuedRetryAcrossReloadUsesTheOldTablesSiteIndexes(t *testing.T
 		g.wait(r.Context())
 		fmt.Fprint(w, "a")
 	})
-	c := nameBackend(t, "c")
-	refused := refusedURL(t)
+	c := proxytest.NameBackend(t, "c")
+	refused := proxytest.RefusedURL(t)
 	before := fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: a, weight: 1, backends: [%q], max_inflight: 1}
@@ -53,10 +54,10 @@ sites:
 spillover: {queue: {size: 10, timeout: 5s}}
 retries: {attempts: 2, budget: 1}
 `, busy.URL, refused, c.URL)
-	e := startReloader(t, before, runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, before, runtime.ReloaderOptions{})
 	first := make(chan error, 1)
-	go func() { _, _, err := e.send("GET", "/1", nil); first <- err }()
-	await(t, held, "first request holding a's only slot")
+	go func() { _, _, err := e.Send("GET", "/1", nil); first <- err }()
+	proxytest.Receive(t, held, "first request holding a's only slot")
 	type res struct {
 		status int
 		body   string
@@ -64,16 +65,16 @@ retries: {attempts: 2, budget: 1}
 	}
 	second := make(chan res, 1)
 	// Its try on r is refused (never reached), a is full: the retry queues (AdmitRetry).
-	go func() { s, b, err := e.send("GET", "/2", nil); second <- res{s, b, err} }()
-	waitFor(t, "the retry queued", func() bool { return e.r.Registry().QueueLen() == 1 })
-	e.write(t, after)
-	if err := e.r.Reload("test", false); err != nil {
+	go func() { s, b, err := e.Send("GET", "/2", nil); second <- res{s, b, err} }()
+	proxytest.WaitFor(t, "the retry queued", func() bool { return e.R.Registry().QueueLen() == 1 })
+	e.Write(t, after)
+	if err := e.R.Reload("test", false); err != nil {
 		t.Fatal(err)
 	}
-	got := await(t, second, "queued retry")
+	got := proxytest.Receive(t, second, "queued retry")
 	g.open()
 	<-first
-	for _, l := range e.logs.FilterMessage("response aborted").All() {
+	for _, l := range e.Logs.FilterMessage("response aborted").All() {
 		t.Logf("log: %s %v", l.Message, l.ContextMap()["panic"])
 	}
 	if got.err != nil || got.status != http.StatusOK || got.body != "c" {
@@ -121,7 +122,7 @@ func TestReview13ReloadThatDropsAndReaddsASiteKeepsItsLimit(t *testing.T) {
 	held := make(chan struct{})
 	var first atomic.Bool
 	var now, peak atomic.Int64
-	a := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	a := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		n := now.Add(1)
 		defer now.Add(-1)
 		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
@@ -132,7 +133,7 @@ func TestReview13ReloadThatDropsAndReaddsASiteKeepsItsLimit(t *testing.T) {
 		}
 		io.WriteString(w, "a")
 	})
-	b := nameBackend(t, "b")
+	b := proxytest.NameBackend(t, "b")
 	both := fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: a, weight: 1, backends: [%q], max_inflight: 1}
@@ -144,7 +145,7 @@ sites:
   - {name: b, weight: 1, backends: [%q], max_inflight: 50}
 retries: {attempts: 1}
 `, b.URL)
-	e := startReloader(t, both, runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, both, runtime.ReloaderOptions{})
 	done := make(chan error, 1)
 	go func() {
 		for i := 0; ; i++ { // until one lands on a and is held there
@@ -154,21 +155,21 @@ retries: {attempts: 1}
 				return
 			default:
 			}
-			if _, _, err := e.send("GET", fmt.Sprintf("/hold/%d", i), nil); err != nil {
+			if _, _, err := e.Send("GET", fmt.Sprintf("/hold/%d", i), nil); err != nil {
 				done <- err
 				return
 			}
 		}
 	}()
-	await(t, held, "a request held at a")
+	proxytest.Receive(t, held, "a request held at a")
 	for _, y := range []string{onlyB, both} {
-		e.write(t, y)
-		if err := e.r.Reload("test", false); err != nil {
+		e.Write(t, y)
+		if err := e.R.Reload("test", false); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range 10 {
-		if _, body, err := e.send("GET", fmt.Sprintf("/%d", i), nil); err != nil {
+		if _, body, err := e.Send("GET", fmt.Sprintf("/%d", i), nil); err != nil {
 			t.Fatal(err)
 		} else if body == "a" {
 			t.Errorf("request %d answered by a, whose only slot (max_inflight 1) is held", i)
@@ -185,9 +186,9 @@ retries: {attempts: 1}
 
 func reloadStorm(t *testing.T, orders [][]string) {
 	var ca, cb, cc concBackend
-	a := newBackend(t, ca.handler("a"))
-	b := newBackend(t, cb.handler("b"))
-	c := newBackend(t, cc.handler("c"))
+	a := proxytest.NewBackend(t, ca.handler("a"))
+	b := proxytest.NewBackend(t, cb.handler("b"))
+	c := proxytest.NewBackend(t, cc.handler("c"))
 	const limit = 2
 	cfg := func(order ...string) string {
 		urls := map[string]string{"a": a.URL, "b": b.URL, "c": c.URL}
@@ -203,7 +204,7 @@ func reloadStorm(t *testing.T, orders [][]string) {
 	for _, o := range orders {
 		configs = append(configs, cfg(o...))
 	}
-	e := startReloader(t, configs[0], runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, configs[0], runtime.ReloaderOptions{})
 	const clients, each = 24, 8
 	var wg sync.WaitGroup
 	errs := make(chan string, clients*each)
@@ -212,7 +213,7 @@ func reloadStorm(t *testing.T, orders [][]string) {
 		go func() {
 			defer wg.Done()
 			for j := range each {
-				s, body, err := e.send("GET", fmt.Sprintf("/%d/%d", i, j), nil)
+				s, body, err := e.Send("GET", fmt.Sprintf("/%d/%d", i, j), nil)
 				if err != nil || s != http.StatusOK {
 					errs <- fmt.Sprintf("%d %q %v", s, body, err)
 				}
@@ -229,11 +230,11 @@ func reloadStorm(t *testing.T, orders [][]string) {
 				return
 			default:
 			}
-			if err := os.WriteFile(e.path, []byte(configs[k%len(configs)]), 0o640); err != nil {
+			if err := os.WriteFile(e.Path, []byte(configs[k%len(configs)]), 0o640); err != nil {
 				t.Errorf("write config: %v", err)
 				return
 			}
-			if err := e.r.Reload("storm", false); err != nil {
+			if err := e.R.Reload("storm", false); err != nil {
 				t.Errorf("reload: %v", err)
 				return
 			}
@@ -257,8 +258,8 @@ func reloadStorm(t *testing.T, orders [][]string) {
 			t.Errorf("backend %s had %d requests at once, max_inflight %d", name, p, limit)
 		}
 	}
-	waitFor(t, "queue empty", func() bool { return e.r.Registry().QueueLen() == 0 })
-	for _, s := range e.r.Handler().Table().Status() {
+	proxytest.WaitFor(t, "queue empty", func() bool { return e.R.Registry().QueueLen() == 0 })
+	for _, s := range e.R.Handler().Table().Status() {
 		if s.Inflight != 0 {
 			t.Errorf("site %s: in-flight %d after the storm", s.Name, s.Inflight)
 		}
@@ -277,7 +278,7 @@ func TestReview13QueuedAcrossReloadsLeaveOldTablesCollectable(t *testing.T) {
 	g := newGate(t)
 	held := make(chan struct{}, 1)
 	var first atomic.Bool
-	a := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	a := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if first.CompareAndSwap(false, true) {
 			held <- struct{}{}
 			g.wait(r.Context())
@@ -292,37 +293,37 @@ spillover: {queue: {size: 10, timeout: 20s}}
 retries: {attempts: 1}
 `, w, a.URL)
 	}
-	e := startReloader(t, cfg(1), runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, cfg(1), runtime.ReloaderOptions{})
 	const queued = 3
 	errs := make(chan error, queued+1)
-	go func() { _, _, err := e.send("GET", "/held", nil); errs <- err }()
-	await(t, held, "first request held")
+	go func() { _, _, err := e.Send("GET", "/held", nil); errs <- err }()
+	proxytest.Receive(t, held, "first request held")
 	for i := range queued {
 		go func() {
-			s, _, err := e.send("GET", fmt.Sprintf("/q%d", i), nil)
+			s, _, err := e.Send("GET", fmt.Sprintf("/q%d", i), nil)
 			if err == nil && s != http.StatusOK {
 				err = fmt.Errorf("status %d", s)
 			}
 			errs <- err
 		}()
 	}
-	waitFor(t, "requests queued", func() bool { return e.r.Registry().QueueLen() == queued })
+	proxytest.WaitFor(t, "requests queued", func() bool { return e.R.Registry().QueueLen() == queued })
 	var old []weak.Pointer[proxy.Table]
 	const reloads = 10
 	for i := range reloads {
-		old = append(old, weak.Make(e.r.Handler().Table()))
-		e.write(t, cfg(2+i))
-		if err := e.r.Reload("test", true); err != nil {
+		old = append(old, weak.Make(e.R.Handler().Table()))
+		e.Write(t, cfg(2+i))
+		if err := e.R.Reload("test", true); err != nil {
 			t.Fatalf("reload %d: %v", i, err)
 		}
 	}
 	g.open()
 	for range queued + 1 {
-		if err := await(t, errs, "request"); err != nil {
+		if err := proxytest.Receive(t, errs, "request"); err != nil {
 			t.Error(err)
 		}
 	}
-	e.client.CloseIdleConnections()
+	e.Client.CloseIdleConnections()
 	for range 3 {
 		goruntime.GC()
 	}

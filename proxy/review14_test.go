@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/store"
 )
@@ -37,7 +38,7 @@ func review14Conf(a, b string, w int, extra string) string {
 // Fix: in restore (and setOverride), treat a Persisted override whose ramp is over as done:
 // drop it (with a clear_weight entry) instead of putting it in effect.
 func TestReview14PersistedOverrideRestoredAfterItsRampEnds(t *testing.T) {
-	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
+	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state.json")
 	now := time.Now().UTC()
@@ -50,16 +51,16 @@ func TestReview14PersistedOverrideRestoredAfterItsRampEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	extra := fmt.Sprintf("state: {file: %q}\n", state)
-	e := startReloader(t, review14Conf(a.URL, b.URL, 9, extra), runtime.ReloaderOptions{})
-	if s := e.site(t, "idc1"); s.Override != nil {
+	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 9, extra), runtime.ReloaderOptions{})
+	if s := e.Site(t, "idc1"); s.Override != nil {
 		t.Errorf("idc1 at start has override %+v: a persisted ramp that is over should be dropped (the file has the weight)", s.Override)
 	}
 	// An operator edits the file's weight, and reloads.
-	e.write(t, review14Conf(a.URL, b.URL, 4, extra))
-	if err := e.r.Reload("sighup", true); err != nil {
+	e.Write(t, review14Conf(a.URL, b.URL, 4, extra))
+	if err := e.R.Reload("sighup", true); err != nil {
 		t.Fatal(err)
 	}
-	if s := e.site(t, "idc1"); s.Weight != 4 {
+	if s := e.Site(t, "idc1"); s.Weight != 4 {
 		t.Errorf("idc1 after the file set weight 4: in effect %g (override %+v); the finished persisted ramp still hides the file", s.Weight, s.Override)
 	}
 }
@@ -72,30 +73,30 @@ func TestReview14PersistedOverrideRestoredAfterItsRampEnds(t *testing.T) {
 // Fix: dedupe only parse refusals (keep a "refused already" flag, or hash the error text),
 // never a read error with an unset refusedSum.
 func TestReview14UnreadableConfigOnFileWatchIsReported(t *testing.T) {
-	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, ""), runtime.ReloaderOptions{})
-	if err := os.Remove(e.path); err != nil {
+	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
+	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, ""), runtime.ReloaderOptions{})
+	if err := os.Remove(e.Path); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Mkdir(e.path, 0o700); err != nil { // a botched deploy: a directory in its place
+	if err := os.Mkdir(e.Path, 0o700); err != nil { // a botched deploy: a directory in its place
 		t.Fatal(err)
 	}
-	err := e.r.Reload("file", false)
+	err := e.R.Reload("file", false)
 	if err == nil {
 		t.Error(`Reload("file") of a config path that is a directory returned nil`)
 	}
-	if n := len(e.logs.FilterMessage("config refused; the running config stays").All()); n != 1 {
+	if n := len(e.Logs.FilterMessage("config refused; the running config stays").All()); n != 1 {
 		t.Errorf("%d log lines for the refused reload, want 1", n)
 	}
-	if _, failed := e.r.Reloads(); failed != 1 {
+	if _, failed := e.R.Reloads(); failed != 1 {
 		t.Errorf("failed reloads %d, want 1", failed)
 	}
-	if ch := e.r.State().Changes; len(ch) == 0 || ch[0].Action != "reload" || ch[0].Result != "refused" {
+	if ch := e.R.State().Changes; len(ch) == 0 || ch[0].Action != "reload" || ch[0].Result != "refused" {
 		t.Errorf("trail %+v, want the refused reload first", ch)
 	}
 	// Seen a second time by the watch: deduplicated (one line per refusal).
-	e.r.Reload("file", false)
-	if n := len(e.logs.FilterMessage("config refused; the running config stays").All()); n > 1 {
+	e.R.Reload("file", false)
+	if n := len(e.Logs.FilterMessage("config refused; the running config stays").All()); n > 1 {
 		t.Errorf("%d log lines after the watch saw the same refusal twice, want 1", n)
 	}
 }
@@ -108,27 +109,27 @@ func TestReview14UnreadableConfigOnFileWatchIsReported(t *testing.T) {
 // override with Persisted), then write the file; or restore the file's old bytes when the
 // commit fails.
 func TestReview14PersistWithFailingStoreLeavesFileAlone(t *testing.T) {
-	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
+	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	sdir := filepath.Join(t.TempDir(), "state")
 	if err := os.Mkdir(sdir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", filepath.Join(sdir, "state.json"))), runtime.ReloaderOptions{})
-	before, _ := os.ReadFile(e.path)
+	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", filepath.Join(sdir, "state.json"))), runtime.ReloaderOptions{})
+	before, _ := os.ReadFile(e.Path)
 	if err := os.RemoveAll(sdir); err != nil { // the disk under the state file fails
 		t.Fatal(err)
 	}
-	err := e.r.SetWeight("idc1", 8, 0, "alice", true)
+	err := e.R.SetWeight("idc1", 8, 0, "alice", true)
 	if !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("SetWeight persist with the store gone: %v, want ErrUnavailable", err)
 	}
-	after, _ := os.ReadFile(e.path)
+	after, _ := os.ReadFile(e.Path)
 	if string(after) != string(before) {
 		t.Errorf("the change was refused as not applied, but the config file was rewritten:\n%s", after)
 	}
 	// What the file watch does next.
-	e.r.Reload("file", false)
-	if s := e.site(t, "idc1"); s.Weight != 5 {
+	e.R.Reload("file", false)
+	if s := e.Site(t, "idc1"); s.Weight != 5 {
 		t.Errorf("idc1 weight %g after the file watch's reload, want 5: the refused change took effect", s.Weight)
 	}
 }
@@ -139,15 +140,15 @@ func TestReview14PersistWithFailingStoreLeavesFileAlone(t *testing.T) {
 // 2000 bytes (controls.go:61). Fix: cut Site (and Who) with cutText as Reason is, in refused
 // (controls.go:60) and in Refused.
 func TestReview14RefusedAttemptSiteIsBounded(t *testing.T) {
-	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
+	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	state := filepath.Join(t.TempDir(), "state.json")
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", state)), runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", state)), runtime.ReloaderOptions{})
 	huge := strings.Repeat("x\n\x1b[31m", 64<<10/8)
-	if err := e.r.SetDrained(huge, true, "alice"); !errors.Is(err, runtime.ErrNoSite) {
+	if err := e.R.SetDrained(huge, true, "alice"); !errors.Is(err, runtime.ErrNoSite) {
 		t.Fatalf("drain of an unknown site: %v", err)
 	}
-	e.r.Refused("alice", "weight", huge, strings.Repeat("r", 1<<20))
-	ch := e.r.State().Changes
+	e.R.Refused("alice", "weight", huge, strings.Repeat("r", 1<<20))
+	ch := e.R.State().Changes
 	if len(ch) < 2 {
 		t.Fatalf("trail %d entries, want the 2 refused attempts", len(ch))
 	}
@@ -168,25 +169,25 @@ func TestReview14RefusedAttemptSiteIsBounded(t *testing.T) {
 // and re-adding the site does not bring them back from anywhere — in memory, in the file,
 // or after a restart.
 func TestReview14SiteRemovedThenReAdded(t *testing.T) {
-	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
+	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	state := filepath.Join(t.TempDir(), "state.json")
 	extra := fmt.Sprintf("state: {file: %q}\n", state)
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, extra), runtime.ReloaderOptions{})
-	if err := e.r.SetDrained("idc2", true, "alice"); err != nil {
+	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, extra), runtime.ReloaderOptions{})
+	if err := e.R.SetDrained("idc2", true, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.r.SetWeight("idc2", 7, time.Hour, "alice", false); err != nil {
+	if err := e.R.SetWeight("idc2", 7, time.Hour, "alice", false); err != nil {
 		t.Fatal(err)
 	}
-	e.write(t, fmt.Sprintf("listen: {http: \"127.0.0.1:0\"}\n%ssites:\n  - {name: idc1, weight: 5, backends: [%q]}\n", extra, a.URL))
-	if err := e.r.Reload("sighup", true); err != nil {
+	e.Write(t, fmt.Sprintf("listen: {http: \"127.0.0.1:0\"}\n%ssites:\n  - {name: idc1, weight: 5, backends: [%q]}\n", extra, a.URL))
+	if err := e.R.Reload("sighup", true); err != nil {
 		t.Fatal(err)
 	}
-	e.write(t, review14Conf(a.URL, b.URL, 5, extra))
-	if err := e.r.Reload("sighup", true); err != nil {
+	e.Write(t, review14Conf(a.URL, b.URL, 5, extra))
+	if err := e.R.Reload("sighup", true); err != nil {
 		t.Fatal(err)
 	}
-	if s := e.site(t, "idc2"); s.Drained || s.Override != nil || s.Weight != 3 {
+	if s := e.Site(t, "idc2"); s.Drained || s.Override != nil || s.Weight != 3 {
 		t.Errorf("idc2 re-added: drained %v override %+v weight %g; want serving at its configured 3", s.Drained, s.Override, s.Weight)
 	}
 	data, _ := os.ReadFile(state)
@@ -198,24 +199,24 @@ func TestReview14SiteRemovedThenReAdded(t *testing.T) {
 // Pins (passes): a dry run applies nothing and records nothing: same generation, same
 // trail, the file watch's next reload still sees the change.
 func TestReview14DryRunHasNoSideEffects(t *testing.T) {
-	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, ""), runtime.ReloaderOptions{})
-	e.write(t, review14Conf(a.URL, b.URL, 6, ""))
-	p, err := e.r.DryRun()
+	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
+	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, ""), runtime.ReloaderOptions{})
+	e.Write(t, review14Conf(a.URL, b.URL, 6, ""))
+	p, err := e.R.DryRun()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.Unchanged || len(p.Changes) != 1 || p.Changes[0].Path != "sites.idc1.weight" {
 		t.Errorf("preview %+v, want sites.idc1.weight 5 → 6", p)
 	}
-	st := e.r.State()
-	if st.Generation != 1 || len(st.Changes) != 0 || e.site(t, "idc1").Weight != 5 {
-		t.Errorf("after a dry run: generation %d, %d trail entries, idc1 %g; want 1, 0, 5", st.Generation, len(st.Changes), e.site(t, "idc1").Weight)
+	st := e.R.State()
+	if st.Generation != 1 || len(st.Changes) != 0 || e.Site(t, "idc1").Weight != 5 {
+		t.Errorf("after a dry run: generation %d, %d trail entries, idc1 %g; want 1, 0, 5", st.Generation, len(st.Changes), e.Site(t, "idc1").Weight)
 	}
-	if err := e.r.Reload("file", false); err != nil {
+	if err := e.R.Reload("file", false); err != nil {
 		t.Fatal(err)
 	}
-	if e.site(t, "idc1").Weight != 6 {
+	if e.Site(t, "idc1").Weight != 6 {
 		t.Error("the reload after a dry run did not apply the file")
 	}
 }
@@ -235,7 +236,7 @@ func (s *review14Closing) Close() error { s.closed.Store(true); return nil }
 // Fix: r.store.Close() at the end of Close (after r.wg.Wait, so no ramp or watch commits
 // after it).
 func TestReview14CloseClosesTheStore(t *testing.T) {
-	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
+	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	path := filepath.Join(t.TempDir(), "spillway.yaml")
 	if err := os.WriteFile(path, []byte(review14Conf(a.URL, b.URL, 5, "")), 0o600); err != nil {
 		t.Fatal(err)
@@ -262,25 +263,25 @@ func TestReview14CloseClosesTheStore(t *testing.T) {
 // that stand whatever the store says), write the audit line even when the commit fails
 // (marked "not stored").
 func TestReview14AppliedReloadIsAuditedWhenStoreFails(t *testing.T) {
-	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
+	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	sdir := filepath.Join(t.TempDir(), "state")
 	if err := os.Mkdir(sdir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	extra := fmt.Sprintf("state: {file: %q}\n", filepath.Join(sdir, "state.json"))
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, extra), runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, extra), runtime.ReloaderOptions{})
 	if err := os.RemoveAll(sdir); err != nil {
 		t.Fatal(err)
 	}
-	e.write(t, review14Conf(a.URL, b.URL, 7, extra))
-	if err := e.r.Reload("sighup", true); err != nil {
+	e.Write(t, review14Conf(a.URL, b.URL, 7, extra))
+	if err := e.R.Reload("sighup", true); err != nil {
 		t.Fatal(err)
 	}
-	if w := e.site(t, "idc1").Weight; w != 7 {
+	if w := e.Site(t, "idc1").Weight; w != 7 {
 		t.Fatalf("idc1 %g after the reload, want 7 (applied)", w)
 	}
 	found := false
-	for _, l := range e.audit.All() {
+	for _, l := range e.Audit.All() {
 		if l.ContextMap()["action"] == "reload" {
 			found = true
 		}
@@ -298,26 +299,26 @@ func TestReview14AppliedReloadIsAuditedWhenStoreFails(t *testing.T) {
 // counted — and the operator believes the file is running. Fix: clear refusedSum when a
 // config loads.
 func TestReview14SameBadEditAfterAGoodOneIsReportedAgain(t *testing.T) {
-	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
+	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	good := review14Conf(a.URL, b.URL, 5, "")
 	bad := review14Conf(a.URL, b.URL, -1, "")
-	e := startReloader(t, good, runtime.ReloaderOptions{})
-	e.write(t, bad)
-	if err := e.r.Reload("file", false); err == nil {
+	e := proxytest.StartReloader(t, good, runtime.ReloaderOptions{})
+	e.Write(t, bad)
+	if err := e.R.Reload("file", false); err == nil {
 		t.Fatal("a weight of -1 loaded")
 	}
-	e.write(t, review14Conf(a.URL, b.URL, 6, ""))
-	if err := e.r.Reload("file", false); err != nil {
+	e.Write(t, review14Conf(a.URL, b.URL, 6, ""))
+	if err := e.R.Reload("file", false); err != nil {
 		t.Fatal(err)
 	}
-	e.write(t, bad)
-	if err := e.r.Reload("file", false); err == nil {
+	e.Write(t, bad)
+	if err := e.R.Reload("file", false); err == nil {
 		t.Error("the same bad edit, made again after a good one, was ignored by the file watch (Reload returned nil)")
 	}
-	if n := len(e.logs.FilterMessage("config refused; the running config stays").All()); n != 2 {
+	if n := len(e.Logs.FilterMessage("config refused; the running config stays").All()); n != 2 {
 		t.Errorf("%d refusal log lines, want 2 (one per refused save)", n)
 	}
-	if _, failed := e.r.Reloads(); failed != 2 {
+	if _, failed := e.R.Reloads(); failed != 2 {
 		t.Errorf("failed reloads %d, want 2", failed)
 	}
 }

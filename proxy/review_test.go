@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/proxy/proxytest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -36,7 +37,7 @@ func TestReviewRetryHeaderDeadlineCutsSlowUpload(t *testing.T) {
 	var got atomic.Int64
 	script := func(w http.ResponseWriter, r *http.Request) {
 		if arrivals.Add(1) == 1 {
-			resetConn(hijack(w)) // a crash right after the head
+			resetConn(proxytest.Hijack(w)) // a crash right after the head
 			return
 		}
 		n, err := io.Copy(io.Discard, r.Body)
@@ -46,8 +47,8 @@ func TestReviewRetryHeaderDeadlineCutsSlowUpload(t *testing.T) {
 		}
 		io.WriteString(w, "stored")
 	}
-	a, b := newBackend(t, script), newBackend(t, script)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{a.URL, b.URL}}},
+	a, b := proxytest.NewBackend(t, script), proxytest.NewBackend(t, script)
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{a.URL, b.URL}}},
 		"timeouts: {response_header: 1s}\nretries: {attempts: 2, min_per_second: 100}\n"))
 	conn, br := edgeDial(t, e.addr)
 	edgeWrite(t, conn, fmt.Sprintf("PUT /doc HTTP/1.1\r\nHost: bank.example\r\nContent-Length: %d\r\n\r\n", 5*piece))
@@ -80,10 +81,10 @@ func TestReviewRetryHeaderDeadlineCutsSlowUpload(t *testing.T) {
 func TestReviewBodyIdleStalledClientSmallWrites(t *testing.T) {
 	cut := make(chan struct{})
 	stop := make(chan struct{})
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		event := "data: " + strings.Repeat("x", 500) + "\n\n"
-		deadline := time.After(liveness)
+		deadline := time.After(proxytest.Liveness)
 		for {
 			select {
 			case <-r.Context().Done():
@@ -102,7 +103,7 @@ func TestReviewBodyIdleStalledClientSmallWrites(t *testing.T) {
 			w.(http.Flusher).Flush()
 		}
 	})
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, "timeouts: {body_idle: 300ms}\n"))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, "timeouts: {body_idle: 300ms}\n"))
 	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -211,12 +212,12 @@ func TestReviewBackendConnHEADSniffPoisoned(t *testing.T) {
 		}
 		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nvictim")
 	})
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{url}}},
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{url}}},
 		"timeouts: {body_idle: 1s}\nretries: {attempts: 1}\n"))
 
 	conn, br := edgeDial(t, e.addr)
 	edgeWrite(t, conn, "POST /upload HTTP/1.1\r\nHost: bank.example\r\nContent-Length: 10\r\n\r\n")
-	await(t, answered, "the backend's early answer")
+	proxytest.Receive(t, answered, "the backend's early answer")
 	time.Sleep(5 * time.Millisecond) // the proxy has read the response whole
 	edgeWrite(t, conn, "HEAD /x HT") // the body, which the Transport writes now
 	edgeExpect(t, br, "POST", http.StatusOK, "ok")
@@ -293,7 +294,7 @@ func h2RefusingBackend(t *testing.T) (string, *atomic.Int32) {
 // budget is spent, as in a rolling deploy) such GETs now fail with 502.
 func TestReviewH2RefusedStreamNotRetried(t *testing.T) {
 	url, answered := h2RefusingBackend(t)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{url}}}, "")+"    protocol: h2\nretries: {attempts: 1}\n")
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{url}}}, "")+"    protocol: h2\nretries: {attempts: 1}\n")
 	status, body := e.get(t, "/balance")
 	if status != http.StatusOK || body != "ok" {
 		t.Errorf("GET to an h2 backend that refused the stream (never processed it): %d %q, want 200 \"ok\" (answered %d)",
@@ -311,7 +312,7 @@ func TestReviewH2RefusedStreamNotRetried(t *testing.T) {
 // CR/LF) at a message boundary could be skipped by the edge and by net/http alike.
 func TestReviewCRLFAfterPOSTBody(t *testing.T) {
 	rec := newEdgeRecorder(t)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{rec.srv.URL}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{rec.srv.URL}}}, ""))
 	conn, br := edgeDial(t, e.addr)
 	edgeWrite(t, conn, "POST /pay HTTP/1.1\r\nHost: bank.example\r\nContent-Length: 2\r\n\r\nhi\r\n")
 	edgeExpect(t, br, "POST", http.StatusOK, "POST /pay hi")
@@ -327,17 +328,17 @@ func TestReviewCRLFAfterPOSTBody(t *testing.T) {
 // the backend request, so the field reaches the backend untouched.
 func TestReviewUnderscoreTrailer(t *testing.T) {
 	got := make(chan http.Header, 1)
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		got <- r.Trailer.Clone()
 	})
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
 	resp, _ := rawExchange(t, e.addr, "POST /pay HTTP/1.1\r\nHost: bank.example\r\nTransfer-Encoding: chunked\r\n"+
 		"Trailer: X_Forwarded_For\r\nConnection: close\r\n\r\n2\r\nhi\r\n0\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	if tr := await(t, got, "the backend's trailers"); len(tr) > 0 {
+	if tr := proxytest.Receive(t, got, "the backend's trailers"); len(tr) > 0 {
 		t.Errorf("the backend received trailers %v: a \"_\" name that headers.underscores: drop removes from the head", tr)
 	}
 	e.checkIdle(t)
@@ -355,7 +356,7 @@ func TestReviewBodyIdleSilentUploadEarlyAnswer(t *testing.T) {
 		io.WriteString(w, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\nConnection: close\r\n\r\nlogin")
 		w.(net.Conn).Close()
 	})
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{url}}}, "timeouts: {body_idle: 300ms}\n"))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{url}}}, "timeouts: {body_idle: 300ms}\n"))
 	conn, br := edgeDial(t, e.addr)
 	conn.SetDeadline(time.Now().Add(3 * time.Second))
 	edgeWrite(t, conn, "POST /transfer HTTP/1.1\r\nHost: bank.example\r\nContent-Length: 100\r\n\r\n{\"amount\":")
@@ -389,7 +390,7 @@ func TestReviewRetryCutBlamesHealthyBackend(t *testing.T) {
 				case <-time.After(900 * time.Millisecond):
 				case <-released:
 				}
-				resetConn(hijack(w))
+				resetConn(proxytest.Hijack(w))
 				return
 			}
 			mu.Lock()
@@ -403,10 +404,10 @@ func TestReviewRetryCutBlamesHealthyBackend(t *testing.T) {
 			}
 		}
 	}
-	a := newBackend(t, mk("a"))
-	b := newBackend(t, mk("b"))
+	a := proxytest.NewBackend(t, mk("a"))
+	b := proxytest.NewBackend(t, mk("b"))
 	defer close(released)
-	e := startOutlierProxy(t, configYAML([]site{{"idc1", 1, []string{a.URL, b.URL}}},
+	e := startOutlierProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{a.URL, b.URL}}},
 		"timeouts: {response_header: 1s}\nretries: {attempts: 2, min_per_second: 100}\n"+
 			"outlier: {consecutive_failures: 1, max_ejection_percent: 100}\n"))
 	status, _ := e.get(t, "/statement")

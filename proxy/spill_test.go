@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // capBackend is a capacity-limited scripted backend: it records its highest concurrency and
@@ -31,7 +32,7 @@ type capBackend struct {
 func newCapBackend(t *testing.T, site string, hold bool) *capBackend {
 	b := &capBackend{site: site, arrived: make(chan string, 1000), release: make(chan struct{}, 1000), hold: hold}
 	stop := make(chan struct{})
-	srv := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	srv := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		n := b.cur.Add(1)
 		defer b.cur.Add(-1)
 		for m := b.max.Load(); n > m && !b.max.CompareAndSwap(m, n); m = b.max.Load() {
@@ -107,7 +108,7 @@ func TestOverloadSpillsExcessToAWS(t *testing.T) {
 	}
 	perSite := map[string]int{}
 	for range n {
-		perSite[await(t, arrivals, "a request to arrive at a backend")]++
+		perSite[proxytest.Receive(t, arrivals, "a request to arrive at a backend")]++
 	}
 	if perSite["idc1"] != 4 || perSite["idc2"] != 2 || perSite["aws"] != 24 {
 		t.Errorf("held per site %v, want idc1 4 (2 backends × 2), idc2 2, aws 24", perSite)
@@ -131,7 +132,7 @@ func TestOverloadSpillsExcessToAWS(t *testing.T) {
 		}
 	}
 	for range n {
-		if s := await(t, statuses, "an answer"); s != http.StatusOK {
+		if s := proxytest.Receive(t, statuses, "an answer"); s != http.StatusOK {
 			t.Errorf("status %d, want 200: nothing is refused while a site has room", s)
 		}
 	}
@@ -189,11 +190,11 @@ func TestBeyondCapacityQueuesThenSheds(t *testing.T) {
 		send(fmt.Sprintf("/held%d", i))
 	}
 	for range 3 {
-		await(t, arrived, "a held request")
+		proxytest.Receive(t, arrived, "a held request")
 	}
 	// Two wait, in order.
 	waitQueue := func(n int) {
-		deadline := time.Now().Add(liveness)
+		deadline := time.Now().Add(proxytest.Liveness)
 		for e.reg.QueueLen() != n {
 			if time.Now().After(deadline) {
 				t.Fatalf("queue length %d, want %d", e.reg.QueueLen(), n)
@@ -207,20 +208,20 @@ func TestBeyondCapacityQueuesThenSheds(t *testing.T) {
 	waitQueue(2)
 	// A third finds the queue full: 503 at once.
 	send("/full")
-	a := await(t, answers, "the answer to /full")
+	a := proxytest.Receive(t, answers, "the answer to /full")
 	if a.path != "/full" || a.status != http.StatusServiceUnavailable || a.retryAfter == "" {
 		t.Fatalf("answer %+v, want /full: 503 with Retry-After", a)
 	}
 	// One slot frees: the oldest waiter, q1, takes it.
 	idc1[0].release <- struct{}{}
-	if a := await(t, answers, "the held request's answer"); a.status != http.StatusOK {
+	if a := proxytest.Receive(t, answers, "the held request's answer"); a.status != http.StatusOK {
 		t.Fatalf("held request: %+v", a)
 	}
-	if p := await(t, arrived, "the first waiter to reach a backend"); p != "/q1" {
+	if p := proxytest.Receive(t, arrived, "the first waiter to reach a backend"); p != "/q1" {
 		t.Fatalf("%s got the freed slot, want the oldest waiter /q1", p)
 	}
 	// q2 waits out its timeout: 503 with Retry-After.
-	a = await(t, answers, "q2's answer")
+	a = proxytest.Receive(t, answers, "q2's answer")
 	if a.path != "/q2" || a.status != http.StatusServiceUnavailable || a.retryAfter == "" {
 		t.Fatalf("answer %+v, want /q2: 503 with Retry-After after the queue timeout", a)
 	}
@@ -234,7 +235,7 @@ func TestBeyondCapacityQueuesThenSheds(t *testing.T) {
 		}
 	}
 	for range 3 {
-		if a := await(t, answers, "the rest"); a.status != http.StatusOK {
+		if a := proxytest.Receive(t, answers, "the rest"); a.status != http.StatusOK {
 			t.Errorf("answer %+v, want 200", a)
 		}
 	}
@@ -262,7 +263,7 @@ spillover: {queue: {size: 5, timeout: 30s}}
 			done <- resp.StatusCode
 		}
 	}()
-	await(t, b.arrived, "the held request")
+	proxytest.Receive(t, b.arrived, "the held request")
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url+"/queued", nil)
 	go func() {
@@ -272,12 +273,12 @@ spillover: {queue: {size: 5, timeout: 30s}}
 		}
 		done <- 0
 	}()
-	deadline := time.Now().Add(liveness)
+	deadline := time.Now().Add(proxytest.Liveness)
 	for e.reg.QueueLen() != 1 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	cancel()
-	await(t, done, "the cancelled client")
+	proxytest.Receive(t, done, "the cancelled client")
 	for e.reg.QueueLen() != 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
@@ -288,7 +289,7 @@ spillover: {queue: {size: 5, timeout: 30s}}
 		t.Errorf("client_gone sheds %d, want 1", n)
 	}
 	b.release <- struct{}{}
-	if s := await(t, done, "the held request"); s != http.StatusOK {
+	if s := proxytest.Receive(t, done, "the held request"); s != http.StatusOK {
 		t.Errorf("held request %d", s)
 	}
 	close(b.arrived)
@@ -301,7 +302,7 @@ func TestAffinityKeepsSessionsOnTheirSite(t *testing.T) {
 	names := []string{"idc1", "idc2", "aws"}
 	var urls []string
 	for _, n := range names {
-		urls = append(urls, nameBackend(t, n).URL)
+		urls = append(urls, proxytest.NameBackend(t, n).URL)
 	}
 	e := startProxy(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
@@ -383,7 +384,7 @@ func TestNoSlotLeaksUnderChaos(t *testing.T) {
 	}
 	var urls []string
 	for range 5 {
-		urls = append(urls, newBackend(t, chaos).URL)
+		urls = append(urls, proxytest.NewBackend(t, chaos).URL)
 	}
 	e := startProxy(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
@@ -439,7 +440,7 @@ func TestAdaptiveLimitLearnsABackendsCapacity(t *testing.T) {
 	const capacity = 4
 	var served, sent atomic.Int64
 	slots := make(chan struct{}, capacity)
-	slow := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	slow := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case slots <- struct{}{}:
 		case <-r.Context().Done():
@@ -450,7 +451,7 @@ func TestAdaptiveLimitLearnsABackendsCapacity(t *testing.T) {
 		served.Add(1)
 		io.WriteString(w, "idc1")
 	})
-	other := nameBackend(t, "aws")
+	other := proxytest.NameBackend(t, "aws")
 	e := startProxy(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: idc1, weight: 1, backends: [%q], adaptive: {floor: 1, cap: 1000, initial: 64}}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // TestSplitExactThroughProxy sends sequential requests through the proxy to sites whose
@@ -29,13 +30,13 @@ func TestSplitExactThroughProxy(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			names := []string{"idc1", "idc2", "aws"}
-			var sites []site
+			var sites []proxytest.Site
 			for i, w := range tc.weights {
 				// Two backends per site: the in-site choice must not disturb the split.
-				a, b := nameBackend(t, names[i]), nameBackend(t, names[i])
-				sites = append(sites, site{names[i], w, []string{a.URL, b.URL}})
+				a, b := proxytest.NameBackend(t, names[i]), proxytest.NameBackend(t, names[i])
+				sites = append(sites, proxytest.Site{Name: names[i], Weight: w, Backends: []string{a.URL, b.URL}})
 			}
-			e := startProxy(t, configYAML(sites, ""))
+			e := startProxy(t, proxytest.ConfigYAML(sites, ""))
 
 			picks := make([]int, 0, tc.requests)
 			for n := range tc.requests {
@@ -119,7 +120,7 @@ func TestP2CSpreadsWithinSite(t *testing.T) {
 			release := newGate(t)
 			var urls []string
 			for i := range backends {
-				b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+				b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 					counts[i].Add(1)
 					arrived <- i
 					if !release.wait(r.Context()) {
@@ -130,7 +131,7 @@ func TestP2CSpreadsWithinSite(t *testing.T) {
 				urls = append(urls, b.URL)
 			}
 			t.Cleanup(release.open) // before the backends close, which waits for their handlers
-			e := startProxy(t, configYAML([]site{{"idc1", 1, urls}}, ""))
+			e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: urls}}, ""))
 
 			results := make(chan error, held)
 			send := func(n int) {
@@ -146,7 +147,7 @@ func TestP2CSpreadsWithinSite(t *testing.T) {
 				var before [backends]int64
 				for n := range held {
 					send(n)
-					i := await(t, arrived, fmt.Sprintf("request %d to reach a backend", n))
+					i := proxytest.Receive(t, arrived, fmt.Sprintf("request %d to reach a backend", n))
 					others := int64(-1)
 					for j, c := range before {
 						if j != i {
@@ -163,7 +164,7 @@ func TestP2CSpreadsWithinSite(t *testing.T) {
 					send(n)
 				}
 				for range held {
-					await(t, arrived, "every held request to reach a backend")
+					proxytest.Receive(t, arrived, "every held request to reach a backend")
 				}
 			}
 
@@ -184,7 +185,7 @@ func TestP2CSpreadsWithinSite(t *testing.T) {
 
 			release.open()
 			for range held {
-				if err := await(t, results, "held requests to finish"); err != nil {
+				if err := proxytest.Receive(t, results, "held requests to finish"); err != nil {
 					t.Errorf("held request: %v", err)
 				}
 			}
@@ -235,9 +236,9 @@ func TestSwapKeepsInFlightOnOldTable(t *testing.T) {
 	oldB.Start()
 	t.Cleanup(oldB.Close)
 	t.Cleanup(release.open)
-	newB := nameBackend(t, "new")
+	newB := proxytest.NameBackend(t, "new")
 
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{oldB.URL}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{oldB.URL}}}, ""))
 
 	type result struct {
 		status int
@@ -249,9 +250,9 @@ func TestSwapKeepsInFlightOnOldTable(t *testing.T) {
 		s, b, err := getOnce(e, "/slow")
 		first <- result{s, b, err}
 	}()
-	await(t, oldArrived, "the first request to reach the old backend")
+	proxytest.Receive(t, oldArrived, "the first request to reach the old backend")
 
-	cfg2 := mustConfig(t, configYAML([]site{{"idc1", 1, []string{newB.URL}}}, ""))
+	cfg2 := proxytest.MustConfig(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{newB.URL}}}, ""))
 	t2, err := proxy.Build(cfg2, proxy.Deps{Registry: e.reg})
 	if err != nil {
 		t.Fatal(err)
@@ -276,14 +277,14 @@ func TestSwapKeepsInFlightOnOldTable(t *testing.T) {
 	}
 
 	release.open()
-	r := await(t, first, "the request on the old Table to finish")
+	r := proxytest.Receive(t, first, "the request on the old Table to finish")
 	if r.err != nil || r.status != http.StatusOK || r.body != "old" {
 		t.Fatalf("request on the old Table: status %d body %q err %v, want 200 \"old\"", r.status, r.body, r.err)
 	}
 
 	// Table.Close's contract: the connection the request used closes once it is done,
 	// instead of waiting in the old Table's idle pool for a request that will never come.
-	await(t, oldClosed, "the old Table's backend connection to close after its last request")
+	proxytest.Receive(t, oldClosed, "the old Table's backend connection to close after its last request")
 
 	e.drain(t)
 	if in := e.reg.Backend(oldID).Inflight(); in != 0 {

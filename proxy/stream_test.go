@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // TestRequestBodyStreamed posts 5 MiB through the proxy from a pipe. The client writes its
@@ -45,7 +47,7 @@ func TestRequestBodyStreamed(t *testing.T) {
 				err error
 			}
 			received := make(chan upload, 1)
-			b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 				h := sha256.New()
 				n, err := io.CopyN(h, r.Body, firstSeen)
 				if err != nil {
@@ -60,7 +62,7 @@ func TestRequestBodyStreamed(t *testing.T) {
 				received <- u
 				io.WriteString(w, "stored")
 			})
-			e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""))
+			e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
 
 			pr, pw := io.Pipe()
 			wrote := make(chan error, 1)
@@ -69,7 +71,7 @@ func TestRequestBodyStreamed(t *testing.T) {
 					wrote <- err
 					return
 				}
-				timer := time.NewTimer(liveness)
+				timer := time.NewTimer(proxytest.Liveness)
 				defer timer.Stop()
 				select {
 				case <-gotFirst:
@@ -99,15 +101,15 @@ func TestRequestBodyStreamed(t *testing.T) {
 			resp, err := e.client.Do(req)
 			if err != nil {
 				pw.CloseWithError(err)
-				await(t, wrote, "the client's writer")
+				proxytest.Receive(t, wrote, "the client's writer")
 				t.Fatalf("POST: %v", err)
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if err := await(t, wrote, "the client's writer"); err != nil {
+			if err := proxytest.Receive(t, wrote, "the client's writer"); err != nil {
 				t.Fatalf("client writing the body: %v", err)
 			}
-			u := await(t, received, "the backend's upload")
+			u := proxytest.Receive(t, received, "the backend's upload")
 			if u.err != nil {
 				t.Fatalf("backend reading the body after %d bytes: %v", u.n, u.err)
 			}
@@ -138,7 +140,7 @@ func TestResponseStreamed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			release := newGate(t)
-			b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", tc.contentType)
 				if tc.known {
 					w.Header().Set("Content-Length", strconv.Itoa(len(tc.parts[0])+len(tc.parts[1])))
@@ -151,9 +153,9 @@ func TestResponseStreamed(t *testing.T) {
 				io.WriteString(w, tc.parts[1])
 			})
 			t.Cleanup(release.open)
-			e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""))
+			e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
 
-			ctx, cancel := context.WithTimeout(context.Background(), liveness)
+			ctx, cancel := context.WithTimeout(context.Background(), proxytest.Liveness)
 			defer cancel()
 			req, err := http.NewRequestWithContext(ctx, "GET", e.url+"/stream", nil)
 			if err != nil {
@@ -196,13 +198,13 @@ func TestResponseStreamed(t *testing.T) {
 // listener that also serves HTTP/1.1.
 func TestH2CPriorKnowledge(t *testing.T) {
 	seen := make(chan recorded, 4)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{recordingBackend(t, seen)}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{recordingBackend(t, seen)}}}, ""))
 
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
 	h2 := &http.Transport{Protocols: &p}
 	t.Cleanup(h2.CloseIdleConnections)
-	client := &http.Client{Transport: h2, Timeout: liveness}
+	client := &http.Client{Transport: h2, Timeout: proxytest.Liveness}
 
 	for _, tc := range []struct {
 		method, body string
@@ -235,7 +237,7 @@ func TestH2CPriorKnowledge(t *testing.T) {
 			if v := resp.Header.Get("X-Request-Id"); v != "h2c-"+tc.method {
 				t.Errorf("X-Request-Id %q, want %q", v, "h2c-"+tc.method)
 			}
-			r := await(t, seen, "the backend's record")
+			r := proxytest.Receive(t, seen, "the backend's record")
 			if r.body != tc.body {
 				t.Errorf("backend got body %q, want %q", r.body, tc.body)
 			}
@@ -248,20 +250,20 @@ func TestH2CPriorKnowledge(t *testing.T) {
 	if status, body := e.get(t, "/h1"); status != http.StatusOK || body != "ok" {
 		t.Fatalf("HTTP/1.1 after h2c: status %d body %q", status, body)
 	}
-	await(t, seen, "the backend's record")
+	proxytest.Receive(t, seen, "the backend's record")
 }
 
 // TestResponseTrailersPass checks that a backend's trailers reach the client after a
 // streamed body.
 func TestResponseTrailersPass(t *testing.T) {
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "X-Checksum")
 		io.WriteString(w, "part-1;")
 		http.NewResponseController(w).Flush()
 		io.WriteString(w, "part-2")
 		w.Header().Set("X-Checksum", "c0ffee")
 	})
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""))
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
 
 	req, err := http.NewRequest("GET", e.url+"/trailers", nil)
 	if err != nil {

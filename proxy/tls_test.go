@@ -18,6 +18,7 @@ import (
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // frontYAML is a config with a TLS listener for one site; the listener addresses are never
@@ -35,7 +36,7 @@ sites:
 // handshake connects to addr with TLS, trusting roots, and returns the connection state.
 func handshake(t *testing.T, addr string, c *tls.Config) (tls.ConnectionState, error) {
 	t.Helper()
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: liveness}, "tcp", addr, c)
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: proxytest.Liveness}, "tcp", addr, c)
 	if err != nil {
 		return tls.ConnectionState{}, err
 	}
@@ -47,7 +48,7 @@ func handshake(t *testing.T, addr string, c *tls.Config) (tls.ConnectionState, e
 // clients that ask for it, TLS 1.2 at least, only AEAD suites, HSTS; and the certificate is
 // reloaded when its files are swapped, with no restart.
 func TestFrontTLS(t *testing.T) {
-	b := nameBackend(t, "idc1")
+	b := proxytest.NameBackend(t, "idc1")
 	ca := newTestCA(t, "front-ca")
 	dir := t.TempDir()
 	certFile, keyFile := ca.issueFiles(t, dir, "first", false, "bank.example")
@@ -76,7 +77,7 @@ func TestFrontTLS(t *testing.T) {
 	t.Run("HTTP/1.1 by ALPN", func(t *testing.T) {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool(), NextProtos: []string{"http/1.1"}}}
 		defer tr.CloseIdleConnections()
-		resp, err := (&http.Client{Transport: tr, Timeout: liveness}).Get(e.url + "/")
+		resp, err := (&http.Client{Transport: tr, Timeout: proxytest.Liveness}).Get(e.url + "/")
 		if err != nil {
 			t.Fatal(err)
 		}

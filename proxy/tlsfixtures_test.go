@@ -30,6 +30,7 @@ import (
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // testCA is a certificate authority for one test.
@@ -160,7 +161,7 @@ type loggedEnv struct {
 // https:// one and client trusts roots.
 func startLoggedProxy(t *testing.T, yaml string, tc *tls.Config, roots *x509.CertPool) *loggedEnv {
 	t.Helper()
-	cfg := mustConfig(t, yaml)
+	cfg := proxytest.MustConfig(t, yaml)
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(core)
 	reg := balancer.NewRegistry()
@@ -180,7 +181,7 @@ func startLoggedProxy(t *testing.T, yaml string, tc *tls.Config, roots *x509.Cer
 	} else {
 		srv = frontend.NewServer(cfg, h, log)
 	}
-	addr := serve(t, srv)
+	addr := proxytest.Serve(t, srv)
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
 	scheme := "http://"
 	if tc != nil {
@@ -193,7 +194,7 @@ func startLoggedProxy(t *testing.T, yaml string, tc *tls.Config, roots *x509.Cer
 		cfg: cfg, reg: reg, table: tbl, handler: h, srv: srv,
 		addr:   addr,
 		url:    scheme + addr,
-		client: &http.Client{Transport: tr, Timeout: liveness},
+		client: &http.Client{Transport: tr, Timeout: proxytest.Liveness},
 		tr:     tr,
 	}, logs: logs}
 }

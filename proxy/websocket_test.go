@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 // echoWebSocket is a backend that accepts WebSockets and echoes every message; each
 // connection's end (the error that ended it) is sent on ended.
 func echoWebSocket(t *testing.T, ended chan<- error) string {
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, nil)
 		if err != nil {
 			return
@@ -39,7 +40,7 @@ func echoWebSocket(t *testing.T, ended chan<- error) string {
 // dialWS opens a WebSocket through the proxy with a real client.
 func dialWS(t *testing.T, e *env, path string) *websocket.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), liveness)
+	ctx, cancel := context.WithTimeout(context.Background(), proxytest.Liveness)
 	defer cancel()
 	c, resp, err := websocket.Dial(ctx, "ws://"+e.addr+path, &websocket.DialOptions{HTTPClient: e.client})
 	if err != nil {
@@ -70,10 +71,10 @@ func echo(ctx context.Context, c *websocket.Conn, msg string) error {
 
 // waitInflight waits until the site's in-flight count is n. The Handler releases its
 // lease just after the tunnel closes, on its own goroutine, so this polls; the bound is
-// liveness.
+// proxytest.Liveness.
 func waitInflight(t *testing.T, e *env, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(liveness)
+	deadline := time.Now().Add(proxytest.Liveness)
 	for e.table.Sites()[0].Inflight() != n {
 		if time.Now().After(deadline) {
 			t.Fatalf("site in-flight %d, want %d", e.table.Sites()[0].Inflight(), n)
@@ -87,8 +88,8 @@ func waitInflight(t *testing.T, e *env, n int64) {
 // closes.
 func TestWebSocketEndToEnd(t *testing.T) {
 	ended := make(chan error, 2)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{echoWebSocket(t, ended)}}}, ""))
-	ctx, cancel := context.WithTimeout(context.Background(), liveness)
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{echoWebSocket(t, ended)}}}, ""))
+	ctx, cancel := context.WithTimeout(context.Background(), proxytest.Liveness)
 	defer cancel()
 
 	a, b := dialWS(t, e, "/a"), dialWS(t, e, "/b")
@@ -104,10 +105,10 @@ func TestWebSocketEndToEnd(t *testing.T) {
 		t.Errorf("in-flight %d with two WebSockets open, want 2", n)
 	}
 	a.Close(websocket.StatusNormalClosure, "bye")
-	await(t, ended, "the backend to see the first WebSocket close")
+	proxytest.Receive(t, ended, "the backend to see the first WebSocket close")
 	waitInflight(t, e, 1)
 	b.CloseNow()
-	await(t, ended, "the backend to see the second WebSocket close")
+	proxytest.Receive(t, ended, "the backend to see the second WebSocket close")
 	waitInflight(t, e, 0)
 }
 
@@ -116,9 +117,9 @@ func TestWebSocketEndToEnd(t *testing.T) {
 func TestWebSocketIdleLimit(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	ended := make(chan error, 1)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{echoWebSocket(t, ended)}}},
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{echoWebSocket(t, ended)}}},
 		fmt.Sprintf("websocket: {idle: %s}\n", idle)))
-	ctx, cancel := context.WithTimeout(context.Background(), liveness)
+	ctx, cancel := context.WithTimeout(context.Background(), proxytest.Liveness)
 	defer cancel()
 	c := dialWS(t, e, "/")
 
@@ -141,9 +142,9 @@ func TestWebSocketIdleLimit(t *testing.T) {
 		t.Fatal("read a message from an idle echo")
 	}
 	if quiet := time.Since(last); quiet < idle || ctx.Err() != nil {
-		t.Fatalf("closed after %v quiet (%v), want >= %v and within %v", quiet, err, idle, liveness)
+		t.Fatalf("closed after %v quiet (%v), want >= %v and within %v", quiet, err, idle, proxytest.Liveness)
 	}
-	await(t, ended, "the backend's side to close")
+	proxytest.Receive(t, ended, "the backend's side to close")
 	waitInflight(t, e, 0)
 }
 
@@ -152,9 +153,9 @@ func TestWebSocketIdleLimit(t *testing.T) {
 func TestWebSocketLifetimeLimit(t *testing.T) {
 	const lifetime = 400 * time.Millisecond
 	ended := make(chan error, 1)
-	e := startProxy(t, configYAML([]site{{"idc1", 1, []string{echoWebSocket(t, ended)}}},
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{echoWebSocket(t, ended)}}},
 		fmt.Sprintf("websocket: {idle: 1m, max_lifetime: %s}\n", lifetime)))
-	ctx, cancel := context.WithTimeout(context.Background(), liveness)
+	ctx, cancel := context.WithTimeout(context.Background(), proxytest.Liveness)
 	defer cancel()
 	start := time.Now()
 	c := dialWS(t, e, "/")
@@ -167,12 +168,12 @@ func TestWebSocketLifetimeLimit(t *testing.T) {
 		}
 	}
 	if open := time.Since(start); open < lifetime || ctx.Err() != nil {
-		t.Fatalf("closed after %v (%v), want >= %v and within %v", open, err, lifetime, liveness)
+		t.Fatalf("closed after %v (%v), want >= %v and within %v", open, err, lifetime, proxytest.Liveness)
 	}
 	if n < 5 {
 		t.Errorf("only %d messages before the close; the tunnel was not busy", n)
 	}
-	await(t, ended, "the backend's side to close")
+	proxytest.Receive(t, ended, "the backend's side to close")
 	waitInflight(t, e, 0)
 }
 
@@ -185,7 +186,7 @@ func TestWebSocketOverTLS(t *testing.T) {
 	e := startLoggedProxy(t, frontYAML(b, ""), proxyTLS(ca.issue(t, "bank.example", false, "bank.example")), ca.pool())
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool(), ServerName: "bank.example", NextProtos: []string{"http/1.1"}}}
 	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), liveness)
+	ctx, cancel := context.WithTimeout(context.Background(), proxytest.Liveness)
 	defer cancel()
 	c, _, err := websocket.Dial(ctx, "wss://"+e.addr+"/secure", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
 	if err != nil {
@@ -199,6 +200,6 @@ func TestWebSocketOverTLS(t *testing.T) {
 		t.Errorf("in-flight %d with a WebSocket open, want 1", n)
 	}
 	c.Close(websocket.StatusNormalClosure, "")
-	await(t, ended, "the backend to see the WebSocket close")
+	proxytest.Receive(t, ended, "the backend to see the WebSocket close")
 	waitInflight(t, e.env, 0)
 }

@@ -8,10 +8,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,7 +18,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -30,14 +27,10 @@ import (
 
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
-	"github.com/spillway/spillway/proxy/frontend"
 	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/telemetry"
 )
-
-// liveness bounds every wait; ordering is done by polling state, never by sleeping.
-const liveness = 10 * time.Second
 
 const (
 	opsToken = "ops-secret-0123456789"
@@ -77,20 +70,8 @@ func startAdmin(t *testing.T, yaml string, openReads bool) *adminEnv {
 	}
 	t.Cleanup(func() { cancel(); e.r.Close() })
 
-	srv := frontend.NewServer(e.r.Config(), e.r.Handler(), nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- frontend.Serve(srv, ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	e.proxy = "http://" + ln.Addr().String()
+	_, addr := proxytest.ServeOn(t, e.r.Config(), e.r.Handler())
+	e.proxy = "http://" + addr
 
 	api := httptest.NewServer(admin.New(admin.Options{Control: e.r,
 		Tokens:    admin.Tokens{"ops": opsToken, "ci": ciToken},
@@ -99,7 +80,7 @@ func startAdmin(t *testing.T, yaml string, openReads bool) *adminEnv {
 	e.api = api.URL
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	e.client = &http.Client{Transport: tr, Timeout: liveness}
+	e.client = &http.Client{Transport: tr, Timeout: proxytest.Liveness}
 	return e
 }
 
@@ -186,21 +167,6 @@ func (e *adminEnv) get(t *testing.T, path string, headers ...string) string {
 	return string(b)
 }
 
-// until polls cond until it holds, failing after liveness.
-func until(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	proxytest.Eventually(t, liveness, what, cond)
-}
-
-// nameBackend answers every request with name, on 127.0.0.1.
-func nameBackend(t *testing.T, name string) string {
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, name)
-	}))
-	t.Cleanup(s.Close)
-	return s.URL
-}
-
 // heldBackend answers name, holding requests to /hold until release gets a value; each held
 // request is announced on arrived.
 func heldBackend(t *testing.T, name string) (url string, arrived, release chan struct{}) {
@@ -220,11 +186,6 @@ func heldBackend(t *testing.T, name string) (url string, arrived, release chan s
 	t.Cleanup(s.Close)
 	t.Cleanup(func() { close(stop) }) // runs before s.Close, which waits for handlers
 	return s.URL, arrived, release
-}
-
-func await[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	return proxytest.Await(t, ch, liveness, what)
 }
 
 // config is a 5:3:2 config in block style, with comments, a blank line and a flow-style
@@ -249,7 +210,7 @@ retries: {attempts: 1}
 }
 
 func threeBackends(t *testing.T) (string, string, string) {
-	return nameBackend(t, "idc1"), nameBackend(t, "idc2"), nameBackend(t, "aws")
+	return proxytest.NameBackend(t, "idc1").URL, proxytest.NameBackend(t, "idc2").URL, proxytest.NameBackend(t, "aws").URL
 }
 
 // errorBody checks that body is JSON {"error": "..."} with a message.
@@ -547,7 +508,7 @@ func TestAdminWeightRamp(t *testing.T) {
 	}
 	var seen []float64
 	last := site.Weight
-	until(t, "the ramp to reach 10", func() bool {
+	proxytest.WaitFor(t, "the ramp to reach 10", func() bool {
 		w := e.site(t, "idc1").Weight
 		if w < 5 || w > 10 {
 			t.Fatalf("weight %g during a ramp from 5 to 10", w)
@@ -573,7 +534,7 @@ func TestAdminWeightRamp(t *testing.T) {
 // finish; undrain brings the site and its sessions back.
 func TestAdminDrainAndUndrain(t *testing.T) {
 	idc1, arrived, release := heldBackend(t, "idc1")
-	idc2, aws := nameBackend(t, "idc2"), nameBackend(t, "aws")
+	idc2, aws := proxytest.NameBackend(t, "idc2").URL, proxytest.NameBackend(t, "aws").URL
 	e := startAdmin(t, config(idc1, idc2, aws, "affinity: {header: X-Session-Id}\n"), true)
 
 	// Sessions pinned to each site.
@@ -602,7 +563,7 @@ func TestAdminDrainAndUndrain(t *testing.T) {
 		resp.Body.Close()
 		held <- fmt.Sprintf("%d %s", resp.StatusCode, b)
 	}()
-	await(t, arrived, "the held request at idc1")
+	proxytest.Receive(t, arrived, "the held request at idc1")
 
 	var site runtime.SiteState
 	e.must(t, http.MethodPost, "/api/v1/sites/idc1/drain", opsToken, "", &site)
@@ -628,10 +589,10 @@ func TestAdminDrainAndUndrain(t *testing.T) {
 	}
 
 	release <- struct{}{}
-	if got := await(t, held, "the held request's answer"); got != "200 idc1" {
+	if got := proxytest.Receive(t, held, "the held request's answer"); got != "200 idc1" {
 		t.Errorf("the request in flight at the drain got %q, want 200 idc1", got)
 	}
-	until(t, "idc1 in-flight 0", func() bool { return e.site(t, "idc1").Inflight == 0 })
+	proxytest.WaitFor(t, "idc1 in-flight 0", func() bool { return e.site(t, "idc1").Inflight == 0 })
 
 	e.must(t, http.MethodPost, "/api/v1/sites/idc1/undrain", ciToken, "", &site)
 	if site.Drained {
@@ -773,7 +734,7 @@ func TestAdminPersistWeight(t *testing.T) {
 	if site.Override == nil || site.Override.Weight != 4 || site.ConfiguredWeight != 4 {
 		t.Errorf("PUT with ramp answered %+v, want an override ramping to 4, configured 4", site)
 	}
-	until(t, "the persisted ramp to end and give way to the file", func() bool {
+	proxytest.WaitFor(t, "the persisted ramp to end and give way to the file", func() bool {
 		s := e.site(t, "aws")
 		return s.Weight == 4 && s.Override == nil
 	})
@@ -816,7 +777,7 @@ func TestAdminExplain(t *testing.T) {
 		Request proxy.RequestInfo `json:"request"`
 		Why     string            `json:"why"`
 	}
-	until(t, "the request to be kept", func() bool {
+	proxytest.WaitFor(t, "the request to be kept", func() bool {
 		status, _, raw := e.call(t, http.MethodGet, "/api/v1/explain?request_id=explain-me-1", "", "")
 		return status == http.StatusOK && json.Unmarshal([]byte(raw), &got) == nil
 	})
@@ -874,7 +835,7 @@ func TestAdminConcurrentChanges(t *testing.T) {
 		}()
 	}
 	for range 8 {
-		await(t, done, "a caller to finish")
+		proxytest.Receive(t, done, "a caller to finish")
 	}
 	if n := failed.Load(); n != 0 {
 		t.Errorf("%d of 40 concurrent changes failed", n)

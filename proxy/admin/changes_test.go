@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spillway/spillway/proxy/proxytest"
 	"github.com/spillway/spillway/proxy/runtime"
 	"go.uber.org/zap"
 )
@@ -73,7 +74,7 @@ func TestAdminReloadDryRun(t *testing.T) {
 	e.must(t, http.MethodPut, "/api/v1/sites/idc1/weight", opsToken, `{"weight": 8}`, nil)
 	// The operator edits the file: idc1's weight (hidden by the override), a backend more
 	// for aws, idc2 gone, a bigger queue.
-	d := nameBackend(t, "aws-2")
+	d := proxytest.NameBackend(t, "aws-2").URL
 	edited := strings.Replace(config(a, b, c, "spillover: {queue: {size: 50}}\n"), "weight: 5 ", "weight: 6 ", 1)
 	edited = strings.Replace(edited, fmt.Sprintf("  - {name: idc2, weight: 3, backends: [%q]}   # flow style\n", b), "", 1)
 	edited = strings.Replace(edited, fmt.Sprintf("      - %q\n", c), fmt.Sprintf("      - %q\n      - %q\n", c, d), 1)
