@@ -44,7 +44,7 @@ func TestAccessLogClientFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(tbl.Close)
-	rec := &tally{} // after al: a request it counted has its line
+	rec := &proxytest.Tally{} // after al: a request it counted has its line
 	h := proxy.NewHandler(tbl, nil, proxy.WithRecorders(al, rec))
 	_, plain := proxytest.ServeOn(t, cfg, h)
 	ca := newTestCA(t, "ca")
@@ -106,7 +106,7 @@ func TestAccessLogClientFields(t *testing.T) {
 		"tls12": send("tls12", 0, http.Header{"User-Agent": {"ua-tls12"}}),
 	}
 	// A client has its answer a moment before the proxy has recorded the request.
-	proxytest.WaitFor(t, "every request recorded", func() bool { return rec.n.Load() == int64(len(client)) })
+	proxytest.WaitFor(t, "every request recorded", func() bool { return rec.N.Load() == int64(len(client)) })
 	al.Close() // flushes
 	lines := byID(accessLines(t, out))
 	want := map[string]map[string]any{
@@ -179,13 +179,13 @@ func TestAccessLogReopen(t *testing.T) {
 	backend := proxytest.NameBackend(t, "idc1")
 	config := proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{backend.URL}}},
 		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out))
-	rec := &tally{}
+	rec := &proxytest.Tally{}
 	e := proxytest.StartReloader(t, config, runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
 	stop := driveGets(t, e, 4, rec)
 	moreRequests := func() {
 		t.Helper()
-		n := rec.n.Load()
-		proxytest.WaitFor(t, "more requests", func() bool { return rec.n.Load() >= n+20 })
+		n := rec.N.Load()
+		proxytest.WaitFor(t, "more requests", func() bool { return rec.N.Load() >= n+20 })
 	}
 	var rotated []string
 	for i := 1; i <= 5; i++ {
@@ -211,7 +211,7 @@ func TestAccessLogReopen(t *testing.T) {
 	}
 	moreRequests()
 	stop()
-	total := rec.n.Load()
+	total := rec.N.Load()
 	sum := 0
 	for _, p := range rotated {
 		n := len(accessLines(t, p))

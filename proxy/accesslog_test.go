@@ -22,11 +22,6 @@ import (
 	"github.com/spillway/spillway/proxy/runtime"
 )
 
-// tally is a Recorder that counts finished requests.
-type tally struct{ n atomic.Int64 }
-
-func (c *tally) Record(*proxy.RequestInfo) { c.n.Add(1) }
-
 // accessLines reads the JSON lines of an access log file.
 func accessLines(t *testing.T, path string) []map[string]any {
 	t.Helper()
@@ -98,7 +93,7 @@ func sendWithID(t *testing.T, e *proxytest.ReloaderEnv, path, id string) int {
 func TestAccessLog(t *testing.T) {
 	dir := t.TempDir()
 	first, second := filepath.Join(dir, "access.log"), filepath.Join(dir, "access2.log")
-	idc1 := newCapBackend(t, "idc1", true)
+	idc1 := proxytest.NewCapBackend(t, "idc1", true)
 	aws := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/err") {
 			http.Error(w, "boom", http.StatusInternalServerError)
@@ -106,27 +101,27 @@ func TestAccessLog(t *testing.T) {
 		}
 		io.WriteString(w, "aws")
 	})
-	rec := &tally{}
+	rec := &proxytest.Tally{}
 	spillCfg := fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: idc1, weight: 1, backends: [%q], max_inflight: 1}
   - {name: aws, weight: 0, backends: [%q], elastic: true}
 retries: {attempts: 1}
 access_log: {output: %q, sample_2xx: 1}
-`, idc1.url, aws.URL, first)
+`, idc1.URL, aws.URL, first)
 	e := proxytest.StartReloader(t, spillCfg, runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
 
 	// Every request is written: one held at idc1, one that spills to aws, one error.
 	held := make(chan int, 1)
 	go func() { held <- sendWithID(t, e, "/held", "req-held") }()
-	proxytest.Receive(t, idc1.arrived, "the request at idc1")
+	proxytest.Receive(t, idc1.Arrived, "the request at idc1")
 	if s := sendWithID(t, e, "/spilled", "req-spilled"); s != http.StatusOK {
 		t.Fatalf("spilled request: %d", s)
 	}
 	if s := sendWithID(t, e, "/err", "req-err"); s != http.StatusInternalServerError {
 		t.Fatalf("error request: %d", s)
 	}
-	idc1.release <- struct{}{}
+	idc1.Release <- struct{}{}
 	if s := proxytest.Receive(t, held, "the held answer"); s != http.StatusOK {
 		t.Fatalf("held request: %d", s)
 	}
@@ -147,7 +142,7 @@ access_log: {output: %q, sample_2xx: 1}
 	}
 	ids := byID(lines)
 	for id, want := range map[string]map[string]any{
-		"req-held":    {"method": "GET", "host": host, "path": "/held", "status": 200.0, "bytes": 4.0, "site": "idc1", "backend": idc1.url, "spill": "", "retries": 0.0},
+		"req-held":    {"method": "GET", "host": host, "path": "/held", "status": 200.0, "bytes": 4.0, "site": "idc1", "backend": idc1.URL, "spill": "", "retries": 0.0},
 		"req-spilled": {"method": "GET", "host": host, "path": "/spilled", "status": 200.0, "bytes": 3.0, "site": "aws", "backend": aws.URL, "spill": "saturated", "retries": 0.0},
 		"req-err":     {"path": "/err", "status": 500.0, "site": "aws", "spill": "saturated"},
 	} {
@@ -222,7 +217,7 @@ access_log: {output: %q, sample_2xx: %g}
 	for !slices.ContainsFunc(lines, func(l map[string]any) bool { return l["request_id"] == "err-last" }) {
 		lines = waitLines(t, second, len(lines)+1)
 	}
-	if got := rec.n.Load(); got != 16+n {
+	if got := rec.N.Load(); got != 16+n {
 		t.Errorf("%d requests recorded, want %d", got, 16+n)
 	}
 	sampled := len(lines) - 3
@@ -244,7 +239,7 @@ sites:
 access_log: {output: %q, sample_2xx: 1}
 `, backend.URL, output)
 	}
-	rec := &tally{}
+	rec := &proxytest.Tally{}
 	e := proxytest.StartReloader(t, config(outputs[0]), runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
 	stop := driveGets(t, e, 8, rec)
 	for i := range 100 {
@@ -252,11 +247,11 @@ access_log: {output: %q, sample_2xx: 1}
 		if err := e.R.Reload("test", false); err != nil {
 			t.Fatal(err)
 		}
-		n := rec.n.Load()
-		proxytest.WaitFor(t, "requests between reloads", func() bool { return rec.n.Load() >= n+2 })
+		n := rec.N.Load()
+		proxytest.WaitFor(t, "requests between reloads", func() bool { return rec.N.Load() >= n+2 })
 	}
 	stop()
-	total := rec.n.Load()
+	total := rec.N.Load()
 	// Close the Reloader's output by moving it elsewhere, which flushes and closes it.
 	e.Write(t, config(filepath.Join(dir, "c.log")))
 	if err := e.R.Reload("test", false); err != nil {
@@ -272,7 +267,7 @@ access_log: {output: %q, sample_2xx: 1}
 // until the returned stop is called. stop returns once every client has stopped and every
 // answered request has reached rec (a client has its answer a moment before the proxy
 // records the request).
-func driveGets(t *testing.T, e *proxytest.ReloaderEnv, n int, rec *tally) (stop func()) {
+func driveGets(t *testing.T, e *proxytest.ReloaderEnv, n int, rec *proxytest.Tally) (stop func()) {
 	t.Helper()
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -297,6 +292,6 @@ func driveGets(t *testing.T, e *proxytest.ReloaderEnv, n int, rec *tally) (stop 
 		t.Helper()
 		close(done)
 		wg.Wait()
-		proxytest.WaitFor(t, "every answered request recorded", func() bool { return rec.n.Load() >= answered.Load() })
+		proxytest.WaitFor(t, "every answered request recorded", func() bool { return rec.N.Load() >= answered.Load() })
 	}
 }

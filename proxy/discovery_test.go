@@ -30,12 +30,12 @@ func (e *env) runTable(t *testing.T) {
 // failure keeps the pool as it was.
 func TestDNSDiscoveryGrowsAndDrainsThePool(t *testing.T) {
 	dns := dnstest.Start(t)
-	idc := newCapBackend(t, "idc1", true)
-	aws := []*capBackend{newCapBackend(t, "aws", true), newCapBackend(t, "aws", true), newCapBackend(t, "aws", true)}
+	idc := proxytest.NewCapBackend(t, "idc1", true)
+	aws := []*proxytest.CapBackend{proxytest.NewCapBackend(t, "aws", true), proxytest.NewCapBackend(t, "aws", true), proxytest.NewCapBackend(t, "aws", true)}
 	const srvName = "_app._tcp.aws.spillway.test."
 	records := make([]dnstest.SRV, len(aws))
 	for i, b := range aws {
-		u, _ := url.Parse(b.url)
+		u, _ := url.Parse(b.URL)
 		port, _ := strconv.Atoi(u.Port())
 		host := fmt.Sprintf("b%d.aws.spillway.test.", i)
 		dns.SetA(host, "127.0.0.1")
@@ -52,7 +52,7 @@ sites:
     discovery: {dns: %q, resolver: %q, interval: 20ms}
 spillover: {queue: {size: 0, timeout: 1s}}
 retries: {attempts: 1}
-`, idc.url, srvName, dns.Addr))
+`, idc.URL, srvName, dns.Addr))
 	e.runTable(t)
 	awsLimit := func() int64 { return e.table.Status()[1].Limit }
 	proxytest.WaitFor(t, "the first member", func() bool { return awsLimit() == 2 })
@@ -74,9 +74,9 @@ retries: {attempts: 1}
 	for range 3 {
 		send()
 	}
-	proxytest.Receive(t, idc.arrived, "idc1's request")
-	proxytest.Receive(t, aws[0].arrived, "aws b0's first")
-	proxytest.Receive(t, aws[0].arrived, "aws b0's second")
+	proxytest.Receive(t, idc.Arrived, "idc1's request")
+	proxytest.Receive(t, aws[0].Arrived, "aws b0's first")
+	proxytest.Receive(t, aws[0].Arrived, "aws b0's second")
 	send()
 	if s := proxytest.Receive(t, statuses, "the shed request"); s != http.StatusServiceUnavailable {
 		t.Fatalf("status %d with every slot taken and no queue, want 503", s)
@@ -92,8 +92,8 @@ retries: {attempts: 1}
 		send()
 	}
 	for _, b := range aws[1:] {
-		proxytest.Receive(t, b.arrived, "a request at a new member")
-		proxytest.Receive(t, b.arrived, "a request at a new member")
+		proxytest.Receive(t, b.Arrived, "a request at a new member")
+		proxytest.Receive(t, b.Arrived, "a request at a new member")
 	}
 	if n := e.reg.Sheds()[balancer.ShedQueueFull]; n != 1 {
 		t.Fatalf("sheds %d after the pool grew, want still 1", n)
@@ -102,15 +102,15 @@ retries: {attempts: 1}
 	// b0 leaves DNS with two requests in flight: they finish; it gets nothing new.
 	dns.SetSRV(srvName, records[1:]...)
 	proxytest.WaitFor(t, "b0 to leave", func() bool { return awsLimit() == 4 })
-	aws[0].release <- struct{}{}
-	aws[0].release <- struct{}{}
+	aws[0].Release <- struct{}{}
+	aws[0].Release <- struct{}{}
 	for range 2 {
 		if s := proxytest.Receive(t, statuses, "a draining member's answer"); s != http.StatusOK {
 			t.Fatalf("a request on a member that left DNS got %d, want 200 (drain, not cut)", s)
 		}
 	}
 	for _, b := range aws[1:] {
-		b.release <- struct{}{}
+		b.Release <- struct{}{}
 	}
 	for range 2 {
 		if s := proxytest.Receive(t, statuses, "an answer"); s != http.StatusOK {
@@ -121,9 +121,9 @@ retries: {attempts: 1}
 	send() // b1 and b2 each have one free slot now, b0 is gone
 	for range 2 {
 		select {
-		case <-aws[1].arrived:
-		case <-aws[2].arrived:
-		case <-aws[0].arrived:
+		case <-aws[1].Arrived:
+		case <-aws[2].Arrived:
+		case <-aws[0].Arrived:
 			t.Fatal("a member that left DNS got a new request")
 		case <-time.After(proxytest.Liveness):
 			t.Fatal("timed out waiting for the requests to reach b1 and b2")
@@ -140,9 +140,9 @@ retries: {attempts: 1}
 	}
 	proxytest.WaitFor(t, "the failures to be counted", func() bool { return e.reg.Site("aws").DiscoveryFailures().Load() > 0 })
 
-	for _, b := range append([]*capBackend{idc}, aws...) {
+	for _, b := range append([]*proxytest.CapBackend{idc}, aws...) {
 		for range 5 {
-			b.release <- struct{}{}
+			b.Release <- struct{}{}
 		}
 	}
 	for range 3 {
@@ -150,8 +150,8 @@ retries: {attempts: 1}
 			t.Errorf("status %d", s)
 		}
 	}
-	for _, b := range append([]*capBackend{idc}, aws...) {
-		close(b.arrived)
+	for _, b := range append([]*proxytest.CapBackend{idc}, aws...) {
+		close(b.Arrived)
 	}
 	e.checkIdle(t)
 }

@@ -16,51 +16,12 @@ import (
 	"github.com/spillway/spillway/proxy/proxytest"
 )
 
-// capBackend is a capacity-limited scripted backend: it records its highest concurrency and
-// holds each request until the test releases it (one token per request) or the request
-// ends. Every answer names the site.
-type capBackend struct {
-	site     string
-	url      string
-	cur, max atomic.Int64
-	served   atomic.Int64
-	arrived  chan string   // the path of each request as it arrives
-	release  chan struct{} // one token releases one held request
-	hold     bool
-}
-
-func newCapBackend(t *testing.T, site string, hold bool) *capBackend {
-	b := &capBackend{site: site, arrived: make(chan string, 1000), release: make(chan struct{}, 1000), hold: hold}
-	stop := make(chan struct{})
-	srv := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		n := b.cur.Add(1)
-		defer b.cur.Add(-1)
-		for m := b.max.Load(); n > m && !b.max.CompareAndSwap(m, n); m = b.max.Load() {
-		}
-		b.arrived <- r.URL.Path
-		if b.hold {
-			select {
-			case <-b.release:
-			case <-stop:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		b.served.Add(1)
-		w.Header().Set("X-Site", b.site)
-		io.WriteString(w, b.site)
-	})
-	b.url = srv.URL
-	t.Cleanup(func() { close(stop) }) // runs before srv.Close, registered after it
-	return b
-}
-
 // spillConfig is a 5:3:2 config with per-backend limits; aws is elastic.
-func spillConfig(idc1, idc2, aws []*capBackend, idcLimit, awsLimit int, extra string) string {
-	urls := func(bs []*capBackend) string {
+func spillConfig(idc1, idc2, aws []*proxytest.CapBackend, idcLimit, awsLimit int, extra string) string {
+	urls := func(bs []*proxytest.CapBackend) string {
 		var s []string
 		for _, b := range bs {
-			s = append(s, fmt.Sprintf("%q", b.url))
+			s = append(s, fmt.Sprintf("%q", b.URL))
 		}
 		return "[" + strings.Join(s, ", ") + "]"
 	}
@@ -76,9 +37,9 @@ retries: {attempts: 1}
 // Under overload no IDC backend exceeds its max_inflight, the excess lands on the elastic
 // AWS pool, and nothing is refused while capacity remains.
 func TestOverloadSpillsExcessToAWS(t *testing.T) {
-	idc1 := []*capBackend{newCapBackend(t, "idc1", true), newCapBackend(t, "idc1", true)}
-	idc2 := []*capBackend{newCapBackend(t, "idc2", true)}
-	aws := []*capBackend{newCapBackend(t, "aws", true), newCapBackend(t, "aws", true)}
+	idc1 := []*proxytest.CapBackend{proxytest.NewCapBackend(t, "idc1", true), proxytest.NewCapBackend(t, "idc1", true)}
+	idc2 := []*proxytest.CapBackend{proxytest.NewCapBackend(t, "idc2", true)}
+	aws := []*proxytest.CapBackend{proxytest.NewCapBackend(t, "aws", true), proxytest.NewCapBackend(t, "aws", true)}
 	e := startProxy(t, spillConfig(idc1, idc2, aws, 2, 20, ""))
 
 	// 30 requests at once: by the split 15 prefer idc1, 9 idc2, 6 aws. idc1 holds 4, idc2
@@ -97,12 +58,12 @@ func TestOverloadSpillsExcessToAWS(t *testing.T) {
 			statuses <- resp.StatusCode
 		}()
 	}
-	all := append(append(append([]*capBackend{}, idc1...), idc2...), aws...)
+	all := append(append(append([]*proxytest.CapBackend{}, idc1...), idc2...), aws...)
 	arrivals := make(chan string, n)
 	for _, b := range all {
 		go func() {
-			for range b.arrived {
-				arrivals <- b.site
+			for range b.Arrived {
+				arrivals <- b.Site
 			}
 		}()
 	}
@@ -128,7 +89,7 @@ func TestOverloadSpillsExcessToAWS(t *testing.T) {
 	}
 	for _, b := range all {
 		for range n {
-			b.release <- struct{}{}
+			b.Release <- struct{}{}
 		}
 	}
 	for range n {
@@ -137,12 +98,12 @@ func TestOverloadSpillsExcessToAWS(t *testing.T) {
 		}
 	}
 	for _, b := range append(idc1, idc2...) {
-		if m := b.max.Load(); m > 2 {
-			t.Errorf("%s backend reached %d concurrent requests, above max_inflight 2", b.site, m)
+		if m := b.Max.Load(); m > 2 {
+			t.Errorf("%s backend reached %d concurrent requests, above max_inflight 2", b.Site, m)
 		}
 	}
 	for _, b := range all {
-		close(b.arrived)
+		close(b.Arrived)
 	}
 	e.checkIdle(t)
 }
@@ -150,9 +111,9 @@ func TestOverloadSpillsExcessToAWS(t *testing.T) {
 // Beyond total capacity requests queue, a freed slot goes to the oldest waiter, and when the
 // queue is full or the wait too long the client gets 503 with Retry-After.
 func TestBeyondCapacityQueuesThenSheds(t *testing.T) {
-	idc1 := []*capBackend{newCapBackend(t, "idc1", true)}
-	idc2 := []*capBackend{newCapBackend(t, "idc2", true)}
-	aws := []*capBackend{newCapBackend(t, "aws", true)}
+	idc1 := []*proxytest.CapBackend{proxytest.NewCapBackend(t, "idc1", true)}
+	idc2 := []*proxytest.CapBackend{proxytest.NewCapBackend(t, "idc2", true)}
+	aws := []*proxytest.CapBackend{proxytest.NewCapBackend(t, "aws", true)}
 	// 2s: the queue counts as congested (newest first) only after standing 200 ms, far
 	// longer than the steps below take, so the oldest waiter gets the freed slot.
 	e := startProxy(t, spillConfig(idc1, idc2, aws, 1, 1, "spillover: {queue: {size: 2, timeout: 2s}}\n"))
@@ -178,9 +139,9 @@ func TestBeyondCapacityQueuesThenSheds(t *testing.T) {
 		}()
 	}
 	arrived := make(chan string, 10)
-	for _, b := range []*capBackend{idc1[0], idc2[0], aws[0]} {
+	for _, b := range []*proxytest.CapBackend{idc1[0], idc2[0], aws[0]} {
 		go func() {
-			for p := range b.arrived {
+			for p := range b.Arrived {
 				arrived <- p
 			}
 		}()
@@ -213,7 +174,7 @@ func TestBeyondCapacityQueuesThenSheds(t *testing.T) {
 		t.Fatalf("answer %+v, want /full: 503 with Retry-After", a)
 	}
 	// One slot frees: the oldest waiter, q1, takes it.
-	idc1[0].release <- struct{}{}
+	idc1[0].Release <- struct{}{}
 	if a := proxytest.Receive(t, answers, "the held request's answer"); a.status != http.StatusOK {
 		t.Fatalf("held request: %+v", a)
 	}
@@ -229,9 +190,9 @@ func TestBeyondCapacityQueuesThenSheds(t *testing.T) {
 	if sheds[balancer.ShedQueueFull] != 1 || sheds[balancer.ShedQueueTimeout] != 1 {
 		t.Errorf("sheds %v, want one queue_full and one queue_timeout", sheds)
 	}
-	for _, b := range []*capBackend{idc1[0], idc2[0], aws[0]} {
+	for _, b := range []*proxytest.CapBackend{idc1[0], idc2[0], aws[0]} {
 		for range 5 {
-			b.release <- struct{}{}
+			b.Release <- struct{}{}
 		}
 	}
 	for range 3 {
@@ -239,8 +200,8 @@ func TestBeyondCapacityQueuesThenSheds(t *testing.T) {
 			t.Errorf("answer %+v, want 200", a)
 		}
 	}
-	for _, b := range []*capBackend{idc1[0], idc2[0], aws[0]} {
-		close(b.arrived)
+	for _, b := range []*proxytest.CapBackend{idc1[0], idc2[0], aws[0]} {
+		close(b.Arrived)
 	}
 	e.checkIdle(t)
 	if n := e.reg.QueueLen(); n != 0 {
@@ -250,11 +211,11 @@ func TestBeyondCapacityQueuesThenSheds(t *testing.T) {
 
 // A client that goes away while queued leaves the queue at once.
 func TestQueuedClientThatLeavesFreesItsPlace(t *testing.T) {
-	b := newCapBackend(t, "idc1", true)
+	b := proxytest.NewCapBackend(t, "idc1", true)
 	e := startProxy(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites: [{name: idc1, weight: 1, backends: [%q], max_inflight: 1}]
 spillover: {queue: {size: 5, timeout: 30s}}
-`, b.url))
+`, b.URL))
 	done := make(chan int, 2)
 	go func() {
 		resp, err := e.client.Get(e.url + "/held")
@@ -263,7 +224,7 @@ spillover: {queue: {size: 5, timeout: 30s}}
 			done <- resp.StatusCode
 		}
 	}()
-	proxytest.Receive(t, b.arrived, "the held request")
+	proxytest.Receive(t, b.Arrived, "the held request")
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url+"/queued", nil)
 	go func() {
@@ -288,11 +249,11 @@ spillover: {queue: {size: 5, timeout: 30s}}
 	if n := e.reg.Sheds()[balancer.ShedClientGone]; n != 1 {
 		t.Errorf("client_gone sheds %d, want 1", n)
 	}
-	b.release <- struct{}{}
+	b.Release <- struct{}{}
 	if s := proxytest.Receive(t, done, "the held request"); s != http.StatusOK {
 		t.Errorf("held request %d", s)
 	}
-	close(b.arrived)
+	close(b.Arrived)
 	e.checkIdle(t)
 }
 

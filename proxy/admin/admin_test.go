@@ -6,7 +6,6 @@ package admin_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -53,25 +52,13 @@ type adminEnv struct {
 // before calling it, so that they close after the proxy.
 func startAdmin(t *testing.T, yaml string, openReads bool) *adminEnv {
 	t.Helper()
-	e := &adminEnv{path: filepath.Join(t.TempDir(), "spillway.yaml"), reg: prometheus.NewRegistry()}
-	if err := os.WriteFile(e.path, []byte(yaml), 0o640); err != nil {
-		t.Fatal(err)
-	}
+	e := &adminEnv{reg: prometheus.NewRegistry()}
 	core, audit := observer.New(zapcore.InfoLevel)
 	e.audit = audit
 	recent := telemetry.NewRecent(64)
-	e.r = runtime.NewReloader(runtime.ReloaderOptions{Path: e.path, Audit: zap.New(core),
+	rl := proxytest.StartReloader(t, yaml, runtime.ReloaderOptions{Audit: zap.New(core),
 		Recorders: []proxy.Recorder{recent}, Metrics: e.reg})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := e.r.Start(ctx); err != nil {
-		cancel()
-		e.r.Close()
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { cancel(); e.r.Close() })
-
-	_, addr := proxytest.ServeOn(t, e.r.Config(), e.r.Handler())
-	e.proxy = "http://" + addr
+	e.r, e.path, e.proxy = rl.R, rl.Path, rl.URL
 
 	api := httptest.NewServer(admin.New(admin.Options{Control: e.r,
 		Tokens:    admin.Tokens{"ops": opsToken, "ci": ciToken},

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -84,4 +85,46 @@ func RefusedURL(t testing.TB) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return "http://" + addr
+}
+
+// CapBackend is a capacity-limited scripted backend: it records its highest concurrency and,
+// if Hold, holds each request until the test releases it (one token on Release per request)
+// or the request ends. Every answer names the site, in the body and in X-Site.
+type CapBackend struct {
+	Site     string
+	URL      string
+	Cur, Max atomic.Int64  // requests in the handler now, and the most at once
+	Served   atomic.Int64  // requests answered
+	Arrived  chan string   // the path of each request as it arrives
+	Release  chan struct{} // one token releases one held request
+	Hold     bool
+}
+
+// NewCapBackend starts a CapBackend answering site. Held requests are let go at cleanup,
+// before the server closes.
+func NewCapBackend(t testing.TB, site string, hold bool) *CapBackend {
+	t.Helper()
+	b := &CapBackend{Site: site, Arrived: make(chan string, 1000), Release: make(chan struct{}, 1000), Hold: hold}
+	stop := make(chan struct{})
+	srv := NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		n := b.Cur.Add(1)
+		defer b.Cur.Add(-1)
+		for m := b.Max.Load(); n > m && !b.Max.CompareAndSwap(m, n); m = b.Max.Load() {
+		}
+		b.Arrived <- r.URL.Path
+		if b.Hold {
+			select {
+			case <-b.Release:
+			case <-stop:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		b.Served.Add(1)
+		w.Header().Set("X-Site", b.Site)
+		io.WriteString(w, b.Site)
+	})
+	b.URL = srv.URL
+	t.Cleanup(func() { close(stop) }) // runs before srv.Close, registered after it
+	return b
 }

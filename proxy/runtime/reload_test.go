@@ -1,4 +1,4 @@
-package proxy_test
+package runtime_test
 
 // Tests of the Reloader (issue 5): reloads by call and by file watch, refusal of a bad
 // config with every problem, zero failed requests during reloads under load, and the state
@@ -264,7 +264,7 @@ func TestReloadKeepsSplitPosition(t *testing.T) {
 // A request in flight across a reload stays counted (site and backend) and finishes; a
 // backend's active health survives (a fresh start would have it down again).
 func TestReloadKeepsInflightAndHealth(t *testing.T) {
-	held := newCapBackend(t, "idc1", true)
+	held := proxytest.NewCapBackend(t, "idc1", true)
 	var probes atomic.Int64
 	spare := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" {
@@ -282,7 +282,7 @@ sites:
     backends: [%q]
     health: {path: /healthz, interval: 1s, rise: 1, fall: 3, initial: down}
 retries: {attempts: 1}
-%s`, held.url, spare.URL, extra)
+%s`, held.URL, spare.URL, extra)
 	}
 	e := proxytest.StartReloader(t, config(""), runtime.ReloaderOptions{})
 	proxytest.WaitFor(t, "aws's backend to come up (initial: down, rise 1)", func() bool {
@@ -294,7 +294,7 @@ retries: {attempts: 1}
 		status, body, err := e.Send(http.MethodGet, "/held", nil)
 		answer <- fmt.Sprintf("%d %s %v", status, body, err)
 	}()
-	proxytest.Receive(t, held.arrived, "the request to reach idc1")
+	proxytest.Receive(t, held.Arrived, "the request to reach idc1")
 	before := e.Site(t, "idc1")
 	if before.Inflight != 1 || before.Backends[0].Inflight != 1 {
 		t.Fatalf("before reload: idc1 in-flight %d, backend %d; want 1, 1", before.Inflight, before.Backends[0].Inflight)
@@ -311,7 +311,7 @@ retries: {attempts: 1}
 	if aws := e.Site(t, "aws"); !aws.Backends[0].Up || !aws.Backends[0].Healthy {
 		t.Errorf("after reload aws's backend is %+v; its health (up) must survive the reload", aws.Backends[0])
 	}
-	held.release <- struct{}{}
+	held.Release <- struct{}{}
 	if got := proxytest.Receive(t, answer, "the held request's answer"); got != "200 idc1 <nil>" {
 		t.Errorf("the request in flight across the reload got %q, want 200 idc1", got)
 	}
@@ -789,7 +789,7 @@ retries: {attempts: 1}
 // A drained site takes no new requests, not even spillover: with the preferred site full
 // and the elastic site drained, a request is shed; undrained, the elastic site takes it.
 func TestDrainedSiteTakesNoSpillover(t *testing.T) {
-	idc1 := newCapBackend(t, "idc1", true)
+	idc1 := proxytest.NewCapBackend(t, "idc1", true)
 	aws := proxytest.NameBackend(t, "aws")
 	e := proxytest.StartReloader(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
@@ -797,7 +797,7 @@ sites:
   - {name: aws, weight: 0, backends: [%q], elastic: true}
 spillover: {queue: {size: 0, timeout: 1s}}
 retries: {attempts: 1}
-`, idc1.url, aws.URL), runtime.ReloaderOptions{})
+`, idc1.URL, aws.URL), runtime.ReloaderOptions{})
 	if err := e.R.SetDrained("aws", true, "ops"); err != nil {
 		t.Fatal(err)
 	}
@@ -806,7 +806,7 @@ retries: {attempts: 1}
 		status, _, _ := e.Send(http.MethodGet, "/held", nil)
 		held <- status
 	}()
-	proxytest.Receive(t, idc1.arrived, "the request at idc1")
+	proxytest.Receive(t, idc1.Arrived, "the request at idc1")
 	if status, body, err := e.Send(http.MethodGet, "/excess", nil); err != nil || status != http.StatusServiceUnavailable {
 		t.Errorf("excess request with aws drained: %d %q %v, want 503 (no spillover to a drained site)", status, body, err)
 	}
@@ -816,7 +816,7 @@ retries: {attempts: 1}
 	if body := e.MustGet(t, "/excess"); body != "aws" {
 		t.Errorf("excess request with aws undrained went to %q, want aws", body)
 	}
-	idc1.release <- struct{}{}
+	idc1.Release <- struct{}{}
 	if s := proxytest.Receive(t, held, "the held answer"); s != http.StatusOK {
 		t.Errorf("held request: %d", s)
 	}
@@ -827,13 +827,13 @@ func TestStateShowsLiveShareAgainstTarget(t *testing.T) {
 	a, b, c := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2"), proxytest.NameBackend(t, "aws")
 	var offset atomic.Int64 // the clock runs ahead by this, to read the share at once
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	rec := &tally{}
+	rec := &proxytest.Tally{}
 	e := proxytest.StartReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""),
 		runtime.ReloaderOptions{Now: now, Recorders: []proxy.Recorder{rec}})
 	for range 100 {
 		e.MustGet(t, "/")
 	}
-	proxytest.WaitFor(t, "100 requests recorded", func() bool { return rec.n.Load() == 100 })
+	proxytest.WaitFor(t, "100 requests recorded", func() bool { return rec.N.Load() == 100 })
 	offset.Store(int64(2 * time.Second))
 	st := e.R.State()
 	for i, want := range []float64{0.5, 0.3, 0.2} {

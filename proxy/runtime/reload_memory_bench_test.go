@@ -1,4 +1,4 @@
-package proxy_test
+package runtime_test
 
 import (
 	"bufio"
@@ -25,7 +25,7 @@ import (
 // monitors. It reports resident and heap growth per 100 reloads over that window; the
 // test TestReloadsLeaveOldTablesCollectable pins the cause (old Tables collected).
 //
-//	go test -run '^$' -bench ReloadMemory -benchtime 1x ./proxy/
+//	go test -run '^$' -bench ReloadMemory -benchtime 1x ./proxy/runtime/
 func BenchmarkReloadMemory(b *testing.B) {
 	const warm, last = 200, 1200
 	backends := make([]string, 6)

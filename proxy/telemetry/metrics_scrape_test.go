@@ -1,4 +1,4 @@
-package proxy_test
+package telemetry_test
 
 // Tests of the metrics (issue 5): on an injected registry, scraped through promhttp after
 // real traffic, every metric of DESIGN.md exists with the values the traffic implies, and
@@ -172,8 +172,8 @@ func checkLabels(t *testing.T, samples []promSample, absent ...string) {
 // After traffic that fills a site, spills, sheds and holds requests in flight, every metric
 // of DESIGN.md is on the injected registry with the values that traffic implies.
 func TestMetricsAfterTraffic(t *testing.T) {
-	idc1 := newCapBackend(t, "idc1", true)
-	aws := newCapBackend(t, "aws", true)
+	idc1 := proxytest.NewCapBackend(t, "idc1", true)
+	aws := proxytest.NewCapBackend(t, "aws", true)
 	down := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
@@ -191,7 +191,7 @@ sites:
     health: {path: /healthz, interval: 20ms, timeout: 20ms, fall: 1, rise: 1}
 spillover: {queue: {size: 0, timeout: 1s}}
 retries: {attempts: 1}
-`, idc1.url, aws.url, down.URL)
+`, idc1.URL, aws.URL, down.URL)
 	e := proxytest.StartReloaderMetrics(t, config, runtime.ReloaderOptions{Now: now}, reg)
 	proxytest.WaitFor(t, "idc2's backend to go down", func() bool { return !e.Site(t, "idc2").Backends[0].Up })
 
@@ -203,9 +203,9 @@ retries: {attempts: 1}
 		}()
 	}
 	get("/accounts/1")
-	proxytest.Receive(t, idc1.arrived, "the first request at idc1")
+	proxytest.Receive(t, idc1.Arrived, "the first request at idc1")
 	get("/accounts/2")
-	proxytest.Receive(t, aws.arrived, "the second request to spill to aws")
+	proxytest.Receive(t, aws.Arrived, "the second request to spill to aws")
 	status, _, err := e.Send(http.MethodGet, "/accounts/3", nil)
 	if err != nil || status != http.StatusServiceUnavailable {
 		t.Fatalf("third request: %d %v, want 503 (no slot, no queue)", status, err)
@@ -224,13 +224,13 @@ retries: {attempts: 1}
 	wantMetric(t, s, 1, "spillway_spillover_total", "from", "idc1", "to", "aws", "reason", "saturated")
 	wantMetric(t, s, 1, "spillway_shed_total", "reason", "queue_full")
 	wantMetric(t, s, 1, "spillway_requests_total", "site", "none", "code", "503")
-	wantMetric(t, s, 1, "spillway_backend_up", "site", "idc1", "backend", idc1.url)
-	wantMetric(t, s, 1, "spillway_backend_up", "site", "aws", "backend", aws.url)
+	wantMetric(t, s, 1, "spillway_backend_up", "site", "idc1", "backend", idc1.URL)
+	wantMetric(t, s, 1, "spillway_backend_up", "site", "aws", "backend", aws.URL)
 	wantMetric(t, s, 0, "spillway_backend_up", "site", "idc2", "backend", down.URL)
 	wantMetric(t, s, 0, "spillway_queue_waiting")
 
-	idc1.release <- struct{}{}
-	aws.release <- struct{}{}
+	idc1.Release <- struct{}{}
+	aws.Release <- struct{}{}
 	for range 2 {
 		if got := proxytest.Receive(t, answers, "a held request's answer"); !strings.HasPrefix(got, "200 ") {
 			t.Errorf("held request answered %q, want 200", got)

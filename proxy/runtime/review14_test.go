@@ -1,4 +1,4 @@
-package proxy_test
+package runtime_test
 
 // Review of issue 14 at the Reloader: restarts of a persisted ramp, the file watch's
 // refusals, a change the store cannot keep, hostile values in audit entries.

@@ -1,4 +1,4 @@
-package proxy_test
+package telemetry_test
 
 import (
 	"net/http"

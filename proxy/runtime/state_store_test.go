@@ -1,4 +1,4 @@
-package proxy_test
+package runtime_test
 
 // Issue 14: operator state that lasts and is audited, at the Reloader.
 
