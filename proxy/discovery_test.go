@@ -4,9 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,4 +159,70 @@ retries: {attempts: 1}
 		close(b.Arrived)
 	}
 	e.checkIdle(t)
+}
+
+// R5: every discovery update stops all of the site's health checks and starts new ones
+// (SetMembers), so rise/fall counters restart from zero. A pool whose member list changes
+// more often than fall × interval (autoscaling churn, a DNS answer that returns a rotating
+// subset) never marks a dead member down: it keeps getting traffic.
+func TestDiscoveryChurnKeepsHealthChecks(t *testing.T) {
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer live.Close()
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer other.Close()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close() // connection refused from now on
+	dir := t.TempDir()
+	path := filepath.Join(dir, "targets.txt")
+	write := func(members ...string) {
+		tmp := filepath.Join(dir, "tmp")
+		os.WriteFile(tmp, []byte(strings.Join(members, "\n")+"\n"), 0o644)
+		os.Rename(tmp, path)
+	}
+	host := func(u string) string { return strings.TrimPrefix(u, "http://") }
+	write(host(live.URL), dead)
+	e := startProxy(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
+sites:
+  - name: aws
+    weight: 1
+    elastic: true
+    max_inflight: 10
+    discovery: {file: %q, interval: 10s}
+    health: {path: /, interval: 200ms, timeout: 50ms, fall: 3, rise: 1}
+`, path))
+	e.runTable(t)
+	deadID := balancer.BackendID{Site: "aws", Addr: "http://" + dead}
+	isDown := func() bool { b, ok := e.reg.Lookup(deadID); return ok && !b.Healthy() }
+	// Churn: a third member comes and goes every 150ms, faster than fall × interval. The
+	// dead member must still go down while it goes on (bounded by proxytest.Liveness): restarting
+	// every member's checks on each change would keep resetting its count of failures.
+	deadline := time.Now().Add(proxytest.Liveness)
+	for i := 0; !isDown(); i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("dead member still up after %v of membership churn (fall 3 × 200ms)", proxytest.Liveness)
+		}
+		if i%2 == 0 {
+			write(host(live.URL), dead, host(other.URL))
+		} else {
+			write(host(live.URL), dead)
+		}
+		time.Sleep(150 * time.Millisecond) // the churn's pace, not a synchronisation
+	}
+}
+
+func TestDiscoveredPoolRampsAtStartup(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer be.Close()
+	path := filepath.Join(t.TempDir(), "targets.txt")
+	os.WriteFile(path, []byte(strings.TrimPrefix(be.URL, "http://")+"\n"), 0o644)
+	e := startProxy(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
+sites:
+  - {name: aws, weight: 1, elastic: true, max_inflight: 100, slow_start: 1m, discovery: {file: %q, interval: 10s}}
+`, path))
+	e.runTable(t)
+	proxytest.WaitFor(t, "first member", func() bool { return len(e.table.Status()[0].Backends) == 1 })
+	if b := e.table.Status()[0].Backends[0]; b.Limit != 100 {
+		t.Errorf("first config's discovered member at startup: limit %d ramp %.2f, want 100", b.Limit, b.Ramp)
+	}
 }

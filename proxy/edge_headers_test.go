@@ -231,3 +231,26 @@ func TestEdgeHeadersConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestUnderscoreTrailerIsDropped: headers.underscores (default drop) removes request header
+// names with "_", because CGI-style backends read X_Forwarded_For as X-Forwarded-For. A
+// chunked request can carry the same field as a trailer: the edge accepts the name (a
+// token), net/http collects it into Request.Trailer, and the forwarder shares that map with
+// the backend request, so the field reaches the backend untouched.
+func TestUnderscoreTrailerIsDropped(t *testing.T) {
+	got := make(chan http.Header, 1)
+	b := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		got <- r.Trailer.Clone()
+	})
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
+	resp, _ := rawExchange(t, e.addr, "POST /pay HTTP/1.1\r\nHost: bank.example\r\nTransfer-Encoding: chunked\r\n"+
+		"Trailer: X_Forwarded_For\r\nConnection: close\r\n\r\n2\r\nhi\r\n0\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if tr := proxytest.Receive(t, got, "the backend's trailers"); len(tr) > 0 {
+		t.Errorf("the backend received trailers %v: a \"_\" name that headers.underscores: drop removes from the head", tr)
+	}
+	e.checkIdle(t)
+}

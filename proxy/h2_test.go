@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -341,4 +342,71 @@ func waitH2HandlersDone(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// h2RefusingBackend is an HTTP/2 (h2c) backend written with the frame layer: it refuses the
+// first stream it is sent with RST_STREAM REFUSED_STREAM (RFC 9113 section 8.7: the request
+// was not processed, so any client may retry it) and answers every later one 200 "ok". It
+// returns its URL and the number of streams it answered.
+func h2RefusingBackend(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	var answered atomic.Int32
+	var refused atomic.Bool
+	addr := serveConns(t, func(c net.Conn) {
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings()
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					fr.WritePing(true, f.Data)
+				}
+			case *http2.HeadersFrame:
+				id := f.StreamID
+				if refused.CompareAndSwap(false, true) {
+					fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
+					continue
+				}
+				hb.Reset()
+				enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "2"})
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true})
+				fr.WriteData(id, true, []byte("ok"))
+				answered.Add(1)
+			}
+		}
+	})
+	return "http://" + addr, &answered
+}
+
+// TestH2RefusedStreamIsRetried: fenceTransportReplay now gives every GET, HEAD,
+// OPTIONS and TRACE a non-nil empty body so that net/http's Transport never resends it.
+// To an HTTP/2 site this also turns off the Transport's retry of a stream the backend
+// refused (REFUSED_STREAM, or streams above a GOAWAY's last stream ID: what a backend
+// sends on every graceful restart), which RFC 9113 guarantees was never processed, and
+// which the Transport used to retry at once. With retries.attempts 1 (or once the retry
+// budget is spent, as in a rolling deploy) such GETs now fail with 502.
+func TestH2RefusedStreamIsRetried(t *testing.T) {
+	url, answered := h2RefusingBackend(t)
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{url}}}, "")+"    protocol: h2\nretries: {attempts: 1}\n")
+	status, body := e.get(t, "/balance")
+	if status != http.StatusOK || body != "ok" {
+		t.Errorf("GET to an h2 backend that refused the stream (never processed it): %d %q, want 200 \"ok\" (answered %d)",
+			status, body, answered.Load())
+	}
+	e.checkIdle(t)
 }

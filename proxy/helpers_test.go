@@ -203,3 +203,72 @@ func rawRoundTrip(t *testing.T, addr, req string) (*http.Response, string, error
 	body, err := io.ReadAll(resp.Body)
 	return resp, string(body), err
 }
+
+// rawBackend is a backend written against the socket: serve handles each request read
+// from a connection, writing its answer on w itself. It records the connection of each
+// request. Everything it starts ends at cleanup.
+func rawBackend(t *testing.T, serve func(w io.Writer, r *http.Request)) (url string, conns func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	var seen []string
+	addr := serveConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			seen = append(seen, r.URL.Path+" on "+c.RemoteAddr().String())
+			mu.Unlock()
+			serve(c, r)
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				return
+			}
+		}
+	})
+	return "http://" + addr, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), seen...)
+	}
+}
+
+// serveConns listens on 127.0.0.1 and runs handle on each connection accepted (which it
+// closes after) until the test ends; then it closes the listener and every connection and
+// waits for every handle to return. It returns the listener's address.
+func serveConns(t *testing.T, handle func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var open []net.Conn
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			open = append(open, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}

@@ -104,7 +104,7 @@ func FuzzEdgeFraming(f *testing.F) {
 	})
 }
 
-// From the review of the edge work (proxy's review_test.go): the comment describes the bug
+// From the review of the edge work (issue 11): the comment describes the bug
 // the test caught, as it was.
 
 // countingConn is a net.Conn whose reads come from r, counted.

@@ -25,7 +25,7 @@ import (
 // t.sites[ex.lease.SiteIndex] (proxy/handler.go) reads another Table's site (or, when the
 // new config has more sites, panics with index out of range). proxy/admit.go maps a first
 // try's lease back to its Table; nothing does that for AdmitRetry.
-func TestReview13QueuedRetryAcrossReloadUsesTheOldTablesSiteIndexes(t *testing.T) {
+func TestQueuedRetryAcrossReloadForwardsThroughItsOwnTable(t *testing.T) {
 	g := newGate(t)
 	held := make(chan struct{}, 1)
 	busy := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -106,7 +106,7 @@ func (c *concBackend) handler(name string) http.HandlerFunc {
 // Review 13, storm (passes; kept as a guard): requests queue while reloads reorder the
 // sites. Every request must be answered by a backend, no backend may ever hold more than its
 // max_inflight, and every in-flight count returns to zero. Run with -race.
-func TestReview13ReloadStormWithQueuedRequestsKeepsSlots(t *testing.T) {
+func TestReloadStormWithQueuedRequestsKeepsSlots(t *testing.T) {
 	reloadStorm(t, [][]string{{"a", "b", "c"}, {"b", "a", "c"}, {"c", "a", "b"}, {"b", "c", "a"}})
 }
 
@@ -117,7 +117,7 @@ func TestReview13ReloadStormWithQueuedRequestsKeepsSlots(t *testing.T) {
 // Backend (and Site), and the next Balancer gets fresh ones with in-flight 0. (A storm of
 // reloads that drop and re-add sites showed peaks of 4-5 requests at once on backends with
 // max_inflight 2.)
-func TestReview13ReloadThatDropsAndReaddsASiteKeepsItsLimit(t *testing.T) {
+func TestReloadThatDropsAndReaddsASiteKeepsItsLimit(t *testing.T) {
 	g := newGate(t)
 	held := make(chan struct{})
 	var first atomic.Bool
@@ -274,7 +274,7 @@ func reloadStorm(t *testing.T, orders [][]string) {
 // Review 13 (passes; kept as a guard): requests that waited in the queue across many
 // reloads (their slot granted by a later Balancer) must not keep the replaced Tables (and
 // their Balancers and Pickers) reachable once they are answered.
-func TestReview13QueuedAcrossReloadsLeaveOldTablesCollectable(t *testing.T) {
+func TestQueuedAcrossReloadsLeaveOldTablesCollectable(t *testing.T) {
 	g := newGate(t)
 	held := make(chan struct{}, 1)
 	var first atomic.Bool
@@ -335,5 +335,57 @@ retries: {attempts: 1}
 	}
 	if alive > 1 {
 		t.Errorf("%d of %d replaced Tables still reachable after queued requests crossed %d reloads", alive, reloads, reloads)
+	}
+}
+
+// Regression (found by review): a request queued under generation N is re-admitted on generation N+1's Picker
+// (balancer/queue.go: p = reg.latest), but the Handler forwards through generation N's
+// Table: t.sites[lease.SiteIndex] indexes the old Table with the new Picker's site index.
+func TestQueuedRequestAcrossReloadThatAddsASite(t *testing.T) {
+	g := newGate(t)
+	held := make(chan struct{}, 1)
+	a := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		held <- struct{}{}
+		g.wait(r.Context())
+		fmt.Fprint(w, "a")
+	})
+	b := proxytest.NameBackend(t, "b")
+	oneSite := fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
+sites:
+  - {name: a, weight: 1, backends: [%q], max_inflight: 1}
+spillover: {queue: {size: 10, timeout: 5s}}
+retries: {attempts: 1}
+`, a.URL)
+	twoSites := fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
+sites:
+  - {name: a, weight: 1, backends: [%q], max_inflight: 1}
+  - {name: b, weight: 1, backends: [%q], max_inflight: 5}
+spillover: {queue: {size: 10, timeout: 5s}}
+retries: {attempts: 1}
+`, a.URL, b.URL)
+	e := proxytest.StartReloader(t, oneSite, runtime.ReloaderOptions{})
+	first := make(chan error, 1)
+	go func() { _, _, err := e.Send("GET", "/1", nil); first <- err }()
+	proxytest.Receive(t, held, "first request at a")
+	type res struct {
+		status int
+		body   string
+		err    error
+	}
+	second := make(chan res, 1)
+	go func() { s, bd, err := e.Send("GET", "/2", nil); second <- res{s, bd, err} }()
+	proxytest.WaitFor(t, "second request queued", func() bool { return e.R.Registry().QueueLen() == 1 })
+	e.Write(t, twoSites)
+	if err := e.R.Reload("test", false); err != nil {
+		t.Fatal(err)
+	}
+	got := proxytest.Receive(t, second, "second request")
+	g.open()
+	<-first
+	for _, l := range e.Logs.FilterMessage("response aborted").All() {
+		t.Logf("log: %s %v", l.Message, l.ContextMap()["panic"])
+	}
+	if got.err != nil || got.status != 200 || got.body != "b" {
+		t.Fatalf("queued request after reload: status %d body %q err %v; want 200 from b", got.status, got.body, got.err)
 	}
 }

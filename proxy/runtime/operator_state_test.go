@@ -1,6 +1,6 @@
 package runtime_test
 
-// Review of issue 14 at the Reloader: restarts of a persisted ramp, the file watch's
+// Operator state at the Reloader, from the review of issue 14: restarts of a persisted ramp, the file watch's
 // refusals, a change the store cannot keep, hostile values in audit entries.
 
 import (
@@ -20,7 +20,7 @@ import (
 	"github.com/spillway/spillway/proxy/store"
 )
 
-func review14Conf(a, b string, w int, extra string) string {
+func twoSitesConf(a, b string, w int, extra string) string {
 	return fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 %ssites:
   - {name: idc1, weight: %d, backends: [%q]}
@@ -37,7 +37,7 @@ func review14Conf(a, b string, w int, extra string) string {
 // Same after SetWeight(persist, ramp 0) whose reload was refused (controls.go:159).
 // Fix: in restore (and setOverride), treat a Persisted override whose ramp is over as done:
 // drop it (with a clear_weight entry) instead of putting it in effect.
-func TestReview14PersistedOverrideRestoredAfterItsRampEnds(t *testing.T) {
+func TestPersistedOverrideRestoredAfterItsRampEnds(t *testing.T) {
 	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state.json")
@@ -51,12 +51,12 @@ func TestReview14PersistedOverrideRestoredAfterItsRampEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	extra := fmt.Sprintf("state: {file: %q}\n", state)
-	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 9, extra), runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, twoSitesConf(a.URL, b.URL, 9, extra), runtime.ReloaderOptions{})
 	if s := e.Site(t, "idc1"); s.Override != nil {
 		t.Errorf("idc1 at start has override %+v: a persisted ramp that is over should be dropped (the file has the weight)", s.Override)
 	}
 	// An operator edits the file's weight, and reloads.
-	e.Write(t, review14Conf(a.URL, b.URL, 4, extra))
+	e.Write(t, twoSitesConf(a.URL, b.URL, 4, extra))
 	if err := e.R.Reload("sighup", true); err != nil {
 		t.Fatal(err)
 	}
@@ -72,9 +72,9 @@ func TestReview14PersistedOverrideRestoredAfterItsRampEnds(t *testing.T) {
 // is taken for one already reported. The issue asks for one log line per refused reload.
 // Fix: dedupe only parse refusals (keep a "refused already" flag, or hash the error text),
 // never a read error with an unset refusedSum.
-func TestReview14UnreadableConfigOnFileWatchIsReported(t *testing.T) {
+func TestUnreadableConfigOnFileWatchIsReported(t *testing.T) {
 	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
-	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, ""), runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, twoSitesConf(a.URL, b.URL, 5, ""), runtime.ReloaderOptions{})
 	if err := os.Remove(e.Path); err != nil {
 		t.Fatal(err)
 	}
@@ -108,13 +108,13 @@ func TestReview14UnreadableConfigOnFileWatchIsReported(t *testing.T) {
 // refused as "not applied" takes effect, without an audit entry. Fix: commit first (as an
 // override with Persisted), then write the file; or restore the file's old bytes when the
 // commit fails.
-func TestReview14PersistWithFailingStoreLeavesFileAlone(t *testing.T) {
+func TestPersistWithFailingStoreLeavesFileAlone(t *testing.T) {
 	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	sdir := filepath.Join(t.TempDir(), "state")
 	if err := os.Mkdir(sdir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", filepath.Join(sdir, "state.json"))), runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, twoSitesConf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", filepath.Join(sdir, "state.json"))), runtime.ReloaderOptions{})
 	before, _ := os.ReadFile(e.Path)
 	if err := os.RemoveAll(sdir); err != nil { // the disk under the state file fails
 		t.Fatal(err)
@@ -139,10 +139,10 @@ func TestReview14PersistWithFailingStoreLeavesFileAlone(t *testing.T) {
 // change, in every one of the up to state.keep entries) with all of it, while Reason is cut to
 // 2000 bytes (controls.go:61). Fix: cut Site (and Who) with cutText as Reason is, in refused
 // (controls.go:60) and in Refused.
-func TestReview14RefusedAttemptSiteIsBounded(t *testing.T) {
+func TestRefusedAttemptSiteIsBounded(t *testing.T) {
 	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	state := filepath.Join(t.TempDir(), "state.json")
-	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", state)), runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, twoSitesConf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", state)), runtime.ReloaderOptions{})
 	huge := strings.Repeat("x\n\x1b[31m", 64<<10/8)
 	if err := e.R.SetDrained(huge, true, "alice"); !errors.Is(err, runtime.ErrNoSite) {
 		t.Fatalf("drain of an unknown site: %v", err)
@@ -168,11 +168,11 @@ func TestReview14RefusedAttemptSiteIsBounded(t *testing.T) {
 // Pins (passes): a reload that removes a site drops its drain and override from the store,
 // and re-adding the site does not bring them back from anywhere — in memory, in the file,
 // or after a restart.
-func TestReview14SiteRemovedThenReAdded(t *testing.T) {
+func TestSiteRemovedThenReAdded(t *testing.T) {
 	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	state := filepath.Join(t.TempDir(), "state.json")
 	extra := fmt.Sprintf("state: {file: %q}\n", state)
-	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, extra), runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, twoSitesConf(a.URL, b.URL, 5, extra), runtime.ReloaderOptions{})
 	if err := e.R.SetDrained("idc2", true, "alice"); err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestReview14SiteRemovedThenReAdded(t *testing.T) {
 	if err := e.R.Reload("sighup", true); err != nil {
 		t.Fatal(err)
 	}
-	e.Write(t, review14Conf(a.URL, b.URL, 5, extra))
+	e.Write(t, twoSitesConf(a.URL, b.URL, 5, extra))
 	if err := e.R.Reload("sighup", true); err != nil {
 		t.Fatal(err)
 	}
@@ -198,10 +198,10 @@ func TestReview14SiteRemovedThenReAdded(t *testing.T) {
 
 // Pins (passes): a dry run applies nothing and records nothing: same generation, same
 // trail, the file watch's next reload still sees the change.
-func TestReview14DryRunHasNoSideEffects(t *testing.T) {
+func TestDryRunHasNoSideEffects(t *testing.T) {
 	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
-	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, ""), runtime.ReloaderOptions{})
-	e.Write(t, review14Conf(a.URL, b.URL, 6, ""))
+	e := proxytest.StartReloader(t, twoSitesConf(a.URL, b.URL, 5, ""), runtime.ReloaderOptions{})
+	e.Write(t, twoSitesConf(a.URL, b.URL, 6, ""))
 	p, err := e.R.DryRun()
 	if err != nil {
 		t.Fatal(err)
@@ -221,13 +221,13 @@ func TestReview14DryRunHasNoSideEffects(t *testing.T) {
 	}
 }
 
-// review14Closing is a store that records its Close.
-type review14Closing struct {
+// closingStore is a store that records its Close.
+type closingStore struct {
 	*store.Memory
 	closed atomic.Bool
 }
 
-func (s *review14Closing) Close() error { s.closed.Store(true); return nil }
+func (s *closingStore) Close() error { s.closed.Store(true); return nil }
 
 // BUG: Reloader.Close never closes the runtime state's store (proxy/reload.go:376-390 closes
 // the generation, the outliers and the access log; r.store.Close is only called on Start's
@@ -235,13 +235,13 @@ func (s *review14Closing) Close() error { s.closed.Store(true); return nil }
 // etcd client (connections, lease keep-alive goroutines) would outlive the Reloader.
 // Fix: r.store.Close() at the end of Close (after r.wg.Wait, so no ramp or watch commits
 // after it).
-func TestReview14CloseClosesTheStore(t *testing.T) {
+func TestCloseClosesTheStore(t *testing.T) {
 	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	path := filepath.Join(t.TempDir(), "spillway.yaml")
-	if err := os.WriteFile(path, []byte(review14Conf(a.URL, b.URL, 5, "")), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(twoSitesConf(a.URL, b.URL, 5, "")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st := &review14Closing{Memory: store.NewMemory(0)}
+	st := &closingStore{Memory: store.NewMemory(0)}
 	r := runtime.NewReloader(runtime.ReloaderOptions{Path: path, OpenStore: func(*configs.Config) (store.Store, error) { return st, nil }})
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := r.Start(ctx); err != nil {
@@ -262,18 +262,18 @@ func TestReview14CloseClosesTheStore(t *testing.T) {
 // the audit log at all, only an error line in the operational log. Fix: in record (entries
 // that stand whatever the store says), write the audit line even when the commit fails
 // (marked "not stored").
-func TestReview14AppliedReloadIsAuditedWhenStoreFails(t *testing.T) {
+func TestAppliedReloadIsAuditedWhenStoreFails(t *testing.T) {
 	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
 	sdir := filepath.Join(t.TempDir(), "state")
 	if err := os.Mkdir(sdir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	extra := fmt.Sprintf("state: {file: %q}\n", filepath.Join(sdir, "state.json"))
-	e := proxytest.StartReloader(t, review14Conf(a.URL, b.URL, 5, extra), runtime.ReloaderOptions{})
+	e := proxytest.StartReloader(t, twoSitesConf(a.URL, b.URL, 5, extra), runtime.ReloaderOptions{})
 	if err := os.RemoveAll(sdir); err != nil {
 		t.Fatal(err)
 	}
-	e.Write(t, review14Conf(a.URL, b.URL, 7, extra))
+	e.Write(t, twoSitesConf(a.URL, b.URL, 7, extra))
 	if err := e.R.Reload("sighup", true); err != nil {
 		t.Fatal(err)
 	}
@@ -298,16 +298,16 @@ func TestReview14AppliedReloadIsAuditedWhenStoreFails(t *testing.T) {
 // the second refusal silently — Reload returns nil, no log line, no audit entry, no failure
 // counted — and the operator believes the file is running. Fix: clear refusedSum when a
 // config loads.
-func TestReview14SameBadEditAfterAGoodOneIsReportedAgain(t *testing.T) {
+func TestSameBadEditAfterAGoodOneIsReportedAgain(t *testing.T) {
 	a, b := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2")
-	good := review14Conf(a.URL, b.URL, 5, "")
-	bad := review14Conf(a.URL, b.URL, -1, "")
+	good := twoSitesConf(a.URL, b.URL, 5, "")
+	bad := twoSitesConf(a.URL, b.URL, -1, "")
 	e := proxytest.StartReloader(t, good, runtime.ReloaderOptions{})
 	e.Write(t, bad)
 	if err := e.R.Reload("file", false); err == nil {
 		t.Fatal("a weight of -1 loaded")
 	}
-	e.Write(t, review14Conf(a.URL, b.URL, 6, ""))
+	e.Write(t, twoSitesConf(a.URL, b.URL, 6, ""))
 	if err := e.R.Reload("file", false); err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 // ramp goroutine drops it (reload.go startRamp: over && o.persisted) without putting the
 // configured weight back. If the file's weight was edited meanwhile (and reloaded), the
 // edit is shown as configured_weight but never applied: the picker keeps the ramp's target.
-func TestRegressionPersistedRampEndIgnoresLaterFileEdit(t *testing.T) {
+func TestPersistedRampEndAppliesLaterFileEdit(t *testing.T) {
 	a, b, c := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2"), proxytest.NameBackend(t, "aws")
 	clock := newTestClock()
 	e := proxytest.StartReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""), runtime.ReloaderOptions{Now: clock.Now})
@@ -36,7 +36,7 @@ func TestRegressionPersistedRampEndIgnoresLaterFileEdit(t *testing.T) {
 
 // persist=true only rewrites the file the running config came from: an edit made since (not
 // loaded yet) is refused rather than carried along under a "weight" entry, or overwritten.
-func TestRegressionPersistRefusesAnUnloadedEdit(t *testing.T) {
+func TestPersistRefusesAnUnloadedEdit(t *testing.T) {
 	a, b, c := proxytest.NameBackend(t, "idc1"), proxytest.NameBackend(t, "idc2"), proxytest.NameBackend(t, "aws")
 	e := proxytest.StartReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""), runtime.ReloaderOptions{})
 	edited := threeSites(a.URL, b.URL, c.URL, 5, 4, 2, "")

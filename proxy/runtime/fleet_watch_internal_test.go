@@ -1,8 +1,8 @@
 package runtime
 
-// Review of issue 14: a fleet-like store (store.Watcher) delivering states while local
-// changes, reloads and ramps run — under -race, with goleak (TestMain) checking that every
-// goroutine the Reloader started is gone after Close.
+// A fleet-like store (a store.Watcher, from the review of issue 14) delivering states
+// while local changes, reloads and ramps run — under -race, with goleak (TestMain)
+// checking that every goroutine the Reloader started is gone after Close.
 
 import (
 	"context"
@@ -19,16 +19,16 @@ import (
 	"github.com/spillway/spillway/proxy/store"
 )
 
-// review14Fleet is a Memory store that is also a Watcher: every Commit is delivered to Watch
+// watchingFleet is a Memory store that is also a Watcher: every Commit is delivered to Watch
 // (as etcd would, to every replica), and the test can deliver states of its own (another
 // replica's).
-type review14Fleet struct {
+type watchingFleet struct {
 	*store.Memory
 	ch    chan store.State
 	quiet bool // Commit delivers nothing (a store whose watch covers the state, not the trail)
 }
 
-func (f *review14Fleet) Commit(ctx context.Context, c store.Change, edits ...store.Edit) (store.Change, error) {
+func (f *watchingFleet) Commit(ctx context.Context, c store.Change, edits ...store.Edit) (store.Change, error) {
 	c, err := f.Memory.Commit(ctx, c, edits...)
 	if err == nil && !f.quiet {
 		st, _ := f.Memory.Load(ctx)
@@ -40,7 +40,7 @@ func (f *review14Fleet) Commit(ctx context.Context, c store.Change, edits ...sto
 	return c, err
 }
 
-func (f *review14Fleet) Watch(ctx context.Context, fn func(store.State)) error {
+func (f *watchingFleet) Watch(ctx context.Context, fn func(store.State)) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -53,7 +53,7 @@ func (f *review14Fleet) Watch(ctx context.Context, fn func(store.State)) error {
 
 // Pins (passes under -race): watch deliveries racing with SetWeight (ramps), drains,
 // reloads and State; afterwards Close returns and no goroutine is left.
-func TestReview14FleetWatchRacesLocalChanges(t *testing.T) {
+func TestFleetWatchRacesLocalChanges(t *testing.T) {
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer be.Close()
 	path := filepath.Join(t.TempDir(), "spillway.yaml")
@@ -68,7 +68,7 @@ sites:
 	if err := os.WriteFile(path, []byte(conf(5)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fleet := &review14Fleet{Memory: store.NewMemory(50), ch: make(chan store.State, 64)}
+	fleet := &watchingFleet{Memory: store.NewMemory(50), ch: make(chan store.State, 64)}
 	r := NewReloader(ReloaderOptions{Path: path, OpenStore: func(*configs.Config) (store.Store, error) { return fleet, nil }})
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := r.Start(ctx); err != nil {
@@ -133,7 +133,7 @@ sites:
 // serves on this replica, though drained fleet-wide, until the watch next delivers a state
 // (which, with no other change, may be never). Fix: after a reload in a fleet, Load the store
 // and restore(cfg, saved, false) — or keep the last delivered state and restore from it.
-func TestReview14FleetDrainOfSiteAddedByReload(t *testing.T) {
+func TestFleetDrainOfSiteAddedByReload(t *testing.T) {
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer be.Close()
 	path := filepath.Join(t.TempDir(), "spillway.yaml")
@@ -142,7 +142,7 @@ func TestReview14FleetDrainOfSiteAddedByReload(t *testing.T) {
 	if err := os.WriteFile(path, []byte(one), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fleet := &review14Fleet{Memory: store.NewMemory(50), ch: make(chan store.State, 64), quiet: true}
+	fleet := &watchingFleet{Memory: store.NewMemory(50), ch: make(chan store.State, 64), quiet: true}
 	r := NewReloader(ReloaderOptions{Path: path, OpenStore: func(*configs.Config) (store.Store, error) { return fleet, nil }})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); r.Close() }()

@@ -1,6 +1,6 @@
 package proxy
 
-// Regression tests from the review of the edge work (see review_test.go): the comments
+// The exchange clock's deadlines. From the review of the edge work (issue 11): the comments
 // describe the bug each one caught, as it was.
 
 import (
@@ -9,14 +9,14 @@ import (
 	"time"
 )
 
-// TestReviewClockTryAfterExpiry: the Handler arms a retry's header deadline
+// TestClockTryAfterExpiryIsCancelled: the Handler arms a retry's header deadline
 // (exchangeClock.limitHeaders) before it makes the retry's context (exchangeClock.try),
 // with the previous try's context already released (endTry). When the little time left
 // runs out in between (the Handler only checks that some is left), the timer fires with no
 // context to cancel: the clock records the expiry and stops watching, and the context try
 // then returns is never cancelled. The retry runs unbounded by the clock, for up to the
 // Transport's own response_header, the wait this clock exists to cap.
-func TestReviewClockTryAfterExpiry(t *testing.T) {
+func TestClockTryAfterExpiryIsCancelled(t *testing.T) {
 	var c exchangeClock
 	c.try(context.Background())
 	c.endTry()                                       // the try failed; the Handler decides to retry

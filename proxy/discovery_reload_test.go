@@ -18,7 +18,7 @@ import (
 // active health checks of discovered members start only when discovery sets the members, on the new
 // Discoverer's first *successful, changed* lookup. A reload while discovery is failing
 // (DNS down, targets file empty) leaves those members with no health checks at all.
-func TestRegressionSeededMembersKeepHealthChecksAfterReload(t *testing.T) {
+func TestSeededMembersKeepHealthChecksAfterReload(t *testing.T) {
 	var healthy atomic.Bool
 	healthy.Store(true)
 	aws := proxytest.NewBackend(t, func(w http.ResponseWriter, r *http.Request) {

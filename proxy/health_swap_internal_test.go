@@ -17,7 +17,7 @@ import (
 // b.Healthy()). The old generation's monitor keeps running until after the swap; if it
 // flips the backend down in that window, the new generation's prober still believes "up",
 // so probes that pass never report SetUp(true): the backend stays down for good.
-func TestRegressionHealthFlipBetweenBuildAndSwapIsLost(t *testing.T) {
+func TestHealthFlipBetweenBuildAndSwapIsKept(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer backend.Close()
 	cfg, err := configs.Parse("t.yaml", []byte(fmt.Sprintf(`listen: {http: "127.0.0.1:0"}

@@ -13,7 +13,7 @@ import (
 // Regression (found by review): with admin.listen on loopback, reads are open to any request that reaches the
 // socket, whatever its Host: a web page the operator opens can read the state, metrics and
 // recent requests through DNS rebinding (attacker.example resolving to 127.0.0.1).
-func TestRegressionOpenReadsIgnoreHost(t *testing.T) {
+func TestOpenReadsCheckHost(t *testing.T) {
 	a := proxytest.NameBackend(t, "a")
 	e := proxytest.StartReloader(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "a", Weight: 1, Backends: []string{a.URL}}}, ""), runtime.ReloaderOptions{})
 	h := admin.New(admin.Options{Control: e.R, OpenReads: true, Tokens: admin.Tokens{"ops": "0123456789abcdef"}})

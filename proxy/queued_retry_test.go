@@ -14,14 +14,14 @@ import (
 	"github.com/spillway/spillway/proxy/proxytest"
 )
 
-// TestReviewQueuedRetryBlocksAFreeBackend: a retry queued by AdmitRetry (it may take a slot
+// TestQueuedRetryDoesNotBlockAFreeBackend: a retry queued by AdmitRetry (it may take a slot
 // anywhere but on the backend that refused it) sits at the head of the queue. The backend
 // that refused it comes back and is idle; a new request arrives, finds the queue non-empty
 // and queues behind the retry instead of picking. Only the head is woken (and only the head
 // rechecks every 50 ms); the retry cannot use that backend's slot and goes back to sleep,
 // so the new request waits while a backend sits idle: until the queue counts as congested
 // (queue.timeout/10, here 1 s) and LIFO makes it the next waiter.
-func TestReviewQueuedRetryBlocksAFreeBackend(t *testing.T) {
+func TestQueuedRetryDoesNotBlockAFreeBackend(t *testing.T) {
 	release := make(chan struct{})
 	held := make(chan struct{}, 1)
 	h := func(w http.ResponseWriter, r *http.Request) {

@@ -8,47 +8,43 @@ import (
 	"github.com/spillway/spillway/health"
 )
 
-// Review 13 (passes; kept as a guard): the typed failure table must say, for every reason,
-// what the string-based code before it (1c2cfc3: proxy/errors.go classify, backendFailed,
-// logFailure; proxy/handler.go retry's client check, Table.observe's skip; proxy/live.go's
-// shed) said. queue_delay's shed is the deliberate change of 5589522.
-func TestReview13FailureTableMatchesTheCodeItReplaced(t *testing.T) {
-	type row struct {
-		name                         string
-		status                       int
-		backend, client, quiet, shed bool
+// R6: SetMembers prunes the forwarders of members that left, but a request that leased such
+// a member before the change calls t.forwarder afterwards, which makes and stores a new one:
+// the map keeps a forwarder for a departed member for the life of the Table.
+func TestPrunedForwarderIsNotRecreated(t *testing.T) {
+	cfg, err := configs.Parse("t.yaml", []byte(`listen: {http: "127.0.0.1:0"}
+sites:
+  - {name: aws, weight: 1, elastic: true, max_inflight: 4, discovery: {file: /nonexistent, interval: 10s}}
+`))
+	if err != nil {
+		t.Fatal(err)
 	}
-	want := map[failure]row{
-		reasonNone:           {"", 0, false, false, false, false},
-		reasonNoBackend:      {"no_backend", 503, false, false, false, false},
-		reasonQueueFull:      {"queue_full", 503, false, false, false, true},
-		reasonQueueTimeout:   {"queue_timeout", 503, false, false, false, true},
-		reasonQueueDelay:     {"queue_delay", 503, false, false, false, true},
-		reasonConnect:        {"connect", 502, true, false, false, false},
-		reasonBackendTLS:     {"backend_tls", 502, true, false, false, false},
-		reasonConnectTimeout: {"connect_timeout", 504, true, false, false, false},
-		reasonTimeout:        {"timeout", 504, true, false, false, false},
-		reasonBadGateway:     {"bad_gateway", 502, true, false, false, false},
-		reasonUpstream502:    {"upstream_502", 502, true, false, false, false},
-		reasonClientGone:     {"client_closed", 499, false, true, true, false},
-		reasonClientBody:     {"client_body", 400, false, true, true, false},
-		reasonClientTimeout:  {"client_timeout", 408, false, true, false, false},
-		reasonBodyIdle:       {"body_idle", 0, false, false, false, false},
-		reasonBackendAborted: {"backend_aborted", 0, false, false, false, false},
+	tbl, err := Build(cfg, Deps{Registry: balancer.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(want) != int(numFailures) {
-		t.Fatalf("the table has %d reasons, this test knows %d", numFailures, len(want))
+	defer tbl.Close()
+	if _, err := tbl.SetMembers("aws", []string{"http://10.0.0.1:80"}, true); err != nil {
+		t.Fatal(err)
 	}
-	for f, w := range want {
-		r := failures[f]
-		got := row{r.name, r.status, r.backend, r.client, r.quiet, r.shed}
-		if got != w {
-			t.Errorf("%s: got %+v, want %+v", w.name, got, w)
+	var l balancer.Lease
+	if err := tbl.bal.Picker().Pick(&l, 0); err != nil {
+		t.Fatal(err)
+	}
+	route := &tbl.sites[0]
+	tbl.forwarder(route, l.Backend)                             // first try
+	tbl.SetMembers("aws", []string{"http://10.0.0.2:80"}, true) // member leaves: its forwarder is pruned
+	tbl.forwarder(route, l.Backend)                             // a retry, or a request that picked before the change
+	l.Done(balancer.Result{})
+	n := 0
+	route.forwarders.Range(func(k, _ any) bool {
+		if k.(*balancer.Backend) == l.Backend {
+			n++
 		}
-		// Before the table, exactly the failures that count against a backend were retried.
-		if r.retryable != r.backend {
-			t.Errorf("%s: retryable %v, backend %v (the old retryReasons were backendFailed's)", w.name, r.retryable, r.backend)
-		}
+		return true
+	})
+	if n != 0 {
+		t.Errorf("forwarder of departed member %s still in the map after its last request", l.Backend.ID)
 	}
 }
 
@@ -61,7 +57,7 @@ func TestReview13FailureTableMatchesTheCodeItReplaced(t *testing.T) {
 // calls SetMembers — for a static site, the next reload. SetMembers should push the
 // membership only while its Table is the one served (or the Outliers should be told by the
 // Reloader, under its lock, from the served Table).
-func TestReview13OldGenerationDiscoveryShrinksPassiveHealthMembership(t *testing.T) {
+func TestOldGenerationDiscoveryKeepsPassiveHealthMembership(t *testing.T) {
 	cfg := func(extra string) *configs.Config {
 		c, err := configs.Parse("t.yaml", []byte(`listen: {http: "127.0.0.1:0"}
 sites:

@@ -12,7 +12,7 @@ import (
 // running backends' learned-limit bounds before the reload can still be refused (here by
 // access.Configure, which runs after Build). "A config that fails any step never replaces
 // the running one."
-func TestRegressionRefusedReloadChangesAdaptiveBounds(t *testing.T) {
+func TestRefusedReloadKeepsAdaptiveBounds(t *testing.T) {
 	b := proxytest.NameBackend(t, "a")
 	cfg := func(cap int, extra string) string {
 		return fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
@@ -37,7 +37,7 @@ retries: {attempts: 1}
 // Regression (found by review): the refused config's site "ghost" leaves spillover counters in the Registry
 // (NewPicker → spillCounters), exported as spillway_spillover_total{from="ghost"} until the
 // next successful reload prunes them.
-func TestRegressionRefusedReloadLeavesPhantomSite(t *testing.T) {
+func TestRefusedReloadLeavesNoPhantomSite(t *testing.T) {
 	a, g := proxytest.NameBackend(t, "a"), proxytest.NameBackend(t, "g")
 	e := proxytest.StartReloader(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
