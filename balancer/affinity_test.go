@@ -237,3 +237,32 @@ func BenchmarkAffinityPick(b *testing.B) {
 		a.Pick(HashKey(cookie), func(i int) bool { return i != down })
 	}
 }
+
+// README (Affinity): "If the session's site is full, this request spills ...; the session
+// stays pinned, and its next request goes home again." With hysteresis the next request
+// (and every one until home is below resume × limit) spills too, though home has room.
+func TestDownBackendsInflightDoesNotHideFreeSlots(t *testing.T) {
+	reg := NewRegistry()
+	p := admPicker(t, reg, Options{Sites: []SiteOptions{
+		{Name: "idc1", Weight: 1, Backends: []string{"a1", "a2"}, MaxInflight: 10},
+		{Name: "idc2", Weight: 1, Backends: []string{"b1"}, MaxInflight: 10},
+	}})
+	var held []*Lease
+	a1 := admMember(p, 0, 0)
+	for range 10 { // 10 requests stuck on a1 (a black-holed backend, waiting for their timeout)
+		l := new(Lease)
+		if !p.Picker().take(l, 0, a1) {
+			t.Fatal("take")
+		}
+		held = append(held, l)
+	}
+	reg.SetUp("idc1", "a1", false) // probes fail: a1 goes down, its 10 requests still in flight
+	held = append(held, fillSite(t, p, 1)...)
+	defer doneAll(held)
+	l, err := pickPreferring(t, p, 1)
+	if err != nil {
+		t.Errorf("idc2 full, idc1's a2 idle with 10 free slots: Pick = %v", err)
+		return
+	}
+	l.Done(Result{})
+}

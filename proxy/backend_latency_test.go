@@ -1,6 +1,7 @@
 package proxy_test
 
-// Latency the balancer learns from an exchange: the backend's, not the client's.
+// Latency the balancer learns from an exchange: the backend's, not the client's. From a
+// review; the comment describes the bug its test caught, as it was.
 
 import (
 	"io"

@@ -1,5 +1,10 @@
 package proxy_test
 
+// Requests and retries that wait in the queue across reloads: which Table forwards them,
+// the limits they count against, and the old Tables they must not keep. From reviews; each
+// comment describes the bug its test caught, as it was (or says the test only pins
+// behaviour).
+
 import (
 	"fmt"
 	"io"
@@ -110,7 +115,7 @@ func TestReloadStormWithQueuedRequestsKeepsSlots(t *testing.T) {
 	reloadStorm(t, [][]string{{"a", "b", "c"}, {"b", "a", "c"}, {"c", "a", "b"}, {"b", "c", "a"}})
 }
 
-// Review 13, bug (the Prune bug of balancer's TestReview13PruneWhileLeasedLetsABackendExceedItsLimit,
+// Review 13, bug (the Prune bug of balancer's TestPruneWhileLeasedKeepsTheBackendsLimit,
 // through real sockets): a reload that drops a site and the next that brings it back, while
 // a request still runs on its backend, make the backend take max_inflight more requests on
 // top of it: Reloader.Reload calls reg.Prune (proxy/reload.go), which forgets the leased

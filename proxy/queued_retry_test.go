@@ -1,6 +1,6 @@
 package proxy_test
 
-// Regression test from the review of issue 12's work (see balancer/review_test.go).
+// Regression test from the review of issue 12's work (see balancer/queue_waiters_test.go).
 
 import (
 	"fmt"

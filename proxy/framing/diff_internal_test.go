@@ -51,13 +51,13 @@ func goLen(b []byte) int {
 	return len(b) - r.Len() - br.Buffered()
 }
 
-// TestReviewDiffFramerVsNetHTTP (regression pin; passes): a differential check of the
+// TestDiffFramerVsNetHTTP (regression pin; passes): a differential check of the
 // edge's request framer against net/http's own parser on generated requests (CL and TE
 // spellings and whitespace, chunk extensions, trailers, bodies hiding requests, stray
 // CRLF): wherever the framer accepts a message and net/http reads it without error, both
 // must put its end at the same byte. Where net/http refuses what the framer passed, it
 // closes the connection, so only agreement on accepted messages matters.
-func TestReviewDiffFramerVsNetHTTP(t *testing.T) {
+func TestDiffFramerVsNetHTTP(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	pick := func(xs ...string) string { return xs[rng.Intn(len(xs))] }
 	for i := 0; i < 60000; i++ {
@@ -152,10 +152,10 @@ func goRespLen(b []byte, method string) int {
 	return len(b) - r.Len() - br.Buffered()
 }
 
-// TestReviewDiffRespFramerVsNetHTTP (regression pin; passes): the same for responses, as
+// TestDiffRespFramerVsNetHTTP (regression pin; passes): the same for responses, as
 // the Transport reads them (GET, HEAD and POST; 1xx, 204, 304 and others; CL, TE or none),
 // leaving out read-until-close bodies.
-func TestReviewDiffRespFramerVsNetHTTP(t *testing.T) {
+func TestDiffRespFramerVsNetHTTP(t *testing.T) {
 	rng := rand.New(rand.NewSource(2))
 	pick := func(xs ...string) string { return xs[rng.Intn(len(xs))] }
 	for i := 0; i < 60000; i++ {

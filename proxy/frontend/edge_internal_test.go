@@ -119,7 +119,7 @@ func (c *countingConn) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// TestReviewEdgeOneByteReads: while a request is being served, net/http's background read
+// TestEdgeReadsNotOneByteAtATime: while a request is being served, net/http's background read
 // calls the connection's Read with a one-byte buffer (connReader.startBackgroundRead). The
 // edge then reads the socket through that same one-byte buffer, one system call per byte,
 // and rescans the current head line after each byte (headEnd from the line's start): a
@@ -127,7 +127,7 @@ func (c *countingConn) Read(p []byte) (int, error) {
 // head of one 60 KB line costs the proxy 60 000 reads and a quadratic scan, about a
 // thousand times the cost of the same head read normally. The edge should read into a
 // buffer of its own (say 4 KiB) whatever the caller's size.
-func TestReviewEdgeOneByteReads(t *testing.T) {
+func TestEdgeReadsNotOneByteAtATime(t *testing.T) {
 	head := "GET / HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 60000) + "\r\n\r\n"
 	cc := &countingConn{r: bytes.NewReader([]byte(head))}
 	c := &Conn{Conn: cc, f: framing.Framer{MaxHead: 64<<10 + 4096}}

@@ -1,5 +1,8 @@
 package main
 
+// A fleet of `spillway run` replicas on a real embedded etcd, under faults and races (from
+// review 15; a BUG comment describes the bug its test caught, as it was).
+
 import (
 	"encoding/json"
 	"fmt"
@@ -25,7 +28,7 @@ import (
 // fleet's (store.Watcher). Fix: in a fleet refuse persist (409: the replicas' files are not
 // shared; change the ConfigMap), or commit the override as a plain one (not Persisted) so
 // that it stays in etcd for the others.
-func TestReview15FleetPersistedWeightReachesEveryReplica(t *testing.T) {
+func TestFleetPersistedWeightReachesEveryReplica(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
@@ -61,7 +64,7 @@ func TestReview15FleetPersistedWeightReachesEveryReplica(t *testing.T) {
 // A replica stops cleanly with etcd down: a reload (the emergency path with etcd down) still
 // applies, and run returns within a bound once its context ends, leaving no goroutine
 // (TestMain's goleak) (passes; worth keeping).
-func TestReview15StopWithEtcdDown(t *testing.T) {
+func TestStopWithEtcdDown(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
@@ -94,7 +97,7 @@ func TestReview15StopWithEtcdDown(t *testing.T) {
 // would wait for a WebSocket to close could not join for hours. What the README promises,
 // and this pins: the excess is at most the requests that outlived the settle time (here r0
 // holds all 6 where its share is 3), and r0 says so in its log.
-func TestReview15SlowRequestsOvercommitOnJoin(t *testing.T) {
+func TestSlowRequestsDoNotOvercommitOnJoin(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 17*time.Second)
@@ -133,7 +136,7 @@ func TestReview15SlowRequestsOvercommitOnJoin(t *testing.T) {
 // Two replicas changing the same site's weight at the same moment, many times: both changes
 // are in the fleet's trail (unique IDs, newest first), and every replica ends with the
 // weight of the newest entry — last writer wins, the same everywhere (passes; worth keeping).
-func TestReview15ConcurrentWeightsLastWriterWins(t *testing.T) {
+func TestConcurrentWeightsLastWriterWins(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
@@ -202,7 +205,7 @@ func TestReview15ConcurrentWeightsLastWriterWins(t *testing.T) {
 // (proxy/cluster/store.go follow/Watch deliver no revision). Fix: Commit returns the
 // revision it was stored at, Watch delivers the revision of each state, and applyState
 // ignores a state older than the newest change applied locally.
-func TestReview15StaleWatchDeliveryRevertsLocalChange(t *testing.T) {
+func TestStaleWatchDeliveryKeepsLocalChange(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)

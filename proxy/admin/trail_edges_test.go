@@ -1,8 +1,9 @@
 package admin_test
 
-// Review of issue 14 through the admin API over real sockets: a store that fails under a
-// persisted weight and under a reload, paging past the trail's bound, hostile site names,
-// what 401/403 leave behind.
+// The change trail and the state store at their edges, through the admin API over real
+// sockets (from the review of issue 14; a BUG comment describes the bug its test caught,
+// as it was): a store that fails under a persisted weight and under a reload, paging past
+// the trail's bound, hostile site names, what 401/403 leave behind.
 
 import (
 	"encoding/json"
@@ -14,7 +15,7 @@ import (
 	"testing"
 )
 
-func review14StateDir(t *testing.T) (dir, file string) {
+func stateDirs(t *testing.T) (dir, file string) {
 	t.Helper()
 	dir = filepath.Join(t.TempDir(), "state")
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -28,9 +29,9 @@ func review14StateDir(t *testing.T) (dir, file string) {
 // runs before the commit at :147), so the next reload (the file watch fires at once) applies
 // the weight with no audit entry. Fix: commit before writing the file, or put the file back
 // when the commit fails.
-func TestReview14AdminPersistRefusedButFileWritten(t *testing.T) {
+func TestAdminPersistRefusedLeavesFileAlone(t *testing.T) {
 	a, b, c := threeBackends(t)
-	dir, file := review14StateDir(t)
+	dir, file := stateDirs(t)
 	e := startAdmin(t, config(a, b, c, fmt.Sprintf("state: {file: %q}\n", file)), true)
 	before, _ := os.ReadFile(e.path)
 	if err := os.RemoveAll(dir); err != nil {
@@ -57,9 +58,9 @@ func TestReview14AdminPersistRefusedButFileWritten(t *testing.T) {
 // so the operator is shown the wrong generation's changes as this reload's. Fix: have
 // ReloadBy return the stored entry (or an error wrapping ErrUnavailable when it could not be
 // recorded, which the handler maps to 503 or reports as "not recorded").
-func TestReview14AdminReloadAnswerWithFailingStore(t *testing.T) {
+func TestAdminReloadAnswerWithFailingStore(t *testing.T) {
 	a, b, c := threeBackends(t)
-	dir, file := review14StateDir(t)
+	dir, file := stateDirs(t)
 	yaml := config(a, b, c, fmt.Sprintf("state: {file: %q}\n", file))
 	e := startAdmin(t, yaml, true)
 	e.must(t, http.MethodPost, "/api/v1/reload", opsToken, "", nil) // generation 2, recorded
@@ -95,9 +96,9 @@ func TestReview14AdminReloadAnswerWithFailingStore(t *testing.T) {
 // so a client paging to the end gets one more, empty, page; the doc says "next" is absent on
 // the last page. Fix: set next only when total > entries served so far, or ask the store for
 // limit+1 entries.
-func TestReview14AdminNoNextPastTheOldestKept(t *testing.T) {
+func TestAdminNoNextPastTheOldestKept(t *testing.T) {
 	a, b, c := threeBackends(t)
-	_, file := review14StateDir(t)
+	_, file := stateDirs(t)
 	e := startAdmin(t, config(a, b, c, fmt.Sprintf("state: {file: %q, keep: 3}\n", file)), true)
 	for w := 1; w <= 5; w++ {
 		e.must(t, http.MethodPut, "/api/v1/sites/idc1/weight", opsToken, fmt.Sprintf(`{"weight": %d}`, w), nil)
@@ -117,9 +118,9 @@ func TestReview14AdminNoNextPastTheOldestKept(t *testing.T) {
 // BUG: the site of a refused attempt is kept as sent (proxy/controls.go:60 cuts only the
 // reason): an operator's script with a runaway URL puts 60 KiB per entry into the trail and
 // the state file. Fix: cut Site with cutText.
-func TestReview14AdminHugeSiteNameInTrail(t *testing.T) {
+func TestAdminHugeSiteNameInTrailIsCut(t *testing.T) {
 	a, b, c := threeBackends(t)
-	_, file := review14StateDir(t)
+	_, file := stateDirs(t)
 	e := startAdmin(t, config(a, b, c, fmt.Sprintf("state: {file: %q}\n", file)), true)
 	huge := strings.Repeat("%0A%1B", 10<<10) // newlines and escapes, 20 KiB decoded
 	status, _, body := e.call(t, http.MethodPut, "/api/v1/sites/"+huge+"/weight", opsToken, `{"weight": "x"}`)
@@ -138,9 +139,9 @@ func TestReview14AdminHugeSiteNameInTrail(t *testing.T) {
 
 // Pins (passes): 401 and 403 are logged, not audited — an unauthenticated client cannot push
 // the real entries out of the bounded trail; and a dry run records nothing either.
-func TestReview14AdminUnauthenticatedAndDryRunLeaveTrailAlone(t *testing.T) {
+func TestAdminUnauthenticatedAndDryRunLeaveTrailAlone(t *testing.T) {
 	a, b, c := threeBackends(t)
-	_, file := review14StateDir(t)
+	_, file := stateDirs(t)
 	e := startAdmin(t, config(a, b, c, fmt.Sprintf("state: {file: %q, keep: 5}\n", file)), true)
 	e.must(t, http.MethodPost, "/api/v1/sites/aws/drain", opsToken, "", nil)
 	for range 20 {
@@ -164,7 +165,7 @@ func TestReview14AdminUnauthenticatedAndDryRunLeaveTrailAlone(t *testing.T) {
 
 // Pins (passes): hostile paging parameters are refused with 400, not a panic or a page of
 // everything.
-func TestReview14AdminHostilePaging(t *testing.T) {
+func TestAdminHostilePaging(t *testing.T) {
 	a, b, c := threeBackends(t)
 	e := startAdmin(t, config(a, b, c, ""), true)
 	e.must(t, http.MethodPost, "/api/v1/sites/aws/drain", opsToken, "", nil)

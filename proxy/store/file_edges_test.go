@@ -1,7 +1,8 @@
 package store_test
 
-// Review of issue 14 (the runtime state store): a failing disk, a hand-restored file, a
-// symlinked state file.
+// The state File at its edges (from the review of issue 14; a BUG comment describes the
+// bug its test caught, as it was): a failing disk, a hand-restored file, a symlinked
+// state file.
 
 import (
 	"context"
@@ -19,7 +20,7 @@ import (
 // Commit: writeAtomic renames the temporary file over the link itself, so the file the link
 // pointed to keeps the old state forever and the link is gone. The next deploy that
 // re-creates the link (or a backup of the target) restores stale drains.
-func TestReview14FileFollowsSymlink(t *testing.T) {
+func TestFileFollowsSymlink(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "data")
@@ -66,7 +67,7 @@ func TestReview14FileFollowsSymlink(t *testing.T) {
 // the advice that drops every drain — instead of "has format version 2". readFile decodes
 // with DisallowUnknownFields before it looks at the version (proxy/store/file.go readFile).
 // A downgrade during an incident is exactly when this message is read.
-func TestReview14NewerFormatIsNotCalledCorrupt(t *testing.T) {
+func TestNewerFormatIsNotCalledCorrupt(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
 	newer := `{"version": 2, "state": {"overrides": {}, "drains": {"idc1": {"by": "ops", "since": "2026-12-07T10:00:00Z"}}},
   "next_id": 3, "trail": [], "limits": {"idc1": 64}}`
@@ -93,7 +94,7 @@ func openErr(path string) error {
 // next Commit reuse IDs already in the trail, so paging by ?before=ID skips or repeats
 // entries and two audit entries share an ID. OpenFile should go on from the newest ID kept
 // (max(next_id, trail[0].id+1)), or refuse the file.
-func TestReview14NextIDNeverReusesAnID(t *testing.T) {
+func TestNextIDNeverReusesAnID(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.json")
 	restored := `{"version": 1, "state": {"overrides": {}, "drains": {}}, "trail": [
@@ -126,7 +127,7 @@ func TestReview14NextIDNeverReusesAnID(t *testing.T) {
 
 // Pins (passes): concurrent commits through one File are serialised — every one lands in
 // the file, IDs are unique, and no temporary file is left.
-func TestReview14FileConcurrentCommits(t *testing.T) {
+func TestFileConcurrentCommits(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.json")
@@ -166,7 +167,7 @@ func TestReview14FileConcurrentCommits(t *testing.T) {
 }
 
 // Pins (passes): a state file that is a directory is refused by both CheckFile and OpenFile.
-func TestReview14StateFileIsADirectory(t *testing.T) {
+func TestStateFileIsADirectory(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
 	if err := os.Mkdir(path, 0o700); err != nil {
 		t.Fatal(err)
@@ -184,7 +185,7 @@ func TestReview14StateFileIsADirectory(t *testing.T) {
 // page), and i+math.MaxInt wraps negative, so entries[i:end] is out of range. The admin API
 // caps limit at 1000, but Store.Changes is the exported contract a fleet store and callers
 // rely on ("up to limit entries"). Fix: end := i + min(max(limit, 0), len(entries)-i).
-func TestReview14ChangesHugeLimit(t *testing.T) {
+func TestChangesHugeLimit(t *testing.T) {
 	ctx := context.Background()
 	for name, s := range map[string]store.Store{"memory": store.NewMemory(0), "file": mustOpen(t)} {
 		for range 3 {
