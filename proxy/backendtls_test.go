@@ -25,15 +25,15 @@ import (
 // mtlsBackend is an httptest TLS server on 127.0.0.1 with a certificate from serverCA for
 // "app.idc2" that requires a client certificate from clientCA. It answers with the client
 // certificate's common name.
-func mtlsBackend(t *testing.T, serverCA, clientCA *testCA) *httptest.Server {
+func mtlsBackend(t *testing.T, serverCA, clientCA *proxytest.CA) *httptest.Server {
 	t.Helper()
 	b := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello %s", r.TLS.PeerCertificates[0].Subject.CommonName)
 	}))
 	b.TLS = &tls.Config{
-		Certificates: []tls.Certificate{serverCA.issue(t, "app.idc2", false, "app.idc2")},
+		Certificates: []tls.Certificate{serverCA.Issue(t, "app.idc2", false, "app.idc2")},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    clientCA.pool(),
+		ClientCAs:    clientCA.Pool(),
 	}
 	b.Config.ErrorLog = discardLogger() // handshake failures are the point of some tests
 	b.StartTLS()
@@ -44,9 +44,9 @@ func mtlsBackend(t *testing.T, serverCA, clientCA *testCA) *httptest.Server {
 // TestBackendMTLS sends requests through the proxy to an https backend that requires a
 // client certificate, with the site's tls settings right and wrong.
 func TestBackendMTLS(t *testing.T) {
-	serverCA, clientCA, otherCA := newTestCA(t, "idc-ca"), newTestCA(t, "client-ca"), newTestCA(t, "other-ca")
+	serverCA, clientCA, otherCA := proxytest.NewCA(t, "idc-ca"), proxytest.NewCA(t, "client-ca"), proxytest.NewCA(t, "other-ca")
 	b := mtlsBackend(t, serverCA, clientCA)
-	certFile, keyFile := clientCA.issueFiles(t, t.TempDir(), "spillway-idc2", true)
+	certFile, keyFile := clientCA.IssueFiles(t, t.TempDir(), "spillway-idc2", true)
 
 	for _, tc := range []struct {
 		name       string
@@ -56,16 +56,16 @@ func TestBackendMTLS(t *testing.T) {
 		wantError  string // in the "request failed" log line's error
 	}{
 		{name: "right CA and client certificate",
-			tls:        fmt.Sprintf("{ca_file: %q, cert_file: %q, key_file: %q, server_name: app.idc2}", serverCA.file(t), certFile, keyFile),
+			tls:        fmt.Sprintf("{ca_file: %q, cert_file: %q, key_file: %q, server_name: app.idc2}", serverCA.File(t), certFile, keyFile),
 			wantStatus: 200, wantBody: "hello spillway-idc2"},
 		{name: "wrong CA",
-			tls:        fmt.Sprintf("{ca_file: %q, cert_file: %q, key_file: %q, server_name: app.idc2}", otherCA.file(t), certFile, keyFile),
+			tls:        fmt.Sprintf("{ca_file: %q, cert_file: %q, key_file: %q, server_name: app.idc2}", otherCA.File(t), certFile, keyFile),
 			wantStatus: 502, wantError: "certificate signed by unknown authority"},
 		{name: "wrong server name",
-			tls:        fmt.Sprintf("{ca_file: %q, cert_file: %q, key_file: %q, server_name: app.idc1}", serverCA.file(t), certFile, keyFile),
+			tls:        fmt.Sprintf("{ca_file: %q, cert_file: %q, key_file: %q, server_name: app.idc1}", serverCA.File(t), certFile, keyFile),
 			wantStatus: 502, wantError: "app.idc1"},
 		{name: "no client certificate",
-			tls:        fmt.Sprintf("{ca_file: %q, server_name: app.idc2}", serverCA.file(t)),
+			tls:        fmt.Sprintf("{ca_file: %q, server_name: app.idc2}", serverCA.File(t)),
 			wantStatus: 502, wantError: "certificate required"},
 		{name: "insecure_skip_verify",
 			tls:        fmt.Sprintf("{insecure_skip_verify: true, cert_file: %q, key_file: %q}", certFile, keyFile),
@@ -104,7 +104,7 @@ func TestBackendMTLS(t *testing.T) {
 // TestBackendTLSFileErrors checks that unreadable TLS files of sites are refused by Build
 // with the line of the key that names them, every one at once.
 func TestBackendTLSFileErrors(t *testing.T) {
-	ca := newTestCA(t, "ca")
+	ca := proxytest.NewCA(t, "ca")
 	notPEM := writeTemp(t, "not.pem", "hello")
 	yaml := fmt.Sprintf(`sites:
   - name: idc1
@@ -115,7 +115,7 @@ func TestBackendTLSFileErrors(t *testing.T) {
     weight: 1
     backends: ["https://127.0.0.1:2"]
     tls: {ca_file: %q, cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}
-`, notPEM, ca.file(t))
+`, notPEM, ca.File(t))
 	cfg := proxytest.MustConfig(t, yaml)
 	_, err := proxy.Build(cfg, proxy.Deps{Registry: balancer.NewRegistry()})
 	var errs configs.Errors
@@ -158,16 +158,16 @@ func writeTemp(t *testing.T, name, content string) string {
 // site's CA and client certificate: a backend that starts down comes up once a probe
 // passes, which it cannot without them.
 func TestHealthProbesUseSiteTLS(t *testing.T) {
-	serverCA, clientCA := newTestCA(t, "idc-ca"), newTestCA(t, "client-ca")
+	serverCA, clientCA := proxytest.NewCA(t, "idc-ca"), proxytest.NewCA(t, "client-ca")
 	b := mtlsBackend(t, serverCA, clientCA)
-	certFile, keyFile := clientCA.issueFiles(t, t.TempDir(), "spillway-probe", true)
+	certFile, keyFile := clientCA.IssueFiles(t, t.TempDir(), "spillway-probe", true)
 	yaml := fmt.Sprintf(`sites:
   - name: idc2
     weight: 1
     backends: [%q]
     tls: {ca_file: %q, cert_file: %q, key_file: %q, server_name: app.idc2}
     health: {path: /healthz, interval: 50ms, timeout: 50ms, rise: 1, initial: down}
-`, b.URL, serverCA.file(t), certFile, keyFile)
+`, b.URL, serverCA.File(t), certFile, keyFile)
 	cfg := proxytest.MustConfig(t, yaml)
 	reg := balancer.NewRegistry()
 	tbl, err := proxy.Build(cfg, proxy.Deps{Registry: reg})

@@ -107,13 +107,13 @@ func TestGRPCPassthroughH2C(t *testing.T) {
 // TestGRPCPassthroughTLS sends gRPC through the proxy over TLS on both sides: the client
 // to the proxy's TLS listener, the proxy to an https backend by ALPN h2.
 func TestGRPCPassthroughTLS(t *testing.T) {
-	ca := newTestCA(t, "grpc-ca")
-	cert := ca.issue(t, "grpc.idc1", false, "grpc.idc1")
+	ca := proxytest.NewCA(t, "grpc-ca")
+	cert := ca.Issue(t, "grpc.idc1", false, "grpc.idc1")
 	b := grpcBackend(t, &cert)
-	yaml := frontYAML(b, "") + fmt.Sprintf("    protocol: h2\n    tls: {ca_file: %q, server_name: grpc.idc1}\n", ca.file(t))
-	front := ca.issue(t, "bank.example", false, "bank.example")
-	e := startLoggedProxy(t, yaml, proxyTLS(front), ca.pool())
-	checkGRPC(t, e.addr, credentials.NewTLS(&tls.Config{RootCAs: ca.pool(), ServerName: "bank.example"}))
+	yaml := frontYAML(b, "") + fmt.Sprintf("    protocol: h2\n    tls: {ca_file: %q, server_name: grpc.idc1}\n", ca.File(t))
+	front := ca.Issue(t, "bank.example", false, "bank.example")
+	e := startLoggedProxy(t, yaml, proxytest.FrontTLS(front), ca.Pool())
+	checkGRPC(t, e.addr, credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), ServerName: "bank.example"}))
 }
 
 // TestHTTP2TrailersBothWays passes a request and a response with trailers over HTTP/2 on
@@ -173,11 +173,6 @@ func (b *trailerBody) Read(p []byte) (int, error) {
 }
 
 func (b *trailerBody) Close() error { return nil }
-
-// proxyTLS is the proxy's front TLS config, serving cert.
-func proxyTLS(cert tls.Certificate) *tls.Config {
-	return frontend.ServerTLSConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil })
-}
 
 // TestRapidResetBounded floods the proxy with HTTP/2 streams, each reset (RST_STREAM
 // CANCEL) right after its HEADERS, as in CVE-2023-44487. The backend holds every request

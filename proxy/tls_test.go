@@ -49,16 +49,16 @@ func handshake(t *testing.T, addr string, c *tls.Config) (tls.ConnectionState, e
 // reloaded when its files are swapped, with no restart.
 func TestFrontTLS(t *testing.T) {
 	b := proxytest.NameBackend(t, "idc1")
-	ca := newTestCA(t, "front-ca")
+	ca := proxytest.NewCA(t, "front-ca")
 	dir := t.TempDir()
-	certFile, keyFile := ca.issueFiles(t, dir, "first", false, "bank.example")
+	certFile, keyFile := ca.IssueFiles(t, dir, "first", false, "bank.example")
 	core, logs := observer.New(zap.InfoLevel)
 	reloader, err := frontend.NewCertReloader(certFile, keyFile, 0, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := startLoggedProxy(t, frontYAML(b.URL, ", hsts: {max_age: 8760h, include_subdomains: true}"),
-		frontend.ServerTLSConfig(reloader.GetCertificate), ca.pool())
+		frontend.ServerTLSConfig(reloader.GetCertificate), ca.Pool())
 
 	t.Run("HTTP/2 with HSTS", func(t *testing.T) {
 		resp, err := e.client.Get(e.url + "/")
@@ -75,7 +75,7 @@ func TestFrontTLS(t *testing.T) {
 		}
 	})
 	t.Run("HTTP/1.1 by ALPN", func(t *testing.T) {
-		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool(), NextProtos: []string{"http/1.1"}}}
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}}}
 		defer tr.CloseIdleConnections()
 		resp, err := (&http.Client{Transport: tr, Timeout: proxytest.Liveness}).Get(e.url + "/")
 		if err != nil {
@@ -87,20 +87,20 @@ func TestFrontTLS(t *testing.T) {
 		}
 	})
 	t.Run("TLS 1.1 refused", func(t *testing.T) {
-		_, err := handshake(t, e.addr, &tls.Config{RootCAs: ca.pool(), ServerName: "bank.example", MaxVersion: tls.VersionTLS11})
+		_, err := handshake(t, e.addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "bank.example", MaxVersion: tls.VersionTLS11})
 		if err == nil {
 			t.Fatal("a TLS 1.1 handshake succeeded")
 		}
 	})
 	t.Run("TLS 1.2 with a CBC suite refused", func(t *testing.T) {
-		_, err := handshake(t, e.addr, &tls.Config{RootCAs: ca.pool(), ServerName: "bank.example",
+		_, err := handshake(t, e.addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "bank.example",
 			MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}})
 		if err == nil {
 			t.Fatal("a CBC suite was accepted")
 		}
 	})
 	t.Run("TLS 1.2 with an AEAD suite", func(t *testing.T) {
-		st, err := handshake(t, e.addr, &tls.Config{RootCAs: ca.pool(), ServerName: "bank.example", MaxVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
+		st, err := handshake(t, e.addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "bank.example", MaxVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,7 +111,7 @@ func TestFrontTLS(t *testing.T) {
 
 	subject := func() string {
 		t.Helper()
-		st, err := handshake(t, e.addr, &tls.Config{RootCAs: ca.pool(), ServerName: "bank.example"})
+		st, err := handshake(t, e.addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "bank.example"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,7 +121,7 @@ func TestFrontTLS(t *testing.T) {
 		if got := subject(); got != "first" {
 			t.Fatalf("certificate %q, want first", got)
 		}
-		ca.issueFiles(t, dir, "second", false, "bank.example")
+		ca.IssueFiles(t, dir, "second", false, "bank.example")
 		if got := subject(); got != "second" {
 			t.Fatalf("after the swap: certificate %q, want second", got)
 		}
@@ -130,7 +130,7 @@ func TestFrontTLS(t *testing.T) {
 		}
 	})
 	t.Run("a broken pair keeps the previous certificate", func(t *testing.T) {
-		other, _ := ca.issuePEM(t, "mismatch", false, "bank.example")
+		other, _ := ca.IssuePEM(t, "mismatch", false, "bank.example")
 		if err := os.WriteFile(certFile, other, 0o600); err != nil { // key no longer matches
 			t.Fatal(err)
 		}
@@ -140,7 +140,7 @@ func TestFrontTLS(t *testing.T) {
 		if logs.FilterMessageSnippet("do not load").Len() != 1 {
 			t.Errorf("want one error line for the broken pair: %v", logs.All())
 		}
-		ca.issueFiles(t, dir, "third", false, "bank.example")
+		ca.IssueFiles(t, dir, "third", false, "bank.example")
 		if got := subject(); got != "third" {
 			t.Fatalf("after a good swap: certificate %q, want third", got)
 		}
@@ -150,14 +150,14 @@ func TestFrontTLS(t *testing.T) {
 // TestCertReloaderInterval checks that the files are looked at no more than once per
 // interval.
 func TestCertReloaderInterval(t *testing.T) {
-	ca := newTestCA(t, "ca")
+	ca := proxytest.NewCA(t, "ca")
 	dir := t.TempDir()
-	certFile, keyFile := ca.issueFiles(t, dir, "first", false)
+	certFile, keyFile := ca.IssueFiles(t, dir, "first", false)
 	r, err := frontend.NewCertReloader(certFile, keyFile, time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca.issueFiles(t, dir, "second", false)
+	ca.IssueFiles(t, dir, "second", false)
 	c, _ := r.GetCertificate(nil)
 	if c.Leaf.Subject.CommonName != "first" {
 		t.Errorf("reloaded within the interval: %q", c.Leaf.Subject.CommonName)
@@ -168,8 +168,8 @@ func TestCertReloaderInterval(t *testing.T) {
 }
 
 func TestCheckTLSFiles(t *testing.T) {
-	ca := newTestCA(t, "ca")
-	certFile, keyFile := ca.issueFiles(t, t.TempDir(), "x", false)
+	ca := proxytest.NewCA(t, "ca")
+	certFile, keyFile := ca.IssueFiles(t, t.TempDir(), "x", false)
 	src := func(tls string) string {
 		return "listen: {https: \":8443\"}\nsites:\n  - {name: a, weight: 1, backends: [\"http://127.0.0.1:1\"]}\ntls: " + tls + "\n"
 	}
@@ -178,9 +178,9 @@ func TestCheckTLSFiles(t *testing.T) {
 	}{
 		{"good pair", fmt.Sprintf("{cert_file: %q, key_file: %q}", certFile, keyFile), "", ""},
 		{"missing cert", fmt.Sprintf("{cert_file: /nonexistent.pem, key_file: %q}", keyFile), "tls.cert_file", "no such file"},
-		{"key is not the cert's", fmt.Sprintf("{cert_file: %q, key_file: %q}", certFile, ca.file(t)), "tls.cert_file", "private key"},
+		{"key is not the cert's", fmt.Sprintf("{cert_file: %q, key_file: %q}", certFile, ca.File(t)), "tls.cert_file", "private key"},
 		{"acme root not PEM", fmt.Sprintf("{acme: {domains: [a.example], storage: st, ca_root: %q}}", keyFile), "tls.acme.ca_root", "no PEM certificate"},
-		{"acme root good", fmt.Sprintf("{acme: {domains: [a.example], storage: st, ca_root: %q}}", ca.file(t)), "", ""},
+		{"acme root good", fmt.Sprintf("{acme: {domains: [a.example], storage: st, ca_root: %q}}", ca.File(t)), "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := configs.Parse("t.yaml", []byte(src(tc.tls)), proxy.CheckTLSFiles)

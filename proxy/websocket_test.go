@@ -182,9 +182,9 @@ func TestWebSocketLifetimeLimit(t *testing.T) {
 func TestWebSocketOverTLS(t *testing.T) {
 	ended := make(chan error, 1)
 	b := echoWebSocket(t, ended)
-	ca := newTestCA(t, "ws-ca")
-	e := startLoggedProxy(t, frontYAML(b, ""), proxyTLS(ca.issue(t, "bank.example", false, "bank.example")), ca.pool())
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool(), ServerName: "bank.example", NextProtos: []string{"http/1.1"}}}
+	ca := proxytest.NewCA(t, "ws-ca")
+	e := startLoggedProxy(t, frontYAML(b, ""), proxytest.FrontTLS(ca.Issue(t, "bank.example", false, "bank.example")), ca.Pool())
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "bank.example", NextProtos: []string{"http/1.1"}}}
 	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), proxytest.Liveness)
 	defer cancel()

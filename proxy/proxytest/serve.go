@@ -1,6 +1,7 @@
 package proxytest
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -85,4 +86,9 @@ func NewClient(t testing.TB) (*http.Client, *http.Transport) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: Liveness}, tr
+}
+
+// FrontTLS is the proxy's front TLS config (frontend.ServerTLSConfig), serving cert.
+func FrontTLS(cert tls.Certificate) *tls.Config {
+	return frontend.ServerTLSConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil })
 }

@@ -1,4 +1,4 @@
-package proxy_test
+package telemetry_test
 
 // Tests of the access log (issue 5): one JSON line per request with its fields, sampling of
 // answers below 400, errors always written, and a reload that moves the output.

@@ -1,4 +1,4 @@
-package proxy_test
+package telemetry_test
 
 // Tests of the access log's client fields (issue 14: client, xff, user_agent, proto, tls,
 // bytes_in) through real requests over HTTP/1.1, h2c and TLS (1.2 and 1.3), and of its
@@ -47,8 +47,8 @@ func TestAccessLogClientFields(t *testing.T) {
 	rec := &proxytest.Tally{} // after al: a request it counted has its line
 	h := proxy.NewHandler(tbl, nil, proxy.WithRecorders(al, rec))
 	_, plain := proxytest.ServeOn(t, cfg, h)
-	ca := newTestCA(t, "ca")
-	secure := proxytest.Serve(t, frontend.NewTLSServer(cfg, h, proxyTLS(ca.issue(t, "proxy", false, "127.0.0.1")), nil))
+	ca := proxytest.NewCA(t, "ca")
+	secure := proxytest.Serve(t, frontend.NewTLSServer(cfg, h, proxytest.FrontTLS(ca.Issue(t, "proxy", false, "127.0.0.1")), nil))
 
 	var h2c http.Protocols
 	h2c.SetUnencryptedHTTP2(true)
@@ -56,8 +56,8 @@ func TestAccessLogClientFields(t *testing.T) {
 		"h1":  {},
 		"h2c": {Protocols: &h2c},
 		// TLS 1.3 with h2, and TLS 1.2 with HTTP/1.1 only.
-		"tls13": {TLSClientConfig: &tls.Config{RootCAs: ca.pool()}, ForceAttemptHTTP2: true},
-		"tls12": {TLSClientConfig: &tls.Config{RootCAs: ca.pool(), MaxVersion: tls.VersionTLS12}},
+		"tls13": {TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}, ForceAttemptHTTP2: true},
+		"tls12": {TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS12}},
 	}
 	for _, tr := range transports {
 		t.Cleanup(tr.CloseIdleConnections)
