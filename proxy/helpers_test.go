@@ -3,6 +3,9 @@ package proxy_test
 // Shared fixtures for the proxy's integration tests: real sockets on both sides. Backends are
 // httptest servers on 127.0.0.1 that play back scripted behaviour; the proxy is the real
 // Handler behind the real server from frontend.NewServer, on its own 127.0.0.1 listener.
+// What other packages' tests need too (backends, configs, serving, the Reloader env) is in
+// proxytest; what is here is the data plane's own: env (one Table behind one server), gate,
+// and raw sockets.
 
 import (
 	"bufio"
