@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy/upstream"
 )
 
 // Transport tuning that the config does not expose. The idle pool is sized so that a busy
@@ -28,13 +29,76 @@ const (
 
 var discardLog = log.New(io.Discard, "", 0)
 
+// backendTransport is a site's transport to its backends.
+type backendTransport interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
+
 // newTransport builds one site's transport to its backends. http1 is set for a site spoken
-// to in HTTP/1.1, whose responses the proxy checks for framing (backendConn); an HTTP/2
-// site's connections carry frames, not HTTP/1 messages.
-func newTransport(t configs.Timeouts, http1 bool) *http.Transport {
+// to in HTTP/1.1 (upstream.Transport, whose responses the proxy checks for framing:
+// backendConn); an HTTP/2 site gets net/http's Transport, and its connections carry
+// frames, not HTTP/1 messages.
+func newTransport(t configs.Timeouts, http1 bool) backendTransport {
+	if http1 {
+		return newHTTP1Transport(t)
+	}
+	return newH2Transport(t)
+}
+
+// newHTTP1Transport is an HTTP/1.1 site's transport: requests are written and responses
+// read on the request's goroutine (see package upstream), over backendConns.
+func newHTTP1Transport(t configs.Timeouts) *upstream.Transport {
 	dialer := &net.Dialer{Timeout: t.Connect, KeepAlive: dialKeepAlive}
 	stall := t.ResponseHeader
-	tr := &http.Transport{
+	tr := &upstream.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newBackendConn(c, stall, true), nil
+		},
+		MaxIdleConnsPerHost:   maxIdlePerBackend,
+		IdleConnTimeout:       t.Idle,
+		ResponseHeaderTimeout: t.ResponseHeader,
+		ExpectContinueTimeout: expectContinue,
+		WriteBufferSize:       ioBufferSize,
+		ReadBufferSize:        ioBufferSize,
+	}
+	// TLS to https backends is done here rather than by the Transport, so that the framing
+	// check sees the plaintext. tr.TLSClientConfig is read at each dial: the site's
+	// settings are filled in after this (newSiteTransport).
+	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		raw, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if tr.TLSClientConfig != nil {
+			tc = tr.TLSClientConfig.Clone()
+		}
+		if tc.ServerName == "" {
+			tc.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc.NextProtos = []string{"http/1.1"}
+		conn := tls.Client(raw, tc)
+		hctx, cancel := context.WithTimeout(ctx, t.Connect)
+		defer cancel()
+		if err := conn.HandshakeContext(hctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return newBackendConn(conn, stall, true), nil
+	}
+	return tr
+}
+
+// newH2Transport is an HTTP/2 site's transport (newSiteTransport sets its Protocols).
+func newH2Transport(t configs.Timeouts) *http.Transport {
+	dialer := &net.Dialer{Timeout: t.Connect, KeepAlive: dialKeepAlive}
+	stall := t.ResponseHeader
+	return &http.Transport{
 		// Never the environment's HTTP_PROXY: backends are reached directly.
 		Proxy: nil,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -42,7 +106,7 @@ func newTransport(t configs.Timeouts, http1 bool) *http.Transport {
 			if err != nil {
 				return nil, err
 			}
-			return newBackendConn(c, stall, http1), nil
+			return newBackendConn(c, stall, false), nil
 		},
 		MaxIdleConns:          0, // no global cap; per backend below
 		MaxIdleConnsPerHost:   maxIdlePerBackend,
@@ -56,34 +120,6 @@ func newTransport(t configs.Timeouts, http1 bool) *http.Transport {
 		WriteBufferSize:    ioBufferSize,
 		ReadBufferSize:     ioBufferSize,
 	}
-	if http1 {
-		// TLS to https backends is done here rather than by the Transport, so that the
-		// framing check sees the plaintext. tr.TLSClientConfig is read at each dial: the
-		// site's settings are filled in after this (newSiteTransport).
-		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			raw, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			tc := &tls.Config{MinVersion: tls.VersionTLS12}
-			if tr.TLSClientConfig != nil {
-				tc = tr.TLSClientConfig.Clone()
-			}
-			if tc.ServerName == "" {
-				tc.ServerName, _, _ = net.SplitHostPort(addr)
-			}
-			tc.NextProtos = []string{"http/1.1"}
-			conn := tls.Client(raw, tc)
-			hctx, cancel := context.WithTimeout(ctx, t.Connect)
-			defer cancel()
-			if err := conn.HandshakeContext(hctx); err != nil {
-				raw.Close()
-				return nil, err
-			}
-			return newBackendConn(conn, stall, true), nil
-		}
-	}
-	return tr
 }
 
 // newForwarder returns the ReverseProxy for one backend. The inbound Host header is kept
@@ -94,8 +130,10 @@ func newForwarder(target *url.URL, tr http.RoundTripper, t *Table, d Deps) forwa
 	// HTTP/2's client resends on its own only what the protocol proves was never processed
 	// (a stream refused, or above a GOAWAY's last one): a resend that is safe, and that the
 	// fence would turn into a 502 on every graceful restart of an h2 backend.
+	// upstream.Transport never resends on its own: nothing to fence.
 	ht, _ := tr.(*http.Transport)
-	fence := ht == nil || ht.Protocols == nil || ht.Protocols.HTTP1()
+	_, own := tr.(*upstream.Transport)
+	fence := !own && (ht == nil || ht.Protocols == nil || ht.Protocols.HTTP1())
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = scheme
@@ -180,6 +218,9 @@ func newBackendConn(c net.Conn, limit time.Duration, check bool) *backendConn {
 // maxResponseHead bounds a response head held for checking; net/http's Transport allows
 // 1 MiB (MaxResponseHeaderBytes' default) beside the status line.
 const maxResponseHead = 1<<20 + 4096
+
+// NetConn is the connection c wraps (upstream.Transport probes an idle one's socket).
+func (c *backendConn) NetConn() net.Conn { return c.Conn }
 
 func (c *backendConn) Write(p []byte) (int, error) {
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.limit)); err != nil {

@@ -14,6 +14,11 @@ type pool struct {
 	idle  map[key][]*conn // oldest first
 	timer *time.Timer     // the sweep; armed while a connection is idle, if there is a timeout
 	armed bool
+	// closeIdle: CloseIdleConnections was called, and no request has asked for a
+	// connection since; connections that become idle meanwhile are closed (as net/http's
+	// Transport does: a Table closed after a reload lets its requests finish, and their
+	// connections then close instead of waiting in a pool nobody will use).
+	closeIdle bool
 
 	readers, writers sync.Pool // *bufio.Reader, *bufio.Writer
 }
@@ -23,6 +28,7 @@ type pool struct {
 func (p *pool) get(k key, timeout time.Duration) (*conn, time.Duration) {
 	for {
 		p.mu.Lock()
+		p.closeIdle = false
 		list := p.idle[k]
 		if len(list) == 0 {
 			p.mu.Unlock()
@@ -49,7 +55,7 @@ func (p *pool) put(c *conn) {
 	c.idleAt = time.Now()
 	p.mu.Lock()
 	list := p.idle[c.k]
-	if len(list) >= max {
+	if len(list) >= max || p.closeIdle {
 		p.mu.Unlock()
 		c.nc.Close()
 		return
@@ -108,6 +114,7 @@ func (p *pool) closeAll() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
+	p.closeIdle = true
 	if p.timer != nil {
 		p.timer.Stop()
 	}

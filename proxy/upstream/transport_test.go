@@ -552,3 +552,29 @@ func TestInvalidHeaderRefusedBeforeConnecting(t *testing.T) {
 		t.Fatalf("err %v after %d connections, want refused before any", err, len(tc.conns))
 	}
 }
+
+// TestCloseIdleClosesConnectionsInUse: a connection in use when CloseIdleConnections is
+// called closes when its request ends, unless a request asked for a connection since
+// (net/http's rule, which the proxy's Table.Close relies on).
+func TestCloseIdleClosesConnectionsInUse(t *testing.T) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	defer s.Close()
+	tr := newTransport(t)
+	var tc traced
+	res, err := tr.RoundTrip(tc.request(t, context.Background(), "GET", s.URL, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.CloseIdleConnections()
+	io.ReadAll(res.Body)
+	res.Body.Close()
+	if len(tr.pool.idle) != 0 {
+		t.Fatal("a connection went idle after CloseIdleConnections")
+	}
+	do(t, tr, tc.request(t, context.Background(), "GET", s.URL, nil))
+	if len(tr.pool.idle) != 1 {
+		t.Fatal("after a new request, its connection was not kept")
+	}
+}
