@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ type conn struct {
 	served bool          // it has answered a request: GotConn's Reused
 	idleAt time.Time
 	stop   func() bool // ends the current request's context watch (watch)
+	abortf func()      // abort, as a func made once
 	probe  probe       // finds a connection the backend closed while idle (probe_*.go)
 	// src reads the request body and remembers how reading it failed (the client's
 	// doing, unlike a failed write); lr bounds it to Content-Length. Kept here so that a
@@ -38,6 +40,7 @@ type conn struct {
 
 func newConn(t *Transport, k key, nc net.Conn) *conn {
 	c := &conn{t: t, k: k, nc: nc}
+	c.abortf = c.abort
 	c.probe.init(nc)
 	return c
 }
@@ -197,7 +200,11 @@ func (c *conn) readResponse(x *exchange, by time.Time) (*http.Response, error) {
 		}
 	}
 	for n1xx := 0; ; {
-		res, err := http.ReadResponse(c.br, x.req)
+		err := c.refuseFolding()
+		var res *http.Response
+		if err == nil {
+			res, err = http.ReadResponse(c.br, x.req)
+		}
 		if err != nil {
 			return nil, c.readError(x, err)
 		}
@@ -226,6 +233,46 @@ func (c *conn) readResponse(x *exchange, by time.Time) (*http.Response, error) {
 			c.limit = maxResponseHead // the caller saw it: the limit is for each head
 		}
 	}
+}
+
+// refuseFolding fails a response head in which a header line continues on the next (obs-fold,
+// RFC 9112 section 5.2), which net/http's parser would join: a head that two parsers may
+// read differently is refused. It checks as much of the head as the read buffer holds (the
+// proxy's backendConn checks all of it); errors reading are left to http.ReadResponse.
+func (c *conn) refuseFolding() error {
+	for want := 1; ; {
+		if _, err := c.br.Peek(want); err != nil {
+			return nil
+		}
+		b, _ := c.br.Peek(c.br.Buffered())
+		end := headEnd(b)
+		if bytes.Contains(b[:end], foldSpace) || bytes.Contains(b[:end], foldTab) {
+			return errFolded
+		}
+		if end < len(b) || len(b) == c.br.Size() {
+			return nil
+		}
+		want = len(b) + 1
+	}
+}
+
+var (
+	foldSpace = []byte("\n ")
+	foldTab   = []byte("\n\t")
+	errFolded = errors.New("upstream: response header folded over lines (obs-fold)")
+)
+
+// headEnd is the length of the head at the start of b: up to its empty line, or all of b
+// if that has not come.
+func headEnd(b []byte) int {
+	end := len(b)
+	if i := bytes.Index(b, []byte("\n\r\n")); i >= 0 {
+		end = i + 1
+	}
+	if i := bytes.Index(b, []byte("\n\n")); i >= 0 && i+1 < end {
+		end = i + 1
+	}
+	return end
 }
 
 // readError is the error of a failed read of a response head.

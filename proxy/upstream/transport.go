@@ -245,7 +245,7 @@ func watch(ctx context.Context, c *conn) func() bool {
 	if ctx.Done() == nil {
 		return nil
 	}
-	return context.AfterFunc(ctx, c.abort)
+	return context.AfterFunc(ctx, c.abortf)
 }
 
 // stopWatch stops a watch from watch and reports whether the connection is still open:

@@ -578,3 +578,18 @@ func TestCloseIdleClosesConnectionsInUse(t *testing.T) {
 		t.Fatal("after a new request, its connection was not kept")
 	}
 }
+
+func TestObsFoldRefused(t *testing.T) {
+	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
+		if _, _, err := b.readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\nok")
+	})
+	tr := newTransport(t)
+	var tc traced
+	if res, err := tr.RoundTrip(tc.request(t, context.Background(), "GET", b.url(), nil)); err == nil {
+		res.Body.Close()
+		t.Fatalf("a folded header was accepted: %q", res.Header.Get("X-Folded"))
+	}
+}
