@@ -296,35 +296,56 @@ func TestFailedReuseNotResent(t *testing.T) {
 }
 
 // TestIdleClosedByBackendFoundOnReuse: a pooled connection the backend closed while idle is
-// not used: the request goes on a new connection and the backend gets it once.
+// not used: the request goes on a new connection and the backend gets it once. Also when
+// the dial hook wraps the connection (as the proxy's backendConn does), if the wrapper
+// gives the connection it wraps (NetConn).
 func TestIdleClosedByBackendFoundOnReuse(t *testing.T) {
-	closed := make(chan struct{}, 1)
-	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
-		for first := true; ; first = false {
-			if _, _, err := b.readRequest(br); err != nil {
-				return
+	for _, wrap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("wrapped=%v", wrap), func(t *testing.T) {
+			closed := make(chan struct{}, 1)
+			b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
+				for first := true; ; first = false {
+					if _, _, err := b.readRequest(br); err != nil {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					if first && b.accepts.Load() == 1 {
+						c.Close() // as a backend whose idle timeout is shorter than ours
+						closed <- struct{}{}
+						return
+					}
+				}
+			})
+			tr := newTransport(t)
+			if wrap {
+				tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+					var d net.Dialer
+					c, err := d.DialContext(ctx, network, addr)
+					if err != nil {
+						return nil, err
+					}
+					return wrappedConn{c}, nil
+				}
 			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			if first && b.accepts.Load() == 1 {
-				c.Close() // as a backend whose idle timeout is shorter than ours
-				closed <- struct{}{}
-				return
+			var tc traced
+			do(t, tr, tc.request(t, context.Background(), "GET", b.url(), nil))
+			await(t, closed, "the backend's close")
+			time.Sleep(10 * time.Millisecond) // for the FIN to arrive: the race it avoids is real, not the test's
+			_, body := do(t, tr, tc.request(t, context.Background(), "POST", b.url(), strings.NewReader("pay 100")))
+			if body != "ok" || tc.conns[1].Reused {
+				t.Fatalf("second request: %q on %+v, want ok on a new connection", body, tc.conns[1])
 			}
-		}
-	})
-	tr := newTransport(t)
-	var tc traced
-	do(t, tr, tc.request(t, context.Background(), "GET", b.url(), nil))
-	await(t, closed, "the backend's close")
-	time.Sleep(10 * time.Millisecond) // for the FIN to arrive: the race it avoids is real, not the test's
-	_, body := do(t, tr, tc.request(t, context.Background(), "POST", b.url(), strings.NewReader("pay 100")))
-	if body != "ok" || tc.conns[1].Reused {
-		t.Fatalf("second request: %q on %+v, want ok on a new connection", body, tc.conns[1])
-	}
-	if r := b.requests.Load(); r != 2 {
-		t.Fatalf("backend saw %d requests, want 2", r)
+			if r := b.requests.Load(); r != 2 {
+				t.Fatalf("backend saw %d requests, want 2", r)
+			}
+		})
 	}
 }
+
+// wrappedConn hides the connection's methods beyond net.Conn, as the proxy's backendConn.
+type wrappedConn struct{ net.Conn }
+
+func (w wrappedConn) NetConn() net.Conn { return w.Conn }
 
 func TestResetMidBody(t *testing.T) {
 	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
@@ -591,5 +612,45 @@ func TestObsFoldRefused(t *testing.T) {
 	if res, err := tr.RoundTrip(tc.request(t, context.Background(), "GET", b.url(), nil)); err == nil {
 		res.Body.Close()
 		t.Fatalf("a folded header was accepted: %q", res.Header.Get("X-Folded"))
+	}
+}
+
+// TestExpectContinueTimeoutSendsBody: a backend that ignores "Expect: 100-continue" and
+// waits for the body gets it once ExpectContinueTimeout has passed.
+func TestExpectContinueTimeoutSendsBody(t *testing.T) {
+	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
+		_, body, err := b.readRequest(br)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	})
+	tr := newTransport(t)
+	tr.ExpectContinueTimeout = 20 * time.Millisecond
+	var tc traced
+	req := tc.request(t, context.Background(), "POST", b.url(), strings.NewReader("late body"))
+	req.Header.Set("Expect", "100-continue")
+	if res, body := do(t, tr, req); res.StatusCode != 200 || body != "late body" || tc.waited != 1 || tc.got100 != 0 {
+		t.Fatalf("%d %q, Wait100Continue %d, Got100Continue %d", res.StatusCode, body, tc.waited, tc.got100)
+	}
+}
+
+// TestTLSReuse: an https backend's connection is kept and reused (what the TLS 1.3 server
+// sends after the handshake must not make the idle probe take it for closed).
+func TestTLSReuse(t *testing.T) {
+	s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "secure")
+	}))
+	defer s.Close()
+	tr := newTransport(t)
+	tr.TLSClientConfig = s.Client().Transport.(*http.Transport).TLSClientConfig
+	var tc traced
+	for range 3 {
+		if _, body := do(t, tr, tc.request(t, context.Background(), "GET", s.URL, nil)); body != "secure" {
+			t.Fatalf("body %q", body)
+		}
+	}
+	if !tc.conns[1].Reused || !tc.conns[2].Reused {
+		t.Fatalf("GotConn %+v, want the connection reused", tc.conns)
 	}
 }
