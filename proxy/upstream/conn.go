@@ -26,7 +26,6 @@ type conn struct {
 	br     *bufio.Reader // nil while idle; its source is the conn itself (Read)
 	bw     *bufio.Writer // nil while idle; its sink is the conn itself (Write)
 	limit  int64         // what br may still read from nc: bounds a response head
-	served bool          // it has answered a request: GotConn's Reused
 	idleAt time.Time
 	stop   func() bool // ends the current request's context watch (watch)
 	abortf func()      // abort, as a func made once
@@ -83,7 +82,6 @@ func (c *conn) finish(keep bool) {
 		c.close()
 		return
 	}
-	c.served = true
 	c.t.pool.put(c)
 }
 
