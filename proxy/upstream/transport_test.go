@@ -654,3 +654,28 @@ func TestTLSReuse(t *testing.T) {
 		t.Fatalf("GotConn %+v, want the connection reused", tc.conns)
 	}
 }
+
+// TestEarlyAnswerToUpload: a backend that refuses a large upload from its head alone and
+// stops reading gets its answer through: once writing the body fails, the answer already
+// sent is read and returned (the connection then closes).
+func TestEarlyAnswerToUpload(t *testing.T) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}))
+	defer s.Close()
+	tr := newTransport(t)
+	var tc traced
+	const size = 64 << 20
+	req := tc.request(t, context.Background(), "POST", s.URL, io.LimitReader(zeros{}, size))
+	req.ContentLength = size
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("err %v, want the backend's 413", err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d, want 413", res.StatusCode)
+	}
+}
