@@ -2,11 +2,8 @@ package proxy
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"net/http"
-	"os"
 
 	"go.uber.org/zap"
 
@@ -87,7 +84,7 @@ func backendTLSConfig(cfg *configs.Config, i int) (*tls.Config, error) {
 		InsecureSkipVerify: t.InsecureSkipVerify,
 	}
 	if t.CAFile != "" {
-		pool, err := loadCertPool(t.CAFile)
+		pool, err := configs.LoadCertPool(t.CAFile)
 		if err != nil {
 			errs = append(errs, cfg.Errorf(p+".ca_file", "%v", err))
 		}
@@ -105,17 +102,4 @@ func backendTLSConfig(cfg *configs.Config, i int) (*tls.Config, error) {
 		return nil, errs
 	}
 	return tc, nil
-}
-
-// loadCertPool reads a PEM file of CA certificates.
-func loadCertPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New(path + ": no PEM certificate in it")
-	}
-	return pool, nil
 }
