@@ -21,6 +21,9 @@ import (
 	"github.com/spillway/spillway/bench/sim"
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
+	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/runtime"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // SiteSpec is one simulated site: its place in the split and its backends. Each backend
@@ -88,7 +91,7 @@ type Env struct {
 	opts     EnvOptions
 	weights  []int
 	targets  string // the Group's targets file
-	reloader *proxy.Reloader
+	reloader *runtime.Reloader
 	handler  *proxy.Handler
 	path     string // the proxy's config file
 	srv      *http.Server
@@ -135,9 +138,9 @@ func StartEnv(o EnvOptions) (_ *Env, err error) {
 		return nil, err
 	}
 	e.handler = e.reloader.Handler()
-	e.srv = proxy.NewServer(e.reloader.Config(), e.handler, e.log)
+	e.srv = frontend.NewServer(e.reloader.Config(), e.handler, e.log)
 	e.served = make(chan error, 1)
-	go func() { e.served <- proxy.Serve(e.srv, ln) }()
+	go func() { e.served <- frontend.Serve(e.srv, ln) }()
 	if e.Group != nil {
 		e.group.Go(func() {
 			if err := e.Group.Run(e.ctx); err != nil {
@@ -184,17 +187,16 @@ func (e *Env) startProxy() error {
 	if err := e.writeConfig(e.weights); err != nil {
 		return err
 	}
-	ro := proxy.ReloaderOptions{Path: e.path, Log: e.log}
+	ro := runtime.ReloaderOptions{Path: e.path, Log: e.log}
 	var reg *prometheus.Registry
-	var recent *proxy.Recent
+	var recent *telemetry.Recent
 	if e.opts.Admin {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		ro.Metrics = reg
-		recent = proxy.NewRecent(32768)
-		ro.Recorders = []proxy.Recorder{recent}
+		recent = telemetry.NewRecent(32768)
+		ro.Recorders, ro.Metrics = []proxy.Recorder{recent}, reg
 	}
-	e.reloader = proxy.NewReloader(ro)
+	e.reloader = runtime.NewReloader(ro)
 	if err := e.reloader.Start(e.ctx); err != nil {
 		e.reloader = nil
 		return err
@@ -206,7 +208,7 @@ func (e *Env) startProxy() error {
 }
 
 // startAdmin serves the admin API on a loopback port of its own: reads open, no changes.
-func (e *Env) startAdmin(reg *prometheus.Registry, recent *proxy.Recent) error {
+func (e *Env) startAdmin(reg *prometheus.Registry, recent *telemetry.Recent) error {
 	aln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -270,7 +272,7 @@ func (e *Env) config(weights []int) string {
 }
 
 // SetWeights changes the split to weights (in Sites order) as an operator does: it rewrites
-// the config file and reloads it (proxy.Reloader.Reload: a new Table over the same
+// the config file and reloads it (runtime.Reloader.Reload: a new Table over the same
 // Registry, so in-flight counts, health and the split's position carry over, swapped in
 // while the old one finishes its requests).
 func (e *Env) SetWeights(weights []int) error {

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // adminClient reads a running Spillway's admin API: GET /api/v1/state, GET /metrics and
@@ -77,12 +77,12 @@ func (a *adminClient) get(ctx context.Context, path string) ([]byte, error) {
 	return b, nil
 }
 
-func (a *adminClient) state(ctx context.Context) (*proxy.State, error) {
+func (a *adminClient) state(ctx context.Context) (*runtime.State, error) {
 	b, err := a.get(ctx, "/api/v1/state")
 	if err != nil {
 		return nil, err
 	}
-	var st proxy.State
+	var st runtime.State
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("admin GET /api/v1/state: %w", err)
 	}
@@ -354,7 +354,7 @@ type ReplicaInfo struct {
 // topologyHash hashes what defines the deployment in st: sites, their configured weights,
 // whether elastic, and their backends (sorted). Limits and live state are left out: they
 // move by themselves.
-func topologyHash(st *proxy.State) string {
+func topologyHash(st *runtime.State) string {
 	h := sha256.New()
 	for _, s := range st.Sites {
 		var addrs []string

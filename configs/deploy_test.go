@@ -25,7 +25,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"gopkg.in/yaml.v3"
 
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 const (
@@ -587,7 +587,7 @@ outlier: {consecutive_failures: 0}
 	}
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path, Metrics: reg})
+	r := runtime.NewReloader(runtime.ReloaderOptions{Path: path, Metrics: reg})
 	if err := r.Start(ctx); err != nil {
 		cancel()
 		t.Fatal(err)

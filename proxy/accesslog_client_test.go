@@ -19,6 +19,9 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/runtime"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 func TestAccessLogClientFields(t *testing.T) {
@@ -31,7 +34,7 @@ func TestAccessLogClientFields(t *testing.T) {
 	})
 	cfg := mustConfig(t, configYAML([]site{{"idc1", 1, []string{backend.URL}}},
 		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out)))
-	al := proxy.NewAccessLog(nil)
+	al := telemetry.NewAccessLog(nil)
 	if err := al.Configure(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +47,7 @@ func TestAccessLogClientFields(t *testing.T) {
 	h := proxy.NewHandler(tbl, nil, proxy.WithRecorders(al, rec))
 	_, plain := serveOn(t, cfg, h)
 	ca := newTestCA(t, "ca")
-	secure := serve(t, proxy.NewTLSServer(cfg, h, proxyTLS(ca.issue(t, "proxy", false, "127.0.0.1")), nil))
+	secure := serve(t, frontend.NewTLSServer(cfg, h, proxyTLS(ca.issue(t, "proxy", false, "127.0.0.1")), nil))
 
 	var h2c http.Protocols
 	h2c.SetUnencryptedHTTP2(true)
@@ -144,7 +147,7 @@ func TestAccessLogHopByHopXFF(t *testing.T) {
 	seen := make(chan string, 1)
 	backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Get("X-Forwarded-For") })
 	e := startReloader(t, configYAML([]site{{"idc1", 1, []string{backend.URL}}},
-		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out)), proxy.ReloaderOptions{})
+		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out)), runtime.ReloaderOptions{})
 	req, _ := http.NewRequest(http.MethodGet, e.url+"/", nil)
 	req.Header.Set("X-Forwarded-For", "203.0.113.7")
 	req.Header.Set("Connection", "X-Forwarded-For")
@@ -176,7 +179,7 @@ func TestAccessLogReopen(t *testing.T) {
 	config := configYAML([]site{{"idc1", 1, []string{backend.URL}}},
 		fmt.Sprintf("access_log: {output: %q, sample_2xx: 1}\n", out))
 	rec := &tally{}
-	e := startReloader(t, config, proxy.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
+	e := startReloader(t, config, runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
 	stop := e.driveGets(t, 4, rec)
 	moreRequests := func() {
 		t.Helper()

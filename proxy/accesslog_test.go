@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // tally is a Recorder that counts finished requests.
@@ -112,7 +113,7 @@ sites:
 retries: {attempts: 1}
 access_log: {output: %q, sample_2xx: 1}
 `, idc1.url, aws.URL, first)
-	e := startReloader(t, spillCfg, proxy.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
+	e := startReloader(t, spillCfg, runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
 
 	// Every request is written: one held at idc1, one that spills to aws, one error.
 	held := make(chan int, 1)
@@ -243,7 +244,7 @@ access_log: {output: %q, sample_2xx: 1}
 `, backend.URL, output)
 	}
 	rec := &tally{}
-	e := startReloader(t, config(outputs[0]), proxy.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
+	e := startReloader(t, config(outputs[0]), runtime.ReloaderOptions{Recorders: []proxy.Recorder{rec}})
 	stop := e.driveGets(t, 8, rec)
 	for i := range 100 {
 		e.write(t, config(outputs[(i+1)%2]))

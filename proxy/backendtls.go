@@ -2,15 +2,13 @@ package proxy
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"net/http"
-	"os"
 
 	"go.uber.org/zap"
 
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy/frontend"
 	"github.com/spillway/spillway/proxy/upstream"
 )
 
@@ -60,6 +58,34 @@ func transportTLS(tr backendTransport) *tls.Config {
 	return nil
 }
 
+// CheckTLSFiles reads every file the config's TLS settings name, so that a missing or
+// broken file is refused with its line, with every other problem of the config, before
+// anything listens or a reload takes it: each site's CA and client certificate, read here
+// as backendTLSConfig reads them, and the front's (frontend.CheckTLSFiles). It is a
+// configs.Check; the Reloader runs it on every config, and so may configs.Load's callers.
+func CheckTLSFiles(cfg *configs.Config) error {
+	var errs configs.Errors
+	for i, s := range cfg.Sites {
+		if s.TLS == nil {
+			continue
+		}
+		if _, err := backendTLSConfig(cfg, i); err != nil {
+			if found, ok := err.(configs.Errors); ok {
+				errs = append(errs, found...)
+			}
+		}
+	}
+	if err := frontend.CheckTLSFiles(cfg); err != nil {
+		if found, ok := err.(configs.Errors); ok {
+			errs = append(errs, found...)
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
 // backendTLSConfig is the client TLS config for site i's https backends.
 func backendTLSConfig(cfg *configs.Config, i int) (*tls.Config, error) {
 	s := cfg.Sites[i]
@@ -72,7 +98,7 @@ func backendTLSConfig(cfg *configs.Config, i int) (*tls.Config, error) {
 		InsecureSkipVerify: t.InsecureSkipVerify,
 	}
 	if t.CAFile != "" {
-		pool, err := loadCertPool(t.CAFile)
+		pool, err := configs.LoadCertPool(t.CAFile)
 		if err != nil {
 			errs = append(errs, cfg.Errorf(p+".ca_file", "%v", err))
 		}
@@ -90,17 +116,4 @@ func backendTLSConfig(cfg *configs.Config, i int) (*tls.Config, error) {
 		return nil, errs
 	}
 	return tc, nil
-}
-
-// loadCertPool reads a PEM file of CA certificates.
-func loadCertPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New(path + ": no PEM certificate in it")
-	}
-	return pool, nil
 }

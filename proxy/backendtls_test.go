@@ -18,6 +18,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // mtlsBackend is an httptest TLS server on 127.0.0.1 with a certificate from serverCA for
@@ -179,7 +180,7 @@ func TestHealthProbesUseSiteTLS(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
-	go func() { defer close(ran); tbl.Run(ctx) }()
+	go func() { defer close(ran); runtime.RunTable(ctx, tbl, nil) }()
 	defer func() { cancel(); <-ran }()
 	deadline := time.Now().Add(liveness)
 	for !backend.Healthy() { // probes run on the Monitor's clock; poll within the bound

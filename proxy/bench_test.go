@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -9,16 +8,14 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 // The proxy benchmarks send the same GET through three paths on loopback, in one run:
@@ -44,7 +41,7 @@ func benchServe(b *testing.B, h http.Handler) string {
 		b.Fatal(err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go Serve(srv, ln)
+	go frontend.Serve(srv, ln)
 	b.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String()
 }
@@ -118,36 +115,8 @@ func BenchmarkProxySpillway(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := NewServer(cfg, NewHandler(table, nil), nil)
-	go Serve(srv, ln)
-	b.Cleanup(func() { srv.Close() })
-	benchGet(b, "http://"+ln.Addr().String()+"/x")
-}
-
-// BenchmarkProxySpillwayOperated is BenchmarkProxySpillway as `spillway run` serves it: through
-// the Reloader, with the live counts, Prometheus metrics, the recent-requests ring and the
-// access log (every request, to a file). The difference is what operating it costs.
-func BenchmarkProxySpillwayOperated(b *testing.B) {
-	backend := benchBackend(b)
-	dir := b.TempDir()
-	path := filepath.Join(dir, "bench.yaml")
-	yaml := fmt.Sprintf("sites:\n- {name: idc1, weight: 5, backends: [%q]}\n- {name: idc2, weight: 3, backends: [%q]}\n- {name: aws, weight: 2, backends: [%q]}\n"+
-		"access_log: {output: %q}\n", backend.URL, backend.URL, backend.URL, filepath.Join(dir, "access.log"))
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := NewReloader(ReloaderOptions{Path: path, Metrics: prometheus.NewRegistry(), Recorders: []Recorder{NewRecent(4096)}})
-	if err := r.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cancel(); r.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := NewServer(r.Config(), r.Handler(), nil)
-	go Serve(srv, ln)
+	srv := frontend.NewServer(cfg, NewHandler(table, nil), nil)
+	go frontend.Serve(srv, ln)
 	b.Cleanup(func() { srv.Close() })
 	benchGet(b, "http://"+ln.Addr().String()+"/x")
 }

@@ -13,13 +13,14 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/balancer/discovery/dnstest"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // runTable runs the Table's background work (health checks, discovery) until the test ends.
 func (e *env) runTable(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { e.table.Run(ctx) })
+	wg.Go(func() { runtime.RunTable(ctx, e.table, nil) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
 }
 

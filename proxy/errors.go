@@ -14,6 +14,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/proxy/framing"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 // errAborted is the Result error of a response the proxy had to break off midway.
@@ -116,7 +118,7 @@ func classify(err error, r *http.Request, ex *exchange) (int, failure) {
 		return classified(reasonQueueDelay)
 	case errors.Is(err, balancer.ErrSaturated):
 		return classified(reasonQueueFull)
-	case body != nil && (isFrameError(body.clientErr()) || edgeConnOf(r) != nil && edgeConnOf(r).malformedBody()):
+	case body != nil && (isFrameError(body.clientErr()) || frontend.ConnOf(r) != nil && frontend.ConnOf(r).MalformedBody()):
 		// Before the client-gone check: net/http cancels the request's context when a
 		// read from the connection fails, and the edge fails the read of a malformed
 		// chunked body; the client is still there to get its 400.
@@ -142,7 +144,7 @@ func classify(err error, r *http.Request, ex *exchange) (int, failure) {
 
 // isFrameError reports whether err is the edge's refusal of a malformed message.
 func isFrameError(err error) bool {
-	var fe *frameError
+	var fe *framing.Error
 	return errors.As(err, &fe)
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // TestExplainSaysWhatChoseAndWhyNotRetried: the explain record of a request says whether
@@ -21,7 +22,7 @@ func TestExplainSaysWhatChoseAndWhyNotRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(tbl.Close)
-	recent := proxy.NewRecent(16)
+	recent := telemetry.NewRecent(16)
 	_, addr := serveOn(t, cfg, proxy.NewHandler(tbl, nil, proxy.WithRecorders(recent)))
 	client, _ := newClient(t)
 	for _, tc := range []struct {
@@ -50,7 +51,7 @@ func TestExplainSaysWhatChoseAndWhyNotRetried(t *testing.T) {
 		if info.Chosen != tc.chosen || info.NoRetry != "it may have reached the backend, and it is not idempotent" {
 			t.Errorf("%s: chosen %q, no_retry %q", tc.id, info.Chosen, info.NoRetry)
 		}
-		why := info.Explain()
+		why := telemetry.Explain(&info)
 		if !strings.Contains(why, "not retried: it may have reached the backend") ||
 			(tc.chosen == "affinity") != strings.Contains(why, "its session (affinity) preferred idc1") {
 			t.Errorf("%s: explain %q", tc.id, why)

@@ -3,7 +3,6 @@ package proxy
 import (
 	"slices"
 	"testing"
-	"time"
 )
 
 // The failure table is complete and consistent: every reason has a name of its own, the
@@ -33,20 +32,5 @@ func TestFailureTableIsComplete(t *testing.T) {
 	want := []string{"connect", "backend_tls", "connect_timeout", "timeout", "bad_gateway", "upstream_502"}
 	if !slices.Equal(retryReasons, want) {
 		t.Errorf("retryReasons = %v, want %v", retryReasons, want)
-	}
-}
-
-// Regression: the live shed rate (dashboard, state API) counted queue_full and
-// queue_timeout but not queue_delay, the shed of a congested queue and the usual one under
-// sustained overload, which spillway_shed_total does count: the dashboard showed no
-// shedding while most refusals were queue_delay.
-func TestLiveCountsEveryShed(t *testing.T) {
-	at := time.Unix(1e9, 0)
-	l := NewLive(func() time.Time { return at.Add(time.Second) })
-	for _, f := range []failure{reasonQueueFull, reasonQueueTimeout, reasonQueueDelay, reasonNoBackend, reasonConnect} {
-		l.Record(&RequestInfo{Start: at, Status: failures[f].status, Reason: f.String(), failure: f})
-	}
-	if _, shed := l.Totals(); shed != 0.3 {
-		t.Errorf("shed rate %v/s over 10 s, want 0.3 (queue_full, queue_timeout, queue_delay)", shed)
 	}
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 // grpcBackend serves gRPC's health service on 127.0.0.1, over h2c, or over TLS when cert
@@ -173,7 +174,7 @@ func (b *trailerBody) Close() error { return nil }
 
 // proxyTLS is the proxy's front TLS config, serving cert.
 func proxyTLS(cert tls.Certificate) *tls.Config {
-	return proxy.ServerTLSConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil })
+	return frontend.ServerTLSConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil })
 }
 
 // TestRapidResetBounded floods the proxy with HTTP/2 streams, each reset (RST_STREAM
@@ -200,7 +201,7 @@ func TestRapidResetBounded(t *testing.T) {
 	var mu sync.Mutex
 	now, peak := 0, 0 // requests in the proxy's Handler at once, and the most there were
 	h := proxy.NewHandler(tbl, nil)
-	srv := proxy.NewServer(cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := frontend.NewServer(cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		now++
 		peak = max(peak, now)
@@ -213,7 +214,7 @@ func TestRapidResetBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- proxy.Serve(srv, ln) }()
+	go func() { served <- frontend.Serve(srv, ln) }()
 	defer func() { srv.Close(); <-served }()
 
 	conn, err := net.Dial("tcp", ln.Addr().String())

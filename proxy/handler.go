@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 // Handler is the proxy's http.Handler. Each request reads the Table that is current when it
@@ -110,9 +111,9 @@ func (ex *exchange) reached(connsBefore int32) bool {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := h.table.Load()
 	if r.TLS == nil {
-		// The edge terminates TLS itself (see Serve); net/http sees a plain connection.
-		if ec := edgeConnOf(r); ec != nil {
-			r.TLS = ec.tlsState()
+		// The edge terminates TLS itself (see frontend.Serve); net/http sees a plain connection.
+		if ec := frontend.ConnOf(r); ec != nil {
+			r.TLS = ec.TLSState()
 		}
 	}
 	ex := &exchange{rw: responseWriter{ResponseWriter: w}, start: time.Now()}
@@ -332,8 +333,8 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.hijacked = true
 	w.ex.clock.stop() // the tunnel's own limits take over (websocket.idle, max_lifetime)
 	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if ec, ok := c.(*edgeConn); ok {
-		ec.tunnel() // what the client sends from now on is the tunnel's, not HTTP
+	if ec, ok := c.(*frontend.Conn); ok {
+		ec.Tunnel() // what the client sends from now on is the tunnel's, not HTTP
 	}
 	return c, brw, err
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 // serveInternal serves h on a loopback listener until the test ends.
@@ -32,9 +33,9 @@ func serveInternalSrv(t *testing.T, cfg *configs.Config, h http.Handler) (string
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(cfg, h, nil)
+	srv := frontend.NewServer(cfg, h, nil)
 	done := make(chan struct{})
-	go func() { defer close(done); Serve(srv, ln) }()
+	go func() { defer close(done); frontend.Serve(srv, ln) }()
 	t.Cleanup(func() { srv.Close(); <-done })
 	return "http://" + ln.Addr().String(), srv
 }

@@ -2,7 +2,7 @@ package proxy_test
 
 // Shared fixtures for the proxy's integration tests: real sockets on both sides. Backends are
 // httptest servers on 127.0.0.1 that play back scripted behaviour; the proxy is the real
-// Handler behind the real server from proxy.NewServer, on its own 127.0.0.1 listener.
+// Handler behind the real server from frontend.NewServer, on its own 127.0.0.1 listener.
 
 import (
 	"bufio"
@@ -24,6 +24,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/frontend"
 	"github.com/spillway/spillway/proxy/proxytest"
 )
 
@@ -104,15 +105,15 @@ func startProxy(t *testing.T, yaml string) *env {
 	}
 }
 
-// serveOn serves h on a new 127.0.0.1 listener with the server proxy.NewServer makes for
+// serveOn serves h on a new 127.0.0.1 listener with the server frontend.NewServer makes for
 // cfg, until the test ends, and returns the server and the listener's address.
 func serveOn(t *testing.T, cfg *configs.Config, h http.Handler) (*http.Server, string) {
 	t.Helper()
-	srv := proxy.NewServer(cfg, h, nil)
+	srv := frontend.NewServer(cfg, h, nil)
 	return srv, serve(t, srv)
 }
 
-// serve runs srv on a new 127.0.0.1 listener through proxy.Serve (with TLS when srv has a TLSConfig)
+// serve runs srv on a new 127.0.0.1 listener through frontend.Serve (with TLS when srv has a TLSConfig)
 // until the test ends, and returns the listener's address.
 func serve(t *testing.T, srv *http.Server) string {
 	t.Helper()
@@ -122,7 +123,7 @@ func serve(t *testing.T, srv *http.Server) string {
 	}
 	served := make(chan error, 1)
 	go func() {
-		served <- proxy.Serve(srv, ln) // a server with a TLSConfig terminates TLS there
+		served <- frontend.Serve(srv, ln) // a server with a TLSConfig terminates TLS there
 	}()
 	t.Cleanup(func() {
 		srv.Close()

@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // promSample is one line of the text exposition.
@@ -191,7 +191,7 @@ sites:
 spillover: {queue: {size: 0, timeout: 1s}}
 retries: {attempts: 1}
 `, idc1.url, aws.url, down.URL)
-	e := startReloader(t, config, proxy.ReloaderOptions{Metrics: reg, Now: now})
+	e := startReloaderMetrics(t, config, runtime.ReloaderOptions{Now: now}, reg)
 	waitFor(t, "idc2's backend to go down", func() bool { return !e.site(t, "idc2").Backends[0].Up })
 
 	answers := make(chan string, 3)
@@ -275,12 +275,12 @@ retries: {attempts: 1}
 func TestMetricsCountRetries(t *testing.T) {
 	good := nameBackend(t, "aws")
 	reg := prometheus.NewRegistry()
-	e := startReloader(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
+	e := startReloaderMetrics(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: idc1, weight: 1, backends: [%q]}
   - {name: aws, weight: 0, backends: [%q], elastic: true}
 retries: {attempts: 2, min_per_second: 3}
-`, refusedURL(t), good.URL), proxy.ReloaderOptions{Metrics: reg})
+`, refusedURL(t), good.URL), runtime.ReloaderOptions{}, reg)
 	for i := range 3 {
 		if body := e.mustGet(t, fmt.Sprintf("/r/%d", i)); body != "aws" {
 			t.Fatalf("answered by %q, want aws after a retry", body)

@@ -5,8 +5,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // Regression (found by review): with admin.listen on loopback, reads are open to any request that reaches the
@@ -14,7 +14,7 @@ import (
 // recent requests through DNS rebinding (attacker.example resolving to 127.0.0.1).
 func TestRegressionOpenReadsIgnoreHost(t *testing.T) {
 	a := nameBackend(t, "a")
-	e := startReloader(t, configYAML([]site{{"a", 1, []string{a.URL}}}, ""), proxy.ReloaderOptions{})
+	e := startReloader(t, configYAML([]site{{"a", 1, []string{a.URL}}}, ""), runtime.ReloaderOptions{})
 	h := admin.New(admin.Options{Control: e.r, OpenReads: true, Tokens: admin.Tokens{"ops": "0123456789abcdef"}})
 	req := httptest.NewRequest(http.MethodGet, "http://attacker.example/api/v1/state", nil)
 	req.RemoteAddr = "127.0.0.1:5555"

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // Regression (found by review): a new generation is seeded with the members the old one discovered, but the
-// active health checks of discovered members start only in setMembers, on the new
+// active health checks of discovered members start only when discovery sets the members, on the new
 // Discoverer's first *successful, changed* lookup. A reload while discovery is failing
 // (DNS down, targets file empty) leaves those members with no health checks at all.
 func TestRegressionSeededMembersKeepHealthChecksAfterReload(t *testing.T) {
@@ -47,7 +47,7 @@ sites:
 retries: {attempts: 1}
 `, w, idc.URL, targets)
 	}
-	e := startReloader(t, cfg(1), proxy.ReloaderOptions{})
+	e := startReloader(t, cfg(1), runtime.ReloaderOptions{})
 	up := func() bool {
 		bs := e.site(t, "aws").Backends
 		return len(bs) == 1 && bs[0].Healthy

@@ -42,11 +42,11 @@ sites:
 	// ...the old generation's prober, still running, saw a failure (fall 1) and reports it...
 	reg.SetUp("a", backend.URL, false)
 	// ...then the new generation starts, swaps in, and the old one stops.
-	next.activate()
+	next.Activate()
 	old.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { next.Run(ctx) })
+	wg.Go(func() { next.Monitor().Run(ctx) }) // what runtime.RunTable runs for a Table without discovery
 	defer func() { cancel(); wg.Wait(); next.Close() }()
 	b, _ := reg.Lookup(balancer.BackendID{Site: "a", Addr: backend.URL})
 	deadline := time.Now().Add(2 * time.Second)

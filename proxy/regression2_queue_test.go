@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // Regression (found by review): a request queued under generation N is re-admitted on generation N+1's Picker
@@ -33,7 +33,7 @@ sites:
 spillover: {queue: {size: 10, timeout: 5s}}
 retries: {attempts: 1}
 `, a.URL, b.URL)
-	e := startReloader(t, oneSite, proxy.ReloaderOptions{})
+	e := startReloader(t, oneSite, runtime.ReloaderOptions{})
 	first := make(chan error, 1)
 	go func() { _, _, err := e.send("GET", "/1", nil); first <- err }()
 	await(t, held, "first request at a")

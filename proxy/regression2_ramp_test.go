@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // Regression (found by review): a persisted weight with a ramp keeps its override until the ramp ends, then the
@@ -16,7 +16,7 @@ import (
 func TestRegressionPersistedRampEndIgnoresLaterFileEdit(t *testing.T) {
 	a, b, c := nameBackend(t, "idc1"), nameBackend(t, "idc2"), nameBackend(t, "aws")
 	clock := newTestClock()
-	e := startReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""), proxy.ReloaderOptions{Now: clock.Now})
+	e := startReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""), runtime.ReloaderOptions{Now: clock.Now})
 	if err := e.r.SetWeight("idc1", 8, 10*time.Second, "alice", true); err != nil {
 		t.Fatal(err)
 	}
@@ -37,11 +37,11 @@ func TestRegressionPersistedRampEndIgnoresLaterFileEdit(t *testing.T) {
 // loaded yet) is refused rather than carried along under a "weight" entry, or overwritten.
 func TestRegressionPersistRefusesAnUnloadedEdit(t *testing.T) {
 	a, b, c := nameBackend(t, "idc1"), nameBackend(t, "idc2"), nameBackend(t, "aws")
-	e := startReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""), proxy.ReloaderOptions{})
+	e := startReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""), runtime.ReloaderOptions{})
 	edited := threeSites(a.URL, b.URL, c.URL, 5, 4, 2, "")
 	e.write(t, edited) // saved, not reloaded yet
 	err := e.r.SetWeight("idc1", 9, 0, "alice", true)
-	if !errors.Is(err, proxy.ErrInvalid) {
+	if !errors.Is(err, runtime.ErrInvalid) {
 		t.Fatalf("persist over an unloaded edit: %v, want ErrInvalid", err)
 	}
 	if got, _ := os.ReadFile(e.path); string(got) != edited {

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // Regression (found by review): Build (balancer.NewPicker → backends → AdaptiveLimit.SetBounds) changes the
@@ -20,7 +20,7 @@ sites:
 retries: {attempts: 1}
 %s`, b.URL, cap, min(cap, 50), extra)
 	}
-	e := startReloader(t, cfg(100, ""), proxy.ReloaderOptions{})
+	e := startReloader(t, cfg(100, ""), runtime.ReloaderOptions{})
 	before := e.site(t, "a").Limit
 	e.write(t, cfg(5, "access_log: {output: "+fmt.Sprintf("%q", t.TempDir()+"/no/such/dir/access.log")+"}\n"))
 	err := e.r.Reload("test", false)
@@ -42,7 +42,7 @@ func TestRegressionRefusedReloadLeavesPhantomSite(t *testing.T) {
 sites:
   - {name: a, weight: 1, backends: [%q]}
 retries: {attempts: 1}
-`, a.URL), proxy.ReloaderOptions{})
+`, a.URL), runtime.ReloaderOptions{})
 	e.write(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: a, weight: 1, backends: [%q]}

@@ -1,14 +1,13 @@
 package proxy
 
 import (
-	"context"
 	"testing"
 
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 )
 
-// R6: setMembers prunes the forwarders of members that left, but a request that leased such
+// R6: SetMembers prunes the forwarders of members that left, but a request that leased such
 // a member before the change calls t.forwarder afterwards, which makes and stores a new one:
 // the map keeps a forwarder for a departed member for the life of the Table.
 func TestRegressionPrunedForwarderIsRecreatedAndKept(t *testing.T) {
@@ -24,17 +23,17 @@ sites:
 		t.Fatal(err)
 	}
 	defer tbl.Close()
-	d := &tbl.discovered[0]
-	ctx := context.Background()
-	tbl.setMembers(ctx, d, []string{"10.0.0.1:80"}, true, map[string]*memberCheck{})
+	if _, err := tbl.SetMembers("aws", []string{"http://10.0.0.1:80"}, true); err != nil {
+		t.Fatal(err)
+	}
 	var l balancer.Lease
 	if err := tbl.bal.Picker().Pick(&l, 0); err != nil {
 		t.Fatal(err)
 	}
 	route := &tbl.sites[0]
-	tbl.forwarder(route, l.Backend)                                                  // first try
-	tbl.setMembers(ctx, d, []string{"10.0.0.2:80"}, true, map[string]*memberCheck{}) // member leaves: its forwarder is pruned
-	tbl.forwarder(route, l.Backend)                                                  // a retry, or a request that picked before the change
+	tbl.forwarder(route, l.Backend)                             // first try
+	tbl.SetMembers("aws", []string{"http://10.0.0.2:80"}, true) // member leaves: its forwarder is pruned
+	tbl.forwarder(route, l.Backend)                             // a retry, or a request that picked before the change
 	l.Done(balancer.Result{})
 	n := 0
 	route.forwarders.Range(func(k, _ any) bool {

@@ -47,7 +47,7 @@ func TestRegressionSlowUploadCountsAsBackendLatency(t *testing.T) {
 }
 
 // R5: every discovery update stops all of the site's health checks and starts new ones
-// (setMembers), so rise/fall counters restart from zero. A pool whose member list changes
+// (SetMembers), so rise/fall counters restart from zero. A pool whose member list changes
 // more often than fall × interval (autoscaling churn, a DNS answer that returns a rotating
 // subset) never marks a dead member down: it keeps getting traffic.
 func TestRegressionDiscoveryChurnResetsHealthChecks(t *testing.T) {

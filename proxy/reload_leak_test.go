@@ -1,11 +1,12 @@
 package proxy_test
 
 import (
-	"runtime"
+	goruntime "runtime"
 	"testing"
 	"weak"
 
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // TestReloadsLeaveOldTablesCollectable pins issue 13's leak: every reload kept the
@@ -15,7 +16,7 @@ import (
 // without bound. After reloads under traffic, the old Tables must be garbage.
 func TestReloadsLeaveOldTablesCollectable(t *testing.T) {
 	b := nameBackend(t, "idc1")
-	e := startReloader(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""), proxy.ReloaderOptions{})
+	e := startReloader(t, configYAML([]site{{"idc1", 1, []string{b.URL}}}, ""), runtime.ReloaderOptions{})
 	const reloads = 20
 	var old []weak.Pointer[proxy.Table]
 	for i := range reloads {
@@ -31,7 +32,7 @@ func TestReloadsLeaveOldTablesCollectable(t *testing.T) {
 	e.client.CloseIdleConnections()
 	alive := 0
 	for range 3 { // finalizers and weak pointers settle over a couple of cycles
-		runtime.GC()
+		goruntime.GC()
 	}
 	for _, w := range old {
 		if w.Value() != nil {

@@ -9,13 +9,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
+	goruntime "runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // BenchmarkReloadMemory measures issue 13's target: resident memory grows less than
@@ -53,7 +53,7 @@ func BenchmarkReloadMemory(b *testing.B) {
 		}
 	}
 	write(0)
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path})
+	r := runtime.NewReloader(runtime.ReloaderOptions{Path: path})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); r.Close() }()
 	if err := r.Start(ctx); err != nil {
@@ -97,11 +97,11 @@ func reloadWeights(k int) [3]int {
 // settledMemory collects garbage, returns freed pages to the OS, and reads the process's
 // resident set and live heap, in MiB.
 func settledMemory(b *testing.B) (rss, heap float64) {
-	runtime.GC()
-	runtime.GC()
+	goruntime.GC()
+	goruntime.GC()
 	debug.FreeOSMemory()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
+	var ms goruntime.MemStats
+	goruntime.ReadMemStats(&ms)
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		b.Skipf("resident memory needs /proc: %v", err)

@@ -4,7 +4,7 @@ package proxy_test
 // config with every problem, zero failed requests during reloads under load, and the state
 // that must outlive a reload (the split's position, in-flight, health, learned limits,
 // operators' weights and drains). Real sockets on both sides; the Reloader's Handler is
-// served by proxy.NewServer on 127.0.0.1.
+// served by frontend.NewServer on 127.0.0.1.
 
 import (
 	"context"
@@ -25,13 +25,15 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // rlEnv is a started Reloader serving its config file through a real server.
 type rlEnv struct {
-	r      *proxy.Reloader
+	r      *runtime.Reloader
 	path   string // the config file
 	url    string // http://host:port of the proxy
 	client *http.Client
@@ -42,8 +44,15 @@ type rlEnv struct {
 // startReloader writes yaml to a config file in a new temporary directory (unless opts.Path
 // is set), starts a Reloader on it and serves its Handler on 127.0.0.1. Cleanups stop the
 // server, cancel Start's context and Close the Reloader. Create backends before calling it,
-// so that they close after the proxy.
-func startReloader(t *testing.T, yaml string, opts proxy.ReloaderOptions) *rlEnv {
+// so that they close after the proxy. The Reloader has the telemetry `spillway run` has,
+// without metrics.
+func startReloader(t *testing.T, yaml string, opts runtime.ReloaderOptions) *rlEnv {
+	t.Helper()
+	return startReloaderMetrics(t, yaml, opts, nil)
+}
+
+// startReloaderMetrics is startReloader with the metrics registered on reg (nil: none).
+func startReloaderMetrics(t *testing.T, yaml string, opts runtime.ReloaderOptions, reg prometheus.Registerer) *rlEnv {
 	t.Helper()
 	if opts.Path == "" {
 		opts.Path = filepath.Join(t.TempDir(), "spillway.yaml")
@@ -60,7 +69,10 @@ func startReloader(t *testing.T, yaml string, opts proxy.ReloaderOptions) *rlEnv
 		core, audit := observer.New(zapcore.DebugLevel)
 		opts.Audit, e.audit = zap.New(core), audit
 	}
-	e.r = proxy.NewReloader(opts)
+	if reg != nil {
+		opts.Metrics = reg
+	}
+	e.r = runtime.NewReloader(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := e.r.Start(ctx); err != nil {
 		cancel()
@@ -109,7 +121,7 @@ func (e *rlEnv) mustGet(t *testing.T, path string) string {
 }
 
 // site returns the state of the site called name, failing the test if there is none.
-func (e *rlEnv) site(t *testing.T, name string) proxy.SiteState {
+func (e *rlEnv) site(t *testing.T, name string) runtime.SiteState {
 	t.Helper()
 	s, ok := e.r.Site(name)
 	if !ok {
@@ -154,7 +166,7 @@ retries: {attempts: 1}
 func TestReloadRefusesBadConfigAndKeepsRunning(t *testing.T) {
 	a, b, c := nameBackend(t, "idc1"), nameBackend(t, "idc2"), nameBackend(t, "aws")
 	good := threeSites(a.URL, b.URL, c.URL, 5, 3, 2, "")
-	e := startReloader(t, good, proxy.ReloaderOptions{})
+	e := startReloader(t, good, runtime.ReloaderOptions{})
 	bad := fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - name: idc1
@@ -260,7 +272,7 @@ func TestReloadUnderLoadAnswersEveryRequest(t *testing.T) {
 	a, b, c := backend("idc1"), backend("idc2"), backend("aws")
 	configA := threeSites(a, b, c, 5, 3, 2, "")
 	configB := threeSites(a, b, c, 4, 4, 2, "timeouts: {idle: 80s, connect: 3s}\n")
-	e := startReloader(t, configA, proxy.ReloaderOptions{})
+	e := startReloader(t, configA, runtime.ReloaderOptions{})
 
 	var answered atomic.Int64
 	var mu sync.Mutex
@@ -330,7 +342,7 @@ func TestReloadKeepsSplitPosition(t *testing.T) {
 	a, b, c := nameBackend(t, "idc1"), nameBackend(t, "idc2"), nameBackend(t, "aws")
 	configA := threeSites(a.URL, b.URL, c.URL, 5, 3, 2, "")
 	configB := threeSites(a.URL, b.URL, c.URL, 5, 3, 2, "timeouts: {idle: 80s}\n")
-	e := startReloader(t, configA, proxy.ReloaderOptions{})
+	e := startReloader(t, configA, runtime.ReloaderOptions{})
 	for k := 1; k < 10; k++ {
 		seen := map[string]int{}
 		for range k {
@@ -376,7 +388,7 @@ sites:
 retries: {attempts: 1}
 %s`, held.url, spare.URL, extra)
 	}
-	e := startReloader(t, config(""), proxy.ReloaderOptions{})
+	e := startReloader(t, config(""), runtime.ReloaderOptions{})
 	waitFor(t, "aws's backend to come up (initial: down, rise 1)", func() bool {
 		return e.site(t, "aws").Backends[0].Up
 	})
@@ -429,7 +441,7 @@ retries: {attempts: 1}
 outlier: {on_5xx: false} # 503s are its overload signal here, not failures to eject it for
 %s`, busy.URL, extra)
 	}
-	e := startReloader(t, config(""), proxy.ReloaderOptions{})
+	e := startReloader(t, config(""), runtime.ReloaderOptions{})
 	limit := func() int64 { return e.site(t, "idc1").Backends[0].Limit }
 	if l := limit(); l != 40 {
 		t.Fatalf("initial limit %d, want 40", l)
@@ -456,7 +468,7 @@ outlier: {on_5xx: false} # 503s are its overload signal here, not failures to ej
 // weights are overrides; an override of a site a reload removes is dropped.
 func TestOverridesAndDrainsSurviveReload(t *testing.T) {
 	a, b, c := nameBackend(t, "idc1"), nameBackend(t, "idc2"), nameBackend(t, "aws")
-	e := startReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""), proxy.ReloaderOptions{})
+	e := startReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""), runtime.ReloaderOptions{})
 	if err := e.r.SetWeight("idc2", 7, 0, "alice", false); err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +558,7 @@ sites:
 func TestWeightRampFollowsTheClock(t *testing.T) {
 	a, b, c := nameBackend(t, "idc1"), nameBackend(t, "idc2"), nameBackend(t, "aws")
 	clock := newTestClock()
-	e := startReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""), proxy.ReloaderOptions{Now: clock.Now})
+	e := startReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""), runtime.ReloaderOptions{Now: clock.Now})
 	weight := func() float64 { return e.site(t, "idc1").Weight }
 	if err := e.r.SetWeight("idc1", 10, 10*time.Second, "alice", false); err != nil {
 		t.Fatal(err)
@@ -583,7 +595,7 @@ func TestWeightRampFollowsTheClock(t *testing.T) {
 	if o := e.site(t, "idc1").Override; o == nil || o.Weight != 5 {
 		t.Errorf("override after the ramp %+v, want weight 5 until cleared", o)
 	}
-	var ch []proxy.Change
+	var ch []runtime.Change
 	for _, c := range e.r.State().Changes {
 		if c.Action == "weight" {
 			ch = append(ch, c)
@@ -603,20 +615,20 @@ func TestRuntimeChangesAreChecked(t *testing.T) {
 sites:
   - {name: idc1, weight: 5, backends: [%q]}
   - {name: aws, weight: 0, backends: [%q], elastic: true}
-`, a.URL, b.URL), proxy.ReloaderOptions{})
+`, a.URL, b.URL), runtime.ReloaderOptions{})
 	for _, tc := range []struct {
 		name string
 		do   func() error
 		want error
 	}{
-		{"unknown site weight", func() error { return e.r.SetWeight("nope", 1, 0, "t", false) }, proxy.ErrNoSite},
-		{"unknown site clear", func() error { return e.r.ClearWeight("nope", "t") }, proxy.ErrNoSite},
-		{"unknown site drain", func() error { return e.r.SetDrained("nope", true, "t") }, proxy.ErrNoSite},
-		{"negative weight", func() error { return e.r.SetWeight("idc1", -1, 0, "t", false) }, proxy.ErrInvalid},
-		{"weight too big", func() error { return e.r.SetWeight("idc1", configs.MaxWeight+1, 0, "t", false) }, proxy.ErrInvalid},
-		{"negative ramp", func() error { return e.r.SetWeight("idc1", 1, -time.Second, "t", false) }, proxy.ErrInvalid},
-		{"ramp too long", func() error { return e.r.SetWeight("idc1", 1, 2*time.Hour, "t", false) }, proxy.ErrInvalid},
-		{"every weight 0", func() error { return e.r.SetWeight("idc1", 0, 0, "t", false) }, proxy.ErrInvalid},
+		{"unknown site weight", func() error { return e.r.SetWeight("nope", 1, 0, "t", false) }, runtime.ErrNoSite},
+		{"unknown site clear", func() error { return e.r.ClearWeight("nope", "t") }, runtime.ErrNoSite},
+		{"unknown site drain", func() error { return e.r.SetDrained("nope", true, "t") }, runtime.ErrNoSite},
+		{"negative weight", func() error { return e.r.SetWeight("idc1", -1, 0, "t", false) }, runtime.ErrInvalid},
+		{"weight too big", func() error { return e.r.SetWeight("idc1", configs.MaxWeight+1, 0, "t", false) }, runtime.ErrInvalid},
+		{"negative ramp", func() error { return e.r.SetWeight("idc1", 1, -time.Second, "t", false) }, runtime.ErrInvalid},
+		{"ramp too long", func() error { return e.r.SetWeight("idc1", 1, 2*time.Hour, "t", false) }, runtime.ErrInvalid},
+		{"every weight 0", func() error { return e.r.SetWeight("idc1", 0, 0, "t", false) }, runtime.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.do(); !errors.Is(err, tc.want) {
@@ -699,7 +711,7 @@ func TestWatchReloadsTheConfigFile(t *testing.T) {
 	withIDC1 := func(w int) string { return threeSites(a.URL, b.URL, c.URL, w, 3, 2, "") }
 
 	t.Run("rename", func(t *testing.T) {
-		e := startReloader(t, withIDC1(5), proxy.ReloaderOptions{})
+		e := startReloader(t, withIDC1(5), runtime.ReloaderOptions{})
 		e.watch(t)
 		retrying(t, "the renamed file to load", func() { replaceByRename(t, e.path, withIDC1(6)) },
 			func() bool { return e.site(t, "idc1").Weight == 6 })
@@ -741,7 +753,7 @@ func TestWatchReloadsTheConfigFile(t *testing.T) {
 		if err := os.Symlink(filepath.Join("..data", "spillway.yaml"), path); err != nil {
 			t.Fatal(err)
 		}
-		e := startReloader(t, "", proxy.ReloaderOptions{Path: path})
+		e := startReloader(t, "", runtime.ReloaderOptions{Path: path})
 		e.watch(t)
 		retrying(t, "the swapped ConfigMap to load", func() { publish(withIDC1(7)) },
 			func() bool { return e.site(t, "idc1").Weight == 7 })
@@ -755,7 +767,7 @@ func TestWatchReloadsTheConfigFile(t *testing.T) {
 	})
 
 	t.Run("burst settles into one reload", func(t *testing.T) {
-		e := startReloader(t, withIDC1(5), proxy.ReloaderOptions{})
+		e := startReloader(t, withIDC1(5), runtime.ReloaderOptions{})
 		e.watch(t)
 		retrying(t, "the watch to work", func() { replaceByRename(t, e.path, withIDC1(6)) },
 			func() bool { return e.site(t, "idc1").Weight == 6 })
@@ -783,7 +795,7 @@ func TestWatchReloadsTheConfigFile(t *testing.T) {
 	})
 
 	t.Run("bad file refused", func(t *testing.T) {
-		e := startReloader(t, withIDC1(5), proxy.ReloaderOptions{})
+		e := startReloader(t, withIDC1(5), runtime.ReloaderOptions{})
 		e.watch(t)
 		retrying(t, "the refusal", func() { replaceByRename(t, e.path, strings.Replace(withIDC1(5), "weight: 3", "weight: -3", 1)) },
 			func() bool { _, failed := e.r.Reloads(); return failed >= 1 })
@@ -825,7 +837,7 @@ func TestPersistedWeightWhoseReloadIsRefused(t *testing.T) {
 		return nil
 	}
 	good := threeSites(a.URL, b.URL, c.URL, 5, 3, 2, "")
-	e := startReloader(t, good, proxy.ReloaderOptions{Checks: []configs.Check{sameListen}})
+	e := startReloader(t, good, runtime.ReloaderOptions{Checks: []configs.Check{sameListen}})
 	// An edit waiting for a restart: the file moves the listener.
 	e.write(t, strings.Replace(good, `"127.0.0.1:0"`, `"127.0.0.1:1"`, 1))
 	if err := e.r.Reload("file", false); err == nil {
@@ -836,7 +848,7 @@ func TestPersistedWeightWhoseReloadIsRefused(t *testing.T) {
 	// nothing changes.
 	before, _ := os.ReadFile(e.path)
 	err := e.r.SetWeight("idc2", 12, 0, "alice", true)
-	if !errors.Is(err, proxy.ErrInvalid) {
+	if !errors.Is(err, runtime.ErrInvalid) {
 		t.Fatalf("SetWeight(persist) on a file a reload would refuse: %v, want ErrInvalid", err)
 	}
 	if s := e.site(t, "idc2"); s.Weight != 3 || s.Override != nil {
@@ -872,7 +884,7 @@ retries: {attempts: 1}
 %s`, dead.URL, health, good.URL, extra)
 	}
 	withHealth := "    health: {path: /healthz, interval: 20ms, timeout: 20ms, fall: 1, rise: 1}\n"
-	e := startReloader(t, config(withHealth, ""), proxy.ReloaderOptions{})
+	e := startReloader(t, config(withHealth, ""), runtime.ReloaderOptions{})
 	up := func() bool { return e.site(t, "idc1").Backends[0].Up }
 	waitFor(t, "idc1's backend to be marked down", func() bool { return !up() })
 
@@ -903,7 +915,7 @@ sites:
   - {name: aws, weight: 0, backends: [%q], elastic: true}
 spillover: {queue: {size: 0, timeout: 1s}}
 retries: {attempts: 1}
-`, idc1.url, aws.URL), proxy.ReloaderOptions{})
+`, idc1.url, aws.URL), runtime.ReloaderOptions{})
 	if err := e.r.SetDrained("aws", true, "ops"); err != nil {
 		t.Fatal(err)
 	}
@@ -935,7 +947,7 @@ func TestStateShowsLiveShareAgainstTarget(t *testing.T) {
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	rec := &tally{}
 	e := startReloader(t, threeSites(a.URL, b.URL, c.URL, 5, 3, 2, ""),
-		proxy.ReloaderOptions{Now: now, Recorders: []proxy.Recorder{rec}})
+		runtime.ReloaderOptions{Now: now, Recorders: []proxy.Recorder{rec}})
 	for range 100 {
 		e.mustGet(t, "/")
 	}

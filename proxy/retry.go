@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,6 +106,7 @@ type budgetSlot struct {
 	second   atomic.Int64
 	requests atomic.Int64
 	retries  atomic.Int64
+	reset    sync.Mutex // taken only to move the slot to a new second
 }
 
 // newRetryBudget returns a budget counting in the slots of prev, if not nil, or in new ones.
@@ -120,11 +122,19 @@ func newRetryBudget(ratio float64, minPerSecond int, now func() time.Time, prev 
 }
 
 // slot returns the slot of the current second, resetting it if it last counted an older one.
+// The counts are zeroed before the new second is published: a caller that sees the slot's
+// second as current counts into a slot that will not be zeroed under it (publishing first
+// let a concurrent caller's retry be wiped out by the reset, and the budget overspent).
 func (b *retryBudget) slot(sec int64) *budgetSlot {
 	s := &b.slots[sec%budgetWindow]
-	if old := s.second.Load(); old != sec && s.second.CompareAndSwap(old, sec) {
-		s.requests.Store(0)
-		s.retries.Store(0)
+	if s.second.Load() != sec {
+		s.reset.Lock()
+		if s.second.Load() != sec {
+			s.requests.Store(0)
+			s.retries.Store(0)
+			s.second.Store(sec)
+		}
+		s.reset.Unlock()
 	}
 	return s
 }
@@ -304,6 +314,10 @@ func (h *Handler) Retries() map[string]uint64 {
 	defer h.retries.mu.Unlock()
 	return maps.Clone(h.retries.n)
 }
+
+// RetryReasons are the reasons a try can fail and be retried for (the keys Retries may
+// have), in the order of the failure table.
+func RetryReasons() []string { return slices.Clone(retryReasons) }
 
 // retryReasons are the reasons a try can fail and be retried for.
 var retryReasons = func() (out []string) {

@@ -583,7 +583,7 @@ func TestBackendComesBackWhenHealthChecksAreRemoved(t *testing.T) {
 	if reg.Backend(balancer.BackendID{Site: "a", Addr: ok.srv.URL}).Up() {
 		t.Fatal("Build changed the running state: a config not yet served brought the backend up")
 	}
-	t2.activate() // t2 is served now
+	t2.Activate() // t2 is served now
 	if !reg.Backend(balancer.BackendID{Site: "a", Addr: ok.srv.URL}).Up() {
 		t.Fatal("the backend is still down under a config without health checks")
 	}

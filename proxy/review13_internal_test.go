@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"testing"
 
 	"github.com/spillway/spillway/balancer"
@@ -55,11 +54,11 @@ func TestReview13FailureTableMatchesTheCodeItReplaced(t *testing.T) {
 
 // Review 13, bug: passive health's membership is whatever Table called
 // Outliers.SetMembers last, and the OLD generation's discovery still calls it
-// (Table.setMembers, proxy/discovery.go) between the Reloader's
+// (Table.SetMembers, proxy/members.go) between the Reloader's
 // r.outliers.SetMembers(t.Members()) and old.cancel() (proxy/reload.go). A discovery update
 // landing there makes the Outliers forget every backend the new config added: their
 // failures are counted and never eject them (eject finds no member), until something else
-// calls SetMembers — for a static site, the next reload. setMembers should push the
+// calls SetMembers — for a static site, the next reload. SetMembers should push the
 // membership only while its Table is the one served (or the Outliers should be told by the
 // Reloader, under its lock, from the served Table).
 func TestReview13OldGenerationDiscoveryShrinksPassiveHealthMembership(t *testing.T) {
@@ -93,9 +92,9 @@ sites:
 	}
 	defer next.Close()
 	o.SetMembers(next.Members())
-	next.activate()
+	next.Activate()
 	// ... and before old.cancel(), the old generation's discovery finds a member.
-	old.setMembers(context.Background(), &old.discovered[0], []string{"10.0.0.9:80"}, true, map[string]*memberCheck{})
+	old.SetMembers(old.Discovered()[0].Name, []string{"http://10.0.0.9:80"}, true)
 
 	c, ok := reg.Lookup(balancer.BackendID{Site: "c", Addr: "http://10.0.0.3:80"})
 	if !ok {

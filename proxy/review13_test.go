@@ -5,7 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"runtime"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +14,7 @@ import (
 	"weak"
 
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // Review 13, bug: a RETRY that waits in the queue (Handler.retryQueued →
@@ -52,7 +53,7 @@ sites:
 spillover: {queue: {size: 10, timeout: 5s}}
 retries: {attempts: 2, budget: 1}
 `, busy.URL, refused, c.URL)
-	e := startReloader(t, before, proxy.ReloaderOptions{})
+	e := startReloader(t, before, runtime.ReloaderOptions{})
 	first := make(chan error, 1)
 	go func() { _, _, err := e.send("GET", "/1", nil); first <- err }()
 	await(t, held, "first request holding a's only slot")
@@ -143,7 +144,7 @@ sites:
   - {name: b, weight: 1, backends: [%q], max_inflight: 50}
 retries: {attempts: 1}
 `, b.URL)
-	e := startReloader(t, both, proxy.ReloaderOptions{})
+	e := startReloader(t, both, runtime.ReloaderOptions{})
 	done := make(chan error, 1)
 	go func() {
 		for i := 0; ; i++ { // until one lands on a and is held there
@@ -202,7 +203,7 @@ func reloadStorm(t *testing.T, orders [][]string) {
 	for _, o := range orders {
 		configs = append(configs, cfg(o...))
 	}
-	e := startReloader(t, configs[0], proxy.ReloaderOptions{})
+	e := startReloader(t, configs[0], runtime.ReloaderOptions{})
 	const clients, each = 24, 8
 	var wg sync.WaitGroup
 	errs := make(chan string, clients*each)
@@ -291,7 +292,7 @@ spillover: {queue: {size: 10, timeout: 20s}}
 retries: {attempts: 1}
 `, w, a.URL)
 	}
-	e := startReloader(t, cfg(1), proxy.ReloaderOptions{})
+	e := startReloader(t, cfg(1), runtime.ReloaderOptions{})
 	const queued = 3
 	errs := make(chan error, queued+1)
 	go func() { _, _, err := e.send("GET", "/held", nil); errs <- err }()
@@ -323,7 +324,7 @@ retries: {attempts: 1}
 	}
 	e.client.CloseIdleConnections()
 	for range 3 {
-		runtime.GC()
+		goruntime.GC()
 	}
 	alive := 0
 	for _, w := range old {

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/configs"
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/store"
 )
 
@@ -50,7 +50,7 @@ func TestReview14PersistedOverrideRestoredAfterItsRampEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	extra := fmt.Sprintf("state: {file: %q}\n", state)
-	e := startReloader(t, review14Conf(a.URL, b.URL, 9, extra), proxy.ReloaderOptions{})
+	e := startReloader(t, review14Conf(a.URL, b.URL, 9, extra), runtime.ReloaderOptions{})
 	if s := e.site(t, "idc1"); s.Override != nil {
 		t.Errorf("idc1 at start has override %+v: a persisted ramp that is over should be dropped (the file has the weight)", s.Override)
 	}
@@ -73,7 +73,7 @@ func TestReview14PersistedOverrideRestoredAfterItsRampEnds(t *testing.T) {
 // never a read error with an unset refusedSum.
 func TestReview14UnreadableConfigOnFileWatchIsReported(t *testing.T) {
 	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, ""), proxy.ReloaderOptions{})
+	e := startReloader(t, review14Conf(a.URL, b.URL, 5, ""), runtime.ReloaderOptions{})
 	if err := os.Remove(e.path); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestReview14PersistWithFailingStoreLeavesFileAlone(t *testing.T) {
 	if err := os.Mkdir(sdir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", filepath.Join(sdir, "state.json"))), proxy.ReloaderOptions{})
+	e := startReloader(t, review14Conf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", filepath.Join(sdir, "state.json"))), runtime.ReloaderOptions{})
 	before, _ := os.ReadFile(e.path)
 	if err := os.RemoveAll(sdir); err != nil { // the disk under the state file fails
 		t.Fatal(err)
@@ -141,9 +141,9 @@ func TestReview14PersistWithFailingStoreLeavesFileAlone(t *testing.T) {
 func TestReview14RefusedAttemptSiteIsBounded(t *testing.T) {
 	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
 	state := filepath.Join(t.TempDir(), "state.json")
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", state)), proxy.ReloaderOptions{})
+	e := startReloader(t, review14Conf(a.URL, b.URL, 5, fmt.Sprintf("state: {file: %q}\n", state)), runtime.ReloaderOptions{})
 	huge := strings.Repeat("x\n\x1b[31m", 64<<10/8)
-	if err := e.r.SetDrained(huge, true, "alice"); !errors.Is(err, proxy.ErrNoSite) {
+	if err := e.r.SetDrained(huge, true, "alice"); !errors.Is(err, runtime.ErrNoSite) {
 		t.Fatalf("drain of an unknown site: %v", err)
 	}
 	e.r.Refused("alice", "weight", huge, strings.Repeat("r", 1<<20))
@@ -171,7 +171,7 @@ func TestReview14SiteRemovedThenReAdded(t *testing.T) {
 	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
 	state := filepath.Join(t.TempDir(), "state.json")
 	extra := fmt.Sprintf("state: {file: %q}\n", state)
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, extra), proxy.ReloaderOptions{})
+	e := startReloader(t, review14Conf(a.URL, b.URL, 5, extra), runtime.ReloaderOptions{})
 	if err := e.r.SetDrained("idc2", true, "alice"); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestReview14SiteRemovedThenReAdded(t *testing.T) {
 // trail, the file watch's next reload still sees the change.
 func TestReview14DryRunHasNoSideEffects(t *testing.T) {
 	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, ""), proxy.ReloaderOptions{})
+	e := startReloader(t, review14Conf(a.URL, b.URL, 5, ""), runtime.ReloaderOptions{})
 	e.write(t, review14Conf(a.URL, b.URL, 6, ""))
 	p, err := e.r.DryRun()
 	if err != nil {
@@ -241,7 +241,7 @@ func TestReview14CloseClosesTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := &review14Closing{Memory: store.NewMemory(0)}
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path, OpenStore: func(*configs.Config) (store.Store, error) { return st, nil }})
+	r := runtime.NewReloader(runtime.ReloaderOptions{Path: path, OpenStore: func(*configs.Config) (store.Store, error) { return st, nil }})
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := r.Start(ctx); err != nil {
 		cancel()
@@ -268,7 +268,7 @@ func TestReview14AppliedReloadIsAuditedWhenStoreFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	extra := fmt.Sprintf("state: {file: %q}\n", filepath.Join(sdir, "state.json"))
-	e := startReloader(t, review14Conf(a.URL, b.URL, 5, extra), proxy.ReloaderOptions{})
+	e := startReloader(t, review14Conf(a.URL, b.URL, 5, extra), runtime.ReloaderOptions{})
 	if err := os.RemoveAll(sdir); err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestReview14SameBadEditAfterAGoodOneIsReportedAgain(t *testing.T) {
 	a, b := nameBackend(t, "idc1"), nameBackend(t, "idc2")
 	good := review14Conf(a.URL, b.URL, 5, "")
 	bad := review14Conf(a.URL, b.URL, -1, "")
-	e := startReloader(t, good, proxy.ReloaderOptions{})
+	e := startReloader(t, good, runtime.ReloaderOptions{})
 	e.write(t, bad)
 	if err := e.r.Reload("file", false); err == nil {
 		t.Fatal("a weight of -1 loaded")

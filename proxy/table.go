@@ -1,6 +1,8 @@
 // Package proxy is Spillway's data plane: the Handler that forwards each request to the
-// backend the balancer picks, the immutable Table it reads, and Build, the one place a
-// configs.Config becomes runtime state.
+// backend the balancer picks (retries, timeouts, headers, WebSocket, passive health), the
+// Table it reads, and Build, the one place a configs.Config becomes a Table. A Table
+// starts nothing: package runtime runs its health checks and discovery, swaps Tables on
+// reload and applies operators' changes through Table.Balancer.
 package proxy
 
 import (
@@ -53,9 +55,9 @@ type Table struct {
 	// affinityCookie or affinityHeader names the session key; both "" without affinity.
 	affinityCookie, affinityHeader string
 	deps                           Deps
-	discovered                     []discoveredSite // sites whose members discovery finds
-	membersMu                      sync.Mutex       // serialises member changes (setMembers); guards retired
-	// retired is set once a new Table replaces t (retire): t's discovery may still report
+	discovered                     []DiscoveredSite // sites whose members discovery finds
+	membersMu                      sync.Mutex       // serialises member changes (SetMembers); guards retired
+	// retired is set once a new Table replaces t (Retire): t's discovery may still report
 	// until its generation stops, but passive health follows the new Table's members.
 	retired bool
 	// retirePrev retires Deps.Previous when t is activated; it is dropped then, so that t
@@ -63,32 +65,36 @@ type Table struct {
 	retirePrev     func()
 	cfg            *configs.Config
 	inherited      []*siteRoute // routes of Deps.Previous whose transport this Table took
-	tookOver       atomic.Bool  // activate was called
+	tookOver       atomic.Bool  // Activate was called
 	fresh          bool         // built without Deps.Previous: the process's first
 	tunnels        tunnelLimits // WebSocket idle and lifetime limits
 	headers        headerPolicy
 	responseHeader time.Duration // timeouts.response_header: a request's wait, retries included
 	bodyIdle       time.Duration // timeouts.body_idle
 	// unhealthy are backends down by active health in a site that has no health checks in
-	// this config: activate brings them up.
+	// this config: Activate brings them up.
 	unhealthy []balancer.BackendID
 }
 
-// retire marks t as replaced: its discovery no longer changes passive health's members.
+// Balancer is the control object t picks with: the runtime sets operators' weights and
+// drains on it (the Picker that requests read is rebuilt on each change).
+func (t *Table) Balancer() *balancer.Balancer { return t.bal }
+
+// Retire marks t as replaced: its discovery no longer changes passive health's members.
 // Call it before giving passive health the new Table's members; a change of t's members
 // under way finishes first.
-func (t *Table) retire() {
+func (t *Table) Retire() {
 	t.membersMu.Lock()
 	t.retired = true
 	t.membersMu.Unlock()
 }
 
-// activate makes t the Table being served, replacing Deps.Previous (if any). Call it when
+// Activate makes t the Table being served, replacing Deps.Previous (if any). Call it when
 // t is swapped in, before closing Previous: t takes over the transports it shares with
 // Previous (Previous's Close then leaves their connections to t), and backends that this
 // config no longer health-checks come up. Build itself changes no running state, so that a
 // Table that is built and then dropped (a refused reload) leaves none behind.
-func (t *Table) activate() {
+func (t *Table) Activate() {
 	t.tookOver.Store(true)
 	if t.retirePrev != nil {
 		t.retirePrev()
@@ -142,7 +148,7 @@ type siteRoute struct {
 	name      string
 	transport backendTransport
 	// shared is set when the transport came from Deps.Previous; handedOver when a later
-	// Table took it over (activate). Close leaves the connections of a transport alone
+	// Table took it over (Activate). Close leaves the connections of a transport alone
 	// unless this Table is the one that owns it.
 	shared     bool
 	handedOver atomic.Bool
@@ -237,10 +243,10 @@ func Build(cfg *configs.Config, d Deps) (*Table, error) {
 		deps:           d,
 	}
 	// Build reads d.Previous; the Table must not keep it, or every generation would keep
-	// the one before it alive (retirePrev holds it only until activate).
+	// the one before it alive (retirePrev holds it only until Activate).
 	t.deps.Previous = nil
 	if d.Previous != nil {
-		t.retirePrev = d.Previous.retire
+		t.retirePrev = d.Previous.Retire
 	}
 	if cfg.Outlier.ConsecutiveFailures > 0 {
 		t.outliers = d.Outliers
@@ -305,7 +311,7 @@ func (t *Table) buildSite(cfg *configs.Config, i int, d Deps) (so balancer.SiteO
 	}
 	t.sites[i].name = s.Name
 	if s.Discovery != nil {
-		t.discovered = append(t.discovered, newDiscoveredSite(i, s, d.Log))
+		t.discovered = append(t.discovered, newDiscoveredSite(s, d.Registry, d.Log))
 		if prev := d.Previous.route(s.Name); prev != nil && reflect.DeepEqual(d.Previous.cfg.Site(s.Name).Discovery, s.Discovery) {
 			// Same discovery: start from what it found, not from an empty pool.
 			so.Backends = d.Previous.members(s.Name)
@@ -321,7 +327,7 @@ func (t *Table) buildSite(cfg *configs.Config, i int, d Deps) (so balancer.SiteO
 			targets = append(targets, ht)
 		} else if b, known := d.Registry.Lookup(balancer.BackendID{Site: s.Name, Addr: raw}); known && !b.Healthy() {
 			// Its site no longer has health checks: nothing would ever bring it back.
-			// Only once this Table is the one served (activate): a config that is
+			// Only once this Table is the one served (Activate): a config that is
 			// refused must not change the running one's state.
 			t.unhealthy = append(t.unhealthy, balancer.BackendID{Site: s.Name, Addr: raw})
 		}
@@ -457,7 +463,14 @@ func NewOutliers(cfg *configs.Config, reg *balancer.Registry, log *zap.Logger) *
 	if log == nil {
 		log = zap.NewNop()
 	}
-	opts := outlierOptions(cfg)
+	opts := OutlierOptions(cfg)
 	opts.Ejector, opts.Log = reg, log.Named("outlier")
 	return health.NewOutliers(opts)
+}
+
+// OutlierOptions are the passive health settings of cfg, as the detector takes them.
+func OutlierOptions(cfg *configs.Config) health.OutlierOptions {
+	o := cfg.Outlier
+	return health.OutlierOptions{ConsecutiveFailures: o.ConsecutiveFailures, BaseEjection: o.BaseEjection,
+		MaxEjection: o.MaxEjection, MaxEjectionPercent: o.MaxEjectionPercent}
 }

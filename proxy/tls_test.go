@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 // frontYAML is a config with a TLS listener for one site; the listener addresses are never
@@ -52,12 +52,12 @@ func TestFrontTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := ca.issueFiles(t, dir, "first", false, "bank.example")
 	core, logs := observer.New(zap.InfoLevel)
-	reloader, err := proxy.NewCertReloader(certFile, keyFile, 0, zap.New(core))
+	reloader, err := frontend.NewCertReloader(certFile, keyFile, 0, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := startLoggedProxy(t, frontYAML(b.URL, ", hsts: {max_age: 8760h, include_subdomains: true}"),
-		proxy.ServerTLSConfig(reloader.GetCertificate), ca.pool())
+		frontend.ServerTLSConfig(reloader.GetCertificate), ca.pool())
 
 	t.Run("HTTP/2 with HSTS", func(t *testing.T) {
 		resp, err := e.client.Get(e.url + "/")
@@ -152,7 +152,7 @@ func TestCertReloaderInterval(t *testing.T) {
 	ca := newTestCA(t, "ca")
 	dir := t.TempDir()
 	certFile, keyFile := ca.issueFiles(t, dir, "first", false)
-	r, err := proxy.NewCertReloader(certFile, keyFile, time.Hour, nil)
+	r, err := frontend.NewCertReloader(certFile, keyFile, time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,37 +161,8 @@ func TestCertReloaderInterval(t *testing.T) {
 	if c.Leaf.Subject.CommonName != "first" {
 		t.Errorf("reloaded within the interval: %q", c.Leaf.Subject.CommonName)
 	}
-	if _, err := proxy.NewCertReloader(filepath.Join(dir, "nope.pem"), keyFile, 0, nil); err == nil {
+	if _, err := frontend.NewCertReloader(filepath.Join(dir, "nope.pem"), keyFile, 0, nil); err == nil {
 		t.Error("NewCertReloader accepted a missing file")
-	}
-}
-
-func TestRedirectToHTTPS(t *testing.T) {
-	for _, tc := range []struct {
-		httpsAddr, host, target, want string
-	}{
-		{":443", "bank.example", "/pay?x=1", "https://bank.example/pay?x=1"},
-		{":443", "bank.example:80", "/", "https://bank.example/"},
-		{":8443", "bank.example:8080", "/a%20b", "https://bank.example:8443/a%20b"},
-		{"127.0.0.1:8443", "[::1]:8080", "/", "https://[::1]:8443/"},
-		{":443", "[::1]:80", "/", "https://[::1]/"},
-	} {
-		t.Run(tc.httpsAddr+" "+tc.host, func(t *testing.T) {
-			rec := httptest.NewRecorder()
-			r := httptest.NewRequest("POST", tc.target, strings.NewReader("x"))
-			r.Host = tc.host
-			proxy.RedirectToHTTPS(tc.httpsAddr).ServeHTTP(rec, r)
-			if rec.Code != http.StatusPermanentRedirect || rec.Header().Get("Location") != tc.want {
-				t.Errorf("%d Location %q, want 308 %q", rec.Code, rec.Header().Get("Location"), tc.want)
-			}
-		})
-	}
-	rec := httptest.NewRecorder()
-	r := httptest.NewRequest("GET", "/", nil)
-	r.Host = ""
-	proxy.RedirectToHTTPS(":443").ServeHTTP(rec, r)
-	if rec.Code != http.StatusBadRequest {
-		t.Errorf("no Host: %d, want 400", rec.Code)
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 // testCA is a certificate authority for one test.
@@ -175,9 +176,9 @@ func startLoggedProxy(t *testing.T, yaml string, tc *tls.Config, roots *x509.Cer
 		if cfg.TLS != nil {
 			hsts = cfg.TLS.HSTS
 		}
-		srv = proxy.NewTLSServer(cfg, proxy.WithHSTS(h, hsts), tc, log)
+		srv = frontend.NewTLSServer(cfg, frontend.WithHSTS(h, hsts), tc, log)
 	} else {
-		srv = proxy.NewServer(cfg, h, log)
+		srv = frontend.NewServer(cfg, h, log)
 	}
 	addr := serve(t, srv)
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy/framing"
 	"github.com/spillway/spillway/proxy/upstream"
 )
 
@@ -184,7 +185,7 @@ func newForwarder(target *url.URL, tr http.RoundTripper, t *Table, d Deps) forwa
 // starts the response-header clock only once the whole request is sent, so without it a
 // backend that stops reading a large upload would hold the request (and its in-flight
 // slot) until the client gave up; with it, the write fails after limit and the client gets
-// 504. And it checks the framing of every response it reads (framing.go) before net/http
+// 504. And it checks the framing of every response it reads (package framing) before net/http
 // sees a byte: a response whose end is ambiguous fails the read, so it never reaches the
 // client as a well-formed answer, and the Transport discards the connection.
 type backendConn struct {
@@ -193,10 +194,10 @@ type backendConn struct {
 	// written counts the bytes written (see exchange.reached).
 	written atomic.Int64
 	// Read side, used by the Transport's one reader goroutine.
-	f       framer
+	f       framing.Framer
 	head    []byte
-	scan    headScan
-	ready   // checked bytes not yet handed over
+	scan    framing.HeadScan
+	ready   framing.Ready // checked bytes not yet handed over
 	refused error
 	// isHEAD is whether the request being answered is a HEAD (a response to it has no
 	// body whatever its headers say). The exchange sets it when the Transport hands it
@@ -208,9 +209,9 @@ type backendConn struct {
 }
 
 func newBackendConn(c net.Conn, limit time.Duration, check bool) *backendConn {
-	bc := &backendConn{Conn: c, limit: limit, f: framer{response: true, maxHead: maxResponseHead}}
+	bc := &backendConn{Conn: c, limit: limit, f: framing.Framer{Response: true, MaxHead: maxResponseHead}}
 	if !check {
-		bc.f.st = stPass
+		bc.f.Pass()
 	}
 	return bc
 }
@@ -233,17 +234,17 @@ func (c *backendConn) Write(p []byte) (int, error) {
 
 func (c *backendConn) Read(p []byte) (int, error) {
 	for {
-		if n, err, ok := c.pop(p); ok {
+		if n, err, ok := c.ready.Pop(p); ok {
 			return n, err
 		}
 		if c.refused != nil {
 			return 0, c.refused
 		}
-		if c.f.st == stPass && len(c.head) == 0 {
+		if c.f.Passing() && len(c.head) == 0 {
 			return c.Conn.Read(p)
 		}
 		n, err := c.Conn.Read(p)
-		if n, err, ok := c.after(c.take(p[:n]), err); ok {
+		if n, err, ok := c.ready.After(c.take(p[:n]), err); ok {
 			return n, err
 		}
 	}
@@ -252,7 +253,7 @@ func (c *backendConn) Read(p []byte) (int, error) {
 // take checks b and returns how many of its first bytes may be handed over at once.
 func (c *backendConn) take(b []byte) (handed int) {
 	if len(c.head) == 0 {
-		k, err := c.f.advance(b)
+		k, err := c.f.Advance(b)
 		if err != nil || k == len(b) {
 			c.refused = err
 			return k
@@ -261,28 +262,28 @@ func (c *backendConn) take(b []byte) (handed int) {
 	}
 	c.head = append(c.head, b...)
 	for len(c.head) > 0 && c.refused == nil {
-		if c.f.st != stHead {
-			k, err := c.f.advance(c.head)
-			c.out = append(c.out, c.head[:k]...)
+		if !c.f.AtHead() {
+			k, err := c.f.Advance(c.head)
+			c.ready.Push(c.head[:k])
 			c.head = append(c.head[:0], c.head[k:]...)
 			c.refused = err
-			if err == nil && c.f.st != stHead && c.f.st != stPass && len(c.head) > 0 {
+			if err == nil && !c.f.AtHead() && !c.f.Passing() && len(c.head) > 0 {
 				return handed // a chunk-size or trailer line not yet whole
 			}
 			continue
 		}
-		end, next, err := headEnd(c.head, c.scan)
+		end, next, err := framing.HeadEnd(c.head, c.scan)
 		switch {
 		case err != nil:
 			c.refused = err
 		case end == 0 && len(c.head) > maxResponseHead:
-			c.refused = badFrame("response head too large")
+			c.refused = &framing.Error{Status: http.StatusBadRequest, Msg: "response head too large"}
 		case end == 0:
 			c.scan = next
 			return handed
 		default:
-			c.scan = headScan{}
-			status, err := c.f.checkHead(c.head[:end], c.isHEAD.Load())
+			c.scan = framing.HeadScan{}
+			status, err := c.f.CheckHead(c.head[:end], c.isHEAD.Load())
 			if err != nil {
 				c.refused = err
 				break
@@ -290,7 +291,7 @@ func (c *backendConn) take(b []byte) (handed int) {
 			if status >= 200 {
 				c.isHEAD.Store(false) // answered; the next request sets it again
 			}
-			c.out = append(c.out, c.head[:end]...)
+			c.ready.Push(c.head[:end])
 			c.head = append(c.head[:0], c.head[end:]...)
 		}
 	}

@@ -11,8 +11,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spillway/spillway/configs"
-	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/cluster"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // joinTimeout bounds how long a replica waits at start for the fleet to make room for it.
@@ -50,7 +50,7 @@ func clusterTLS(cfg *configs.Config) (*tls.Config, error) {
 // that cannot reach its fleet at start does not start), enforcing its share of every
 // backend's limit on r's registry from now on: nothing until the fleet has made room for it
 // (joinFleet waits for that).
-func openFleet(ctx context.Context, cfg *configs.Config, r *proxy.Reloader, log *zap.Logger) (*cluster.Fleet, error) {
+func openFleet(ctx context.Context, cfg *configs.Config, r *runtime.Reloader, log *zap.Logger) (*cluster.Fleet, error) {
 	cl := cfg.Cluster
 	tc, err := clusterTLS(cfg)
 	if err != nil {
@@ -76,13 +76,13 @@ func openFleet(ctx context.Context, cfg *configs.Config, r *proxy.Reloader, log 
 
 // joinFleet shows the fleet in the state API and the metrics, and waits until the fleet
 // has made room for this replica (it holds its share of the limits).
-func joinFleet(ctx context.Context, f *cluster.Fleet, cfg *configs.Config, r *proxy.Reloader, reg prometheus.Registerer, log *zap.Logger) error {
+func joinFleet(ctx context.Context, f *cluster.Fleet, cfg *configs.Config, r *runtime.Reloader, reg prometheus.Registerer, log *zap.Logger) error {
 	if err := f.RegisterMetrics(reg); err != nil {
 		return err
 	}
-	r.SetCluster(func() proxy.ClusterState {
+	r.SetCluster(func() runtime.ClusterState {
 		st := f.Status()
-		return proxy.ClusterState{Name: st.Name, Node: st.Node, Members: st.Members, Store: st.Store, Joined: st.Joined}
+		return runtime.ClusterState{Name: st.Name, Node: st.Node, Members: st.Members, Store: st.Store, Joined: st.Joined}
 	})
 	cl := cfg.Cluster
 	t := time.NewTimer(joinTimeout)

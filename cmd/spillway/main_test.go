@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 		// which certmagic keeps in a package-level map per CA and account for the life of
 		// the process (see its "TODO: stop rate limiter"), and FileStorage's lock-file
 		// refresher, which notices a released lock only at its next 5-second tick. Every
-		// other goroutine of the ACME front is stopped by frontTLS.stop.
+		// other goroutine of the ACME front is stopped by frontend.Certs.Stop.
 		goleak.IgnoreTopFunction("github.com/caddyserver/certmagic.(*RingBufferRateLimiter).permit"),
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
 	)

@@ -25,7 +25,10 @@ import (
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
 	"github.com/spillway/spillway/proxy/cluster"
+	"github.com/spillway/spillway/proxy/frontend"
+	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/store"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // cmdRun runs the proxy on a config file until ctx is done (SIGTERM or SIGINT), then stops
@@ -80,7 +83,7 @@ type instanceOptions struct {
 
 // instance is a loaded config with its listeners open, ready to serve.
 type instance struct {
-	reloader *proxy.Reloader
+	reloader *runtime.Reloader
 	cfg      *configs.Config
 	ls       listeners
 	adminLn  net.Listener // nil without an admin section
@@ -98,13 +101,13 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(reg)
-	recent := proxy.NewRecent(1) // sized by the config once it is loaded
-	var r *proxy.Reloader
+	recent := telemetry.NewRecent(1) // sized by the config once it is loaded
+	var r *runtime.Reloader
 	var fleet *cluster.Fleet // with a cluster section: this replica's membership (cluster.go)
-	r = proxy.NewReloader(proxy.ReloaderOptions{Path: o.path, Log: o.log, Metrics: reg,
+	r = runtime.NewReloader(runtime.ReloaderOptions{Path: o.path, Log: o.log,
 		Recorders: []proxy.Recorder{recent}, OpenStore: func(cfg *configs.Config) (store.Store, error) {
 			if cfg.Cluster == nil {
-				return proxy.OpenStore(cfg)
+				return runtime.OpenStore(cfg)
 			}
 			var err error
 			fleet, err = openFleet(ctx, cfg, r, o.log)
@@ -118,7 +121,7 @@ func startInstance(ctx context.Context, o instanceOptions) (_ *instance, err err
 				return start(c) // what validate checks too
 			}
 			return sameServers(first, c)
-		}}})
+		}}, Metrics: reg})
 	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	// Leave the fleet last, once the servers have drained (serve stops the background after
 	// them): the requests in flight hold their part of each backend's budget until then.
@@ -260,7 +263,7 @@ func (in *instance) serve(ctx context.Context) error {
 	if front != nil {
 		// Runs on return, after the servers have stopped: certificates are managed for as
 		// long as the listeners answer challenges.
-		defer front.stop()
+		defer front.Stop()
 	}
 	servers := in.servers(front)
 	served := make(chan error, len(servers))
@@ -269,13 +272,13 @@ func (in *instance) serve(ctx context.Context) error {
 			if s.name == "admin" {
 				served <- s.srv.Serve(s.ln)
 			} else {
-				served <- proxy.Serve(s.srv, s.ln) // through the edge, TLS terminated there
+				served <- frontend.Serve(s.srv, s.ln) // through the edge, TLS terminated there
 			}
 		}()
 	}
 	in.logListening(servers)
 	if front != nil {
-		front.start(ctx)
+		front.Start(ctx)
 	}
 
 	var failed error
@@ -320,7 +323,7 @@ func (in *instance) watch(ctx context.Context, wg *sync.WaitGroup) (stop func())
 
 // newFront prepares front TLS for the https listener; nil without one. On an error it
 // closes the listeners.
-func (in *instance) newFront() (*frontTLS, error) {
+func (in *instance) newFront() (*frontend.Certs, error) {
 	if in.ls.https == nil {
 		return nil, nil
 	}
@@ -328,7 +331,11 @@ func (in *instance) newFront() (*frontTLS, error) {
 		in.ls.close()
 		return nil, errors.New("listen.https needs a tls section")
 	}
-	front, err := newFrontTLS(in.cfg, in.ls, in.log)
+	var httpAddr net.Addr // the ACME challenge ports: the listeners' real ones
+	if in.ls.http != nil {
+		httpAddr = in.ls.http.Addr()
+	}
+	front, err := frontend.NewCerts(in.cfg.TLS, httpAddr, in.ls.https.Addr(), in.log)
 	if err != nil {
 		in.ls.close()
 		if in.adminLn != nil {
@@ -349,24 +356,23 @@ type server struct {
 
 // servers are the servers of the instance's listeners: the proxy's plain and TLS ones, and
 // the admin API's.
-func (in *instance) servers(front *frontTLS) []server {
+func (in *instance) servers(front *frontend.Certs) []server {
 	cfg, log := in.cfg, in.log
 	var servers []server
 	handler := http.Handler(in.reloader.Handler())
 	if in.ls.http != nil {
 		h := handler
 		if cfg.TLS != nil && cfg.TLS.RedirectHTTP && in.ls.https != nil {
-			h = proxy.RedirectToHTTPS(in.ls.https.Addr().String())
+			h = frontend.RedirectToHTTPS(in.ls.https.Addr().String())
 		}
 		if front != nil {
-			h = front.wrapHTTP(h) // the ACME HTTP-01 challenge, answered before any redirect
+			h = front.WrapHTTP(h) // the ACME HTTP-01 challenge, answered before any redirect
 		}
-		servers = append(servers, server{proxy.NewServer(cfg, h, log), in.ls.http, false, "http"})
+		servers = append(servers, server{frontend.NewServer(cfg, h, log), in.ls.http, false, "http"})
 	}
 	if in.ls.https != nil {
-		h := proxy.WithHSTS(handler, cfg.TLS.HSTS)
-		tc := proxy.ServerTLSConfig(front.getCert, front.protos...)
-		servers = append(servers, server{proxy.NewTLSServer(cfg, h, tc, log), in.ls.https, true, "https"})
+		h := frontend.WithHSTS(handler, cfg.TLS.HSTS)
+		servers = append(servers, server{frontend.NewTLSServer(cfg, h, front.TLSConfig(), log), in.ls.https, true, "https"})
 	}
 	if in.adminLn != nil {
 		servers = append(servers, server{&http.Server{Handler: in.admin, ReadHeaderTimeout: 10 * time.Second,
@@ -445,7 +451,7 @@ func (in *instance) shutdown(ctx context.Context, servers []server, served <-cha
 
 // reopenAccessLog reopens the access log file (SIGUSR1): after logrotate has renamed it,
 // lines go to a new file at the configured path. Nothing happens for stdout and stderr.
-func reopenAccessLog(r *proxy.Reloader, log *zap.Logger) {
+func reopenAccessLog(r *runtime.Reloader, log *zap.Logger) {
 	path, err := r.ReopenAccessLog()
 	switch {
 	case err != nil:

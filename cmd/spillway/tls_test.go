@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -437,4 +438,12 @@ func (l *testLog) Write(p []byte) (int, error) {
 		l.t.Log(strings.TrimSpace(string(p)))
 	}
 	return len(p), nil
+}
+
+// hostPort splits a listener's address into its host and port number (the ACME front's own
+// moved to proxy/frontend with it).
+func hostPort(a net.Addr) (string, int) {
+	host, port, _ := net.SplitHostPort(a.String())
+	n, _ := strconv.Atoi(port)
+	return host, n
 }

@@ -20,26 +20,27 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spillway/spillway/configs"
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 	"github.com/spillway/spillway/proxy/store"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
-// Control is what the admin API reads and changes; *proxy.Reloader is one.
+// Control is what the admin API reads and changes; *runtime.Reloader is one.
 type Control interface {
-	State() proxy.State
-	Site(name string) (proxy.SiteState, bool)
+	State() runtime.State
+	Site(name string) (runtime.SiteState, bool)
 	SetWeight(site string, weight int, ramp time.Duration, who string, persist bool) error
 	ClearWeight(site, who string) error
 	SetDrained(site string, drained bool, who string) error
-	ReloadBy(who string) (proxy.Change, error)
-	DryRun() (proxy.Preview, error)
-	Changes(before uint64, limit int) ([]proxy.Change, int, error)
+	ReloadBy(who string) (runtime.Change, error)
+	DryRun() (runtime.Preview, error)
+	Changes(before uint64, limit int) ([]runtime.Change, int, error)
 	Refused(who, action, site, reason string)
 	Durable() bool
 	Ready() bool
 }
 
-var _ Control = (*proxy.Reloader)(nil)
+var _ Control = (*runtime.Reloader)(nil)
 
 // Options configure the admin API.
 type Options struct {
@@ -53,7 +54,7 @@ type Options struct {
 	// Metrics serves GET /metrics; nil: 404.
 	Metrics http.Handler
 	// Recent finds a recent request by its ID for GET /api/v1/explain; nil: 404.
-	Recent *proxy.Recent
+	Recent *telemetry.Recent
 	// Log gets a line per refused request; nil: none.
 	Log *zap.Logger
 }
@@ -231,9 +232,9 @@ func writeChangeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, store.ErrUnavailable):
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "the change was not applied: "+err.Error())
-	case errors.Is(err, proxy.ErrNoSite):
+	case errors.Is(err, runtime.ErrNoSite):
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, proxy.ErrInvalid):
+	case errors.Is(err, runtime.ErrInvalid):
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.As(err, &cerrs):
 		problems := make([]string, len(cerrs))
@@ -337,7 +338,7 @@ func (a *api) flag(w http.ResponseWriter, r *http.Request, who, action, site, na
 
 // siteAnswer is a change's answer: the site as it is now, and whether the change lasts.
 type siteAnswer struct {
-	proxy.SiteState
+	runtime.SiteState
 	Durable bool `json:"durable"` // the change survives a restart (state.file, cluster)
 }
 
@@ -411,7 +412,7 @@ func (a *api) changes(w http.ResponseWriter, r *http.Request) {
 	more := len(page) > limit
 	page = page[:min(len(page), limit)]
 	if page == nil {
-		page = []proxy.Change{}
+		page = []runtime.Change{}
 	}
 	out := map[string]any{"changes": page, "total": total, "durable": a.o.Control.Durable()}
 	if more {
@@ -435,7 +436,7 @@ func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("request %q is not among the %d most recent", id, a.o.Recent.Size()))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"request": info, "why": info.Explain()})
+	writeJSON(w, http.StatusOK, map[string]any{"request": info, "why": telemetry.Explain(&info)})
 }
 
 // loopbackHost reports whether a request's Host names this machine's loopback.

@@ -1,6 +1,6 @@
 package admin_test
 
-// Tests of the admin API (issue 5) against a real proxy.Reloader: the state API, weights
+// Tests of the admin API (issue 5) against a real runtime.Reloader: the state API, weights
 // with ramps, drains, reloads, persist=true, explain, bearer-token auth and the audit log.
 // Real sockets: backends, the proxy and the admin API each listen on 127.0.0.1.
 
@@ -30,7 +30,10 @@ import (
 
 	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/admin"
+	"github.com/spillway/spillway/proxy/frontend"
 	"github.com/spillway/spillway/proxy/proxytest"
+	"github.com/spillway/spillway/proxy/runtime"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // liveness bounds every wait; ordering is done by polling state, never by sleeping.
@@ -43,7 +46,7 @@ const (
 
 // adminEnv is a Reloader serving a config, the proxy on it, and the admin API.
 type adminEnv struct {
-	r      *proxy.Reloader
+	r      *runtime.Reloader
 	path   string // the config file
 	proxy  string // http://host:port of the proxy
 	api    string // http://host:port of the admin API
@@ -63,9 +66,9 @@ func startAdmin(t *testing.T, yaml string, openReads bool) *adminEnv {
 	}
 	core, audit := observer.New(zapcore.InfoLevel)
 	e.audit = audit
-	recent := proxy.NewRecent(64)
-	e.r = proxy.NewReloader(proxy.ReloaderOptions{Path: e.path, Audit: zap.New(core), Metrics: e.reg,
-		Recorders: []proxy.Recorder{recent}})
+	recent := telemetry.NewRecent(64)
+	e.r = runtime.NewReloader(runtime.ReloaderOptions{Path: e.path, Audit: zap.New(core),
+		Recorders: []proxy.Recorder{recent}, Metrics: e.reg})
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := e.r.Start(ctx); err != nil {
 		cancel()
@@ -74,13 +77,13 @@ func startAdmin(t *testing.T, yaml string, openReads bool) *adminEnv {
 	}
 	t.Cleanup(func() { cancel(); e.r.Close() })
 
-	srv := proxy.NewServer(e.r.Config(), e.r.Handler(), nil)
+	srv := frontend.NewServer(e.r.Config(), e.r.Handler(), nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- proxy.Serve(srv, ln) }()
+	go func() { served <- frontend.Serve(srv, ln) }()
 	t.Cleanup(func() {
 		srv.Close()
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
@@ -142,15 +145,15 @@ func (e *adminEnv) must(t *testing.T, method, path, token, body string, v any) {
 }
 
 // state reads GET /api/v1/state.
-func (e *adminEnv) state(t *testing.T) proxy.State {
+func (e *adminEnv) state(t *testing.T) runtime.State {
 	t.Helper()
-	var st proxy.State
+	var st runtime.State
 	e.must(t, http.MethodGet, "/api/v1/state", opsToken, "", &st)
 	return st
 }
 
 // site is the state of the site called name.
-func (e *adminEnv) site(t *testing.T, name string) proxy.SiteState {
+func (e *adminEnv) site(t *testing.T, name string) runtime.SiteState {
 	t.Helper()
 	for _, s := range e.state(t).Sites {
 		if s.Name == name {
@@ -158,7 +161,7 @@ func (e *adminEnv) site(t *testing.T, name string) proxy.SiteState {
 		}
 	}
 	t.Fatalf("no site %q in the state", name)
-	return proxy.SiteState{}
+	return runtime.SiteState{}
 }
 
 // get sends a GET through the proxy with extra headers (pairs) and returns the body.
@@ -355,7 +358,7 @@ func TestAdminWeightStateAndAudit(t *testing.T) {
 		e.get(t, "/")
 	}
 
-	var site proxy.SiteState
+	var site runtime.SiteState
 	e.must(t, http.MethodPut, "/api/v1/sites/idc2/weight", opsToken, `{"weight":7}`, &site)
 	if site.Name != "idc2" || site.Weight != 7 || site.ConfiguredWeight != 3 || site.Override == nil || site.Override.Weight != 7 {
 		t.Errorf("PUT answered %+v, want idc2 at 7 (configured 3) with an override", site)
@@ -534,7 +537,7 @@ func TestAdminRefusesBadChanges(t *testing.T) {
 func TestAdminWeightRamp(t *testing.T) {
 	a, b, c := threeBackends(t)
 	e := startAdmin(t, config(a, b, c, ""), true)
-	var site proxy.SiteState
+	var site runtime.SiteState
 	e.must(t, http.MethodPut, "/api/v1/sites/idc1/weight", opsToken, `{"weight":10,"ramp":"1s"}`, &site)
 	if site.Override == nil || site.Override.Weight != 10 || site.Override.Ramp != "1s" {
 		t.Fatalf("override %+v, want 10 over 1s", site.Override)
@@ -601,7 +604,7 @@ func TestAdminDrainAndUndrain(t *testing.T) {
 	}()
 	await(t, arrived, "the held request at idc1")
 
-	var site proxy.SiteState
+	var site runtime.SiteState
 	e.must(t, http.MethodPost, "/api/v1/sites/idc1/drain", opsToken, "", &site)
 	if !site.Drained || site.Inflight != 1 || site.TargetShare != 0 {
 		t.Errorf("drain answered %+v, want drained, 1 in flight, target share 0", site)
@@ -717,7 +720,7 @@ func TestAdminPersistWeight(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var site proxy.SiteState
+	var site runtime.SiteState
 	e.must(t, http.MethodPut, "/api/v1/sites/idc2/weight?persist=true", opsToken, `{"weight":12}`, &site)
 	want := strings.Replace(original, "{name: idc2, weight: 3,", "{name: idc2, weight: 12,", 1)
 	got, err := os.ReadFile(e.path)

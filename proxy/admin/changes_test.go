@@ -14,16 +14,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spillway/spillway/proxy/runtime"
 	"go.uber.org/zap"
-
-	"github.com/spillway/spillway/proxy"
 )
 
 type changesPage struct {
-	Changes []proxy.Change `json:"changes"`
-	Total   int            `json:"total"`
-	Next    uint64         `json:"next"`
-	Durable bool           `json:"durable"`
+	Changes []runtime.Change `json:"changes"`
+	Total   int              `json:"total"`
+	Next    uint64           `json:"next"`
+	Durable bool             `json:"durable"`
 }
 
 func TestAdminChangesPaged(t *testing.T) {

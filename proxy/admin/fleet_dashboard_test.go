@@ -14,7 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/spillway/spillway/balancer"
-	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
 // thirdShare is a fleet's share as three equal members hold it (the part proxy/cluster's
@@ -33,7 +33,7 @@ func TestDashboardFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path})
+	r := runtime.NewReloader(runtime.ReloaderOptions{Path: path})
 	if err := r.Start(ctx); err != nil {
 		cancel()
 		t.Fatal(err)
@@ -42,8 +42,8 @@ func TestDashboardFleet(t *testing.T) {
 	r.Registry().SetShare(thirdShare{})
 	var store atomic.Value
 	store.Store("up")
-	r.SetCluster(func() proxy.ClusterState {
-		return proxy.ClusterState{Name: "prod", Node: "r1", Members: []string{"r0", "r1", "r2"}, Store: store.Load().(string), Joined: true}
+	r.SetCluster(func() runtime.ClusterState {
+		return runtime.ClusterState{Name: "prod", Node: "r1", Members: []string{"r0", "r1", "r2"}, Store: store.Load().(string), Joined: true}
 	})
 	srv := httptest.NewServer(New(Options{Control: r, Tokens: Tokens{"ops": "fleet-dashboard-token-0123456789"}, OpenReads: true}))
 	t.Cleanup(srv.Close)

@@ -13,9 +13,10 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/runtime"
 )
 
-// startDashboardServer serves the real admin API over a running proxy.Reloader with three
+// startDashboardServer serves the real admin API over a running runtime.Reloader with three
 // sites, idc1:idc2:aws = 5:3:2, and a minute of traffic already counted, so that the
 // dashboard's chart has lines. It returns the admin API's URL, a valid token, and a reader
 // of GET /api/v1/state.
@@ -38,7 +39,7 @@ sites:
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := proxy.NewReloader(proxy.ReloaderOptions{Path: path})
+	r := runtime.NewReloader(runtime.ReloaderOptions{Path: path})
 	if err := r.Start(ctx); err != nil {
 		cancel()
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package proxy
+package framing
 
 import (
 	"bufio"
@@ -15,18 +15,18 @@ import (
 // frameLen runs the edge's request framer over b and returns the length of the first
 // message, or -1 if refused / incomplete.
 func frameLen(b []byte) int {
-	f := framer{maxHead: 1 << 20}
-	end, _, err := headEnd(b, headScan{})
+	f := Framer{MaxHead: 1 << 20}
+	end, _, err := HeadEnd(b, HeadScan{})
 	if err != nil || end == 0 {
 		return -1
 	}
-	if _, err := f.checkHead(b[:end], false); err != nil {
+	if _, err := f.CheckHead(b[:end], false); err != nil {
 		return -1
 	}
 	rest := b[end:]
 	n := 0
 	for f.st != stHead {
-		k, err := f.advance(rest[n:])
+		k, err := f.Advance(rest[n:])
 		if err != nil {
 			return -1
 		}
@@ -113,12 +113,12 @@ func TestReviewDiffFramerVsNetHTTP(t *testing.T) {
 }
 
 func respFrameLen(b []byte, isHEAD bool) int {
-	f := framer{response: true, maxHead: 1 << 20}
-	end, _, err := headEnd(b, headScan{})
+	f := Framer{Response: true, MaxHead: 1 << 20}
+	end, _, err := HeadEnd(b, HeadScan{})
 	if err != nil || end == 0 {
 		return -1
 	}
-	if _, err := f.checkHead(b[:end], isHEAD); err != nil {
+	if _, err := f.CheckHead(b[:end], isHEAD); err != nil {
 		return -1
 	}
 	if f.st == stPass {
@@ -127,7 +127,7 @@ func respFrameLen(b []byte, isHEAD bool) int {
 	rest := b[end:]
 	n := 0
 	for f.st != stHead {
-		k, err := f.advance(rest[n:])
+		k, err := f.Advance(rest[n:])
 		if err != nil || k == 0 {
 			return -1
 		}

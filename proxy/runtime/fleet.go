@@ -1,4 +1,4 @@
-package proxy
+package runtime
 
 // ClusterState is the fleet in the state API: this replica, the members it sees, whether
 // the fleet's store (etcd) answers, and whether this replica holds its share of the limits.

@@ -1,4 +1,4 @@
-package proxy
+package telemetry
 
 import (
 	"math/rand/v2"
@@ -12,12 +12,14 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/spillway/spillway/configs"
+	"github.com/spillway/spillway/proxy"
 )
 
 // AccessLog writes one JSON line per request (config: access_log). Answers below 400 may be
-// sampled; errors and refusals are always written. It is a Recorder, reconfigured on every
-// reload (Configure): the output file is reopened only when it changes. Safe for
-// concurrent use; Record takes no lock.
+// sampled; errors and refusals are always written. It is a proxy.Recorder and the
+// Reloader's runtime.AccessLog, reconfigured on every reload (Prepare, or Configure): the
+// output file is reopened only when it changes. Safe for concurrent use; Record takes no
+// lock.
 type AccessLog struct {
 	state atomic.Pointer[accessState]
 	mu    sync.Mutex // serialises Configure
@@ -105,6 +107,15 @@ func (a *AccessLog) commit(next *accessState) {
 	}
 }
 
+// Prepare is prepare, with its commit and discard (runtime.AccessLog).
+func (a *AccessLog) Prepare(cfg *configs.Config) (commit, discard func(), err error) {
+	next, err := a.prepare(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return func() { a.commit(next) }, func() { a.discard(next) }, nil
+}
+
 // discard closes what prepare opened for a config that is not served after all.
 func (a *AccessLog) discard(next *accessState) {
 	if next != nil && !next.shared {
@@ -153,7 +164,7 @@ func (a *AccessLog) Close() {
 }
 
 // Record writes the line of one request.
-func (a *AccessLog) Record(i *RequestInfo) {
+func (a *AccessLog) Record(i *proxy.RequestInfo) {
 	var s *accessState
 	for {
 		s = a.state.Load()

@@ -1,9 +1,8 @@
-package proxy
+package frontend
 
 import (
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -40,36 +39,23 @@ func ServerTLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error
 	}
 }
 
-// CheckTLSFiles reads the files the TLS settings name (the front's static certificate and
-// key, the ACME CA's root, each site's CA and client certificate), so that a missing or
-// broken file is refused with its line, with every other problem of the config, before
-// anything listens. It is a configs.Check; pass it to configs.Load.
+// CheckTLSFiles reads the files the tls section names (the static certificate and key, the
+// ACME CA's root), so that a missing or broken file is refused with its line, with every
+// other problem of the config, before anything listens. It is a configs.Check; the files
+// of sites' TLS settings are proxy's (proxy.CheckTLSFiles checks both).
 func CheckTLSFiles(cfg *configs.Config) error {
-	var errs configs.Errors
-	for i, s := range cfg.Sites {
-		if s.TLS == nil {
-			continue
-		}
-		if _, err := backendTLSConfig(cfg, i); err != nil {
-			if found, ok := err.(configs.Errors); ok {
-				errs = append(errs, found...)
-			}
-		}
-	}
 	t := cfg.TLS
 	if t == nil {
-		if len(errs) > 0 {
-			return errs
-		}
 		return nil
 	}
+	var errs configs.Errors
 	if t.CertFile != "" && t.KeyFile != "" {
 		if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
 			errs = append(errs, cfg.Errorf("tls.cert_file", "%v", err))
 		}
 	}
 	if a := t.ACME; a != nil && a.CARoot != "" {
-		if _, err := loadCertPool(a.CARoot); err != nil {
+		if _, err := configs.LoadCertPool(a.CARoot); err != nil {
 			errs = append(errs, cfg.Errorf("tls.acme.ca_root", "%v", err))
 		}
 	}
@@ -78,9 +64,6 @@ func CheckTLSFiles(cfg *configs.Config) error {
 	}
 	return nil
 }
-
-// LoadCertPool reads a PEM file of CA certificates (such as tls.acme.ca_root).
-func LoadCertPool(path string) (*x509.CertPool, error) { return loadCertPool(path) }
 
 // CertReloader serves a static certificate and key from files, and reads them again when
 // they change on disk (a renewal by another tool, a deploy that swaps them), with no

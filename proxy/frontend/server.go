@@ -1,4 +1,4 @@
-package proxy
+package frontend
 
 import (
 	"crypto/tls"
@@ -14,7 +14,7 @@ import (
 // HTTP/2 with prior knowledge (h2c) unless listen.h2c is false, with the config's limits.
 // Malformed requests get 400 and oversized headers 431 from net/http before they reach h,
 // so never a backend. An "Upgrade: h2c" request is not upgraded (net/http serves h2c by
-// prior knowledge only) and the Handler drops the header, so it is never tunnelled.
+// prior knowledge only) and proxy's Handler drops the header, so it is never tunnelled.
 //
 // No read or write timeout is set: bodies and responses stream for as long as they flow.
 // read_header bounds a slow client's headers, idle its silent keep-alive.

@@ -1,10 +1,12 @@
-package proxy
+package runtime
 
 import (
 	"encoding/hex"
 	"time"
 
 	"github.com/spillway/spillway/balancer"
+	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // State is what GET /api/v1/state shows: the running config, each site's weight, capacity,
@@ -40,6 +42,25 @@ type QueueState struct {
 type TotalRates struct {
 	Requests float64 `json:"requests"`
 	Shed     float64 `json:"shed"`
+}
+
+// LiveRates and HistoryPoint are the live counts' figures, in the state JSON.
+type (
+	LiveRates    = telemetry.LiveRates
+	HistoryPoint = telemetry.HistoryPoint
+)
+
+// Live is the live traffic the state API shows, counted from the requests it records
+// (telemetry.Live). Its methods must not block.
+type Live interface {
+	proxy.Recorder
+	// Site returns site's rates and its share of the answers of sites, over the last 10
+	// seconds.
+	Site(name string, sites []string) (LiveRates, float64)
+	// Totals returns the request and shed rates over the last 10 seconds.
+	Totals() (requests, shed float64)
+	// History returns the last n full seconds of sites, oldest first.
+	History(sites []string, n int) []HistoryPoint
 }
 
 // ReloadCounts are the reloads since start.

@@ -1,4 +1,4 @@
-package proxy
+package runtime
 
 import (
 	"context"
@@ -11,13 +11,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/health"
+	"github.com/spillway/spillway/proxy"
 	"github.com/spillway/spillway/proxy/store"
+	"github.com/spillway/spillway/proxy/telemetry"
 )
 
 // Errors of the runtime controls, for the admin API to map to statuses.
@@ -35,13 +37,17 @@ type ReloaderOptions struct {
 	// Audit gets one entry per change an operator makes (who, what, before, after); nil:
 	// Log named "audit".
 	Audit *zap.Logger
-	// Recorders learn of every request the Handler finishes (access log, metrics).
-	Recorders []Recorder
-	// Live counts the traffic the state API shows; nil: a new one.
-	Live *Live
-	// Metrics, if set, gets Spillway's metrics (see Metrics).
+	// Recorders learn of every request the proxy.Handler finishes (metrics, recent requests),
+	// after Live and AccessLog.
+	Recorders []proxy.Recorder
+	// Live counts the traffic the state API shows; nil: a new telemetry.Live.
+	Live Live
+	// AccessLog is configured from every config loaded; nil: a new telemetry.AccessLog.
+	AccessLog AccessLog
+	// Metrics, if set, gets Spillway's metrics (telemetry.Metrics, reading the Reloader
+	// at scrape time).
 	Metrics prometheus.Registerer
-	// Checks run on every config loaded, besides CheckTLSFiles.
+	// Checks run on every config loaded, besides proxy.CheckTLSFiles.
 	Checks []configs.Check
 	// Now is the clock of ramps and of the change log; nil: time.Now.
 	Now func() time.Time
@@ -60,8 +66,8 @@ func OpenStore(cfg *configs.Config) (store.Store, error) {
 }
 
 // Reloader owns the running configuration: the long-lived state (Registry, passive
-// health), the Handler, and the current generation — a Table and its background work. It
-// replaces the generation on Reload (Load → Validate → Build → start → swap → stop the old),
+// health), the proxy.Handler, and the current generation — a proxy.Table and its background work. It
+// replaces the generation on Reload (Load → Validate → proxy.Build → start → swap → stop the old),
 // keeping every backend's state and the split's position, and it applies the operators'
 // runtime changes (weights with ramps, drains), which outlive reloads until cleared. All
 // methods are safe for concurrent use.
@@ -72,10 +78,9 @@ type Reloader struct {
 	now      func() time.Time
 	reg      *balancer.Registry
 	outliers *health.Outliers
-	handler  *Handler
-	live     *Live
-	access   *AccessLog
-	metrics  *Metrics
+	handler  *proxy.Handler
+	live     Live      // nil: none
+	access   AccessLog // never nil
 
 	ctx        context.Context // Start's: the parent of generations and ramps
 	wg         sync.WaitGroup  // ramps
@@ -93,14 +98,15 @@ type Reloader struct {
 	reloads [2]atomic.Uint64 // [0] success, [1] failure
 	ready   atomic.Bool
 	cluster atomic.Pointer[func() ClusterState] // SetCluster's
+	serving atomic.Pointer[Serving]             // the generation served, for readers that must not wait on mu
 }
 
-// generation is one config's Table and the context of its background work.
+// generation is one config's proxy.Table and the context of its background work.
 type generation struct {
 	cfg    *configs.Config
-	table  *Table
+	table  *proxy.Table
 	cancel context.CancelFunc
-	done   chan struct{} // closed when Table.Run has returned
+	done   chan struct{} // closed when RunTable has returned
 }
 
 // Change is one entry of the audit trail.
@@ -122,22 +128,25 @@ func NewReloader(opts ReloaderOptions) *Reloader {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	r.live = opts.Live
+	r.live, r.access = opts.Live, opts.AccessLog
 	if r.live == nil {
-		r.live = NewLive(r.now)
+		r.live = telemetry.NewLive(opts.Now)
 	}
-	r.access = NewAccessLog(nil)
+	if r.access == nil {
+		r.access = telemetry.NewAccessLog(nil)
+	}
 	if opts.Metrics != nil {
-		r.metrics = NewMetrics(opts.Metrics)
-		r.metrics.attach(r)
+		m := telemetry.NewMetrics(opts.Metrics)
+		m.SetSource(r)
+		r.opts.Recorders = append([]proxy.Recorder{m}, r.opts.Recorders...)
 	}
 	return r
 }
 
 // Live is the traffic counter the state API reads.
-func (r *Reloader) Live() *Live { return r.live }
+func (r *Reloader) Live() Live { return r.live }
 
-// Start loads the config and serves it: after a nil error, Handler serves it and the
+// Start loads the config and serves it: after a nil error, proxy.Handler serves it and the
 // generation's health checks and discovery run until ctx ends. A config with any problem is
 // refused with every problem listed (configs.Errors). Call Close after ctx ends.
 func (r *Reloader) Start(ctx context.Context) error {
@@ -162,25 +171,29 @@ func (r *Reloader) Start(ctx context.Context) error {
 		}
 	}
 	if err == nil {
-		err = r.access.Configure(cfg)
+		var commit func()
+		if commit, _, err = r.access.Prepare(cfg); err == nil {
+			commit()
+		}
 	}
 	if err != nil {
 		r.store.Close()
 		return err
 	}
-	r.outliers = NewOutliers(cfg, r.reg, r.log)
-	t, err := Build(cfg, Deps{Registry: r.reg, Log: r.log, Outliers: r.outliers})
+	r.outliers = proxy.NewOutliers(cfg, r.reg, r.log)
+	t, err := proxy.Build(cfg, proxy.Deps{Registry: r.reg, Log: r.log, Outliers: r.outliers})
 	if err != nil {
 		r.outliers.Close()
 		r.access.Close()
 		r.store.Close()
 		return err
 	}
-	recorders := []Recorder{r.live, r.access}
-	if r.metrics != nil {
-		recorders = append(recorders, r.metrics)
+	var recorders []proxy.Recorder
+	if r.live != nil {
+		recorders = append(recorders, r.live)
 	}
-	r.handler = NewHandler(t, r.log, WithRecorders(append(recorders, r.opts.Recorders...)...))
+	recorders = append(recorders, r.access)
+	r.handler = proxy.NewHandler(t, r.log, proxy.WithRecorders(append(recorders, r.opts.Recorders...)...))
 	r.gen = &generation{cfg: cfg, table: t}
 	r.restore(cfg, saved, !r.fleet())
 	r.stateRev = saved.Revision
@@ -190,9 +203,10 @@ func (r *Reloader) Start(ctx context.Context) error {
 			r.log.Error("after the runtime state was restored, every site is drained or at weight 0: no request can be served; undrain a site or clear an override")
 		}
 	}
-	t.activate()
+	t.Activate()
 	r.outliers.SetMembers(t.Members())
 	r.gen = r.startGeneration(cfg, t)
+	r.publish()
 	r.number, r.loaded, r.sum = 1, r.now(), sum
 	r.ready.Store(true)
 	r.log.Info("config loaded", zap.String("source", r.opts.Path), zap.Int64("generation", 1),
@@ -224,19 +238,19 @@ func (r *Reloader) load() (*configs.Config, [sha256.Size]byte, error) {
 
 // checks are what every config file must pass besides validation.
 func (r *Reloader) checks() []configs.Check {
-	return append([]configs.Check{CheckTLSFiles}, r.opts.Checks...)
+	return append([]configs.Check{proxy.CheckTLSFiles}, r.opts.Checks...)
 }
 
 // startGeneration runs t's background work under a context of its own.
-func (r *Reloader) startGeneration(cfg *configs.Config, t *Table) *generation {
+func (r *Reloader) startGeneration(cfg *configs.Config, t *proxy.Table) *generation {
 	ctx, cancel := context.WithCancel(r.ctx)
 	g := &generation{cfg: cfg, table: t, cancel: cancel, done: make(chan struct{})}
-	go func() { defer close(g.done); t.Run(ctx) }()
+	go func() { defer close(g.done); RunTable(ctx, t, r.log) }()
 	return g
 }
 
 // Handler is the proxy's http.Handler; it always serves the current generation.
-func (r *Reloader) Handler() *Handler { return r.handler }
+func (r *Reloader) Handler() *proxy.Handler { return r.handler }
 
 // Registry is the long-lived backend state.
 func (r *Reloader) Registry() *balancer.Registry { return r.reg }
@@ -258,6 +272,28 @@ func (r *Reloader) Config() *configs.Config {
 		return nil
 	}
 	return r.gen.cfg
+}
+
+// Serving is what a Reloader serves: its config, proxy.Table and proxy.Handler. Immutable.
+type Serving struct {
+	Config  *configs.Config
+	Table   *proxy.Table
+	Handler *proxy.Handler
+}
+
+// Serving returns what r serves now (the zero Serving before Start), without waiting on a
+// reload or an operator's change in progress: a metrics scrape reads it.
+func (r *Reloader) Serving() Serving {
+	if s := r.serving.Load(); s != nil {
+		return *s
+	}
+	return Serving{}
+}
+
+// publish makes the current generation what Serving returns. Called with r.mu held,
+// whenever the generation changes.
+func (r *Reloader) publish() {
+	r.serving.Store(&Serving{Config: r.gen.cfg, Table: r.gen.table, Handler: r.handler})
 }
 
 // Reload reads the config file again and, if it is valid, makes it the running config;
@@ -282,17 +318,17 @@ func (r *Reloader) reloadEntry(source string, force bool) (Change, error) {
 	if !force && (sum == r.sum || err != nil && sum == r.refusedSum) {
 		return Change{}, nil // unchanged, or refused already (a file watch sees a save more than once)
 	}
-	// Everything that can refuse the config comes before Build, and Build changes no
-	// running state until the new Table is activated, so a refused config leaves the
+	// Everything that can refuse the config comes before proxy.Build, and proxy.Build changes no
+	// running state until the new proxy.Table is activated, so a refused config leaves the
 	// running one as it was.
-	var access *accessState
+	var commitAccess, discardAccess func()
 	if err == nil {
-		access, err = r.access.prepare(cfg)
+		commitAccess, discardAccess, err = r.access.Prepare(cfg)
 	}
-	var t *Table
+	var t *proxy.Table
 	if err == nil {
-		if t, err = Build(cfg, Deps{Registry: r.reg, Log: r.log, Outliers: r.outliers, Previous: r.gen.table}); err != nil {
-			r.access.discard(access)
+		if t, err = proxy.Build(cfg, proxy.Deps{Registry: r.reg, Log: r.log, Outliers: r.outliers, Previous: r.gen.table}); err != nil {
+			discardAccess()
 		}
 	}
 	entry := Change{Who: source, Action: "reload", Before: fmt.Sprintf("generation %d", r.number)}
@@ -306,15 +342,16 @@ func (r *Reloader) reloadEntry(source string, force bool) (Change, error) {
 		return Change{}, err
 	}
 	entry.Items = r.reloadItems(r.gen.cfg, cfg, true)
-	r.access.commit(access)
+	commitAccess()
 	edits := r.applyControls(cfg, t)
 	old := r.gen
 	r.gen = r.startGeneration(cfg, t)
-	r.outliers.SetPolicy(outlierOptions(cfg))
-	old.table.retire()
+	r.outliers.SetPolicy(proxy.OutlierOptions(cfg))
+	old.table.Retire()
 	r.outliers.SetMembers(t.Members())
 	r.handler.Swap(t)
-	t.activate()
+	r.publish()
+	t.Activate()
 	old.cancel()
 	<-old.done
 	old.table.Close()
@@ -364,10 +401,10 @@ func (r *Reloader) reloadItems(old, next *configs.Config, warn bool) []store.Ite
 	return items
 }
 
-// applyControls gives a new Table the operators' weights and drains, and returns the edits
+// applyControls gives a new proxy.Table the operators' weights and drains, and returns the edits
 // that drop those of sites the config no longer has (a fleet's stay in the store for the
 // replicas that have them).
-func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
+func (r *Reloader) applyControls(cfg *configs.Config, t *proxy.Table) []store.Edit {
 	fleet := r.fleet()
 	var edits []store.Edit
 	now := r.now()
@@ -386,7 +423,7 @@ func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
 			}
 			continue
 		}
-		t.bal.SetWeight(name, o.At(now))
+		t.Balancer().SetWeight(name, o.At(now))
 	}
 	for name := range r.drained {
 		if cfg.Site(name) == nil {
@@ -396,13 +433,13 @@ func (r *Reloader) applyControls(cfg *configs.Config, t *Table) []store.Edit {
 			}
 			continue
 		}
-		t.bal.SetDrained(name, true)
+		t.Balancer().SetDrained(name, true)
 	}
 	return edits
 }
 
 // ReopenAccessLog reopens the access log file at its path (SIGUSR1, for logrotate); see
-// AccessLog.Reopen.
+// AccessLog.
 func (r *Reloader) ReopenAccessLog() (string, error) { return r.access.Reopen() }
 
 // Close stops the current generation's background work and passive health. Call it once
@@ -428,13 +465,6 @@ func (r *Reloader) Close() {
 	}
 	r.mu.Unlock()
 	r.access.Close()
-}
-
-// outlierOptions are the passive health settings of cfg.
-func outlierOptions(cfg *configs.Config) health.OutlierOptions {
-	o := cfg.Outlier
-	return health.OutlierOptions{ConsecutiveFailures: o.ConsecutiveFailures, BaseEjection: o.BaseEjection,
-		MaxEjection: o.MaxEjection, MaxEjectionPercent: o.MaxEjectionPercent}
 }
 
 // Preview is what a reload of the config file would change (POST /api/v1/reload?dry_run=true).

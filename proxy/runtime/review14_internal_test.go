@@ -1,4 +1,4 @@
-package proxy
+package runtime
 
 // Review of issue 14: a fleet-like store (store.Watcher) delivering states while local
 // changes, reloads and ramps run — under -race, with goleak (TestMain) checking that every
@@ -129,7 +129,7 @@ sites:
 // BUG (fleet): a drain (or override) the watch delivers for a site this replica's config
 // lacks is skipped by restore (prune=false, proxy/controls.go:353) and left in the store for
 // the replicas that have the site. When a reload then adds the site here, applyControls
-// (proxy/reload.go:341) only re-applies r.weights/r.drained, which never held it: the site
+// (proxy/runtime/reload.go) only re-applies r.weights/r.drained, which never held it: the site
 // serves on this replica, though drained fleet-wide, until the watch next delivers a state
 // (which, with no other change, may be never). Fix: after a reload in a fleet, Load the store
 // and restore(cfg, saved, false) — or keep the last delivered state and restore from it.

@@ -1,4 +1,4 @@
-package main
+package frontend
 
 import (
 	"context"
@@ -15,11 +15,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spillway/spillway/configs"
-	"github.com/spillway/spillway/proxy"
 )
 
 // certCheckInterval is how often, at most, the static certificate files are looked at for a
-// change (on a handshake; see proxy.CertReloader).
+// change (on a handshake; see CertReloader).
 const certCheckInterval = 2 * time.Second
 
 // ACME retry backoff when certificates could not be obtained: first wait, then doubled up
@@ -29,10 +28,11 @@ const (
 	acmeRetryMax   = 1 * time.Hour
 )
 
-// frontTLS provides the HTTPS listener's certificates: static files reloaded when they
+// Certs provides the HTTPS listener's certificates: static files reloaded when they
 // change, or certificates obtained and renewed over ACME by certmagic. The zero of its
-// optional parts means static files.
-type frontTLS struct {
+// optional parts means static files. Make one with NewCerts; Start it once the listeners
+// serve, and Stop it once they are closed.
+type Certs struct {
 	getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	protos  []string // ALPN protocols beyond h2 and http/1.1 (acme-tls/1)
 
@@ -47,25 +47,32 @@ type frontTLS struct {
 	once    sync.Once
 }
 
-// newFrontTLS prepares the certificates for cfg.TLS. It opens no connection: an ACME
-// front starts obtaining certificates only in start, once the listeners serve, since the
-// CA validates through them. ls gives the listeners' real addresses (the challenge ports).
-func newFrontTLS(cfg *configs.Config, ls listeners, log *zap.Logger) (*frontTLS, error) {
-	t := cfg.TLS
+// NewCerts prepares the certificates for t, the config's tls section. It opens no
+// connection: an ACME front starts obtaining certificates only in Start, once the listeners
+// serve, since the CA validates through them. httpAddr and httpsAddr are the listeners'
+// real addresses (the challenge ports), nil for one not open.
+func NewCerts(t *configs.TLS, httpAddr, httpsAddr net.Addr, log *zap.Logger) (*Certs, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
 	if t.ACME == nil {
-		r, err := proxy.NewCertReloader(t.CertFile, t.KeyFile, certCheckInterval, log.Named("tls"))
+		r, err := NewCertReloader(t.CertFile, t.KeyFile, certCheckInterval, log.Named("tls"))
 		if err != nil {
 			return nil, fmt.Errorf("tls.cert_file: %w", err)
 		}
-		return &frontTLS{getCert: r.GetCertificate}, nil
+		return &Certs{getCert: r.GetCertificate}, nil
 	}
-	return newACMEFront(t.ACME, ls, log.Named("acme"))
+	return newACMECerts(t.ACME, httpAddr, httpsAddr, log.Named("acme"))
 }
 
-// newACMEFront builds a certmagic Config of our own (its own certificate cache, storage and
+// TLSConfig is the HTTPS server's TLS config (see ServerTLSConfig) with these
+// certificates, and the ACME TLS-ALPN-01 challenge's protocol when that challenge is on.
+func (f *Certs) TLSConfig() *tls.Config { return ServerTLSConfig(f.getCert, f.protos...) }
+
+// newACMECerts builds a certmagic Config of our own (its own certificate cache, storage and
 // logger; not certmagic's package-level Default) with one ACME issuer for a.CA.
-func newACMEFront(a *configs.ACME, ls listeners, log *zap.Logger) (*frontTLS, error) {
-	f := &frontTLS{domains: a.Domains, log: log, done: make(chan struct{})}
+func newACMECerts(a *configs.ACME, httpAddr, httpsAddr net.Addr, log *zap.Logger) (*Certs, error) {
+	f := &Certs{domains: a.Domains, log: log, done: make(chan struct{})}
 	f.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return f.magic, nil },
 		Logger:           log,
@@ -93,18 +100,18 @@ func newACMEFront(a *configs.ACME, ls listeners, log *zap.Logger) (*frontTLS, er
 		DisableTLSALPNChallenge: !slices.Contains(a.Challenges, "tls-alpn-01"),
 		Logger:                  log,
 	}
-	if ls.http != nil {
-		iss.ListenHost, iss.AltHTTPPort = hostPort(ls.http.Addr())
+	if httpAddr != nil {
+		iss.ListenHost, iss.AltHTTPPort = hostPort(httpAddr)
 	}
-	if ls.https != nil {
-		host, port := hostPort(ls.https.Addr())
+	if httpsAddr != nil {
+		host, port := hostPort(httpsAddr)
 		if iss.ListenHost == "" {
 			iss.ListenHost = host
 		}
 		iss.AltTLSALPNPort = port
 	}
 	if a.CARoot != "" {
-		pool, err := proxy.LoadCertPool(a.CARoot)
+		pool, err := configs.LoadCertPool(a.CARoot)
 		if err != nil {
 			f.cache.Stop()
 			return nil, fmt.Errorf("tls.acme.ca_root: %w", err)
@@ -120,24 +127,25 @@ func newACMEFront(a *configs.ACME, ls listeners, log *zap.Logger) (*frontTLS, er
 	return f, nil
 }
 
+// hostPort splits a listener's address into its host and port number.
 func hostPort(a net.Addr) (string, int) {
 	host, port, _ := net.SplitHostPort(a.String())
 	n, _ := strconv.Atoi(port)
 	return host, n
 }
 
-// wrapHTTP answers ACME HTTP-01 challenges on the plain listener before h sees the request.
-func (f *frontTLS) wrapHTTP(h http.Handler) http.Handler {
+// WrapHTTP answers ACME HTTP-01 challenges on the plain listener before h sees the request.
+func (f *Certs) WrapHTTP(h http.Handler) http.Handler {
 	if f.issuer == nil {
 		return h
 	}
 	return f.issuer.HTTPChallengeHandler(h)
 }
 
-// start begins obtaining (or loading from storage) the ACME certificates, on a goroutine
-// that stop ends and waits for. Failures are logged and retried with backoff; renewals are
+// Start begins obtaining (or loading from storage) the ACME certificates, on a goroutine
+// that Stop ends and waits for. Failures are logged and retried with backoff; renewals are
 // certmagic's cache's, which stop also stops. For static certificates it does nothing.
-func (f *frontTLS) start(ctx context.Context) {
+func (f *Certs) Start(ctx context.Context) {
 	if f.magic == nil {
 		return
 	}
@@ -168,8 +176,9 @@ func (f *frontTLS) start(ctx context.Context) {
 	}()
 }
 
-// stop ends what start began and the certificate cache's maintenance, and waits for them.
-func (f *frontTLS) stop() {
+// Stop ends what Start began and the certificate cache's maintenance, and waits for them.
+// It may be called more than once, and without Start.
+func (f *Certs) Stop() {
 	if f.magic == nil {
 		return
 	}

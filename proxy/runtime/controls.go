@@ -1,4 +1,4 @@
-package proxy
+package runtime
 
 import (
 	"context"
@@ -241,7 +241,7 @@ func (r *Reloader) setOverride(site string, o store.Override) {
 	ov := &override{Override: o, stop: func() {}}
 	r.weights[site] = ov
 	now := r.now()
-	r.gen.table.bal.SetWeight(site, o.At(now))
+	r.gen.table.Balancer().SetWeight(site, o.At(now))
 	if now.Before(o.End) {
 		r.startRamp(site, ov)
 	}
@@ -254,7 +254,7 @@ func (r *Reloader) dropOverride(site string) {
 		delete(r.weights, site)
 	}
 	if s := r.gen.cfg.Site(site); s != nil {
-		r.gen.table.bal.SetWeight(site, float64(s.Weight))
+		r.gen.table.Balancer().SetWeight(site, float64(s.Weight))
 	}
 }
 
@@ -315,7 +315,7 @@ func (r *Reloader) rampStep(site string, o *override) bool {
 		return true
 	}
 	now := r.now()
-	r.gen.table.bal.SetWeight(site, o.At(now))
+	r.gen.table.Balancer().SetWeight(site, o.At(now))
 	if now.Before(o.End) {
 		return false
 	}
@@ -379,7 +379,7 @@ func (r *Reloader) setDrained(site string, drained bool, d store.Drain) {
 	} else {
 		delete(r.drained, site)
 	}
-	r.gen.table.bal.SetDrained(site, drained)
+	r.gen.table.Balancer().SetDrained(site, drained)
 }
 
 // ReloadBy is Reload on an operator's request, recorded in the audit trail as every

@@ -1,17 +1,20 @@
-package proxy
+package telemetry
 
 import (
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spillway/spillway/proxy"
 )
 
 // Metrics exports Spillway's metrics (README: Operating Spillway, Metrics), prefix
-// spillway_. Per-request counts come through Record (it is a Recorder); the rest is read
-// from the Reloader when Prometheus scrapes. Labels are bounded: sites and backends come
+// spillway_. Per-request counts come through Record (it is a proxy.Recorder); the rest is
+// read from its Source when Prometheus scrapes. Labels are bounded: sites and backends come
 // from the config and discovery, codes are HTTP statuses, reasons a fixed set; no path.
 type Metrics struct {
-	r        *Reloader
+	source   atomic.Pointer[Source]
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 
@@ -27,9 +30,10 @@ var codes = func() (c [600]string) {
 	return c
 }()
 
-// NewMetrics registers the metrics of r on reg (never the default registry: the caller
-// owns reg, and adds Go and process collectors if it wants them). Pass the result to the
-// Reloader as a Recorder.
+// NewMetrics registers the metrics on reg (never the default registry: the caller owns
+// reg, and adds Go and process collectors if it wants them). Pass the result to the
+// Reloader as a Recorder, and its Source to SetSource; until then a scrape has only the
+// per-request counts.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spillway_requests_total",
@@ -55,11 +59,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// attach makes m read r at scrape time.
-func (m *Metrics) attach(r *Reloader) { m.r = r }
+// SetSource makes m read src at scrape time.
+func (m *Metrics) SetSource(src Source) { m.source.Store(&src) }
 
 // Record counts one finished request.
-func (m *Metrics) Record(info *RequestInfo) {
+func (m *Metrics) Record(info *proxy.RequestInfo) {
 	site := info.Site
 	if site == "" {
 		site = "none"
@@ -82,25 +86,21 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	r := m.r
-	if r == nil {
+	src := m.source.Load()
+	if src == nil {
 		return
 	}
-	st := r.state(false)
+	snap := (*src).Snapshot()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
-	for _, s := range st.Sites {
+	for _, s := range snap.Sites {
 		gauge(m.inflight, float64(s.Inflight), s.Name)
 		gauge(m.limit, float64(s.Limit), s.Name)
-		w := s.Weight
-		if s.Drained {
-			w = 0
-		}
-		gauge(m.weight, w, s.Name)
+		gauge(m.weight, s.Weight, s.Name)
 		gauge(m.share, s.Share, s.Name)
 		for _, b := range s.Backends {
 			up := 0.0
@@ -110,26 +110,21 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(m.backendUp, up, s.Name, b.Addr)
 		}
 	}
-	gauge(m.queue, float64(st.Queue.Waiting))
-	cfg := r.Config()
-	for _, s := range st.Sites {
-		if site := cfg.Site(s.Name); site != nil && site.Discovery != nil { // cfg is not nil: st has sites
-			counter(m.discovery, float64(r.reg.Site(s.Name).DiscoveryFailures().Load()), s.Name)
+	gauge(m.queue, float64(snap.Waiting))
+	for _, s := range snap.Sites {
+		if s.Discovery {
+			counter(m.discovery, float64(s.DiscoveryFailures), s.Name)
 		}
 	}
-	for _, c := range r.reg.Spills() {
-		counter(m.spills, float64(c.N), c.From, c.To, c.Reason.String())
+	for _, c := range snap.Spills {
+		counter(m.spills, float64(c.N), c.From, c.To, c.Reason)
 	}
-	for reason, n := range r.reg.Sheds() {
-		counter(m.sheds, float64(n), reason.String())
+	for reason, n := range snap.Sheds {
+		counter(m.sheds, float64(n), reason)
 	}
-	if r.handler != nil {
-		retries := r.handler.Retries()
-		for _, reason := range retryReasons { // every reason, so the series exist before the first
-			counter(m.retries, float64(retries[reason]), reason)
-		}
+	for _, r := range snap.Retries {
+		counter(m.retries, float64(r.N), r.Reason)
 	}
-	ok, failed := r.Reloads()
-	counter(m.reloads, float64(ok), "success")
-	counter(m.reloads, float64(failed), "failure")
+	counter(m.reloads, float64(snap.Reloads.OK), "success")
+	counter(m.reloads, float64(snap.Reloads.Failed), "failure")
 }

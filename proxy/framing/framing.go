@@ -1,30 +1,33 @@
-package proxy
+// Package framing holds the HTTP/1.1 message framing rules (RFC 9112 sections 2–7) that
+// Spillway checks on the raw bytes of a connection before net/http reads them: on client
+// connections (proxy/frontend's edge) and on connections to backends (proxy's
+// backendConn). Its one job is to say where a message ends, or that its end is ambiguous.
+//
+// Request smuggling lives in the gap between two parsers that disagree on where a message
+// ends; this one accepts only messages whose end every parser agrees on, a strict subset of
+// what net/http accepts, so that nothing it passes can be framed differently behind it.
+// What it refuses, and why, is listed in README.md ("Security").
+//
+// One Framer follows one direction of one connection: at a message boundary it needs a
+// whole head (HeadEnd, then CheckHead), then counts the body through (Advance) until the
+// next boundary.
+package framing
 
 import (
 	"bytes"
 	"strconv"
 )
 
-// HTTP/1.1 message framing (RFC 9112 sections 2–7), checked on the raw bytes before
-// net/http reads them: on client connections (edge.go) and on connections to backends
-// (backendConn). Request smuggling lives in the gap between two parsers that disagree on
-// where a message ends; this one accepts only messages whose end every parser agrees on,
-// a strict subset of what net/http accepts, so that nothing it passes can be framed
-// differently behind it. What it refuses, and why, is listed in README.md ("Security").
-//
-// One framer follows one direction of one connection: at a message boundary it needs a
-// whole head (checkHead), then counts the body through (advance) until the next boundary.
-
-// frameError is a message the framer refuses: status is what a client gets for a request
-// (400, or 431 for a head that is too large).
-type frameError struct {
-	status int
-	msg    string
+// Error is a message the Framer (or a connection checking with it) refuses: Status is what
+// a client gets for a request (400, or 431 for a head that is too large), Msg says why.
+type Error struct {
+	Status int
+	Msg    string
 }
 
-func (e *frameError) Error() string { return "http framing: " + e.msg }
+func (e *Error) Error() string { return "http framing: " + e.Msg }
 
-func badFrame(msg string) *frameError { return &frameError{status: 400, msg: msg} }
+func badFrame(msg string) *Error { return &Error{Status: 400, Msg: msg} }
 
 type frameState uint8
 
@@ -39,28 +42,39 @@ const (
 	stPass                        // no more HTTP/1 framing: a tunnel, HTTP/2, a body read to close
 )
 
-// Bounds on the parts of a message the framer holds while it checks them.
+// Bounds on the parts of a message the Framer holds while it checks them.
 const (
 	maxChunkLine  = 4096 // net/http's own bound on a chunk-size line
 	maxChunkDigit = 15   // hex digits of a chunk size: < 2^60, never an overflow
 	maxLenDigits  = 18   // decimal digits of a Content-Length: < 10^18, never an overflow
 )
 
-// framer tracks the framing of one direction of an HTTP/1.1 connection.
-type framer struct {
-	response bool
+// Framer tracks the framing of one direction of an HTTP/1.1 connection.
+// The zero value (with Response and MaxHead set) is at a message boundary.
+type Framer struct {
+	Response bool // the framer reads responses (else requests)
+	MaxHead  int  // bound on a head (and on a trailer section)
 	st       frameState
 	remain   int64
 	trailer  int // bytes of trailer section so far
-	maxHead  int // bound on a head (and on a trailer section)
 }
 
-// advance consumes the body bytes at the front of p and returns how many there were: all
-// of p, or fewer when a boundary comes first (then the framer is at stHead and p[n:] starts
+// AtHead reports whether the framer is at a message boundary: a head comes next.
+func (f *Framer) AtHead() bool { return f.st == stHead }
+
+// Passing reports whether the framer has stopped framing: what follows is a tunnel, or a
+// response body read to the close, and Advance passes it all.
+func (f *Framer) Passing() bool { return f.st == stPass }
+
+// Pass stops the framing: from now on Advance passes everything.
+func (f *Framer) Pass() { f.st = stPass }
+
+// Advance consumes the body bytes at the front of p and returns how many there were: all
+// of p, or fewer when a boundary comes first (then the Framer is AtHead and p[n:] starts
 // the next head), when p ends inside a chunk-size or trailer line (then p[n:] starts that
 // line, to be given again with more bytes), or when p breaks the framing (then err is set
 // and p[n:] must not be used).
-func (f *framer) advance(p []byte) (n int, err error) {
+func (f *Framer) Advance(p []byte) (n int, err error) {
 	for n < len(p) {
 		switch f.st {
 		case stHead:
@@ -97,13 +111,13 @@ func (f *framer) advance(p []byte) (n int, err error) {
 			}
 		case stChunkLine, stTrailer:
 			// A line is handed on only once it is whole and has passed: until then
-			// advance stops before it, and the caller holds it back with what follows.
+			// Advance stops before it, and the caller holds it back with what follows.
 			i := bytes.IndexByte(p[n:], '\n')
 			if i < 0 {
 				if f.st == stChunkLine && len(p)-n > maxChunkLine {
 					return n, badFrame("chunk-size line too long")
 				}
-				if f.st == stTrailer && f.trailer+len(p)-n > f.maxHead {
+				if f.st == stTrailer && f.trailer+len(p)-n > f.MaxHead {
 					return n, badFrame("trailer section too large")
 				}
 				return n, nil
@@ -121,7 +135,7 @@ func (f *framer) advance(p []byte) (n int, err error) {
 }
 
 // endLine handles one complete chunk-size or trailer line (with its line ending).
-func (f *framer) endLine(line []byte) error {
+func (f *Framer) endLine(line []byte) error {
 	if len(line) < 2 || line[len(line)-2] != '\r' {
 		return badFrame("line ends in a bare LF")
 	}
@@ -132,7 +146,7 @@ func (f *framer) endLine(line []byte) error {
 			return nil
 		}
 		f.trailer += len(line) + 2
-		if f.trailer > f.maxHead {
+		if f.trailer > f.MaxHead {
 			return badFrame("trailer section too large")
 		}
 		name, err := checkField(line)
@@ -207,16 +221,16 @@ func unhex(c byte) int {
 	return -1
 }
 
-// headScan is how far headEnd has checked a head still arriving: line is where the
+// HeadScan is how far HeadEnd has checked a head still arriving: line is where the
 // current line starts, pos where checking resumes. The zero value starts a new head.
-type headScan struct{ line, pos int }
+type HeadScan struct{ line, pos int }
 
-// headEnd looks for the end of the head at the front of b, resuming from s. It returns the
+// HeadEnd looks for the end of the head at the front of b, resuming from s. It returns the
 // length of the head, up to and including the empty line that ends it, or 0 and where to
 // resume once more bytes came. Every line must end in CRLF: a bare CR or LF anywhere in a
 // head is an error. Each byte is looked at once however the head arrives, byte by byte
 // included.
-func headEnd(b []byte, s headScan) (end int, next headScan, err error) {
+func HeadEnd(b []byte, s HeadScan) (end int, next HeadScan, err error) {
 	for {
 		i := bytes.IndexByte(b[s.pos:], '\n')
 		if i < 0 {
@@ -242,21 +256,21 @@ func headEnd(b []byte, s headScan) (end int, next headScan, err error) {
 			if s.line == 0 {
 				return 0, s, badFrame("empty line before the start line")
 			}
-			return lf + 1, headScan{}, nil // an empty line: the end of the head
+			return lf + 1, HeadScan{}, nil // an empty line: the end of the head
 		}
-		s = headScan{line: lf + 1, pos: lf + 1}
+		s = HeadScan{line: lf + 1, pos: lf + 1}
 	}
 }
 
-// checkHead checks a whole head (from headEnd) and sets the framer up for its body. For a
+// CheckHead checks a whole head (from HeadEnd) and sets the Framer up for its body. For a
 // response it returns the status.
-// isHEAD tells a response framer that the request it answers was a HEAD.
-func (f *framer) checkHead(b []byte, isHEAD bool) (status int, err error) {
+// isHEAD tells a response Framer that the request it answers was a HEAD.
+func (f *Framer) CheckHead(b []byte, isHEAD bool) (status int, err error) {
 	lineEnd := bytes.Index(b, crlf)
 	start := b[:lineEnd]
 	b = b[lineEnd+2 : len(b)-2] // the field lines, each ending in CRLF
 	var version []byte
-	if f.response {
+	if f.Response {
 		if version, status, err = statusLine(start); err != nil {
 			return status, err
 		}
@@ -292,11 +306,11 @@ func (f *framer) checkHead(b []byte, isHEAD bool) (status int, err error) {
 			nHost++
 		}
 	}
-	if !f.response && nHost > 1 {
+	if !f.Response && nHost > 1 {
 		return status, badFrame("more than one Host")
 	}
 	f.st, f.remain = stHead, 0
-	noBody := f.response && (status < 200 || status == 204 || status == 304 || isHEAD)
+	noBody := f.Response && (status < 200 || status == 204 || status == 304 || isHEAD)
 	switch {
 	case nTE > 0 && nCL > 0:
 		return status, badFrame("both Content-Length and Transfer-Encoding")
@@ -317,14 +331,14 @@ func (f *framer) checkHead(b []byte, isHEAD bool) (status int, err error) {
 		}
 	}
 	switch {
-	case f.response && status == 101:
+	case f.Response && status == 101:
 		f.st = stPass
 	case noBody:
 	case nTE == 1:
 		f.st = stChunkLine
 	case nCL == 1 && length > 0:
 		f.st, f.remain = stFixed, length
-	case nCL == 0 && f.response:
+	case nCL == 0 && f.Response:
 		f.st = stPass // a response without a length ends when the connection does
 	}
 	return status, nil
@@ -445,43 +459,4 @@ func equalFold(b []byte, s string) bool {
 		}
 	}
 	return true
-}
-
-// ready is what a checking connection (edgeConn, backendConn) has read and checked but not
-// yet handed to its reader, in order, and a read error that came with bytes, for after them.
-type ready struct {
-	out    []byte
-	outPos int
-	rerr   error
-}
-
-// pop hands on what is ready, or then the error that came after it; ok is false when there
-// is neither.
-func (r *ready) pop(p []byte) (n int, err error, ok bool) {
-	if r.outPos < len(r.out) {
-		n = copy(p, r.out[r.outPos:])
-		r.outPos += n
-		if r.outPos == len(r.out) {
-			r.out, r.outPos = r.out[:0], 0 // keep the buffer for the next message
-		}
-		return n, nil, true
-	}
-	if r.rerr != nil {
-		err, r.rerr = r.rerr, nil
-		return 0, err, true
-	}
-	return 0, nil, false
-}
-
-// after is a Read's answer once a read from the socket ended with err and k of its bytes
-// may go at once (the rest was kept or refused); ok is false when there is nothing to
-// answer yet, and the Read reads again.
-func (r *ready) after(k int, err error) (int, error, bool) {
-	if err != nil {
-		if k == 0 && r.outPos == len(r.out) {
-			return 0, err, true
-		}
-		r.rerr = err
-	}
-	return k, nil, k > 0
 }

@@ -1,9 +1,11 @@
-package proxy
+package telemetry
 
 import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/spillway/spillway/proxy"
 )
 
 // liveSeconds is how far back Live remembers, one count per second.
@@ -11,8 +13,8 @@ const liveSeconds = 300
 
 // Live counts, for every second of the last five minutes, what each site answered, what
 // failed, what spilled and what was shed: the live share and rates of the state API, the
-// metrics and the dashboard. It is a Recorder; the zero value is not usable, call NewLive.
-// Safe for concurrent use; Record takes no lock.
+// metrics and the dashboard. It is a proxy.Recorder and the Reloader's runtime.Live; the zero
+// value is not usable, call NewLive. Safe for concurrent use; Record takes no lock.
 type Live struct {
 	now     func() time.Time
 	mu      sync.Mutex // serialises adding a site
@@ -81,19 +83,19 @@ func (l *Live) site(name string) *liveSite {
 }
 
 // Record counts one finished request in the second it ended.
-func (l *Live) Record(info *RequestInfo) {
+func (l *Live) Record(info *proxy.RequestInfo) {
 	sec := info.Start.Add(info.Duration).Unix()
 	l.total.add(sec)
-	if failures[info.failure].shed {
+	if info.Shed() {
 		l.shed.add(sec)
 	}
 	if info.Site == "" {
 		return
 	}
 	s := l.site(info.Site)
-	if info.failure == reasonNone {
+	if info.Reason == "" {
 		s.answers.add(sec)
-	} else if info.failure != reasonClientGone {
+	} else if info.Failed() {
 		s.errors.add(sec)
 	}
 	if info.Spill != "" && info.Preferred != "" {
@@ -105,14 +107,6 @@ func (l *Live) Record(info *RequestInfo) {
 
 // shareWindow is the span of the live share and rates: the last 10 full seconds.
 const shareWindow = 10
-
-// LiveRates are per-second rates over the last 10 seconds.
-type LiveRates struct {
-	Requests    float64 `json:"requests"`
-	Errors      float64 `json:"errors"`
-	SpilledFrom float64 `json:"spilled_from"`
-	SpilledTo   float64 `json:"spilled_to"`
-}
 
 // Site returns site's rates and its share of all answers, over the last 10 seconds.
 func (l *Live) Site(name string, sites []string) (LiveRates, float64) {
@@ -141,14 +135,6 @@ func (l *Live) Totals() (requests, shed float64) {
 	return float64(l.total.sum(sec, shareWindow)) / shareWindow, float64(l.shed.sum(sec, shareWindow)) / shareWindow
 }
 
-// HistoryPoint is one second: what each site answered, and what spilled and was shed.
-type HistoryPoint struct {
-	T       int64            `json:"t"` // Unix seconds
-	Answers map[string]int64 `json:"answers"`
-	Spilled int64            `json:"spilled"`
-	Shed    int64            `json:"shed"`
-}
-
 // History returns the last n full seconds (at most five minutes), oldest first, for sites.
 func (l *Live) History(sites []string, n int) []HistoryPoint {
 	n = min(n, liveSeconds-1)
@@ -163,4 +149,20 @@ func (l *Live) History(sites []string, n int) []HistoryPoint {
 		out = append(out, p)
 	}
 	return out
+}
+
+// LiveRates are a site's per-second rates over the last 10 seconds.
+type LiveRates struct {
+	Requests    float64 `json:"requests"`
+	Errors      float64 `json:"errors"`
+	SpilledFrom float64 `json:"spilled_from"`
+	SpilledTo   float64 `json:"spilled_to"`
+}
+
+// HistoryPoint is one second: what each site answered, and what spilled and was shed.
+type HistoryPoint struct {
+	T       int64            `json:"t"` // Unix seconds
+	Answers map[string]int64 `json:"answers"`
+	Spilled int64            `json:"spilled"`
+	Shed    int64            `json:"shed"`
 }
