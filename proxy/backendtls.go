@@ -9,13 +9,12 @@ import (
 
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy/frontend"
-	"github.com/spillway/spillway/proxy/upstream"
 )
 
-// newSiteTransport is site i's transport to its backends: the shared tuning of
-// newTransport, the site's TLS settings for https backends (its CA, client certificate for
-// mTLS, server name) and the protocol it speaks. Problems with the site's files come back
-// as configs.Errors placed at the key that names the file.
+// newSiteTransport is site i's transport to its backends: an http1Transport, or net/http's
+// for an h2 site, with the shared tuning, the site's TLS settings for https backends (its
+// CA, client certificate for mTLS, server name) and the protocol it speaks. Problems with
+// the site's files come back as configs.Errors placed at the key that names the file.
 func newSiteTransport(cfg *configs.Config, i int, log *zap.Logger) (backendTransport, error) {
 	s := cfg.Sites[i]
 	var tc *tls.Config
@@ -31,7 +30,7 @@ func newSiteTransport(cfg *configs.Config, i int, log *zap.Logger) (backendTrans
 	}
 	if s.Protocol != "h2" {
 		tr := newHTTP1Transport(cfg.Timeouts)
-		tr.TLSClientConfig = tc
+		tr.setTLS(tc)
 		return tr, nil
 	}
 	// HTTP/2 only, for gRPC and other h2-only backends: prior knowledge (h2c) to http://
@@ -50,8 +49,8 @@ func newSiteTransport(cfg *configs.Config, i int, log *zap.Logger) (backendTrans
 // the same).
 func transportTLS(tr backendTransport) *tls.Config {
 	switch tr := tr.(type) {
-	case *upstream.Transport:
-		return tr.TLSClientConfig
+	case *http1Transport:
+		return tr.plain.TLSClientConfig
 	case *http.Transport:
 		return tr.TLSClientConfig
 	}
