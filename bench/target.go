@@ -3,13 +3,13 @@ package bench
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/spillway/spillway/configs"
 )
 
 // Target mode: the bench drives load at a running Spillway (one replica, or a fleet's
@@ -49,13 +49,9 @@ func httpClient(caFile string, h2 bool, maxConns int) (*http.Client, *http.Trans
 		DisableCompression: true, IdleConnTimeout: 30 * time.Second, TLSHandshakeTimeout: 10 * time.Second,
 		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := configs.LoadCertPool(caFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("ca file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("ca file %s: no PEM certificate in it", caFile)
 		}
 		tr.TLSClientConfig.RootCAs = pool
 	}

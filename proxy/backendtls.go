@@ -2,11 +2,8 @@ package proxy
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"net/http"
-	"os"
 
 	"go.uber.org/zap"
 
@@ -14,37 +11,50 @@ import (
 	"github.com/spillway/spillway/proxy/frontend"
 )
 
-// newSiteTransport is site i's transport to its backends: the shared tuning of
-// newTransport, the site's TLS settings for https backends (its CA, client certificate for
-// mTLS, server name) and the protocol it speaks. Problems with the site's files come back
-// as configs.Errors placed at the key that names the file.
-func newSiteTransport(cfg *configs.Config, i int, log *zap.Logger) (*http.Transport, error) {
+// newSiteTransport is site i's transport to its backends: an http1Transport, or net/http's
+// for an h2 site, with the shared tuning, the site's TLS settings for https backends (its
+// CA, client certificate for mTLS, server name) and the protocol it speaks. Problems with
+// the site's files come back as configs.Errors placed at the key that names the file.
+func newSiteTransport(cfg *configs.Config, i int, log *zap.Logger) (backendTransport, error) {
 	s := cfg.Sites[i]
-	tr := newTransport(cfg.Timeouts, s.Protocol != "h2")
-	var p http.Protocols
-	switch s.Protocol {
-	case "h2":
-		// HTTP/2 only, for gRPC and other h2-only backends: prior knowledge (h2c) to
-		// http:// backends, ALPN "h2" to https:// ones. A backend that cannot speak it
-		// fails the request rather than being downgraded silently.
-		p.SetUnencryptedHTTP2(true)
-		p.SetHTTP2(true)
-	default:
-		p.SetHTTP1(true)
-	}
-	tr.Protocols = &p
+	var tc *tls.Config
 	if s.TLS != nil {
-		tc, err := backendTLSConfig(cfg, i)
-		if err != nil {
+		var err error
+		if tc, err = backendTLSConfig(cfg, i); err != nil {
 			return nil, err
 		}
-		tr.TLSClientConfig = tc
 		if s.TLS.InsecureSkipVerify {
 			log.Warn("backend certificates are not verified: anyone on the path can read and change this site's traffic",
 				zap.String("site", s.Name), zap.String("key", fmt.Sprintf("sites[%d].tls.insecure_skip_verify", i)))
 		}
 	}
+	if s.Protocol != "h2" {
+		tr := newHTTP1Transport(cfg.Timeouts)
+		tr.setTLS(tc)
+		return tr, nil
+	}
+	// HTTP/2 only, for gRPC and other h2-only backends: prior knowledge (h2c) to http://
+	// backends, ALPN "h2" to https:// ones. A backend that cannot speak it fails the
+	// request rather than being downgraded silently.
+	tr := newH2Transport(cfg.Timeouts)
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	p.SetHTTP2(true)
+	tr.Protocols = &p
+	tr.TLSClientConfig = tc
 	return tr, nil
+}
+
+// transportTLS is the TLS config tr presents to https backends (the health probes present
+// the same).
+func transportTLS(tr backendTransport) *tls.Config {
+	switch tr := tr.(type) {
+	case *http1Transport:
+		return tr.plain.TLSClientConfig
+	case *http.Transport:
+		return tr.TLSClientConfig
+	}
+	return nil
 }
 
 // CheckTLSFiles reads every file the config's TLS settings name, so that a missing or
@@ -87,7 +97,7 @@ func backendTLSConfig(cfg *configs.Config, i int) (*tls.Config, error) {
 		InsecureSkipVerify: t.InsecureSkipVerify,
 	}
 	if t.CAFile != "" {
-		pool, err := loadCertPool(t.CAFile)
+		pool, err := configs.LoadCertPool(t.CAFile)
 		if err != nil {
 			errs = append(errs, cfg.Errorf(p+".ca_file", "%v", err))
 		}
@@ -105,17 +115,4 @@ func backendTLSConfig(cfg *configs.Config, i int) (*tls.Config, error) {
 		return nil, errs
 	}
 	return tc, nil
-}
-
-// loadCertPool reads a PEM file of CA certificates.
-func loadCertPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New(path + ": no PEM certificate in it")
-	}
-	return pool, nil
 }

@@ -4,65 +4,17 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"testing"
 	"time"
+
+	"github.com/spillway/spillway/proxy/framing/framingtest"
 )
-
-// scriptConn is a net.Conn whose reads return the given pieces, one per Read, then EOF.
-type scriptConn struct {
-	net.Conn // nil: only Read and Write are used
-	pieces   [][]byte
-	wrote    bytes.Buffer
-}
-
-func (c *scriptConn) Read(p []byte) (int, error) {
-	if len(c.pieces) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, c.pieces[0])
-	if n == len(c.pieces[0]) {
-		c.pieces = c.pieces[1:]
-	} else {
-		c.pieces[0] = c.pieces[0][n:]
-	}
-	return n, nil
-}
-func (c *scriptConn) Write(p []byte) (int, error)      { return c.wrote.Write(p) }
-func (c *scriptConn) SetWriteDeadline(time.Time) error { return nil }
-
-// pieces cuts input at the given offsets (in increasing order), for a scriptConn.
-func pieces(input []byte, cuts []int) [][]byte {
-	var out [][]byte
-	prev := 0
-	for _, c := range cuts {
-		if c > prev && c < len(input) {
-			out = append(out, input[prev:c])
-			prev = c
-		}
-	}
-	return append(out, input[prev:])
-}
-
-// readThrough reads r to its end in reads of size, and returns what it handed on and the
-// error that ended it.
-func readThrough(r io.Reader, size int) ([]byte, error) {
-	var passed []byte
-	buf := make([]byte, size)
-	for {
-		n, err := r.Read(buf)
-		passed = append(passed, buf[:n]...)
-		if err != nil {
-			return passed, err
-		}
-	}
-}
 
 // backendRead runs input through a backendConn (the response side), delivered in pieces
 // cut at the given offsets, and returns what it handed on, and whether it refused the stream
 // (frontend's edgeRead is the same for the request side).
 func backendRead(input []byte, cuts []int, readSize int) (passed []byte, refused bool) {
-	passed, err := readThrough(newBackendConn(&scriptConn{pieces: pieces(input, cuts)}, time.Second, true), readSize)
+	passed, err := framingtest.ReadThrough(newBackendConn(&framingtest.ScriptConn{Pieces: framingtest.Pieces(input, cuts)}, time.Second, true), readSize)
 	return passed, !errors.Is(err, io.EOF)
 }
 

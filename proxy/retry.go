@@ -106,6 +106,7 @@ type budgetSlot struct {
 	second   atomic.Int64
 	requests atomic.Int64
 	retries  atomic.Int64
+	reset    sync.Mutex // taken only to move the slot to a new second
 }
 
 // newRetryBudget returns a budget counting in the slots of prev, if not nil, or in new ones.
@@ -121,11 +122,19 @@ func newRetryBudget(ratio float64, minPerSecond int, now func() time.Time, prev 
 }
 
 // slot returns the slot of the current second, resetting it if it last counted an older one.
+// The counts are zeroed before the new second is published: a caller that sees the slot's
+// second as current counts into a slot that will not be zeroed under it (publishing first
+// let a concurrent caller's retry be wiped out by the reset, and the budget overspent).
 func (b *retryBudget) slot(sec int64) *budgetSlot {
 	s := &b.slots[sec%budgetWindow]
-	if old := s.second.Load(); old != sec && s.second.CompareAndSwap(old, sec) {
-		s.requests.Store(0)
-		s.retries.Store(0)
+	if s.second.Load() != sec {
+		s.reset.Lock()
+		if s.second.Load() != sec {
+			s.requests.Store(0)
+			s.retries.Store(0)
+			s.second.Store(sec)
+		}
+		s.reset.Unlock()
 	}
 	return s
 }

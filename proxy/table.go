@@ -146,7 +146,7 @@ func sameConnections(a, b *configs.Config, name string) bool {
 
 type siteRoute struct {
 	name      string
-	transport *http.Transport
+	transport backendTransport
 	// shared is set when the transport came from Deps.Previous; handedOver when a later
 	// Table took it over (Activate). Close leaves the connections of a transport alone
 	// unless this Table is the one that owns it.
@@ -323,7 +323,7 @@ func (t *Table) buildSite(cfg *configs.Config, i int, d Deps) (so balancer.SiteO
 		}
 		if s.Health != nil {
 			ht := healthTarget(d.Registry, s.Name, raw, s.Health)
-			ht.Check.TLS = t.sites[i].transport.TLSClientConfig // probes present the site's CA and client certificate
+			ht.Check.TLS = transportTLS(t.sites[i].transport) // probes present the site's CA and client certificate
 			targets = append(targets, ht)
 		} else if b, known := d.Registry.Lookup(balancer.BackendID{Site: s.Name, Addr: raw}); known && !b.Healthy() {
 			// Its site no longer has health checks: nothing would ever bring it back.

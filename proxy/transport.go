@@ -15,6 +15,7 @@ import (
 
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy/framing"
+	"github.com/spillway/spillway/proxy/upstream"
 )
 
 // Transport tuning that the config does not expose. The idle pool is sized so that a busy
@@ -29,22 +30,87 @@ const (
 
 var discardLog = log.New(io.Discard, "", 0)
 
-// newTransport builds one site's transport to its backends. http1 is set for a site spoken
-// to in HTTP/1.1, whose responses the proxy checks for framing (backendConn); an HTTP/2
-// site's connections carry frames, not HTTP/1 messages.
-func newTransport(t configs.Timeouts, http1 bool) *http.Transport {
-	dialer := &net.Dialer{Timeout: t.Connect, KeepAlive: dialKeepAlive}
-	stall := t.ResponseHeader
-	tr := &http.Transport{
+// backendTransport is a site's transport to its backends.
+type backendTransport interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
+
+// http1Transport is an HTTP/1.1 site's transport. A request without a body (GET, HEAD,
+// OPTIONS, a WebSocket upgrade: most channel traffic) goes through upstream.Transport,
+// which writes it and reads the answer on the request's goroutine. A request with a body
+// goes through net/http's Transport, whose writer and reader run apart, so that a
+// backend's early answer to an upload (401, 413) reaches the client while the upload is
+// still being sent, even from a backend that stops reading it and keeps the connection
+// open (on one goroutine the answer would wait for the write limit). Both dial
+// backendConns; each keeps its own pool of idle connections.
+type http1Transport struct {
+	plain  *upstream.Transport
+	bodies *http.Transport
+}
+
+func (t *http1Transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if sendsBody(r) {
+		return t.bodies.RoundTrip(r)
+	}
+	return t.plain.RoundTrip(r)
+}
+
+func (t *http1Transport) CloseIdleConnections() {
+	t.plain.CloseIdleConnections()
+	t.bodies.CloseIdleConnections()
+}
+
+// setTLS makes tc the client TLS config of https backends (read at each dial).
+func (t *http1Transport) setTLS(tc *tls.Config) {
+	t.plain.TLSClientConfig, t.bodies.TLSClientConfig = tc, tc
+}
+
+// sendsBody reports whether r goes out with a body: not the empty body that
+// fenceTransportReplay gives bodyless requests.
+func sendsBody(r *http.Request) bool {
+	if r.Body == nil || r.Body == http.NoBody {
+		return false
+	}
+	_, empty := r.Body.(emptyBody)
+	return !empty
+}
+
+// newHTTP1Transport is an HTTP/1.1 site's transport (http1Transport) over backendConns.
+// TLS to https backends is done by the dial hooks rather than by the transports, so that
+// the framing check sees the plaintext.
+func newHTTP1Transport(t configs.Timeouts) *http1Transport {
+	tr := &http1Transport{}
+	d := backendDialer{timeouts: t, http1: true, tls: func() *tls.Config { return tr.plain.TLSClientConfig }}
+	tr.plain = &upstream.Transport{
+		DialContext:           d.dial,
+		DialTLSContext:        d.dialTLS,
+		MaxIdleConnsPerHost:   maxIdlePerBackend,
+		IdleConnTimeout:       t.Idle,
+		ResponseHeaderTimeout: t.ResponseHeader,
+		ExpectContinueTimeout: expectContinue,
+		WriteBufferSize:       ioBufferSize,
+		ReadBufferSize:        ioBufferSize,
+	}
+	tr.bodies = newNetHTTPTransport(t, d)
+	tr.bodies.DialTLSContext = d.dialTLS
+	var p http.Protocols
+	p.SetHTTP1(true)
+	tr.bodies.Protocols = &p
+	return tr
+}
+
+// newH2Transport is an HTTP/2 site's transport (newSiteTransport sets its Protocols).
+func newH2Transport(t configs.Timeouts) *http.Transport {
+	return newNetHTTPTransport(t, backendDialer{timeouts: t})
+}
+
+// newNetHTTPTransport is net/http's Transport tuned for backends, dialling with d.
+func newNetHTTPTransport(t configs.Timeouts, d backendDialer) *http.Transport {
+	return &http.Transport{
 		// Never the environment's HTTP_PROXY: backends are reached directly.
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return newBackendConn(c, stall, http1), nil
-		},
+		Proxy:                 nil,
+		DialContext:           d.dial,
 		MaxIdleConns:          0, // no global cap; per backend below
 		MaxIdleConnsPerHost:   maxIdlePerBackend,
 		IdleConnTimeout:       t.Idle,
@@ -57,34 +123,50 @@ func newTransport(t configs.Timeouts, http1 bool) *http.Transport {
 		WriteBufferSize:    ioBufferSize,
 		ReadBufferSize:     ioBufferSize,
 	}
-	if http1 {
-		// TLS to https backends is done here rather than by the Transport, so that the
-		// framing check sees the plaintext. tr.TLSClientConfig is read at each dial: the
-		// site's settings are filled in after this (newSiteTransport).
-		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			raw, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			tc := &tls.Config{MinVersion: tls.VersionTLS12}
-			if tr.TLSClientConfig != nil {
-				tc = tr.TLSClientConfig.Clone()
-			}
-			if tc.ServerName == "" {
-				tc.ServerName, _, _ = net.SplitHostPort(addr)
-			}
-			tc.NextProtos = []string{"http/1.1"}
-			conn := tls.Client(raw, tc)
-			hctx, cancel := context.WithTimeout(ctx, t.Connect)
-			defer cancel()
-			if err := conn.HandshakeContext(hctx); err != nil {
-				raw.Close()
-				return nil, err
-			}
-			return newBackendConn(conn, stall, true), nil
-		}
+}
+
+// backendDialer dials backends and wraps each connection in a backendConn.
+type backendDialer struct {
+	timeouts configs.Timeouts
+	http1    bool               // the connection carries HTTP/1 messages: check their framing
+	tls      func() *tls.Config // the site's client TLS settings, read at each dial; nil: none
+}
+
+func (d backendDialer) dialer() *net.Dialer {
+	return &net.Dialer{Timeout: d.timeouts.Connect, KeepAlive: dialKeepAlive}
+}
+
+func (d backendDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := d.dialer().DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
 	}
-	return tr
+	return newBackendConn(c, d.timeouts.ResponseHeader, d.http1), nil
+}
+
+// dialTLS dials an https backend of an HTTP/1.1 site: TLS with ALPN http/1.1, the
+// handshake bounded by timeouts.connect.
+func (d backendDialer) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	raw, err := d.dialer().DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if site := d.tls(); site != nil {
+		tc = site.Clone()
+	}
+	if tc.ServerName == "" {
+		tc.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc.NextProtos = []string{"http/1.1"}
+	conn := tls.Client(raw, tc)
+	hctx, cancel := context.WithTimeout(ctx, d.timeouts.Connect)
+	defer cancel()
+	if err := conn.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return newBackendConn(conn, d.timeouts.ResponseHeader, true), nil
 }
 
 // newForwarder returns the ReverseProxy for one backend. The inbound Host header is kept
@@ -95,6 +177,8 @@ func newForwarder(target *url.URL, tr http.RoundTripper, t *Table, d Deps) forwa
 	// HTTP/2's client resends on its own only what the protocol proves was never processed
 	// (a stream refused, or above a GOAWAY's last one): a resend that is safe, and that the
 	// fence would turn into a 502 on every graceful restart of an h2 backend.
+	// HTTP/1.1 sites are fenced: their requests with a body go through net/http's
+	// Transport, and the fence's empty body is what sends a bodyless one to upstream's.
 	ht, _ := tr.(*http.Transport)
 	fence := ht == nil || ht.Protocols == nil || ht.Protocols.HTTP1()
 	return &httputil.ReverseProxy{
@@ -181,6 +265,9 @@ func newBackendConn(c net.Conn, limit time.Duration, check bool) *backendConn {
 // maxResponseHead bounds a response head held for checking; net/http's Transport allows
 // 1 MiB (MaxResponseHeaderBytes' default) beside the status line.
 const maxResponseHead = 1<<20 + 4096
+
+// NetConn is the connection c wraps (upstream.Transport probes an idle one's socket).
+func (c *backendConn) NetConn() net.Conn { return c.Conn }
 
 func (c *backendConn) Write(p []byte) (int, error) {
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.limit)); err != nil {

@@ -2,9 +2,9 @@ package cluster
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"os"
+
+	"github.com/spillway/spillway/configs"
 )
 
 // FileError is a TLS file ClientTLS cannot use: Key names its key in cluster.etcd.tls.
@@ -22,13 +22,9 @@ func (e *FileError) Unwrap() error { return e.Err }
 func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := configs.LoadCertPool(caFile)
 		if err != nil {
 			return nil, &FileError{Key: "ca_file", Err: err}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, &FileError{Key: "ca_file", Err: fmt.Errorf("%s has no PEM certificate", caFile)}
 		}
 		tc.RootCAs = pool
 	}

@@ -111,7 +111,7 @@ func newACMECerts(a *configs.ACME, httpAddr, httpsAddr net.Addr, log *zap.Logger
 		iss.AltTLSALPNPort = port
 	}
 	if a.CARoot != "" {
-		pool, err := loadCertPool(a.CARoot)
+		pool, err := configs.LoadCertPool(a.CARoot)
 		if err != nil {
 			f.cache.Stop()
 			return nil, fmt.Errorf("tls.acme.ca_root: %w", err)

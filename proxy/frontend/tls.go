@@ -3,8 +3,6 @@ package frontend
 import (
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -57,7 +55,7 @@ func CheckTLSFiles(cfg *configs.Config) error {
 		}
 	}
 	if a := t.ACME; a != nil && a.CARoot != "" {
-		if _, err := loadCertPool(a.CARoot); err != nil {
+		if _, err := configs.LoadCertPool(a.CARoot); err != nil {
 			errs = append(errs, cfg.Errorf("tls.acme.ca_root", "%v", err))
 		}
 	}
@@ -65,20 +63,6 @@ func CheckTLSFiles(cfg *configs.Config) error {
 		return errs
 	}
 	return nil
-}
-
-// loadCertPool reads a PEM file of CA certificates (tls.acme.ca_root). proxy reads its
-// sites' CA files with its own: the two sides share no code but this one call's worth.
-func loadCertPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New(path + ": no PEM certificate in it")
-	}
-	return pool, nil
 }
 
 // CertReloader serves a static certificate and key from files, and reads them again when

@@ -1,0 +1,317 @@
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"os"
+	"time"
+)
+
+// conn is a connection to a backend. While it serves a request, only the request's
+// goroutine touches it (the context watch only closes nc); while it is idle in the pool it
+// holds no buffer and nothing reads from it.
+type conn struct {
+	t      *Transport
+	k      key
+	nc     net.Conn
+	br     *bufio.Reader // nil while idle; its source is the conn itself (Read)
+	bw     *bufio.Writer // nil while idle; its sink is the conn itself (Write)
+	limit  int64         // what br may still read from nc: bounds a response head
+	idleAt time.Time
+	stop   func() bool // ends the current request's context watch (watch)
+	abortf func()      // abort, as a func made once
+	probe  probe       // finds a connection the backend closed while idle (probe_*.go)
+	// src reads the request body and remembers how reading it failed (the client's
+	// doing, unlike a failed write); lr bounds it to Content-Length. Kept here so that a
+	// request does not allocate them.
+	src bodySource
+	lr  io.LimitedReader
+}
+
+func newConn(t *Transport, k key, nc net.Conn) *conn {
+	c := &conn{t: t, k: k, nc: nc}
+	c.abortf = c.abort
+	c.probe.init(nc)
+	return c
+}
+
+// Read is br's source: nc, bounded by limit while a head is read.
+func (c *conn) Read(p []byte) (int, error) {
+	if c.limit <= 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > c.limit {
+		p = p[:c.limit]
+	}
+	n, err := c.nc.Read(p)
+	c.limit -= int64(n)
+	return n, err
+}
+
+// Write is bw's sink. (bw writes to nc through it so that bufio never hands the body to
+// nc's ReadFrom, which would copy it through a buffer of its own.)
+func (c *conn) Write(p []byte) (int, error) { return c.nc.Write(p) }
+
+// abort closes the connection when the request's context ends (watch).
+func (c *conn) abort() { c.nc.Close() }
+
+// close closes a connection that will not serve again, and gives back its buffers.
+// Only the request's goroutine may call it, with no read or write under way.
+func (c *conn) close() {
+	stopWatch(c.stop)
+	c.stop = nil
+	c.nc.Close()
+	c.t.pool.release(c)
+}
+
+// finish ends the request c served: back to the pool if keep, it is still open and
+// nothing came after the response, else closed.
+func (c *conn) finish(keep bool) {
+	open := stopWatch(c.stop)
+	c.stop = nil
+	if !keep || !open || c.br.Buffered() > 0 {
+		c.close()
+		return
+	}
+	c.t.pool.put(c)
+}
+
+// exchange is one request on a connection.
+type exchange struct {
+	ctx   context.Context
+	req   *http.Request
+	plan  plan
+	trace *httptrace.ClientTrace
+	// pending: the body waits for 100 Continue; it is not sent if a final answer comes
+	// first, and the connection then closes.
+	pending bool
+	// closeAfter: the connection closes after this response whatever its headers say
+	// (the request could not be written whole).
+	closeAfter bool
+}
+
+// roundTrip sends x's request on c and reads the response head. On error the caller closes
+// c; the request's body has been closed.
+func (c *conn) roundTrip(ctx context.Context, req *http.Request, p plan, trace *httptrace.ClientTrace) (*http.Response, error) {
+	x := exchange{ctx: ctx, req: req, plan: p, trace: trace}
+	c.t.pool.acquire(c)
+	c.limit = maxResponseHead
+	c.stop = watch(ctx, c)
+	expect := p.hasBody && c.t.ExpectContinueTimeout > 0 && p.expect
+	err := c.writeHead(req, p)
+	if err == nil && (!p.hasBody || expect || !inMemory(req.Body)) {
+		// The head goes at once when the body may take time to come (net/http does
+		// the same): a backend may answer from the head alone.
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		closeBody(req)
+		return nil, fmt.Errorf("upstream: write request: %w", err)
+	}
+	if trace != nil && trace.WroteHeaders != nil {
+		trace.WroteHeaders()
+	}
+	x.pending = expect
+	if expect {
+		answered, err := c.awaitAnswer(&x)
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		x.pending = answered
+	}
+	if !x.pending {
+		if err := c.sendBody(&x); err != nil {
+			return c.earlyAnswer(&x, err)
+		}
+	}
+	res, err := c.readResponse(&x, c.headerDeadline())
+	if err != nil {
+		return nil, err
+	}
+	return c.respond(&x, res)
+}
+
+// headerDeadline is when the response head is due if the request was written now.
+func (c *conn) headerDeadline() time.Time {
+	if d := c.t.ResponseHeaderTimeout; d > 0 {
+		return time.Now().Add(d)
+	}
+	return time.Time{}
+}
+
+// awaitAnswer waits, up to ExpectContinueTimeout, for the backend to start answering a
+// request that expects 100-continue, and reports whether it did.
+func (c *conn) awaitAnswer(x *exchange) (bool, error) {
+	if x.trace != nil && x.trace.Wait100Continue != nil {
+		x.trace.Wait100Continue()
+	}
+	c.nc.SetReadDeadline(time.Now().Add(c.t.ExpectContinueTimeout))
+	_, err := c.br.Peek(1)
+	c.nc.SetReadDeadline(time.Time{})
+	switch {
+	case err == nil:
+		return true, nil
+	case isTimeout(err) && x.ctx.Err() == nil:
+		return false, nil // no word from the backend: the body goes
+	default:
+		return false, c.readError(x, err)
+	}
+}
+
+// earlyAnswer is the outcome of a request whose body could not be written (werr): the
+// backend's answer if it sent one before it stopped reading (the connection then closes),
+// else werr.
+func (c *conn) earlyAnswer(x *exchange, werr error) (*http.Response, error) {
+	if c.src.err != nil {
+		return nil, c.src.err // reading the body failed: the client's doing, not the backend's
+	}
+	if x.ctx.Err() != nil {
+		return nil, werr
+	}
+	res, err := c.readResponse(x, time.Now().Add(earlyAnswerWait))
+	if err != nil {
+		return nil, werr
+	}
+	x.closeAfter = true
+	return c.respond(x, res)
+}
+
+// readResponse reads the response head, passing 1xx answers to the trace and sending the
+// pending body on 100 Continue. by bounds the wait (zero: none).
+func (c *conn) readResponse(x *exchange, by time.Time) (*http.Response, error) {
+	c.nc.SetReadDeadline(by)
+	defer c.nc.SetReadDeadline(time.Time{})
+	trace := x.trace
+	if trace != nil && trace.GotFirstResponseByte != nil {
+		if _, err := c.br.Peek(1); err == nil {
+			trace.GotFirstResponseByte()
+		}
+	}
+	for n1xx := 0; ; {
+		err := c.refuseFolding()
+		var res *http.Response
+		if err == nil {
+			res, err = http.ReadResponse(c.br, x.req)
+		}
+		if err != nil {
+			return nil, c.readError(x, err)
+		}
+		code := res.StatusCode
+		if code == http.StatusContinue && x.pending {
+			if trace != nil && trace.Got100Continue != nil {
+				trace.Got100Continue()
+			}
+			x.pending = false
+			if err := c.sendBody(x); err != nil {
+				return nil, err
+			}
+			c.nc.SetReadDeadline(c.headerDeadline())
+		}
+		if code >= 200 || code == http.StatusSwitchingProtocols {
+			c.limit = math.MaxInt64
+			return res, nil
+		}
+		if n1xx++; n1xx > max1xx {
+			return nil, errToo1xx
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(res.Header)); err != nil {
+				return nil, err
+			}
+			c.limit = maxResponseHead // the caller saw it: the limit is for each head
+		}
+	}
+}
+
+// refuseFolding fails a response head in which a header line continues on the next (obs-fold,
+// RFC 9112 section 5.2), which net/http's parser would join: a head that two parsers may
+// read differently is refused. It checks as much of the head as the read buffer holds (the
+// proxy's backendConn checks all of it); errors reading are left to http.ReadResponse.
+func (c *conn) refuseFolding() error {
+	for want := 1; ; {
+		if _, err := c.br.Peek(want); err != nil {
+			return nil
+		}
+		b, _ := c.br.Peek(c.br.Buffered())
+		end := headEnd(b)
+		if bytes.Contains(b[:end], foldSpace) || bytes.Contains(b[:end], foldTab) {
+			return errFolded
+		}
+		if end < len(b) || len(b) == c.br.Size() {
+			return nil
+		}
+		want = len(b) + 1
+	}
+}
+
+var (
+	foldSpace = []byte("\n ")
+	foldTab   = []byte("\n\t")
+	errFolded = errors.New("upstream: response header folded over lines (obs-fold)")
+)
+
+// headEnd is the length of the head at the start of b: up to its empty line, or all of b
+// if that has not come.
+func headEnd(b []byte) int {
+	end := len(b)
+	if i := bytes.Index(b, []byte("\n\r\n")); i >= 0 {
+		end = i + 1
+	}
+	if i := bytes.Index(b, []byte("\n\n")); i >= 0 && i+1 < end {
+		end = i + 1
+	}
+	return end
+}
+
+// readError is the error of a failed read of a response head.
+func (c *conn) readError(x *exchange, err error) error {
+	switch {
+	case x.ctx.Err() != nil:
+		return context.Cause(x.ctx)
+	case isTimeout(err) && c.t.ResponseHeaderTimeout > 0:
+		return errHeaderTimeout
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("upstream: %s closed the connection before answering: %w", c.k.addr, err)
+	}
+	return fmt.Errorf("upstream: read response: %w", err)
+}
+
+// respond completes the response head res: its body reads from c, which goes back to the
+// pool once the body has ended (at once for a response without one).
+func (c *conn) respond(x *exchange, res *http.Response) (*http.Response, error) {
+	req := x.req
+	keep := !res.Close && !req.Close && !x.closeAfter && !x.pending && !x.plan.closing
+	if x.pending {
+		closeBody(req) // a final answer came first: the body is not sent
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		if !stopWatch(c.stop) {
+			return nil, context.Cause(x.ctx)
+		}
+		c.stop = nil
+		res.Body = &upgradeBody{br: c.br, nc: c.nc}
+		c.t.pool.releaseWriter(c)
+		return res, nil
+	}
+	if res.Body == http.NoBody {
+		c.finish(keep)
+		return res, nil
+	}
+	res.Body = &body{c: c, rc: res.Body, ctx: x.ctx, keep: keep}
+	return res, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
