@@ -176,7 +176,7 @@ func (h *Handler) forward(ex *exchange, r *http.Request) {
 		site := &t.sites[ex.lease.SiteIndex]
 		ex.site = site.name
 		connsBefore := ex.conns.Load()
-		t.forwarder(site, ex.lease.Backend).ServeHTTP(&ex.rw, out)
+		site.proxy.ServeHTTP(&ex.rw, out)
 		ex.clock.endTry()
 		err := ex.rw.err
 		if err == nil {

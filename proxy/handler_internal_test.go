@@ -71,7 +71,7 @@ func TestPanicInForwarderReleasesLease(t *testing.T) {
 	cfg := mustParse(t, "t.yaml", []byte("sites:\n- {name: a, weight: 1, backends: [\"http://127.0.0.1:9\"]}\n"))
 	reg := balancer.NewRegistry()
 	table := mustBuild(t, cfg, Deps{Registry: reg})
-	table.sites[0].forwarders.Store(reg.Backend(balancer.BackendID{Site: "a", Addr: "http://127.0.0.1:9"}), forwarder(panickingForwarder{}))
+	table.sites[0].proxy = panickingForwarder{}
 	core, logs := observer.New(zap.WarnLevel)
 	url := serveInternal(t, cfg, NewHandler(table, zap.New(core)))
 

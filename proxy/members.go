@@ -55,7 +55,7 @@ func (t *Table) MemberMonitor(site, addr string, h *configs.Health) *health.Moni
 // SetMembers makes addrs (URLs) the backends of the discovered site called site (see
 // balancer.Balancer.SetMembers: new ones slow-start when joining, vanished ones drain), and
 // tells passive health, unless t has been replaced (Retire), whose members it follows
-// then. It returns the site's backends.
+// then. It returns the site's backends. Requests on a member that left finish on it.
 func (t *Table) SetMembers(site string, addrs []string, joining bool) ([]*balancer.Backend, error) {
 	t.membersMu.Lock()
 	bs, err := t.bal.SetMembers(site, addrs, joining)
@@ -67,19 +67,6 @@ func (t *Table) SetMembers(site string, addrs []string, joining bool) ([]*balanc
 	t.membersMu.Unlock()
 	if err != nil {
 		return nil, err
-	}
-	// Forwarders of members that left go; requests still using one keep it until they end.
-	keep := make(map[*balancer.Backend]bool, len(bs))
-	for _, b := range bs {
-		keep[b] = true
-	}
-	if route := t.route(site); route != nil {
-		route.forwarders.Range(func(k, _ any) bool {
-			if !keep[k.(*balancer.Backend)] {
-				route.forwarders.Delete(k)
-			}
-			return true
-		})
 	}
 	return bs, nil
 }

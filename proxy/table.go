@@ -12,7 +12,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"reflect"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,9 +40,13 @@ type Observer interface {
 	Observe(b health.Peer, failed bool)
 }
 
-// Table is one compiled config: the Balancer over the sites, and the forwarders
-// and transports for each backend. It is immutable once built; a Handler swaps whole Tables,
-// and a request keeps the Table it started with to the end.
+// Table is one compiled config: the Balancer over the sites, and each site's transport and
+// forwarder. What requests read of it does not change once it is built: a Handler swaps
+// whole Tables, and a request keeps the Table it started with to the end. Changes within a
+// config's life — discovered members, operators' weights and drains, health — go to the
+// Balancer (its control object), which builds a new immutable Picker for requests to read.
+// A Table starts no goroutine and keeps nothing per member; package runtime runs its health
+// checks and discovery.
 type Table struct {
 	bal      *balancer.Balancer
 	sites    []siteRoute
@@ -152,42 +155,13 @@ type siteRoute struct {
 	// unless this Table is the one that owns it.
 	shared     bool
 	handedOver atomic.Bool
-	// forwarders holds a forwarder per backend (*balancer.Backend → forwarder), made for
-	// the configured backends by Build and for discovered members when first picked.
-	forwarders sync.Map
+	// proxy forwards the site's tries: to the backend of the try's lease (exchange), so
+	// one serves every member, present or departed, and the Table keeps nothing per member.
+	proxy forwarder
 }
 
-// forwarder returns the forwarder to backend b, making it on first use. It is kept for as
-// long as b is a member of the site; a request still on a member that has left gets one of
-// its own, so that the departed member's does not come back to stay.
-func (t *Table) forwarder(s *siteRoute, b *balancer.Backend) forwarder {
-	if f, ok := s.forwarders.Load(b); ok {
-		return f.(forwarder)
-	}
-	target, err := url.Parse(b.ID.Addr)
-	if err != nil {
-		// Build and discovery only list backends they parsed; keep a sane answer regardless.
-		return badBackend{err}
-	}
-	f := newForwarder(target, s.transport, t, t.deps)
-	t.membersMu.Lock()
-	defer t.membersMu.Unlock()
-	if !slices.Contains(t.bal.Backends(), b) {
-		return f
-	}
-	f2, _ := s.forwarders.LoadOrStore(b, f)
-	return f2.(forwarder)
-}
-
-// badBackend answers for a backend whose address does not parse.
-type badBackend struct{ err error }
-
-func (f badBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	recordError(w, r, fmt.Errorf("backend address: %w", f.err))
-}
-
-// forwarder sends a request to one backend. It is the seam between the Handler's policy and
-// the mechanism that moves bytes; today httputil.ReverseProxy.
+// forwarder sends a try to its backend. It is the seam between the Handler's policy and the
+// mechanism that moves bytes; today httputil.ReverseProxy.
 type forwarder interface {
 	ServeHTTP(http.ResponseWriter, *http.Request)
 }
@@ -310,6 +284,7 @@ func (t *Table) buildSite(cfg *configs.Config, i int, d Deps) (so balancer.SiteO
 		t.sites[i].transport = tr
 	}
 	t.sites[i].name = s.Name
+	t.sites[i].proxy = newForwarder(t.sites[i].transport, t, d)
 	if s.Discovery != nil {
 		t.discovered = append(t.discovered, newDiscoveredSite(s, d.Registry, d.Log))
 		if prev := d.Previous.route(s.Name); prev != nil && reflect.DeepEqual(d.Previous.cfg.Site(s.Name).Discovery, s.Discovery) {

@@ -8,7 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -169,11 +169,22 @@ func (d backendDialer) dialTLS(ctx context.Context, network, addr string) (net.C
 	return newBackendConn(conn, d.timeouts.ResponseHeader, true), nil
 }
 
-// newForwarder returns the ReverseProxy for one backend. The inbound Host header is kept
-// (backends see the name the client asked for) and X-Forwarded-Host/-Proto are set;
-// X-Forwarded-For gets the client's address appended to what the request carried.
-func newForwarder(target *url.URL, tr http.RoundTripper, t *Table, d Deps) forwarder {
-	scheme, host := target.Scheme, target.Host
+// backendTarget splits a backend's address (scheme://host:port, as Build and discovery list
+// them) into the scheme and host of the URL a try goes to, without parsing or allocating.
+func backendTarget(addr string) (scheme, host string) {
+	scheme, rest, ok := strings.Cut(addr, "://")
+	if !ok {
+		return "", ""
+	}
+	host, _, _ = strings.Cut(rest, "/")
+	return scheme, host
+}
+
+// newForwarder returns the ReverseProxy of one site: each try goes to the backend of its
+// exchange's lease. The inbound Host header is kept (backends see the name the client asked
+// for) and X-Forwarded-Host/-Proto are set; X-Forwarded-For gets the client's address
+// appended to what the request carried.
+func newForwarder(tr http.RoundTripper, t *Table, d Deps) forwarder {
 	// HTTP/2's client resends on its own only what the protocol proves was never processed
 	// (a stream refused, or above a GOAWAY's last one): a resend that is safe, and that the
 	// fence would turn into a 502 on every graceful restart of an h2 backend.
@@ -183,8 +194,11 @@ func newForwarder(target *url.URL, tr http.RoundTripper, t *Table, d Deps) forwa
 	fence := ht == nil || ht.Protocols == nil || ht.Protocols.HTTP1()
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = scheme
-			pr.Out.URL.Host = host
+			if ex := exchangeOf(pr.In); ex != nil && ex.lease.Backend != nil {
+				pr.Out.URL.Scheme, pr.Out.URL.Host = backendTarget(ex.lease.Backend.ID.Addr)
+			} else {
+				pr.Out.URL.Scheme, pr.Out.URL.Host = "", "" // fails in the transport: no try without a lease
+			}
 			// ReverseProxy has dropped the client's X-Forwarded-* and every header its
 			// Connection names. Bring back X-Forwarded-For to append to, unless it was
 			// named there (then it is hop-by-hop, and the backend sees only our entry).
