@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // coalescer is a backend's socket whose writes can be held and sent as one: two TLS records
@@ -102,4 +103,197 @@ func TestAttackTLSStrayRecordNotTakenForNextAnswer(t *testing.T) {
 	if body != "bobbb02" {
 		t.Errorf("bob's GET got %q, want \"bobbb02\" (reused %v): the stray response went to the next request", body, tc.conns[len(tc.conns)-1].Reused)
 	}
+}
+
+// Hardening (passes): bytes a plain backend leaves after the end of a response, in the same
+// segment or sent while the connection is idle, are never read as the next request's answer.
+func TestAttackStrayBytesNeverTakenForNextAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, answer string
+		late                 string // sent 20ms after the answer, while the connection is idle
+	}{
+		{name: "HEAD with a body", method: "HEAD", answer: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE"},
+		{name: "204 with a body", method: "GET", answer: "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nSTALE"},
+		{name: "304 with a body", method: "GET", answer: "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nSTALE"},
+		{name: "second response in the same write", method: "GET", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE"},
+		{name: "second response while idle", method: "GET", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", late: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE"},
+		{name: "103 then junk while idle", method: "GET", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", late: "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE"},
+		{name: "chunked then junk", method: "GET", answer: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
+				for {
+					req, _, err := b.readRequest(br)
+					if err != nil {
+						return
+					}
+					if req.URL.Path == "/bad" {
+						io.WriteString(c, tc.answer)
+						if tc.late != "" {
+							time.Sleep(20 * time.Millisecond)
+							io.WriteString(c, tc.late)
+						}
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+				}
+			})
+			tr := newTransport(t)
+			var tc2 traced
+			do(t, tr, tc2.request(t, context.Background(), tc.method, b.url()+"/bad", nil))
+			time.Sleep(60 * time.Millisecond)
+			res, body := do(t, tr, tc2.request(t, context.Background(), "GET", b.url()+"/next", nil))
+			if res.StatusCode != 200 || body != "next" {
+				t.Errorf("next request got %d %q, want 200 \"next\"", res.StatusCode, body)
+			}
+		})
+	}
+}
+
+// Hardening (passes): an endless run of 103 Early Hints fails the request (max1xx) rather
+// than holding it, with and without a trace that looks at 1xx answers.
+func TestAttackEndless1xx(t *testing.T) {
+	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
+		if _, _, err := b.readRequest(br); err != nil {
+			return
+		}
+		for range 10000 {
+			if _, err := io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	})
+	tr := newTransport(t)
+	for _, withTrace := range []bool{false, true} {
+		var req *http.Request
+		if withTrace {
+			var tc traced
+			req = tc.request(t, context.Background(), "GET", b.url(), nil)
+		} else {
+			req, _ = http.NewRequest("GET", b.url(), nil)
+		}
+		done := make(chan error, 1)
+		go func() {
+			res, err := tr.RoundTrip(req)
+			if err == nil {
+				res.Body.Close()
+			}
+			done <- err
+		}()
+		if err := await(t, done, "the request answered by 103s forever"); err == nil {
+			t.Errorf("trace %v: endless 103s accepted as an answer", withTrace)
+		}
+	}
+}
+
+// Hardening (passes): a backend that trickles its response head a byte at a time does not
+// stretch ResponseHeaderTimeout (a deadline for the whole head, not an idle timer).
+func TestAttackTrickledHeadHitsHeaderTimeout(t *testing.T) {
+	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
+		if _, _, err := b.readRequest(br); err != nil {
+			return
+		}
+		head := "HTTP/1.1 200 OK\r\nX-Slow: " + strings.Repeat("a", 200) + "\r\n\r\n"
+		for i := range len(head) {
+			if _, err := c.Write([]byte{head[i]}); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	tr := newTransport(t)
+	tr.ResponseHeaderTimeout = 300 * time.Millisecond
+	req, _ := http.NewRequest("GET", b.url(), nil)
+	start := time.Now()
+	res, err := tr.RoundTrip(req)
+	if err == nil {
+		res.Body.Close()
+		t.Fatalf("trickled head accepted after %v", time.Since(start))
+	}
+	if d := time.Since(start); d > 3*time.Second || !isTimeout(err) {
+		t.Errorf("after %v: %v, want the header timeout near 300ms", d, err)
+	}
+}
+
+// Hardening (passes): a response head past the limit fails, without reading on for ever.
+func TestAttackHugeHeadRefused(t *testing.T) {
+	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
+		if _, _, err := b.readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
+		line := "X-Big: " + strings.Repeat("b", 8000) + "\r\n"
+		for range 1000 { // 8 MB of header lines
+			if _, err := io.WriteString(c, line); err != nil {
+				return
+			}
+		}
+	})
+	tr := newTransport(t)
+	req, _ := http.NewRequest("GET", b.url(), nil)
+	res, err := tr.RoundTrip(req)
+	if err == nil {
+		res.Body.Close()
+		t.Fatal("8 MB response head accepted")
+	}
+}
+
+// Hardening (passes under -race): Close racing with a Read under way, context cancels
+// racing with the end of the body, and reads after Close: no race, no panic, no connection
+// both pooled and closed (the requests after still succeed, on live connections).
+func TestAttackBodyCloseAndCancelRaces(t *testing.T) {
+	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
+		for {
+			req, _, err := b.readRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/slow" {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nab")
+				time.Sleep(5 * time.Millisecond)
+				io.WriteString(c, strings.Repeat("x", 98))
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr := newTransport(t)
+	for i := range 100 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", b.url()+"/slow", nil)
+		res, err := tr.RoundTrip(req)
+		if err != nil {
+			cancel()
+			continue
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { io.ReadAll(res.Body) })
+		switch i % 3 {
+		case 0:
+			res.Body.Close()
+		case 1:
+			cancel()
+		default:
+			time.Sleep(time.Duration(i%7) * time.Millisecond)
+			cancel()
+			res.Body.Close()
+		}
+		wg.Wait()
+		if n, err := res.Body.Read(make([]byte, 1)); n != 0 || err == nil {
+			t.Fatalf("read after Close: %d %v", n, err)
+		}
+		cancel()
+		if _, body := do(t, tr, mustRequest(t, b.url()+"/ok")); body != "ok" {
+			t.Fatalf("request after a race got %q", body)
+		}
+	}
+}
+
+func mustRequest(t *testing.T, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
 }
