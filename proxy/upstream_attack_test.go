@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -321,5 +322,128 @@ func TestAttackPartialStrayHeadSplicedIntoNextAnswer(t *testing.T) {
 	if err != nil || status != http.StatusForbidden {
 		t.Errorf("GET /transfer: %d %q (%v), want the backend's 403; backend saw %q", status, body, err, b.log())
 	}
+	e.checkIdle(t)
+}
+
+// Hardening (passes): bodyless requests go through upstream.Transport; a backend that reads
+// them and resets is "reached": a bodyless POST is sent once and answered 502, a GET is
+// retried (idempotent), on a kept-alive connection and on a new one alike; a dial refused is
+// not reached and the POST goes to the other backend, once.
+func TestAttackBodylessRetrySafetyThroughUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		name, method string
+		warm         bool // a kept-alive connection to the resetting backend is in the pool first
+		wantStatus   int
+		wantResets   int // requests the resetting backend read
+	}{
+		{"POST, new connection", http.MethodPost, false, http.StatusBadGateway, 1},
+		{"POST, kept-alive connection", http.MethodPost, true, http.StatusBadGateway, 1},
+		{"GET, new connection", http.MethodGet, false, http.StatusOK, 1},
+		{"GET, kept-alive connection", http.MethodGet, true, http.StatusOK, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var bad, good attackBackend
+			badAddr := bad.serveAttack(t, func(r *http.Request, c net.Conn) bool {
+				if r.URL.Path == "/warm" {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwarm")
+					return true
+				}
+				resetConn(c)
+				return false
+			})
+			goodAddr := good.serveAttack(t, func(r *http.Request, c net.Conn) bool {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+				return true
+			})
+			e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{
+				{Name: "bad", Weight: 1, Backends: []string{"http://" + badAddr}},
+				{Name: "good", Weight: 1, Backends: []string{"http://" + goodAddr}},
+			}, "retries: {attempts: 2}\noutlier: {consecutive_failures: 0}\n"))
+			// The sites share the load; send until the resetting backend got the request.
+			if tc.warm {
+				for i := 0; bad.count("GET /warm") == 0 && i < 50; i++ {
+					sendThrough(t, e, http.MethodGet, "/warm")
+				}
+			}
+			for i := 0; bad.count(tc.method+" /pay") == 0 && i < 50; i++ {
+				status, body, err := sendThrough(t, e, tc.method, "/pay")
+				if bad.count(tc.method+" /pay") == 0 {
+					continue
+				}
+				if err != nil || status != tc.wantStatus {
+					t.Errorf("%s /pay reset by the backend: %d %q %v, want %d", tc.method, status, body, err, tc.wantStatus)
+				}
+			}
+			if n := bad.count(tc.method + " /pay"); n != tc.wantResets {
+				t.Errorf("the resetting backend read %s /pay %d times, want %d", tc.method, n, tc.wantResets)
+			}
+			if tc.method == http.MethodPost && good.count("POST /pay") > 0 {
+				// Tries that landed on the good backend first are fine; none may follow a reset.
+				t.Logf("good backend answered %d POSTs (first tries)", good.count("POST /pay"))
+			}
+			e.checkIdle(t)
+		})
+	}
+}
+
+// openFDs is how many file descriptors the process has open.
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(ents)
+}
+
+// Hardening (passes): many requests that fail in the ways a dying backend fails (reset before
+// the answer, reset mid-body, a broken head, a 1xx flood, a head too slow) leave no backend
+// connection open in the proxy (file descriptors back to where they were).
+func TestAttackFailuresLeakNoConnections(t *testing.T) {
+	addr := serveConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch r.URL.Path {
+			case "/reset":
+				resetConn(c)
+				return
+			case "/midbody":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+				resetConn(c)
+				return
+			case "/badhead":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+			case "/1xx":
+				for range 20 {
+					io.WriteString(c, "HTTP/1.1 103 Early Hints\r\n\r\n")
+				}
+			case "/slow":
+				time.Sleep(400 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			default:
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	})
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{"http://" + addr}}},
+		"retries: {attempts: 1}\ntimeouts: {response_header: 200ms}\n"))
+	sendThrough(t, e, http.MethodGet, "/ok")
+	e.tr.CloseIdleConnections()
+	e.table.Close() // closes the proxy's idle backend connections
+	before := openFDs(t)
+	paths := []string{"/reset", "/midbody", "/badhead", "/1xx", "/slow", "/ok"}
+	for i := range 60 {
+		sendThrough(t, e, http.MethodGet, paths[i%len(paths)])
+		e.tr.CloseIdleConnections()
+	}
+	e.table.Close()
+	proxytest.Eventually(t, 5*time.Second, "file descriptors back to where they were", func() bool {
+		e.tr.CloseIdleConnections()
+		e.table.Close()
+		return openFDs(t) <= before+2
+	})
 	e.checkIdle(t)
 }
