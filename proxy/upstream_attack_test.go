@@ -447,3 +447,68 @@ func TestAttackFailuresLeakNoConnections(t *testing.T) {
 	})
 	e.checkIdle(t)
 }
+
+// FAILS: the splice of TestAttackPartialStrayHeadSplicedIntoNextAnswer on the other path,
+// requests with a body (net/http's Transport): the held bytes live in backendConn
+// (transport.go:309), whose Read keeps them and reads on until a head is whole, so net/http's
+// idle read of the connection never sees them either. The bug is backendConn's, not only
+// upstream's.
+func TestAttackPartialStrayHeadSplicedIntoNextAnswerWithBody(t *testing.T) {
+	var b attackBackend
+	addr := b.serveAttack(t, func(r *http.Request, c net.Conn) bool {
+		if r.URL.Path == "/first" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nX-A: ")
+		} else {
+			io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\ndenied")
+		}
+		return true
+	})
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{"http://" + addr}}},
+		"retries: {attempts: 1}\n"))
+	post := func(path string) (int, string) {
+		resp, err := e.client.Post(e.url+path, "text/plain", strings.NewReader("amount=100"))
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if status, body := post("/first"); status != http.StatusOK || body != "ok" {
+		t.Fatalf("POST /first: %d %q", status, body)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if status, body := post("/transfer"); status != http.StatusForbidden {
+		t.Errorf("POST /transfer: %d %q, want the backend's 403; backend saw %q", status, body, b.log())
+	}
+	e.checkIdle(t)
+}
+
+// Hardening (passes): the stray TLS record of TestAttackTLSStrayResponseGoesToNextClient,
+// on the path of requests with a body (net/http's Transport): net/http's reader goroutine
+// reads the idle connection, finds the unsolicited response and closes it. The desync is
+// upstream.Transport's alone (a regression from net/http).
+func TestAttackTLSStrayResponseWithBodyPath(t *testing.T) {
+	var b attackBackend
+	var n atomic.Int32
+	addr := tlsAttackBackend(t, &b, func(r *http.Request, w io.Writer) {
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n"+fmt.Sprintf("%-8s", strings.TrimPrefix(r.URL.Path, "/")))
+		if n.Add(1) == 1 {
+			io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nIBAN-A!!")
+		}
+	})
+	yaml := "listen:\n  http: \"127.0.0.1:0\"\nsites:\n  - {name: idc1, weight: 1, backends: [\"https://" + addr + "\"], tls: {insecure_skip_verify: true}}\nretries: {attempts: 1}\n"
+	e := startProxy(t, yaml)
+	for _, who := range []string{"alice", "bob"} {
+		resp, err := e.client.Post(e.url+"/"+who, "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatalf("POST /%s: %v", who, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("%-8s", who); resp.StatusCode != http.StatusOK || string(body) != want {
+			t.Errorf("POST /%s: %d %q, want 200 %q", who, resp.StatusCode, body, want)
+		}
+	}
+	e.checkIdle(t)
+}
