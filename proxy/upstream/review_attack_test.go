@@ -319,3 +319,27 @@ func TestAttackStatusBelow100Refused(t *testing.T) {
 		t.Errorf("status 099 accepted: final %d, 1xx seen by the trace %v; want an error", res.StatusCode, tc.infos)
 	}
 }
+
+// Hardening (passes): IdleConnTimeout closes an idle connection (the backend sees the close)
+// without a request coming to find it, and the next request gets a new connection.
+func TestAttackIdleConnTimeoutClosesWithoutTraffic(t *testing.T) {
+	closed := make(chan struct{}, 4)
+	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
+		defer func() { closed <- struct{}{} }()
+		for {
+			if _, _, err := b.readRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr := newTransport(t)
+	tr.IdleConnTimeout = 100 * time.Millisecond
+	var tc traced
+	do(t, tr, tc.request(t, context.Background(), "GET", b.url(), nil))
+	await(t, closed, "the idle connection closed by IdleConnTimeout")
+	do(t, tr, tc.request(t, context.Background(), "GET", b.url(), nil))
+	if tc.conns[1].Reused || b.accepts.Load() != 2 {
+		t.Errorf("after the idle timeout: reused %v, accepts %d", tc.conns[1].Reused, b.accepts.Load())
+	}
+}
