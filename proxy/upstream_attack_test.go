@@ -95,7 +95,7 @@ func sendThrough(t *testing.T, e *env, method, path string) (int, string, error)
 // bytes that follow the end of a response and do not yet make a response head: here the
 // body a backend wrongly sends with its answer to a HEAD. upstream's conn.finish only looks
 // at its bufio.Reader (conn.go:81) and the idle probe reads the socket beneath backendConn
-// (NetConn, probe_unix.go), so neither sees them: the connection goes back to the pool "in
+// (NetConn, probe_unix.go:22-55), so neither sees them: the connection goes back to the pool "in
 // doubt", and the next request on it (another client's bodyless POST) reads those bytes in
 // front of its answer: the framing check refuses it, and the client gets 502 for a payment
 // the backend did execute (reached, not idempotent: no retry). One client's HEAD to a
@@ -231,7 +231,7 @@ func (c *holdConn) flush() error {
 // FAILS: response desync through the proxy with an https backend. A stray response sent in
 // a TLS record of its own right after an answer stays in crypto/tls's input buffer; neither
 // backendConn's framing check (it has not read it), nor upstream's conn.finish (conn.go:81),
-// nor the idle probe (a raw read of the TCP socket under the tls.Conn, probe_unix.go) sees
+// nor the idle probe (a raw read of the TCP socket under the tls.Conn, probe_unix.go:22-55) sees
 // it, and the connection is pooled. The next client's GET gets the stray response as its
 // answer: another user's data, a well-framed 200, and the real answer to it is then lost.
 func TestAttackTLSStrayResponseGoesToNextClient(t *testing.T) {

@@ -82,7 +82,7 @@ func tlsRawBackend(t *testing.T, answer func(n int, path string, w io.Writer)) (
 // FAILS: a stray response from an https backend, sent right after the answer in a TLS record
 // of its own, is held in crypto/tls's input buffer, which neither conn.finish
 // (c.br.Buffered(), conn.go:81) nor the idle probe (a raw read of the TCP socket,
-// probe_unix.go:184-217, which looks beneath the tls.Conn) can see. The connection goes back
+// probe_unix.go:22-55, which looks beneath the tls.Conn) can see. The connection goes back
 // to the pool, and the next request, another client's, gets the stray response as its
 // answer: a response desync (cross-user data leak), exactly what the probe is meant to stop.
 func TestAttackTLSStrayRecordNotTakenForNextAnswer(t *testing.T) {
