@@ -10,11 +10,16 @@ import (
 	"github.com/spillway/spillway/proxy/framing/framingtest"
 )
 
-// backendRead runs input through a backendConn (the response side), delivered in pieces
-// cut at the given offsets, and returns what it handed on, and whether it refused the stream
-// (frontend's edgeRead is the same for the request side).
+// backendRead writes a request to a backendConn and runs input through it as the answer
+// (the response side), delivered in pieces cut at the given offsets, and returns what it
+// handed on, and whether it refused the stream (frontend's edgeRead is the same for the
+// request side).
 func backendRead(input []byte, cuts []int, readSize int) (passed []byte, refused bool) {
-	passed, err := framingtest.ReadThrough(newBackendConn(&framingtest.ScriptConn{Pieces: framingtest.Pieces(input, cuts)}, time.Second, true), readSize)
+	bc := newBackendConn(&framingtest.ScriptConn{Pieces: framingtest.Pieces(input, cuts)}, time.Second, true)
+	if _, err := bc.Write([]byte("GET / HTTP/1.1\r\nHost: b\r\n\r\n")); err != nil {
+		panic(err)
+	}
+	passed, err := framingtest.ReadThrough(bc, readSize)
 	return passed, !errors.Is(err, io.EOF)
 }
 
@@ -48,4 +53,45 @@ func FuzzBackendFraming(f *testing.F) {
 			t.Fatalf("passed %d bytes that are not a prefix of the input", len(whole))
 		}
 	})
+}
+
+// A backend connection takes only answers to requests written on it: after a final answer
+// has been read whole, bytes that come before the next request (a second response, the
+// start of one that the next request's answer would be spliced into) are refused, once what
+// answered the request has been handed over. 1xx answers and the next request's answer
+// pass.
+func TestBackendConnRefusesBytesThatAnswerNoRequest(t *testing.T) {
+	const answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	for _, tc := range []struct {
+		name, input, passed string
+		refused             bool
+	}{
+		{"one answer", answer, answer, false},
+		{"1xx then the answer", "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + answer, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + answer, false},
+		{"a second response", answer + answer, answer, true},
+		{"the start of another head", answer + "HTTP/1.1 200 OK\r\nX-A: ", answer, true},
+		{"CRLF after the body", answer + "\r\n", answer, true},
+		{"a response after a 204", "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", "HTTP/1.1 204 No Content\r\n\r\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, cut := range []int{0, len(answer) - 1, len(answer), len(answer) + 3} {
+				passed, refused := backendRead([]byte(tc.input), []int{cut}, 4096)
+				if string(passed) != tc.passed || refused != tc.refused {
+					t.Errorf("cut at %d: passed %q refused=%v, want %q refused=%v", cut, passed, refused, tc.passed, tc.refused)
+				}
+			}
+		})
+	}
+
+	// The next request's answer passes: each request written opens the way for one.
+	sc := &framingtest.ScriptConn{Pieces: [][]byte{[]byte(answer), []byte(answer)}}
+	bc := newBackendConn(sc, time.Second, true)
+	buf := make([]byte, 4096)
+	for i := range 2 {
+		bc.Write([]byte("GET / HTTP/1.1\r\nHost: b\r\n\r\n"))
+		n, err := bc.Read(buf)
+		if err != nil || string(buf[:n]) != answer {
+			t.Fatalf("answer %d: %q %v, want it whole", i+1, buf[:n], err)
+		}
+	}
 }

@@ -266,6 +266,12 @@ type backendConn struct {
 	// backend may answer before the request's body is all written, and the rest of the
 	// body, which the client chose, would pass for the start of the next request.)
 	isHEAD atomic.Bool
+	// awaiting is set when a request is written and cleared when its final answer has been
+	// read whole: bytes that come while it is clear answer no request (a second response,
+	// the start of one that the next request's answer would be spliced into) and are
+	// refused. final is set (reader side) while a final answer's body is being read.
+	awaiting atomic.Bool
+	final    bool
 }
 
 func newBackendConn(c net.Conn, limit time.Duration, check bool) *backendConn {
@@ -283,7 +289,19 @@ const maxResponseHead = 1<<20 + 4096
 // NetConn is the connection c wraps (upstream.Transport probes an idle one's socket).
 func (c *backendConn) NetConn() net.Conn { return c.Conn }
 
+// Pending reports whether c holds bytes the backend sent that nobody has read: checked
+// bytes not yet handed over, the start of a head being gathered, a refusal, or what the
+// connection under it holds (upstream.Pending). The upstream client asks before it pools
+// c: after a whole response, any of them is a response nobody asked for, which the next
+// request would read as its answer. Call it only from the reader's goroutine.
+func (c *backendConn) Pending() bool {
+	return c.ready.Len() > 0 || len(c.head) > 0 || c.refused != nil || upstream.Pending(c.Conn)
+}
+
 func (c *backendConn) Write(p []byte) (int, error) {
+	if !c.awaiting.Load() {
+		c.awaiting.Store(true)
+	}
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.limit)); err != nil {
 		return 0, err
 	}
@@ -314,6 +332,7 @@ func (c *backendConn) Read(p []byte) (int, error) {
 func (c *backendConn) take(b []byte) (handed int) {
 	if len(c.head) == 0 {
 		k, err := c.f.Advance(b)
+		c.answered()
 		if err != nil || k == len(b) {
 			c.refused = err
 			return k
@@ -324,6 +343,7 @@ func (c *backendConn) take(b []byte) (handed int) {
 	for len(c.head) > 0 && c.refused == nil {
 		if !c.f.AtHead() {
 			k, err := c.f.Advance(c.head)
+			c.answered()
 			c.ready.Push(c.head[:k])
 			c.head = append(c.head[:0], c.head[k:]...)
 			c.refused = err
@@ -331,6 +351,10 @@ func (c *backendConn) take(b []byte) (handed int) {
 				return handed // a chunk-size or trailer line not yet whole
 			}
 			continue
+		}
+		if !c.awaiting.Load() {
+			c.refused = errUnsolicited
+			break
 		}
 		end, next, err := framing.HeadEnd(c.head, c.scan)
 		switch {
@@ -351,12 +375,27 @@ func (c *backendConn) take(b []byte) (handed int) {
 			if status >= 200 {
 				c.isHEAD.Store(false) // answered; the next request sets it again
 			}
+			c.final = status >= 200 || status == http.StatusSwitchingProtocols
+			c.answered() // (a final answer without a body is whole now)
 			c.ready.Push(c.head[:end])
 			c.head = append(c.head[:0], c.head[end:]...)
 		}
 	}
 	return handed
 }
+
+// answered notes that a final answer has been read whole (its head and body checked, the
+// framer back at a head): the request is answered, and the next bytes need a new one.
+func (c *backendConn) answered() {
+	if c.final && c.f.AtHead() {
+		c.final = false
+		c.awaiting.Store(false)
+	}
+}
+
+// errUnsolicited refuses bytes a backend sent when no request of this connection was
+// waiting for an answer.
+var errUnsolicited = &framing.Error{Status: http.StatusBadGateway, Msg: "response bytes that answer no request"}
 
 // BufferPool is an httputil.BufferPool of 32 KiB buffers, shared by every forwarder.
 type BufferPool struct{ p sync.Pool }

@@ -43,6 +43,9 @@ func (r *Ready) After(k int, err error) (int, error, bool) {
 // Push adds checked bytes b after those already ready.
 func (r *Ready) Push(b []byte) { r.out = append(r.out, b...) }
 
+// Len is how many checked bytes wait to be read.
+func (r *Ready) Len() int { return len(r.out) - r.outPos }
+
 // Later keeps err, a read error that came with bytes still ready, to be returned by Pop
 // after them, and returns nil; with nothing ready it returns err.
 func (r *Ready) Later(err error) error {

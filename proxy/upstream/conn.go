@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -74,15 +75,46 @@ func (c *conn) close() {
 }
 
 // finish ends the request c served: back to the pool if keep, it is still open and
-// nothing came after the response, else closed.
+// nothing came after the response, else closed. Nothing means nothing anywhere: not in br,
+// nor held by a layer under it (a wrapping conn's buffers, crypto/tls's decrypted input),
+// where bytes a backend sent after its answer would be read as the next request's answer.
 func (c *conn) finish(keep bool) {
 	open := stopWatch(c.stop)
 	c.stop = nil
-	if !keep || !open || c.br.Buffered() > 0 {
+	if !keep || !open || c.br.Buffered() > 0 || Pending(c.nc) {
 		c.close()
 		return
 	}
 	c.t.pool.put(c)
+}
+
+// Pending reports whether nc holds input already read from the network that nobody has
+// read from it: a conn that wraps another says so with a Pending method (and asks what it
+// wraps), a *tls.Conn is asked with a read that may not wait (TLSPending).
+func Pending(nc net.Conn) bool {
+	switch nc := nc.(type) {
+	case interface{ Pending() bool }:
+		return nc.Pending()
+	case *tls.Conn:
+		return TLSPending(nc)
+	}
+	return false
+}
+
+// TLSPending reports whether tc has application data or a whole record (an alert, a
+// close_notify) read from the network and not yet consumed. It reads with a deadline in
+// the past, which takes only what tc holds and never waits for the network; a byte it
+// takes is lost, so call it only on a connection that is discarded if it says true.
+func TLSPending(tc *tls.Conn) bool {
+	if err := tc.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		return true
+	}
+	var b [1]byte
+	n, err := tc.Read(b[:])
+	if tc.SetReadDeadline(time.Time{}) != nil {
+		return true
+	}
+	return n > 0 || !isTimeout(err)
 }
 
 // exchange is one request on a connection.
@@ -217,6 +249,9 @@ func (c *conn) readResponse(x *exchange, by time.Time) (*http.Response, error) {
 			}
 			c.nc.SetReadDeadline(c.headerDeadline())
 		}
+		if code < 100 {
+			return nil, fmt.Errorf("upstream: response status %d", code)
+		}
 		if code >= 200 || code == http.StatusSwitchingProtocols {
 			c.limit = math.MaxInt64
 			return res, nil
@@ -253,6 +288,8 @@ func (c *conn) refuseFolding() error {
 		want = len(b) + 1
 	}
 }
+
+var errUnaskedUpgrade = errors.New("upstream: 101 Switching Protocols to a request that asked for no upgrade")
 
 var (
 	foldSpace = []byte("\n ")
@@ -295,6 +332,12 @@ func (c *conn) respond(x *exchange, res *http.Response) (*http.Response, error) 
 		closeBody(req) // a final answer came first: the body is not sent
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
+		if req.Header.Get("Upgrade") == "" {
+			// Switching protocols for a request that asked for none: the connection is the
+			// backend's to use as it likes now, so neither a response nor pooled.
+			res.Body.Close()
+			return nil, errUnaskedUpgrade
+		}
 		if !stopWatch(c.stop) {
 			return nil, context.Cause(x.ctx)
 		}

@@ -1,7 +1,7 @@
 package upstream
 
 // Review of proxy/upstream (branch review-upstream): attacks from a backend's side.
-// Tests marked "// FAILS: <bug>" fail on the code as reviewed, because of the bug named;
+// Tests marked "// Found by review, fixed: <bug>" fail on the code as reviewed, because of the bug named;
 // the others pass and are kept as hardening.
 
 import (
@@ -79,13 +79,13 @@ func tlsRawBackend(t *testing.T, answer func(n int, path string, w io.Writer)) (
 	return "https://" + b.addr, cliCfg
 }
 
-// FAILS: a stray response from an https backend, sent right after the answer in a TLS record
+// Found by review, fixed: a stray response from an https backend, sent right after the answer in a TLS record
 // of its own, is held in crypto/tls's input buffer, which neither conn.finish
 // (c.br.Buffered(), conn.go:81) nor the idle probe (a raw read of the TCP socket,
 // probe_unix.go:22-55, which looks beneath the tls.Conn) can see. The connection goes back
 // to the pool, and the next request, another client's, gets the stray response as its
 // answer: a response desync (cross-user data leak), exactly what the probe is meant to stop.
-func TestAttackTLSStrayRecordNotTakenForNextAnswer(t *testing.T) {
+func TestTLSStrayRecordNotTakenForTheNextAnswer(t *testing.T) {
 	url, cfg := tlsRawBackend(t, func(n int, path string, w io.Writer) {
 		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"+strings.TrimPrefix(path, "/")) // record 1
 		if n == 1 {
@@ -107,7 +107,7 @@ func TestAttackTLSStrayRecordNotTakenForNextAnswer(t *testing.T) {
 
 // Hardening (passes): bytes a plain backend leaves after the end of a response, in the same
 // segment or sent while the connection is idle, are never read as the next request's answer.
-func TestAttackStrayBytesNeverTakenForNextAnswer(t *testing.T) {
+func TestStrayBytesNeverTakenForTheNextAnswer(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, answer string
 		late                 string // sent 20ms after the answer, while the connection is idle
@@ -152,7 +152,7 @@ func TestAttackStrayBytesNeverTakenForNextAnswer(t *testing.T) {
 
 // Hardening (passes): an endless run of 103 Early Hints fails the request (max1xx) rather
 // than holding it, with and without a trace that looks at 1xx answers.
-func TestAttackEndless1xx(t *testing.T) {
+func TestEndless1xxIsRefused(t *testing.T) {
 	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
 		if _, _, err := b.readRequest(br); err != nil {
 			return
@@ -188,7 +188,7 @@ func TestAttackEndless1xx(t *testing.T) {
 
 // Hardening (passes): a backend that trickles its response head a byte at a time does not
 // stretch ResponseHeaderTimeout (a deadline for the whole head, not an idle timer).
-func TestAttackTrickledHeadHitsHeaderTimeout(t *testing.T) {
+func TestTrickledHeadHitsTheHeaderTimeout(t *testing.T) {
 	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
 		if _, _, err := b.readRequest(br); err != nil {
 			return
@@ -216,7 +216,7 @@ func TestAttackTrickledHeadHitsHeaderTimeout(t *testing.T) {
 }
 
 // Hardening (passes): a response head past the limit fails, without reading on for ever.
-func TestAttackHugeHeadRefused(t *testing.T) {
+func TestHugeHeadIsRefused(t *testing.T) {
 	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
 		if _, _, err := b.readRequest(br); err != nil {
 			return
@@ -241,7 +241,7 @@ func TestAttackHugeHeadRefused(t *testing.T) {
 // Hardening (passes under -race): Close racing with a Read under way, context cancels
 // racing with the end of the body, and reads after Close: no race, no panic, no connection
 // both pooled and closed (the requests after still succeed, on live connections).
-func TestAttackBodyCloseAndCancelRaces(t *testing.T) {
+func TestBodyCloseAndCancelRaces(t *testing.T) {
 	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
 		for {
 			req, _, err := b.readRequest(br)
@@ -298,13 +298,13 @@ func mustRequest(t *testing.T, url string) *http.Request {
 	return req
 }
 
-// FAILS (low; the proxy's framing check refuses such a head before upstream sees it): a
+// Found by review, fixed (low; the proxy's framing check refuses such a head before upstream sees it): a
 // status code below 100 ("099") is taken for an informational answer (conn.go:220-233:
 // everything below 200 but 101 is 1xx) and handed to the trace's Got1xxResponse, and the
 // next head is read as the answer. net/http takes 0-99 for a final status; httputil's
 // ReverseProxy forwards a 1xx from its trace with WriteHeader(code), which panics for a code
 // below 100. upstream should refuse a status line whose code is not 100-999.
-func TestAttackStatusBelow100Refused(t *testing.T) {
+func TestStatusBelow100IsRefused(t *testing.T) {
 	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
 		if _, _, err := b.readRequest(br); err != nil {
 			return
@@ -322,7 +322,7 @@ func TestAttackStatusBelow100Refused(t *testing.T) {
 
 // Hardening (passes): IdleConnTimeout closes an idle connection (the backend sees the close)
 // without a request coming to find it, and the next request gets a new connection.
-func TestAttackIdleConnTimeoutClosesWithoutTraffic(t *testing.T) {
+func TestIdleConnTimeoutClosesWithoutTraffic(t *testing.T) {
 	closed := make(chan struct{}, 4)
 	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
 		defer func() { closed <- struct{}{} }()

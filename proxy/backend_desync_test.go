@@ -1,7 +1,7 @@
 package proxy_test
 
 // Review of proxy/upstream as the proxy wires it (branch review-upstream): a backend that
-// breaks the rules, seen through the whole proxy. Tests marked "// FAILS: <bug>" fail on the
+// breaks the rules, seen through the whole proxy. Tests marked "// Found by review, fixed: <bug>" fail on the
 // code as reviewed, because of the bug named; the others pass and are kept as hardening.
 
 import (
@@ -91,7 +91,7 @@ func sendThrough(t *testing.T, e *env, method, path string) (int, string, error)
 	return resp.StatusCode, string(body), err
 }
 
-// FAILS: backendConn holds back, in its own buffer (backendConn.head, transport.go:309),
+// Found by review, fixed: backendConn holds back, in its own buffer (backendConn.head, transport.go:309),
 // bytes that follow the end of a response and do not yet make a response head: here the
 // body a backend wrongly sends with its answer to a HEAD. upstream's conn.finish only looks
 // at its bufio.Reader (conn.go:81) and the idle probe reads the socket beneath backendConn
@@ -100,7 +100,7 @@ func sendThrough(t *testing.T, e *env, method, path string) (int, string, error)
 // front of its answer: the framing check refuses it, and the client gets 502 for a payment
 // the backend did execute (reached, not idempotent: no retry). One client's HEAD to a
 // buggy backend fails another client's payment.
-func TestAttackHEADBodyHeldInBackendConnNotReused(t *testing.T) {
+func TestHEADAnswerWithABodyIsNotReused(t *testing.T) {
 	var b attackBackend
 	addr := b.serveAttack(t, func(r *http.Request, c net.Conn) bool {
 		switch {
@@ -128,16 +128,16 @@ func TestAttackHEADBodyHeldInBackendConnNotReused(t *testing.T) {
 	e.checkIdle(t)
 }
 
-// FAILS (subtests "204 with a body", "304 with a body", "extra bytes after Content-Length",
-// "CRLF after the body"): the bug of TestAttackHEADBodyHeldInBackendConnNotReused, for the
+// Found by review, fixed (subtests "204 with a body", "304 with a body", "extra bytes after Content-Length",
+// "CRLF after the body"): the bug of TestHEADAnswerWithABodyIsNotReused, for the
 // other ways a backend leaves bytes after the end of a response: backendConn holds them
 // (transport.go:309), upstream pools the connection (conn.go:81 sees an empty bufio.Reader),
 // and the next request on it (here a bodyless POST: no retry) gets 502 although the backend
 // executed it. Even a lone CRLF after a body (a common backend quirk) does it. The subtests
 // "a whole second response" and "a partial second head" pass: the first reaches upstream's
 // reader, which sees it and closes; the second is spliced into the next answer (see
-// TestAttackPartialStrayHeadSplicedIntoNextAnswer).
-func TestAttackStrayBytesAfterResponseThroughProxy(t *testing.T) {
+// TestStrayHeadIsNotSplicedIntoTheNextAnswer).
+func TestStrayBytesAfterAnAnswerFailNoOtherRequest(t *testing.T) {
 	for _, tc := range []struct{ name, answer string }{
 		{"204 with a body", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello"},
 		{"304 with a body", "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nhello"},
@@ -228,13 +228,13 @@ func (c *holdConn) flush() error {
 	return err
 }
 
-// FAILS: response desync through the proxy with an https backend. A stray response sent in
+// Found by review, fixed: response desync through the proxy with an https backend. A stray response sent in
 // a TLS record of its own right after an answer stays in crypto/tls's input buffer; neither
 // backendConn's framing check (it has not read it), nor upstream's conn.finish (conn.go:81),
 // nor the idle probe (a raw read of the TCP socket under the tls.Conn, probe_unix.go:22-55) sees
 // it, and the connection is pooled. The next client's GET gets the stray response as its
 // answer: another user's data, a well-framed 200, and the real answer to it is then lost.
-func TestAttackTLSStrayResponseGoesToNextClient(t *testing.T) {
+func TestTLSStrayResponseNeverReachesTheNextClient(t *testing.T) {
 	var b attackBackend
 	var n atomic.Int32
 	addr := tlsAttackBackend(t, &b, func(r *http.Request, w io.Writer) {
@@ -256,14 +256,14 @@ func TestAttackTLSStrayResponseGoesToNextClient(t *testing.T) {
 	e.checkIdle(t)
 }
 
-// FAILS: a 101 Switching Protocols to a request that asked for no upgrade leaks the backend
+// Found by review, fixed: a 101 Switching Protocols to a request that asked for no upgrade leaks the backend
 // connection. upstream.Transport hands the connection over as the 101's body
 // (conn.go:297-304); httputil.ReverseProxy refuses the switch (handleUpgradeResponse:
 // "backend tried to switch protocol") through the ErrorHandler without closing res.Body,
 // and recordError (errors.go:202) does not close it either. The client gets 502, but the
 // proxy keeps the backend's socket open for as long as the backend likes: a failing
 // backend exhausts the proxy's file descriptors, one per request (and one per retry).
-func TestAttack101ToPlainGETDoesNotLeakConnection(t *testing.T) {
+func TestUnaskedUpgradeLeaksNoConnection(t *testing.T) {
 	var open atomic.Int32
 	closed := make(chan struct{}, 64)
 	addr := serveConns(t, func(c net.Conn) {
@@ -296,13 +296,13 @@ func TestAttack101ToPlainGETDoesNotLeakConnection(t *testing.T) {
 	}
 }
 
-// FAILS: response splicing. A backend that ends an answer with the start of a response head
+// Found by review, fixed: response splicing. A backend that ends an answer with the start of a response head
 // ("HTTP/1.1 200 OK\r\nX-A: ") leaves it held in backendConn (transport.go:309, as in
-// TestAttackHEADBodyHeldInBackendConnNotReused); the connection is pooled, and the next
+// TestHEADAnswerWithABodyIsNotReused); the connection is pooled, and the next
 // request's real answer (403 Forbidden) is read as the rest of that head: the client gets a
 // well-framed 200 whose status came from the previous exchange. The framing check passes,
 // since the spliced bytes make one valid head.
-func TestAttackPartialStrayHeadSplicedIntoNextAnswer(t *testing.T) {
+func TestStrayHeadIsNotSplicedIntoTheNextAnswer(t *testing.T) {
 	var b attackBackend
 	addr := b.serveAttack(t, func(r *http.Request, c net.Conn) bool {
 		if r.URL.Path == "/first" {
@@ -329,7 +329,7 @@ func TestAttackPartialStrayHeadSplicedIntoNextAnswer(t *testing.T) {
 // them and resets is "reached": a bodyless POST is sent once and answered 502, a GET is
 // retried (idempotent), on a kept-alive connection and on a new one alike; a dial refused is
 // not reached and the POST goes to the other backend, once.
-func TestAttackBodylessRetrySafetyThroughUpstream(t *testing.T) {
+func TestBodylessRetrySafetyThroughUpstream(t *testing.T) {
 	for _, tc := range []struct {
 		name, method string
 		warm         bool // a kept-alive connection to the resetting backend is in the pool first
@@ -398,7 +398,7 @@ func openFDs(t *testing.T) int {
 // Hardening (passes): many requests that fail in the ways a dying backend fails (reset before
 // the answer, reset mid-body, a broken head, a 1xx flood, a head too slow) leave no backend
 // connection open in the proxy (file descriptors back to where they were).
-func TestAttackFailuresLeakNoConnections(t *testing.T) {
+func TestFailuresLeakNoConnections(t *testing.T) {
 	addr := serveConns(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
@@ -448,12 +448,12 @@ func TestAttackFailuresLeakNoConnections(t *testing.T) {
 	e.checkIdle(t)
 }
 
-// FAILS: the splice of TestAttackPartialStrayHeadSplicedIntoNextAnswer on the other path,
+// Found by review, fixed: the splice of TestStrayHeadIsNotSplicedIntoTheNextAnswer on the other path,
 // requests with a body (net/http's Transport): the held bytes live in backendConn
 // (transport.go:309), whose Read keeps them and reads on until a head is whole, so net/http's
 // idle read of the connection never sees them either. The bug is backendConn's, not only
 // upstream's.
-func TestAttackPartialStrayHeadSplicedIntoNextAnswerWithBody(t *testing.T) {
+func TestStrayHeadIsNotSplicedIntoTheNextAnswerWithBody(t *testing.T) {
 	var b attackBackend
 	addr := b.serveAttack(t, func(r *http.Request, c net.Conn) bool {
 		if r.URL.Path == "/first" {
@@ -484,11 +484,11 @@ func TestAttackPartialStrayHeadSplicedIntoNextAnswerWithBody(t *testing.T) {
 	e.checkIdle(t)
 }
 
-// Hardening (passes): the stray TLS record of TestAttackTLSStrayResponseGoesToNextClient,
+// Hardening (passes): the stray TLS record of TestTLSStrayResponseNeverReachesTheNextClient,
 // on the path of requests with a body (net/http's Transport): net/http's reader goroutine
 // reads the idle connection, finds the unsolicited response and closes it. The desync is
 // upstream.Transport's alone (a regression from net/http).
-func TestAttackTLSStrayResponseWithBodyPath(t *testing.T) {
+func TestTLSStrayResponseNeverReachesTheNextClientWithBody(t *testing.T) {
 	var b attackBackend
 	var n atomic.Int32
 	addr := tlsAttackBackend(t, &b, func(r *http.Request, w io.Writer) {
@@ -513,7 +513,7 @@ func TestAttackTLSStrayResponseWithBodyPath(t *testing.T) {
 	e.checkIdle(t)
 }
 
-// FAILS: response desync on a plain http backend. When a read from the socket starts inside
+// Found by review, fixed: response desync on a plain http backend. When a read from the socket starts inside
 // a body, backendConn.take hands the body's bytes over at once and keeps what follows the
 // body's end in its ready buffer, to return on the NEXT Read (transport.go:300-307 and
 // :293: ready.After returns only the handed count). If what follows is a whole response,
@@ -522,7 +522,7 @@ func TestAttackTLSStrayResponseWithBodyPath(t *testing.T) {
 // complete, well-framed response waiting in backendConn. The next client's GET is answered
 // with it. Here the backend sends its answer in two writes (head and first body byte, then
 // the last body byte and a stray response), as any backend that flushes mid-body does.
-func TestAttackStrayResponseAfterSplitBodyGoesToNextClient(t *testing.T) {
+func TestStrayResponseAfterASplitBodyNeverReachesTheNextClient(t *testing.T) {
 	var b attackBackend
 	addr := b.serveAttack(t, func(r *http.Request, c net.Conn) bool {
 		if r.URL.Path == "/alice" {
@@ -548,12 +548,12 @@ func TestAttackStrayResponseAfterSplitBodyGoesToNextClient(t *testing.T) {
 	e.checkIdle(t)
 }
 
-// Hardening (passes): the stray response of TestAttackStrayResponseAfterSplitBodyGoesToNextClient
+// Hardening (passes): the stray response of TestStrayResponseAfterASplitBodyNeverReachesTheNextClient
 // on the path of requests with a body: net/http's reader goroutine reads the idle connection,
 // gets the held response from backendConn, and discards the connection ("Unsolicited
 // response"). The desync is upstream.Transport's (it never reads an idle connection, and its
 // probe looks beneath backendConn).
-func TestAttackStrayResponseAfterSplitBodyWithBodyPath(t *testing.T) {
+func TestStrayResponseAfterASplitBodyNeverReachesTheNextClientWithBody(t *testing.T) {
 	var b attackBackend
 	addr := b.serveAttack(t, func(r *http.Request, c net.Conn) bool {
 		if r.URL.Path == "/alice" {
