@@ -583,3 +583,46 @@ func TestStrayResponseAfterASplitBodyNeverReachesTheNextClientWithBody(t *testin
 	}
 	e.checkIdle(t)
 }
+
+// A request without a body that carries "Expect: 100-continue" (which RFC 9110 says not to
+// send without content) goes to the backend without it: the transport neither waits for a
+// 100 nor closes the kept-alive connection for it, so a client cannot make every backend
+// connection close by adding the header.
+func TestExpectContinueWithoutABodyIsDropped(t *testing.T) {
+	var conns atomic.Int32
+	var sawExpect atomic.Int32
+	b := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Expect") != "" {
+			sawExpect.Add(1)
+		}
+		io.WriteString(w, "ok")
+	}))
+	b.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	b.Start()
+	defer b.Close()
+	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{b.URL}}}, ""))
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		req, _ := http.NewRequest(method, e.url+"/", nil)
+		req.Header.Set("Expect", "100-continue")
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+			t.Fatalf("%s: %d %q, want 200 ok", method, resp.StatusCode, body)
+		}
+	}
+	if n := sawExpect.Load(); n != 0 {
+		t.Errorf("the backend saw Expect on %d bodyless requests, want none", n)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the backend saw %d connections for two bodyless requests, want 1 (kept alive)", n)
+	}
+	e.checkIdle(t)
+}

@@ -213,12 +213,19 @@ func newForwarder(tr http.RoundTripper, t *Table, d Deps) forwarder {
 			if fence {
 				fenceTransportReplay(pr.Out)
 			}
-			if pr.Out.Body != nil && pr.Out.Body != http.NoBody && hasToken(pr.Out.Header["Expect"], "100-continue") {
-				// A backend that answers at once without 100 Continue (401, 413, 417) gets
-				// no body, and its connection closes after the answer: otherwise net/http
-				// sends the body anyway, to keep the connection in step, and so pulls it
-				// from a client that is waiting for that very answer.
-				pr.Out.Close = true
+			if hasToken(pr.Out.Header["Expect"], "100-continue") {
+				if sendsBody(pr.Out) {
+					// A backend that answers at once without 100 Continue (401, 413, 417)
+					// gets no body, and its connection closes after the answer: otherwise
+					// net/http sends the body anyway, to keep the connection in step, and
+					// so pulls it from a client that is waiting for that very answer.
+					pr.Out.Close = true
+				} else {
+					// Nothing to continue with (RFC 9110 section 10.1.1: not to be sent
+					// without content). Passed on, it would make the transport wait for a
+					// 100 before an empty body, and close a kept-alive connection for it.
+					delete(pr.Out.Header, "Expect")
+				}
 			}
 			// Request trailers (gRPC-web, chunked uploads with a checksum): Clone copied
 			// the map before the body was read, so its values are still empty; share the
