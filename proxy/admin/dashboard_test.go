@@ -341,13 +341,13 @@ func TestDashboardBrowser(t *testing.T) {
 		if err := os.WriteFile(path, []byte(edited), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		b.do(t, chromedp.Click(chromedp.ID("preview-btn")))
+		b.press(t, "preview-btn")
 		b.waitText(t, "#preview tbody", "sites.idc1.weight")
 		b.waitText(t, "#reload-msg", "1 change a reload would make (nothing applied yet)")
 		if st := getState(t); st["generation"] != 1.0 || stateSites(t, st)["idc1"]["configured_weight"] != 5.0 {
 			t.Fatalf("the preview applied something: generation %v, idc1 configured %v", st["generation"], stateSites(t, st)["idc1"]["configured_weight"])
 		}
-		b.do(t, chromedp.Click(chromedp.ID("reload-btn")))
+		b.press(t, "reload-btn")
 		waitState(t, getState, "generation 2 with idc1 at 6", func(st map[string]any) bool {
 			return st["generation"] == 2.0 && stateSites(t, st)["idc1"]["configured_weight"] == 6.0
 		})
@@ -555,6 +555,20 @@ func (b *browser) poll(t *testing.T, expr string) error {
 			return err
 		case <-tick.C:
 		}
+	}
+}
+
+// press clicks the button with the given id from the page's script, once it is enabled. A
+// pointer click lands at coordinates taken before it is dispatched: a button below the site
+// cards, which the page re-renders as it polls (a drained site's card changes height), may
+// have moved by then on a busy machine, and the click hits something else (CI saw the
+// preview never happen).
+func (b *browser) press(t *testing.T, id string) {
+	t.Helper()
+	ij, _ := json.Marshal(id)
+	expr := fmt.Sprintf(`(() => { const e = document.getElementById(%s); if (!e || e.disabled) return false; e.click(); return true; })()`, ij)
+	if err := b.poll(t, expr); err != nil {
+		t.Fatalf("button #%s not pressed within %v (%v)", id, liveness, err)
 	}
 }
 
