@@ -41,6 +41,17 @@ func TestMetricsScrapeDoesNotWaitOnTheReloader(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	front.Client().CloseIdleConnections()
+	// The request is counted when the Handler finishes it, which may be just after the
+	// client has read the answer.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		mfs, _ := reg.Gather()
+		if hasSeries(mfs, "spillway_requests_total", "site", "idc1", "code", "200") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the request was not counted within 10 s")
+		}
+	}
 
 	r.mu.Lock() // as a reload in progress would
 	defer r.mu.Unlock()
@@ -66,11 +77,27 @@ func TestMetricsScrapeDoesNotWaitOnTheReloader(t *testing.T) {
 // wantValue checks that mfs has the series name{labels} with value want.
 func wantValue(t *testing.T, mfs []*dto.MetricFamily, want float64, name string, labels ...string) {
 	t.Helper()
+	m := series(mfs, name, labels...)
+	if m == nil {
+		t.Errorf("no series %s%v", name, labels)
+		return
+	}
+	if v := m.GetGauge().GetValue() + m.GetCounter().GetValue(); v != want {
+		t.Errorf("%s%v = %v, want %v", name, labels, v, want)
+	}
+}
+
+func hasSeries(mfs []*dto.MetricFamily, name string, labels ...string) bool {
+	return series(mfs, name, labels...) != nil
+}
+
+// series is the series name{labels} of mfs, or nil.
+func series(mfs []*dto.MetricFamily, name string, labels ...string) *dto.Metric {
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
 		}
-	series:
+	next:
 		for _, m := range mf.GetMetric() {
 			got := map[string]string{}
 			for _, l := range m.GetLabel() {
@@ -78,15 +105,11 @@ func wantValue(t *testing.T, mfs []*dto.MetricFamily, want float64, name string,
 			}
 			for i := 0; i+1 < len(labels); i += 2 {
 				if got[labels[i]] != labels[i+1] {
-					continue series
+					continue next
 				}
 			}
-			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			if v != want {
-				t.Errorf("%s%v = %v, want %v", name, labels, v, want)
-			}
-			return
+			return m
 		}
 	}
-	t.Errorf("no series %s%v", name, labels)
+	return nil
 }
