@@ -513,8 +513,8 @@ func TestTLSStrayResponseNeverReachesTheNextClientWithBody(t *testing.T) {
 	e.checkIdle(t)
 }
 
-// Found by review, fixed: response desync on a plain http backend. When a read from the socket starts inside
-// a body, backendConn.take hands the body's bytes over at once and keeps what follows the
+// Found by review, fixed: response desync on a plain http backend. When a read from the
+// socket starts inside a body, backendConn.take hands the body's bytes over at once and keeps what follows the
 // body's end in its ready buffer, to return on the NEXT Read (transport.go:300-307 and
 // :293: ready.After returns only the handed count). If what follows is a whole response,
 // upstream's reader gets the end of the body and nothing more: conn.finish sees an empty
@@ -523,17 +523,7 @@ func TestTLSStrayResponseNeverReachesTheNextClientWithBody(t *testing.T) {
 // with it. Here the backend sends its answer in two writes (head and first body byte, then
 // the last body byte and a stray response), as any backend that flushes mid-body does.
 func TestStrayResponseAfterASplitBodyNeverReachesTheNextClient(t *testing.T) {
-	var b attackBackend
-	addr := b.serveAttack(t, func(r *http.Request, c net.Conn) bool {
-		if r.URL.Path == "/alice" {
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nalic")
-			time.Sleep(20 * time.Millisecond)
-			io.WriteString(c, "e   HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nIBAN-A!!")
-			return true
-		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n"+fmt.Sprintf("%-8s", strings.TrimPrefix(r.URL.Path, "/")))
-		return true
-	})
+	b, addr := splitBodyStrayBackend(t)
 	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{"http://" + addr}}},
 		"retries: {attempts: 1}\n"))
 	if status, body, err := sendThrough(t, e, http.MethodGet, "/alice"); err != nil || status != http.StatusOK || body != "alice   " {
@@ -548,23 +538,13 @@ func TestStrayResponseAfterASplitBodyNeverReachesTheNextClient(t *testing.T) {
 	e.checkIdle(t)
 }
 
-// Hardening (passes): the stray response of TestStrayResponseAfterASplitBodyNeverReachesTheNextClient
-// on the path of requests with a body: net/http's reader goroutine reads the idle connection,
-// gets the held response from backendConn, and discards the connection ("Unsolicited
-// response"). The desync is upstream.Transport's (it never reads an idle connection, and its
-// probe looks beneath backendConn).
+// The stray response of TestStrayResponseAfterASplitBodyNeverReachesTheNextClient on the
+// path of requests with a body: backendConn refuses the bytes that answer no request, and
+// net/http's reader, which reads the idle connection, discards it. (Before the fix the
+// desync was upstream.Transport's alone: it reads no idle connection, and its probe looked
+// beneath backendConn.)
 func TestStrayResponseAfterASplitBodyNeverReachesTheNextClientWithBody(t *testing.T) {
-	var b attackBackend
-	addr := b.serveAttack(t, func(r *http.Request, c net.Conn) bool {
-		if r.URL.Path == "/alice" {
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nalic")
-			time.Sleep(20 * time.Millisecond)
-			io.WriteString(c, "e   HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nIBAN-A!!")
-			return true
-		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n"+fmt.Sprintf("%-8s", strings.TrimPrefix(r.URL.Path, "/")))
-		return true
-	})
+	_, addr := splitBodyStrayBackend(t)
 	e := startProxy(t, proxytest.ConfigYAML([]proxytest.Site{{Name: "idc1", Weight: 1, Backends: []string{"http://" + addr}}},
 		"retries: {attempts: 1}\n"))
 	for i, who := range []string{"alice", "bob"} {
@@ -625,4 +605,22 @@ func TestExpectContinueWithoutABodyIsDropped(t *testing.T) {
 		t.Errorf("the backend saw %d connections for two bodyless requests, want 1 (kept alive)", n)
 	}
 	e.checkIdle(t)
+}
+
+// splitBodyStrayBackend answers /alice in two writes — the head and most of the body, then
+// the body's last byte and a whole stray response ("IBAN-A!!") — as a backend that flushes
+// mid-body and then misbehaves would; any other path gets its own name, padded to 8 bytes.
+func splitBodyStrayBackend(t *testing.T) (*attackBackend, string) {
+	b := &attackBackend{}
+	addr := b.serveAttack(t, func(r *http.Request, c net.Conn) bool {
+		if r.URL.Path == "/alice" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nalic")
+			time.Sleep(20 * time.Millisecond)
+			io.WriteString(c, "e   HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nIBAN-A!!")
+			return true
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n"+fmt.Sprintf("%-8s", strings.TrimPrefix(r.URL.Path, "/")))
+		return true
+	})
+	return b, addr
 }
