@@ -82,7 +82,7 @@ sites:
 // Review 13, bug: passive health's membership is whatever Table called
 // Outliers.SetMembers last, and the OLD generation's discovery still calls it
 // (Table.SetMembers, proxy/members.go) between the Reloader's
-// r.outliers.SetMembers(t.Members()) and old.cancel() (proxy/reload.go). A discovery update
+// r.outliers.SetMembers(t.Members()) and old.cancel() (proxy/runtime/reload.go). A discovery update
 // landing there makes the Outliers forget every backend the new config added: their
 // failures are counted and never eject them (eject finds no member), until something else
 // calls SetMembers — for a static site, the next reload. SetMembers should push the

@@ -118,7 +118,7 @@ func TestReloadStormWithQueuedRequestsKeepsSlots(t *testing.T) {
 // Review 13, bug (the Prune bug of balancer's TestPruneWhileLeasedKeepsTheBackendsLimit,
 // through real sockets): a reload that drops a site and the next that brings it back, while
 // a request still runs on its backend, make the backend take max_inflight more requests on
-// top of it: Reloader.Reload calls reg.Prune (proxy/reload.go), which forgets the leased
+// top of it: Reloader.Reload calls reg.Prune (proxy/runtime/reload.go), which forgets the leased
 // Backend (and Site), and the next Balancer gets fresh ones with in-flight 0. (A storm of
 // reloads that drop and re-add sites showed peaks of 4-5 requests at once on backends with
 // max_inflight 2.)

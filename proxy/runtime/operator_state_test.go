@@ -68,7 +68,7 @@ func TestPersistedOverrideRestoredAfterItsRampEnds(t *testing.T) {
 // BUG: a file-watch reload of a config file that cannot be read (deleted, replaced by a
 // directory, permission denied) returns nil, logs nothing and audits nothing. load returns a
 // zero sum on a read error, and reloadLocked's dedupe (`err != nil && sum == r.refusedSum`,
-// proxy/reload.go:263) matches the zero value refusedSum starts with: the first such refusal
+// proxy/runtime/reload.go:263) matches the zero value refusedSum starts with: the first such refusal
 // is taken for one already reported. The issue asks for one log line per refused reload.
 // Fix: dedupe only parse refusals (keep a "refused already" flag, or hash the error text),
 // never a read error with an unset refusedSum.
@@ -229,7 +229,7 @@ type closingStore struct {
 
 func (s *closingStore) Close() error { s.closed.Store(true); return nil }
 
-// BUG: Reloader.Close never closes the runtime state's store (proxy/reload.go:376-390 closes
+// BUG: Reloader.Close never closes the runtime state's store (proxy/runtime/reload.go:376-390 closes
 // the generation, the outliers and the access log; r.store.Close is only called on Start's
 // failure paths). The Store contract says Close releases what the store holds: a fleet's
 // etcd client (connections, lease keep-alive goroutines) would outlive the Reloader.
@@ -293,7 +293,7 @@ func TestAppliedReloadIsAuditedWhenStoreFails(t *testing.T) {
 
 // BUG: the file watch's dedupe of a refused file ("seen twice by the watch") remembers the
 // refused content for ever: refusedSum is not reset when a later file loads
-// (proxy/reload.go:263 and :282). Save a bad edit (refused, logged), fix it (loaded), make the
+// (proxy/runtime/reload.go:263 and :282). Save a bad edit (refused, logged), fix it (loaded), make the
 // same bad edit again (an undo/redo, a `git checkout` of the bad revision): the watch drops
 // the second refusal silently — Reload returns nil, no log line, no audit entry, no failure
 // counted — and the operator believes the file is running. Fix: clear refusedSum when a
