@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -33,13 +32,6 @@ type ReloaderEnv struct {
 // observed at debug level (Logs, Audit); it has no metrics unless opts.Metrics is set.
 func StartReloader(t testing.TB, yaml string, opts runtime.ReloaderOptions) *ReloaderEnv {
 	t.Helper()
-	return StartReloaderMetrics(t, yaml, opts, nil)
-}
-
-// StartReloaderMetrics is StartReloader with the metrics registered on reg (nil: those of
-// opts).
-func StartReloaderMetrics(t testing.TB, yaml string, opts runtime.ReloaderOptions, reg prometheus.Registerer) *ReloaderEnv {
-	t.Helper()
 	if opts.Path == "" {
 		opts.Path = filepath.Join(t.TempDir(), "spillway.yaml")
 		if err := os.WriteFile(opts.Path, []byte(yaml), 0o640); err != nil {
@@ -54,9 +46,6 @@ func StartReloaderMetrics(t testing.TB, yaml string, opts runtime.ReloaderOption
 	if opts.Audit == nil {
 		core, audit := observer.New(zapcore.DebugLevel)
 		opts.Audit, e.Audit = zap.New(core), audit
-	}
-	if reg != nil {
-		opts.Metrics = reg
 	}
 	e.R = runtime.NewReloader(opts)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -192,7 +192,7 @@ sites:
 spillover: {queue: {size: 0, timeout: 1s}}
 retries: {attempts: 1}
 `, idc1.URL, aws.URL, down.URL)
-	e := proxytest.StartReloaderMetrics(t, config, runtime.ReloaderOptions{Now: now}, reg)
+	e := proxytest.StartReloader(t, config, runtime.ReloaderOptions{Now: now, Metrics: reg})
 	proxytest.WaitFor(t, "idc2's backend to go down", func() bool { return !e.Site(t, "idc2").Backends[0].Up })
 
 	answers := make(chan string, 3)
@@ -276,12 +276,12 @@ retries: {attempts: 1}
 func TestMetricsCountRetries(t *testing.T) {
 	good := proxytest.NameBackend(t, "aws")
 	reg := prometheus.NewRegistry()
-	e := proxytest.StartReloaderMetrics(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
+	e := proxytest.StartReloader(t, fmt.Sprintf(`listen: {http: "127.0.0.1:0"}
 sites:
   - {name: idc1, weight: 1, backends: [%q]}
   - {name: aws, weight: 0, backends: [%q], elastic: true}
 retries: {attempts: 2, min_per_second: 3}
-`, proxytest.RefusedURL(t), good.URL), runtime.ReloaderOptions{}, reg)
+`, proxytest.RefusedURL(t), good.URL), runtime.ReloaderOptions{Metrics: reg})
 	for i := range 3 {
 		if body := e.MustGet(t, fmt.Sprintf("/r/%d", i)); body != "aws" {
 			t.Fatalf("answered by %q, want aws after a retry", body)
