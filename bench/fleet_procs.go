@@ -151,34 +151,6 @@ func (r *replica) scrape() error {
 	return nil
 }
 
-// waitFor polls ok every 50 ms until it holds, for at most limit; it fails early when the
-// child exits.
-func (c *child) waitFor(ctx context.Context, limit time.Duration, ok func(*http.Client) bool) error {
-	tr := &http.Transport{Proxy: nil}
-	defer tr.CloseIdleConnections()
-	cl := &http.Client{Transport: tr, Timeout: time.Second}
-	deadline := time.NewTimer(limit)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if ok(cl) {
-			return nil
-		}
-		select {
-		case err := <-c.done:
-			c.done <- err
-			out, _ := os.ReadFile(c.log)
-			return fmt.Errorf("%s exited (%v): %s", c.name, err, strings.TrimSpace(lastLines(string(out), 5)))
-		case <-deadline.C:
-			return fmt.Errorf("%s not ready within %s (log: %s)", c.name, limit, c.log)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-}
-
 func getJSON(cl *http.Client, url string, v any) error {
 	res, err := cl.Get(url)
 	if err != nil {

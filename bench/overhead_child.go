@@ -134,20 +134,30 @@ func (c *child) stop() {
 
 // waitReady polls url until the backend answers through it, for at most 10 s.
 func (c *child) waitReady(ctx context.Context, url string) error {
+	return c.waitFor(ctx, 10*time.Second, func(cl *http.Client) bool {
+		res, err := cl.Get(url)
+		if err != nil {
+			return false
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK && res.Header.Get(sim.HeaderSite) != ""
+	})
+}
+
+// waitFor polls ok every 50 ms until it holds, for at most limit; it fails early when the
+// child exits.
+func (c *child) waitFor(ctx context.Context, limit time.Duration, ok func(*http.Client) bool) error {
 	tr := &http.Transport{Proxy: nil}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: time.Second}
-	deadline := time.NewTimer(10 * time.Second)
+	cl := &http.Client{Transport: tr, Timeout: time.Second}
+	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if res, err := client.Get(url); err == nil {
-			io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK && res.Header.Get(sim.HeaderSite) != "" {
-				return nil
-			}
+		if ok(cl) {
+			return nil
 		}
 		select {
 		case err := <-c.done:
@@ -155,7 +165,7 @@ func (c *child) waitReady(ctx context.Context, url string) error {
 			out, _ := os.ReadFile(c.log)
 			return fmt.Errorf("%s exited (%v): %s", c.name, err, strings.TrimSpace(lastLines(string(out), 5)))
 		case <-deadline.C:
-			return fmt.Errorf("%s did not answer on %s within 10s (log: %s)", c.name, url, c.log)
+			return fmt.Errorf("%s not ready within %s (log: %s)", c.name, limit, c.log)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
