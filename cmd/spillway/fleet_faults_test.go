@@ -32,10 +32,7 @@ func TestFleetPersistedWeightReachesEveryReplica(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
-	var rs []*opsRun
-	for i := range 2 {
-		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
-	}
+	rs := startReplicas(t, 2, etcd.Endpoints(), backends)
 	status, body := rs[0].call(http.MethodPut, rs[0].admin+"/api/v1/sites/idc1/weight?persist=true", opsToken, `{"weight":9}`)
 	if status != http.StatusOK {
 		// Refusing persist in a fleet, saying why, is a fix too.
@@ -140,10 +137,7 @@ func TestConcurrentWeightsLastWriterWins(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
-	var rs []*opsRun
-	for i := range 2 {
-		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
-	}
+	rs := startReplicas(t, 2, etcd.Endpoints(), backends)
 	const rounds = 8
 	for round := range rounds {
 		var wg sync.WaitGroup
@@ -209,10 +203,7 @@ func TestStaleWatchDeliveryKeepsLocalChange(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
-	var rs []*opsRun
-	for i := range 2 {
-		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
-	}
+	rs := startReplicas(t, 2, etcd.Endpoints(), backends)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { // another replica, busy with another site

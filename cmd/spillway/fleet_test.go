@@ -297,10 +297,7 @@ func TestFleetPropagatesRuntimeChanges(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
-	var rs []*opsRun
-	for i := range 3 {
-		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
-	}
+	rs := startReplicas(t, 3, etcd.Endpoints(), backends)
 	if status, body := rs[0].call(http.MethodPut, rs[0].admin+"/api/v1/sites/idc1/weight", opsToken, `{"weight":9,"ramp":"1h"}`); status != http.StatusOK {
 		t.Fatalf("PUT weight through r0: %d %s", status, body)
 	}
@@ -382,10 +379,7 @@ func TestFleetFailStatic(t *testing.T) {
 	t.Setenv("SPILLWAY_ADMIN_TOKEN", opsToken)
 	etcd := clustertest.Start(t, 1)
 	backends := countingBackends(t, 0)
-	var rs []*opsRun
-	for i := range 2 {
-		rs = append(rs, startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), etcd.Endpoints(), backends, ""))))
-	}
+	rs := startReplicas(t, 2, etcd.Endpoints(), backends)
 	if status, body := rs[0].call(http.MethodPost, rs[0].admin+"/api/v1/sites/idc2/drain", opsToken, ""); status != http.StatusOK {
 		t.Fatalf("drain: %d %s", status, body)
 	}
@@ -533,4 +527,15 @@ func TestRunWithoutEtcdDoesNotStart(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error()+stderr.String(), "etcd did not answer within") {
 		t.Fatalf("run without etcd: %v\n%s", err, stderr.String())
 	}
+}
+
+// startReplicas starts n replicas r0, r1, … of the fleet on endpoints, each with its own
+// config file naming backends.
+func startReplicas(t *testing.T, n int, endpoints []string, backends [3]*countingBackend) []*opsRun {
+	t.Helper()
+	rs := make([]*opsRun, n)
+	for i := range rs {
+		rs[i] = startRun(t, opsWriteConfig(t, fleetConfig(fmt.Sprintf("r%d", i), endpoints, backends, "")))
+	}
+	return rs
 }

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -284,13 +283,7 @@ func TestWatchRecoversAfterCompaction(t *testing.T) {
 	for i := range 5 {
 		drain(fmt.Sprintf("s%d", i))
 	}
-	resp, err := direct.Get(t.Context(), "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := direct.Compact(t.Context(), resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatal(err)
-	}
+	clustertest.CompactNow(t, direct)
 	cut.setDown(false)
 	proxytest.Eventually(t, 20*time.Second, "the watch delivers the state made while it was cut off, past a compaction", func() bool { return has("s4") })
 }
@@ -311,13 +304,7 @@ func TestFleetWatchRecoversAfterCompaction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	resp, err := direct.Get(t.Context(), "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := direct.Compact(t.Context(), resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatal(err)
-	}
+	clustertest.CompactNow(t, direct)
 	cut.setDown(false)
 	b.Joined(t)
 	proxytest.Eventually(t, 20*time.Second, "a sees b and holds half", func() bool {
@@ -540,13 +527,7 @@ func TestWatchSurvivesOneBadValue(t *testing.T) {
 	if _, err := direct.Put(t.Context(), "/elsewhere", "noise"); err != nil { // the compaction must pass aws's revision
 		t.Fatal(err)
 	}
-	resp, err := direct.Get(t.Context(), "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := direct.Compact(t.Context(), resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatal(err)
-	}
+	clustertest.CompactNow(t, direct)
 	cut.setDown(false)
 	drain("idc3")
 	deadline := time.Now().Add(15 * time.Second)
