@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/spillway/spillway/bench"
+	"github.com/spillway/spillway/proxy/admin"
 )
 
 // exitVerdictFailed is bench's exit status when it ran but a verdict failed: CI tells it
@@ -387,29 +387,7 @@ func readToken(file string) (string, error) {
 	if file == "" {
 		return strings.TrimSpace(os.Getenv("SPILLWAY_ADMIN_TOKEN")), nil
 	}
-	f, err := os.Open(file)
-	if err != nil {
-		return "", fmt.Errorf("token file: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if _, secret, ok := strings.Cut(line, ":"); ok {
-			line = strings.TrimSpace(secret)
-		}
-		if line == "" {
-			return "", fmt.Errorf("%s:%d: empty token", file, n)
-		}
-		return line, nil
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("token file: %w", err)
-	}
-	return "", fmt.Errorf("token file %s has no token", file)
+	return admin.FirstToken(file)
 }
 
 // selfBinary is this program, when it is the spillway command (not a test binary), so

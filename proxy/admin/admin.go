@@ -94,31 +94,14 @@ type Tokens map[string]string // identity → secret
 func LoadTokens(file, env string) (Tokens, error) {
 	t := Tokens{}
 	if file != "" {
-		f, err := os.Open(file)
+		lines, err := readTokenFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("admin token file: %w", err)
+			return nil, err
 		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for n := 1; sc.Scan(); n++ {
-			line := strings.TrimSpace(sc.Text())
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
+		for _, l := range lines {
+			if err := t.add(l.name, l.secret); err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", file, l.n, err)
 			}
-			name, secret, ok := strings.Cut(line, ":")
-			if !ok {
-				name, secret = "admin", line
-			}
-			name, secret = strings.TrimSpace(name), strings.TrimSpace(secret)
-			if err := t.add(name, secret); err != nil {
-				return nil, fmt.Errorf("%s:%d: %w", file, n, err)
-			}
-		}
-		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("admin token file: %w", err)
-		}
-		if len(t) == 0 {
-			return nil, fmt.Errorf("admin token file %s has no token", file)
 		}
 	}
 	if env != "" {
@@ -127,6 +110,55 @@ func LoadTokens(file, env string) (Tokens, error) {
 		}
 	}
 	return t, nil
+}
+
+// FirstToken is the secret of the first token in file (written as for LoadTokens), for a
+// client of the admin API such as the bench in target mode.
+func FirstToken(file string) (string, error) {
+	lines, err := readTokenFile(file)
+	if err != nil {
+		return "", err
+	}
+	if l := lines[0]; l.secret == "" {
+		return "", fmt.Errorf("%s:%d: empty token", file, l.n)
+	}
+	return lines[0].secret, nil
+}
+
+// tokenLine is one token of a token file: its line number, name and secret.
+type tokenLine struct {
+	n            int
+	name, secret string
+}
+
+// readTokenFile reads a token file: one token per line, "name:secret" or a bare secret
+// named "admin"; '#' comments and blank lines skipped. A file with no token is an error.
+func readTokenFile(file string) ([]tokenLine, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("admin token file: %w", err)
+	}
+	defer f.Close()
+	var lines []tokenLine
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, secret, ok := strings.Cut(line, ":")
+		if !ok {
+			name, secret = "admin", line
+		}
+		lines = append(lines, tokenLine{n: n, name: strings.TrimSpace(name), secret: strings.TrimSpace(secret)})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("admin token file: %w", err)
+	}
+	if len(lines) == 0 {
+		return nil, fmt.Errorf("admin token file %s has no token", file)
+	}
+	return lines, nil
 }
 
 func (t Tokens) add(name, secret string) error {

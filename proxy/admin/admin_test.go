@@ -875,6 +875,21 @@ func TestLoadTokens(t *testing.T) {
 			}
 		})
 	}
+
+	// The bench's client side reads the same file: the first token's secret.
+	for _, tc := range []struct{ name, file, want, err string }{
+		{"named", write("# ops\nops: first-secret-0123456789\nci: second-secret-0123456789\n"), "first-secret-0123456789", ""},
+		{"bare", bare, "bare-secret-0123456789", ""},
+		{"empty secret", write("ops:\n"), "", ":1: empty token"},
+		{"empty file", write("\n# nothing\n"), "", "has no token"},
+	} {
+		t.Run("first "+tc.name, func(t *testing.T) {
+			got, err := admin.FirstToken(tc.file)
+			if got != tc.want || (tc.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("FirstToken: %q %v, want %q and an error containing %q", got, err, tc.want, tc.err)
+			}
+		})
+	}
 }
 
 // A config whose access log cannot be opened is a bad config like any other: the reload is
