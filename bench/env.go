@@ -94,7 +94,7 @@ type Env struct {
 	reloader *runtime.Reloader
 	handler  *proxy.Handler
 	path     string // the proxy's config file
-	srv      *http.Server
+	srv      *frontend.Server
 	served   chan error
 	adminSrv *http.Server
 	adminOut chan error
@@ -140,7 +140,7 @@ func StartEnv(o EnvOptions) (_ *Env, err error) {
 	e.handler = e.reloader.Handler()
 	e.srv = frontend.NewServer(e.reloader.Config(), e.handler, e.log)
 	e.served = make(chan error, 1)
-	go func() { e.served <- frontend.Serve(e.srv, ln) }()
+	go func() { e.served <- e.srv.Serve(ln) }()
 	if e.Group != nil {
 		e.group.Go(func() {
 			if err := e.Group.Run(e.ctx); err != nil {

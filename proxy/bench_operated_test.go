@@ -39,7 +39,7 @@ func BenchmarkProxySpillwayOperated(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := frontend.NewServer(r.Config(), r.Handler(), nil)
-	go frontend.Serve(srv, ln)
+	go srv.Serve(ln)
 	b.Cleanup(func() { srv.Close() })
 	proxy.BenchGet(b, "http://"+ln.Addr().String()+"/x")
 }

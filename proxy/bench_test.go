@@ -41,7 +41,7 @@ func benchServe(b *testing.B, h http.Handler) string {
 		b.Fatal(err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go frontend.Serve(srv, ln)
+	go srv.Serve(ln)
 	b.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String()
 }
@@ -119,7 +119,7 @@ func BenchmarkProxySpillway(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := frontend.NewServer(cfg, NewHandler(table, nil), nil)
-	go frontend.Serve(srv, ln)
+	go srv.Serve(ln)
 	b.Cleanup(func() { srv.Close() })
 	benchGet(b, "http://"+ln.Addr().String()+"/x")
 }

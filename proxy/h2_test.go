@@ -211,7 +211,7 @@ func TestRapidResetBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- frontend.Serve(srv, ln) }()
+	go func() { served <- srv.Serve(ln) }()
 	defer func() { srv.Close(); <-served }()
 
 	conn, err := net.Dial("tcp", ln.Addr().String())

@@ -27,7 +27,7 @@ func serveInternal(t *testing.T, cfg *configs.Config, h http.Handler) string {
 
 // serveInternalSrv is serveInternal that also returns the server, for tests that shut it
 // down (Shutdown waits for every handler to return) before they check in-flight counts.
-func serveInternalSrv(t *testing.T, cfg *configs.Config, h http.Handler) (string, *http.Server) {
+func serveInternalSrv(t *testing.T, cfg *configs.Config, h http.Handler) (string, *frontend.Server) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,7 +35,7 @@ func serveInternalSrv(t *testing.T, cfg *configs.Config, h http.Handler) (string
 	}
 	srv := frontend.NewServer(cfg, h, nil)
 	done := make(chan struct{})
-	go func() { defer close(done); frontend.Serve(srv, ln) }()
+	go func() { defer close(done); srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); <-done })
 	return "http://" + ln.Addr().String(), srv
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy"
+	"github.com/spillway/spillway/proxy/frontend"
 	"github.com/spillway/spillway/proxy/proxytest"
 )
 
@@ -33,7 +34,7 @@ type env struct {
 	reg     *balancer.Registry
 	table   *proxy.Table
 	handler *proxy.Handler
-	srv     *http.Server
+	srv     *frontend.Server
 	addr    string // host:port of the proxy's listener
 	url     string // http://addr
 	client  *http.Client

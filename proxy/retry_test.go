@@ -23,6 +23,7 @@ import (
 	"github.com/spillway/spillway/balancer"
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/health"
+	"github.com/spillway/spillway/proxy/frontend"
 )
 
 // scripted is a backend that counts the requests it received and answers each as its
@@ -81,7 +82,7 @@ func refusedURL(t *testing.T) string {
 
 type retryEnv struct {
 	url     string
-	srv     *http.Server
+	srv     *frontend.Server
 	handler *Handler
 	table   *Table
 	reg     *balancer.Registry

@@ -44,7 +44,7 @@ func startLoggedProxy(t *testing.T, yaml string, tc *tls.Config, roots *x509.Cer
 	}
 	t.Cleanup(tbl.Close)
 	h := proxy.NewHandler(tbl, log)
-	var srv *http.Server
+	var srv *frontend.Server
 	if tc != nil {
 		var hsts *configs.HSTS
 		if cfg.TLS != nil {

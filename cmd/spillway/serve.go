@@ -268,13 +268,7 @@ func (in *instance) serve(ctx context.Context) error {
 	servers := in.servers(front)
 	served := make(chan error, len(servers))
 	for _, s := range servers {
-		go func() {
-			if s.name == "admin" {
-				served <- s.srv.Serve(s.ln)
-			} else {
-				served <- frontend.Serve(s.srv, s.ln) // through the edge, TLS terminated there
-			}
-		}()
+		go func() { served <- s.srv.Serve(s.ln) }() // (the proxy's: through the edge, TLS terminated there)
 	}
 	in.logListening(servers)
 	if front != nil {
@@ -348,10 +342,18 @@ func (in *instance) newFront() (*frontend.Certs, error) {
 
 // server is one of the instance's servers and the listener it serves.
 type server struct {
-	srv  *http.Server
+	srv  httpServer
 	ln   net.Listener
 	tls  bool
 	name string
+}
+
+// httpServer is a *frontend.Server (the proxy's listeners) or an *http.Server (the admin
+// API's).
+type httpServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
 }
 
 // servers are the servers of the instance's listeners: the proxy's plain and TLS ones, and

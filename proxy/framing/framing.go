@@ -69,6 +69,27 @@ func (f *Framer) Passing() bool { return f.st == stPass }
 // Pass stops the framing: from now on Advance passes everything.
 func (f *Framer) Pass() { f.st = stPass }
 
+// Data is how many bytes of body data come next, none of them framing: the rest of a
+// Content-Length body or of a chunk. 0 when framing comes next (a chunk-size line, the CRLF
+// after chunk data, a trailer line) or the message is over. A reader that decodes the body
+// (rather than passing it on as it is) hands Advance at most Data bytes at a time in data,
+// and one line at a time (InLine) or one byte otherwise in framing, so that it knows which
+// is which.
+func (f *Framer) Data() int64 {
+	if f.st == stFixed || f.st == stChunkData {
+		return f.remain
+	}
+	return 0
+}
+
+// InLine reports whether a chunk-size or trailer line comes next: Advance takes it whole
+// only, up to and including its LF.
+func (f *Framer) InLine() bool { return f.st == stChunkLine || f.st == stTrailer }
+
+// InTrailer reports whether a trailer line (or the empty line that ends the trailer
+// section) comes next.
+func (f *Framer) InTrailer() bool { return f.st == stTrailer }
+
 // Advance consumes the body bytes at the front of p and returns how many there were: all
 // of p, or fewer when a boundary comes first (then the Framer is AtHead and p[n:] starts
 // the next head), when p ends inside a chunk-size or trailer line (then p[n:] starts that

@@ -26,19 +26,6 @@ import (
 // being forwarded, fails the body read instead: the backend's request is cut, never
 // completed, and the client gets 400 from the handler.
 
-// Serve accepts connections on ln and serves srv (made by NewServer or NewTLSServer) on
-// each, through the edge. A server with a TLSConfig terminates TLS here, so that the edge
-// sees plaintext; HTTP/2 (by ALPN, or by prior knowledge on the plain listener when h2c is
-// on) is recognised by its preface and passed to net/http unchecked, as it frames its
-// messages itself.
-func Serve(srv *http.Server, ln net.Listener) error {
-	if srv.TLSConfig != nil {
-		ln = tls.NewListener(ln, srv.TLSConfig)
-	}
-	h2 := srv.Protocols != nil && srv.Protocols.UnencryptedHTTP2()
-	return srv.Serve(&edgeListener{Listener: ln, maxHead: maxHeadBytes(srv), h2: h2, log: srv.ErrorLog})
-}
-
 // maxHeadBytes is net/http's own bound on a request's head: MaxHeaderBytes plus 4 KiB for
 // the request line.
 func maxHeadBytes(srv *http.Server) int {

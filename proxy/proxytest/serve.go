@@ -52,16 +52,16 @@ func MustConfig(t testing.TB, yaml string) *configs.Config {
 
 // ServeOn serves h on a new 127.0.0.1 listener with the server frontend.NewServer makes for
 // cfg, until the test ends, and returns the server and the listener's address.
-func ServeOn(t testing.TB, cfg *configs.Config, h http.Handler) (*http.Server, string) {
+func ServeOn(t testing.TB, cfg *configs.Config, h http.Handler) (*frontend.Server, string) {
 	t.Helper()
 	srv := frontend.NewServer(cfg, h, nil)
 	return srv, Serve(t, srv)
 }
 
-// Serve runs srv on a new 127.0.0.1 listener through frontend.Serve (with TLS when srv has
-// a TLSConfig) until the test ends, and returns the listener's address. At cleanup it closes
+// Serve runs srv on a new 127.0.0.1 listener (with TLS when srv is a TLS server) until the
+// test ends, and returns the listener's address. At cleanup it closes
 // srv and fails the test unless Serve returned http.ErrServerClosed.
-func Serve(t testing.TB, srv *http.Server) string {
+func Serve(t testing.TB, srv *frontend.Server) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -69,7 +69,7 @@ func Serve(t testing.TB, srv *http.Server) string {
 	}
 	served := make(chan error, 1)
 	go func() {
-		served <- frontend.Serve(srv, ln) // a server with a TLSConfig terminates TLS there
+		served <- srv.Serve(ln) // a TLS server terminates TLS there
 	}()
 	t.Cleanup(func() {
 		srv.Close()

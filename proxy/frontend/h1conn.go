@@ -1,0 +1,332 @@
+package frontend
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spillway/spillway/proxy/framing"
+)
+
+// An h1conn's state, for Shutdown: an idle connection may be closed, a busy one finishes
+// its request first.
+const (
+	connBusy    int32 = iota // reading a head, or serving a request
+	connIdle                 // waiting for the next request's first byte
+	connClosing              // closed while idle (by Shutdown)
+)
+
+// h1conn is one plain client connection served by the HTTP/1.1 engine. Its serving
+// goroutine owns everything but state; the watch (watch.go) and a request body's reader
+// (on the handler's side) borrow parts of it as their comments say.
+type h1conn struct {
+	s      *h1Server
+	nc     net.Conn
+	remote string
+	h2     *handoff // where an h2c connection goes; nil: h2c is off
+	state  atomic.Int32
+	ready  readiness // waits for the socket to become readable (see wait_unix.go)
+	first  bool      // no request yet
+	// buf[r:w] is what was read and not yet used; buf is nil while the connection is
+	// idle with nothing read.
+	buf  []byte
+	r, w int
+	f    framing.Framer
+	bw   *bufio.Writer // nil while idle
+	// headBy is the deadline of the head being read (timeouts.read_header).
+	headBy time.Time
+	watch  watch
+}
+
+func newH1Conn(s *h1Server, nc net.Conn, h2 *handoff) *h1conn {
+	c := &h1conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), h2: h2, first: true,
+		f: framing.Framer{MaxHead: s.maxHead}}
+	c.ready.init(nc)
+	c.watch.c = c
+	if s.header > 0 {
+		c.headBy = time.Now().Add(s.header)
+	}
+	return c
+}
+
+// Pools of the buffers a busy connection holds: a read buffer (a head must fit in it, or
+// it grows, up to the head limit) and the response's write buffer.
+const (
+	readBufLen  = 4096
+	writeBufLen = 4096
+)
+
+var (
+	readBufs  = sync.Pool{New: func() any { return new([readBufLen]byte) }}
+	writeBufs sync.Pool // *bufio.Writer
+)
+
+// serve serves the connection's requests, until it closes or is handed over. When the
+// connection goes idle it starts a fresh goroutine to wait for the next request, and ends
+// (see the top of h1.go).
+func (c *h1conn) serve() {
+	for {
+		if c.r == c.w && !c.waitIdle() {
+			c.close()
+			return
+		}
+		req, x, ok := c.readRequest()
+		if !ok {
+			return
+		}
+		if !c.exchange(req, x) {
+			return
+		}
+		if c.r == c.w {
+			c.release()
+			go c.serve()
+			return
+		}
+	}
+}
+
+// waitIdle waits until the next request's first byte arrives, holding no buffer, and
+// reports whether it did (false: the connection is to close). A connection that waits for
+// its first request waits no longer than read_header; a kept-alive one, idle.
+func (c *h1conn) waitIdle() bool {
+	c.release()
+	if !c.first {
+		c.headBy = time.Time{}
+		var by time.Time
+		if c.s.idle > 0 {
+			by = time.Now().Add(c.s.idle)
+		}
+		c.nc.SetReadDeadline(by)
+	} else {
+		c.nc.SetReadDeadline(c.headBy)
+	}
+	c.state.Store(connIdle)
+	if c.s.shutting.Load() {
+		return false
+	}
+	err := c.ready.wait()
+	if !c.state.CompareAndSwap(connIdle, connBusy) || err != nil {
+		return false
+	}
+	if !c.first && c.s.header > 0 {
+		c.headBy = time.Now().Add(c.s.header)
+		c.nc.SetReadDeadline(c.headBy)
+	}
+	return true
+}
+
+// closeIfIdle closes the connection if it is idle (Shutdown); a busy one closes after its
+// request. Safe for concurrent use.
+func (c *h1conn) closeIfIdle() {
+	if c.state.CompareAndSwap(connIdle, connClosing) {
+		c.nc.SetReadDeadline(aLongTimeAgo) // wakes the idle wait
+	}
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// release gives the connection's buffers back while nothing is read ahead.
+func (c *h1conn) release() {
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		writeBufs.Put(c.bw)
+		c.bw = nil
+	}
+	if c.buf != nil && c.r == c.w {
+		if len(c.buf) == readBufLen {
+			readBufs.Put((*[readBufLen]byte)(c.buf))
+		}
+		c.buf, c.r, c.w = nil, 0, 0
+	}
+}
+
+func (c *h1conn) writer() *bufio.Writer {
+	if c.bw == nil {
+		if bw, _ := writeBufs.Get().(*bufio.Writer); bw != nil {
+			bw.Reset(c.nc)
+			c.bw = bw
+		} else {
+			c.bw = bufio.NewWriterSize(c.nc, writeBufLen)
+		}
+	}
+	return c.bw
+}
+
+// close closes the connection and stops tracking it.
+func (c *h1conn) close() {
+	c.nc.Close()
+	c.r, c.w = 0, 0
+	c.release()
+	c.s.remove(c)
+}
+
+// fill reads more of the connection into buf, after what is there: it moves what is
+// unread to the front, or grows buf (to at most limit bytes) when it is full. It returns
+// errHeadTooLarge when buf is limit bytes full.
+func (c *h1conn) fill(limit int) error {
+	if c.buf == nil {
+		c.buf = readBufs.Get().(*[readBufLen]byte)[:]
+	}
+	if c.w == len(c.buf) {
+		if c.r > 0 {
+			c.w = copy(c.buf, c.buf[c.r:c.w])
+			c.r = 0
+		} else {
+			if len(c.buf) >= limit {
+				return errHeadTooLarge
+			}
+			grown := make([]byte, min(2*len(c.buf), max(limit, len(c.buf))))
+			c.w = copy(grown, c.buf[c.r:c.w])
+			c.r = 0
+			if len(c.buf) == readBufLen {
+				readBufs.Put((*[readBufLen]byte)(c.buf))
+			}
+			c.buf = grown
+		}
+	}
+	n, err := c.nc.Read(c.buf[c.w:])
+	c.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+var errHeadTooLarge = &framing.Error{Status: http.StatusRequestHeaderFieldsTooLarge, Msg: "request head too large"}
+
+// readRequest reads and checks the next request's head and makes its Request. false: the
+// connection was closed (the head was refused, or the client went) or handed to net/http.
+func (c *h1conn) readRequest() (*http.Request, *h1exchange, bool) {
+	end, err := c.readHead()
+	if err != nil {
+		var fe *framing.Error
+		if errors.As(err, &fe) {
+			c.refuse(fe)
+		} else if err != errHandedOff {
+			c.close()
+		}
+		return nil, nil, false
+	}
+	head := c.buf[c.r : c.r+end]
+	if _, err := c.f.CheckHead(head, false); err != nil {
+		c.refuse(err.(*framing.Error))
+		return nil, nil, false
+	}
+	x := &h1exchange{c: c}
+	req, fe := x.newRequest(head)
+	c.r += end
+	if fe != nil {
+		c.refuse(fe)
+		return nil, nil, false
+	}
+	c.first = false
+	return req, x, true
+}
+
+var errHandedOff = errors.New("handed to net/http")
+
+// readHead reads until a whole head is in buf[r:], and returns its length. CRLFs before
+// it are skipped (RFC 9112 section 2.2; net/http skips up to 4 bytes of them too).
+func (c *h1conn) readHead() (int, error) {
+	var scan framing.HeadScan
+	lead := 0
+	for {
+		b := c.buf[c.r:c.w]
+		if c.first && c.h2 != nil && len(b) > 0 {
+			if n := min(len(b), len(http2Preface)); string(b[:n]) == http2Preface[:n] {
+				if n < len(http2Preface) {
+					if err := c.fill(c.s.maxHead); err != nil {
+						return 0, err
+					}
+					continue
+				}
+				return 0, c.handOff()
+			}
+		}
+		for lead < 4 && scan == (framing.HeadScan{}) && len(b) >= 2 && b[0] == '\r' && b[1] == '\n' {
+			c.r += 2
+			lead += 2
+			b = b[2:]
+		}
+		if len(b) > 0 {
+			end, next, err := framing.HeadEnd(b, scan)
+			if err != nil {
+				return 0, err
+			}
+			if end > 0 {
+				if end > c.s.maxHead {
+					return 0, errHeadTooLarge
+				}
+				return end, nil
+			}
+			scan = next
+		}
+		if err := c.fill(c.s.maxHead + 4); err != nil {
+			if err == errHeadTooLarge || c.w-c.r > c.s.maxHead {
+				return 0, errHeadTooLarge
+			}
+			return 0, err
+		}
+	}
+}
+
+// handOff gives the connection (an h2c one) to net/http with what was read of it.
+func (c *h1conn) handOff() error {
+	pre := append([]byte(nil), c.buf[c.r:c.w]...)
+	c.r, c.w = 0, 0
+	c.release()
+	c.nc.SetReadDeadline(time.Time{})
+	c.s.remove(c)
+	c.h2.give(&prefixConn{Conn: c.nc, pre: pre})
+	return errHandedOff
+}
+
+// refuse answers a refused head with the edge's 400 (or 431) and closes the connection:
+// nothing after it is read, so a request hidden behind it never reaches a backend.
+func (c *h1conn) refuse(e *framing.Error) {
+	if c.s.log != nil {
+		c.s.log.Printf("edge: refused a request from %s: %v", c.remote, e)
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
+	c.nc.Write(refusal(e))
+	c.linger()
+	c.close()
+}
+
+// linger closes the connection's sending side and waits, a short while, for the client
+// to close its own before the connection closes: closing with unread bytes would reset
+// the connection, and the client could lose the answer it was sent. What the client sends
+// meanwhile is read and dropped, up to lingerBytes; past that, reading would only let a
+// large upload go on, and the client, blocked in its write, reads its answer instead
+// (net/http waits the same half second, reading nothing).
+func (c *h1conn) linger() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	end := time.Now().Add(lingerTime)
+	c.nc.SetReadDeadline(end)
+	var scratch [512]byte
+	for read := 0; read < lingerBytes; {
+		n, err := c.nc.Read(scratch[:])
+		if err != nil {
+			return
+		}
+		read += n
+	}
+	time.Sleep(time.Until(end))
+}
+
+// How long, and how much of what the client still sends, a closing connection reads and
+// drops (see linger).
+const (
+	lingerTime  = 500 * time.Millisecond
+	lingerBytes = 16 << 10
+)
