@@ -33,6 +33,11 @@ func TestFrontRefusals(t *testing.T) {
 		{"HTTP/0.9", "GET / HTTP/0.9\r\n" + H + "\r\n", 400},
 		{"HTTP/1.10", "GET / HTTP/1.10\r\n" + H + "\r\n", 400},
 		{"missing Host", "GET / HTTP/1.1\r\n\r\n", 400},
+		{"absolute-form without Host", "GET http://t.example/p HTTP/1.1\r\n\r\n", 400},
+		{"target without slash", "GET a HTTP/1.1\r\n" + H + "\r\n", 400},
+		{"bad percent-encoding", "GET /%zz HTTP/1.1\r\n" + H + "\r\n", 400},
+		{"DEL in target", "GET /\x7f HTTP/1.1\r\n" + H + "\r\n", 400},
+		{"tab separators", "GET\t/\tHTTP/1.1\r\n" + H + "\r\n", 400},
 		{"two Host", "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n", 400},
 		{"two equal Host", "GET / HTTP/1.1\r\n" + H + H + "\r\n", 400},
 		{"Host with space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
@@ -40,6 +45,7 @@ func TestFrontRefusals(t *testing.T) {
 		{"Host with userinfo", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400},
 		{"space in field name", "GET / HTTP/1.1\r\n" + H + "Bad Name: x\r\n\r\n", 400},
 		{"space before colon", "GET / HTTP/1.1\r\n" + H + "Name : x\r\n\r\n", 400},
+		{"paren in field name", "GET / HTTP/1.1\r\n" + H + "X(y): 1\r\n\r\n", 400},
 		{"no colon", "GET / HTTP/1.1\r\n" + H + "NoColon\r\n\r\n", 400},
 		{"empty field name", "GET / HTTP/1.1\r\n" + H + ": x\r\n\r\n", 400},
 		{"CTL in value", "GET / HTTP/1.1\r\n" + H + "X: a\x01b\r\n\r\n", 400},
@@ -55,6 +61,7 @@ func TestFrontRefusals(t *testing.T) {
 		{"CL list", "POST / HTTP/1.1\r\n" + H + "Content-Length: 3, 3\r\n\r\nabc", 400},
 		{"negative CL", "POST / HTTP/1.1\r\n" + H + "Content-Length: -1\r\n\r\n", 400},
 		{"signed CL", "POST / HTTP/1.1\r\n" + H + "Content-Length: +3\r\n\r\nabc", 400},
+		{"CL overflow", "POST / HTTP/1.1\r\n" + H + "Content-Length: 99999999999999999999\r\n\r\n", 400},
 		{"hex CL", "POST / HTTP/1.1\r\n" + H + "Content-Length: 0x3\r\n\r\nabc", 400},
 		{"TE gzip", "POST / HTTP/1.1\r\n" + H + "Transfer-Encoding: gzip\r\n\r\n", 400},
 		{"TE gzip, chunked", "POST / HTTP/1.1\r\n" + H + "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400},
@@ -157,11 +164,13 @@ func TestFrontSmugglingNeverServesHidden(t *testing.T) {
 // served.
 func TestFrontInvalidChunkSize(t *testing.T) {
 	for name, body := range map[string]string{
-		"not hex":       "zz\r\nab\r\n0\r\n\r\n",
-		"negative":      "-1\r\nab\r\n0\r\n\r\n",
-		"too long":      "2\r\nabc\r\n0\r\n\r\n",
-		"overflow":      "fffffffffffffffffff\r\n",
-		"space in size": "1 2\r\nab\r\n0\r\n\r\n",
+		"not hex":        "zz\r\nab\r\n0\r\n\r\n",
+		"negative":       "-1\r\nab\r\n0\r\n\r\n",
+		"too long":       "2\r\nabc\r\n0\r\n\r\n",
+		"overflow":       "fffffffffffffffffff\r\n",
+		"space in size":  "1 2\r\nab\r\n0\r\n\r\n",
+		"long extension": "3;" + strings.Repeat("e", 10000) + "\r\nabc\r\n0\r\n\r\n",
+		"trailer flood":  "0\r\n" + strings.Repeat("X-T: 1\r\n", 10000) + "\r\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			h, ch := recorder(func(w http.ResponseWriter, r *http.Request) {
