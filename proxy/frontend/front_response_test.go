@@ -340,3 +340,19 @@ func TestFrontWriteShortOfLength(t *testing.T) {
 	}
 	c.closed()
 }
+
+// A handler that panics before writing: the client gets no answer, only the close (the
+// server recovers; it sends no 500).
+func TestFrontPanicBeforeWrite(t *testing.T) {
+	for name, v := range map[string]any{"ErrAbortHandler": http.ErrAbortHandler, "other": "boom"} {
+		t.Run(name, func(t *testing.T) {
+			f := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Set", "1")
+				panic(v)
+			}))
+			c := dial(t, f.addr)
+			c.send(get("/") + get("/next"))
+			c.closed()
+		})
+	}
+}
