@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/spillway/spillway/proxy/proxytest"
 )
 
 func TestFrontChunkedTrailers(t *testing.T) {
@@ -110,10 +113,23 @@ func TestFrontLargeBodyUnread(t *testing.T) {
 }
 
 func TestFrontExpectContinueRead(t *testing.T) {
+	entered, release := make(chan struct{}, 1), make(chan struct{})
 	h, ch := recorder(nil)
-	f := start(t, h)
+	f := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		h.ServeHTTP(w, r)
+	}))
 	c := dial(t, f.addr)
 	c.send("POST /e HTTP/1.1\r\nHost: example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+	recv(t, entered, "the handler")
+	// Not before the handler reads (a check that can only miss, never fail wrongly).
+	c.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if b, err := c.br.Peek(1); err == nil {
+		t.Fatalf("the server sent %q before the handler read the body", b)
+	}
+	c.c.SetReadDeadline(time.Now().Add(proxytest.Liveness))
+	close(release)
 	// The 100 comes when the handler reads, before the client sends the body.
 	if l := c.line(); l != "HTTP/1.1 100 Continue\r\n" {
 		t.Fatalf("first line %q", l)
