@@ -122,3 +122,31 @@ func TestFrontHandlerConnectionClose(t *testing.T) {
 	// reads it only after the first answer. Today it never does.
 	noCall(t, ch)
 }
+
+// After a Connection: close request, nothing more is read or answered, even what would be
+// refused: the client gets exactly one answer.
+func TestFrontConnectionCloseThenGarbage(t *testing.T) {
+	for name, after := range map[string]string{
+		"refusable head": "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+		"bare LF":        "junk\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			release := make(chan struct{})
+			h, ch := recorder(func(w http.ResponseWriter, r *http.Request) {
+				<-release // the rest has surely been read by the server meanwhile, or not: either way
+				io.WriteString(w, "only")
+			})
+			f := start(t, h)
+			c := dial(t, f.addr)
+			c.send("GET /c HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n" + after)
+			recv(t, ch, "the handler")
+			close(release)
+			resp, body := c.response("GET")
+			if body != "only" || !resp.Close {
+				t.Fatalf("body %q close=%v", body, resp.Close)
+			}
+			c.closed()
+			noCall(t, ch)
+		})
+	}
+}

@@ -4,6 +4,7 @@ package frontend_test
 // the handler is never called, not for it and not for a request hidden after it.
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -191,4 +192,29 @@ func TestFrontInvalidChunkSize(t *testing.T) {
 			noCall(t, ch)
 		})
 	}
+}
+
+// A refused head pipelined behind a request still being served: the refusal waits until
+// that answer is whole (the two never interleave), then the 400 and the close.
+func TestFrontRefusalWaitsForAnswer(t *testing.T) {
+	release := make(chan struct{})
+	h, ch := recorder(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "part one, ")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, big)
+	})
+	f := start(t, h)
+	c := dial(t, f.addr)
+	c.send(get("/slow") + "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + hidden)
+	recv(t, ch, "the handler")
+	close(release)
+	resp, body := c.response("GET")
+	if resp.StatusCode != 200 || body != "part one, "+big {
+		t.Fatalf("first: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	resp, _ = c.response("GET")
+	wantStatus(t, resp, 400)
+	c.closed()
+	noCall(t, ch)
 }
