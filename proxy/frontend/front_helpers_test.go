@@ -41,7 +41,7 @@ func startFront(t *testing.T, cfg *configs.Config, h http.Handler) *front {
 	}
 	srv := frontend.NewServer(cfg, h, nil)
 	served := make(chan error, 1)
-	go func() { served <- frontend.Serve(srv, ln) }()
+	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		srv.Close()
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {

@@ -255,6 +255,18 @@ func (x *h1exchange) drainBody() bool {
 	return false
 }
 
+// bodyTooLong reports whether more of the request's body is left unread than the
+// connection would drop after the answer (maxDrain): the answer then says the connection
+// closes. A body being read on another goroutine right now is left to that reader.
+func (x *h1exchange) bodyTooLong() bool {
+	b := &x.body
+	if x.req.Body == http.NoBody || !b.mu.TryLock() {
+		return false
+	}
+	defer b.mu.Unlock()
+	return b.err == nil && x.c.f.Data() >= maxDrain
+}
+
 // maxDrain is how much of a body its handler left unread the connection reads and drops
 // to serve another request, as net/http does; with more left it closes.
 const maxDrain = 256 << 10

@@ -16,8 +16,8 @@ import (
 // An h1conn's state, for Shutdown: an idle connection may be closed, a busy one finishes
 // its request first.
 const (
-	connBusy    int32 = iota // reading a head, or serving a request
-	connIdle                 // waiting for the next request's first byte
+	connIdle    int32 = iota // waiting for the next request, or reading its head
+	connBusy                 // serving a request
 	connClosing              // closed while idle (by Shutdown)
 )
 
@@ -82,6 +82,7 @@ func (c *h1conn) serve() {
 		if !c.exchange(req, x) {
 			return
 		}
+		c.state.Store(connIdle) // (the next head may be read already: a pipelined request)
 		if c.r == c.w {
 			c.release()
 			go c.serve()
@@ -109,19 +110,20 @@ func (c *h1conn) waitIdle() bool {
 	if c.s.shutting.Load() {
 		return false
 	}
-	err := c.ready.wait()
-	if !c.state.CompareAndSwap(connIdle, connBusy) || err != nil {
+	if err := c.ready.wait(); err != nil {
 		return false
 	}
 	if !c.first && c.s.header > 0 {
 		c.headBy = time.Now().Add(c.s.header)
 		c.nc.SetReadDeadline(c.headBy)
 	}
-	return true
+	// (Shutdown closes a connection that reads a head too: it marks it closing, then
+	// sets the deadline that stops the read; this one's deadline must come first.)
+	return c.state.Load() == connIdle
 }
 
-// closeIfIdle closes the connection if it is idle (Shutdown); a busy one closes after its
-// request. Safe for concurrent use.
+// closeIfIdle closes the connection if it is idle, or reads a head (Shutdown); a busy one
+// closes after its request. Safe for concurrent use.
 func (c *h1conn) closeIfIdle() {
 	if c.state.CompareAndSwap(connIdle, connClosing) {
 		c.nc.SetReadDeadline(aLongTimeAgo) // wakes the idle wait
@@ -225,6 +227,10 @@ func (c *h1conn) readRequest() (*http.Request, *h1exchange, bool) {
 	c.r += end
 	if fe != nil {
 		c.refuse(fe)
+		return nil, nil, false
+	}
+	if !c.state.CompareAndSwap(connIdle, connBusy) {
+		c.close() // (Shutdown came first)
 		return nil, nil, false
 	}
 	c.first = false

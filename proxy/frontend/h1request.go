@@ -93,11 +93,11 @@ func (x *h1exchange) checkHost() *framing.Error {
 	req := &x.req
 	hosts, ok := req.Header["Host"]
 	switch {
-	case req.ProtoMinor == 1 && !ok && req.Method != http.MethodConnect:
+	case req.ProtoMinor == 1 && !ok: // (CONNECT too: RFC 9112 section 3.2)
 		return &framing.Error{Status: http.StatusBadRequest, Msg: "missing required Host header"}
 	case len(hosts) > 1:
 		return &framing.Error{Status: http.StatusBadRequest, Msg: "more than one Host"}
-	case len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]):
+	case len(hosts) == 1 && (!httpguts.ValidHostHeader(hosts[0]) || !validPort(hosts[0])):
 		return &framing.Error{Status: http.StatusBadRequest, Msg: "malformed Host header"}
 	}
 	if req.Host == "" && len(hosts) == 1 {
@@ -105,6 +105,35 @@ func (x *h1exchange) checkHost() *framing.Error {
 	}
 	delete(req.Header, "Host")
 	return nil
+}
+
+// validPort reports whether a Host value's port, if it has one, is digits (RFC 9110
+// section 7.2: uri-host [ ":" port ]), which net/http does not check: "a:b" and
+// "a:80:90" are refused.
+func validPort(host string) bool {
+	if strings.HasPrefix(host, "[") { // an IPv6 literal
+		end := strings.IndexByte(host, ']')
+		if end < 0 {
+			return false
+		}
+		host = host[end+1:]
+		if host == "" {
+			return true
+		}
+		if host[0] != ':' {
+			return false
+		}
+	} else if i := strings.IndexByte(host, ':'); i >= 0 {
+		host = host[i:]
+	} else {
+		return true
+	}
+	for _, c := range []byte(host[1:]) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func fixPragmaCacheControl(h http.Header) {

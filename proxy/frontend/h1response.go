@@ -49,6 +49,7 @@ type h1writer struct {
 	hijacked  bool
 	done      bool // the handler returned
 	deadlines bool // the handler set a connection deadline: the connection is spent
+	overrun   bool // the handler wrote past its Content-Length
 }
 
 // pendingMax is how much body a handler may write before the head must go; a handler
@@ -81,7 +82,7 @@ func (w *h1writer) informational(code int) {
 	w.headMu.Lock()
 	defer w.headMu.Unlock()
 	bw := w.x.c.writer()
-	writeStatusLine(bw, code)
+	writeStatusLine(bw, w.x.req.ProtoMinor, code)
 	writeFields(bw, w.header, false)
 	bw.WriteString("\r\n")
 	bw.Flush()
@@ -109,22 +110,20 @@ func (w *h1writer) Write(p []byte) (int, error) {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.committed.Load() {
-		if w.lengthKnown() {
-			w.commit(false)
-		} else if len(w.pending)+len(p) <= pendingMax {
+		if !w.lengthKnown() && len(w.pending)+len(p) <= pendingMax {
 			w.pending = append(w.pending, p...)
 			return len(p), nil
-		} else {
-			w.commit(false)
 		}
+		w.commit(false, p)
 	}
 	return w.body(p)
 }
 
 // lengthKnown reports whether the answer's length is set before its body: a
-// Content-Length, or no body at all.
+// Content-Length, or no body at all. (A HEAD's answer gets the length of what its handler
+// writes, as a GET's would, when that is small.)
 func (w *h1writer) lengthKnown() bool {
-	return w.header["Content-Length"] != nil || !bodyAllowed(w.status) || w.x.req.Method == http.MethodHead
+	return w.header["Content-Length"] != nil || !bodyAllowed(w.status)
 }
 
 // body writes body bytes after the head: chunked, or as they are up to the declared
@@ -141,8 +140,8 @@ func (w *h1writer) body(p []byte) (int, error) {
 	}
 	bw := w.x.c.bw
 	if w.length >= 0 && w.written+int64(len(p)) > w.length {
-		n, _ := w.body(p[:w.length-w.written])
-		return n, http.ErrContentLength
+		w.overrun = true // (refused whole, as net/http does; the connection then closes)
+		return 0, http.ErrContentLength
 	}
 	if w.chunked {
 		bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
@@ -157,8 +156,10 @@ func (w *h1writer) body(p []byte) (int, error) {
 }
 
 // commit writes the final head. finishing: the handler is done, and pending is the whole
-// body, whose length the head can then give.
-func (w *h1writer) commit(finishing bool) {
+// body, whose length the head can then give. first is the body's first bytes, if known
+// (pending, or the write that commits): without a Content-Type, the type is sniffed
+// from them, as net/http does.
+func (w *h1writer) commit(finishing bool, first []byte) {
 	w.headMu.Lock()
 	defer w.headMu.Unlock()
 	w.committed.Store(true)
@@ -185,17 +186,24 @@ func (w *h1writer) commit(finishing bool) {
 		h["Content-Length"] = []string{strconv.Itoa(len(w.pending))}
 	}
 	delete(h, "Transfer-Encoding")
+	if len(w.pending) > 0 {
+		first = w.pending
+	}
+	if _, typed := h["Content-Type"]; !typed && len(first) > 0 && bodyAllowed(status) && h.Get("Content-Encoding") == "" {
+		h["Content-Type"] = []string{http.DetectContentType(first)}
+	}
 	w.chunked = !w.noBody && w.length < 0 && req.ProtoMinor == 1
 	w.close = w.close || req.Close || w.x.c.s.shutting.Load() ||
 		httpguts.HeaderValuesContainsToken(h["Connection"], "close") ||
-		!w.noBody && w.length < 0 && !w.chunked // (HTTP/1.0: the body ends with the connection)
+		!w.noBody && w.length < 0 && !w.chunked || // (HTTP/1.0: the body ends with the connection)
+		x.bodyTooLong()
 	if x.body.expect && !w.sentCont || x.badBody.Load() {
 		// The client may or may not send the body it offered: do not guess. A body that
 		// broke the framing leaves nothing to trust on the connection.
 		w.close = true
 	}
 	bw := x.c.writer()
-	writeStatusLine(bw, status)
+	writeStatusLine(bw, req.ProtoMinor, status)
 	writeFields(bw, h, true)
 	if _, ok := h["Date"]; !ok {
 		bw.WriteString("Date: ")
@@ -236,18 +244,28 @@ func hasTrailers(h http.Header) bool {
 	return false
 }
 
-func writeStatusLine(bw *bufio.Writer, code int) {
-	bw.WriteString("HTTP/1.1 ")
+// writeStatusLine writes the status line, in the request's HTTP version as net/http does.
+func writeStatusLine(bw *bufio.Writer, minor int, code int) {
+	if minor == 0 {
+		bw.WriteString("HTTP/1.0 ")
+	} else {
+		bw.WriteString("HTTP/1.1 ")
+	}
 	var num [3]byte
 	bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
 	bw.WriteByte(' ')
-	bw.WriteString(http.StatusText(code))
+	if text := http.StatusText(code); text != "" {
+		bw.WriteString(text)
+	} else {
+		bw.WriteString("status code ")
+		bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	}
 	bw.WriteString("\r\n")
 }
 
 // writeFields writes a header's fields, skipping invalid names (and, for a final head,
-// the TrailerPrefix ones, which are trailers); a CR or LF in a value becomes a space, so
-// that no handler can split an answer.
+// the TrailerPrefix ones, which are trailers); a control character in a value (CR and LF
+// among them) becomes a space, so that no handler can split an answer or send a NUL.
 func writeFields(bw *bufio.Writer, h http.Header, final bool) {
 	for k, vv := range h {
 		if final && strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
@@ -256,13 +274,32 @@ func writeFields(bw *bufio.Writer, h http.Header, final bool) {
 		for _, v := range vv {
 			bw.WriteString(k)
 			bw.WriteString(": ")
-			if strings.ContainsAny(v, "\r\n") {
-				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+			if hasCTL(v) {
+				v = cleanValue(v)
 			}
 			bw.WriteString(strings.Trim(v, " \t"))
 			bw.WriteString("\r\n")
 		}
 	}
+}
+
+func hasCTL(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+func cleanValue(v string) string {
+	b := []byte(v)
+	for i, c := range b {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			b[i] = ' '
+		}
+	}
+	return string(b)
 }
 
 // FlushError sends what was written so far: the head, if not yet sent, and the body.
@@ -274,7 +311,7 @@ func (w *h1writer) FlushError() error {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.committed.Load() {
-		w.commit(false)
+		w.commit(false, nil)
 	}
 	return w.x.c.bw.Flush()
 }
@@ -327,7 +364,7 @@ func (w *h1writer) finish() bool {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.committed.Load() {
-		w.commit(true)
+		w.commit(true, nil)
 	}
 	bw := w.x.c.bw
 	if w.chunked {
@@ -338,7 +375,7 @@ func (w *h1writer) finish() bool {
 	if err := bw.Flush(); err != nil {
 		return false
 	}
-	return !w.close && !w.deadlines && (w.length < 0 || w.noBody || w.written == w.length)
+	return !w.close && !w.deadlines && !w.overrun && (w.length < 0 || w.noBody || w.written == w.length)
 }
 
 // writeTrailers writes the trailers the handler set: the fields declared in "Trailer",

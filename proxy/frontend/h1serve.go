@@ -1,6 +1,7 @@
 package frontend
 
 import (
+	"io"
 	"net/http"
 	"runtime"
 	"time"
@@ -20,7 +21,11 @@ func (c *h1conn) exchange(req *http.Request, x *h1exchange) bool {
 		if req.Body == http.NoBody {
 			c.watch.arm(x) // the client's silence from now on says nothing
 		}
-		if !c.runHandler(x.w.handlerWriter(), req) {
+		h := c.s.handler
+		if req.RequestURI == "*" && req.Method == http.MethodOptions {
+			h = optionsStar // (as net/http's server answers it)
+		}
+		if !c.runHandler(h, x.w.handlerWriter(), req) {
 			c.abort(x)
 			return false
 		}
@@ -49,7 +54,7 @@ func (w *h1writer) handlerWriter() http.ResponseWriter { return w }
 // runHandler runs the handler, and reports false if it panicked. http.ErrAbortHandler is
 // how a handler says its answer is broken (a proxied body cut short): the connection is
 // cut, so that the client sees it broken too. Any other panic is logged with its stack.
-func (c *h1conn) runHandler(w http.ResponseWriter, req *http.Request) (ok bool) {
+func (c *h1conn) runHandler(h http.Handler, w http.ResponseWriter, req *http.Request) (ok bool) {
 	defer func() {
 		if err := recover(); err != nil {
 			if err != http.ErrAbortHandler && c.s.log != nil {
@@ -60,9 +65,17 @@ func (c *h1conn) runHandler(w http.ResponseWriter, req *http.Request) (ok bool) 
 			ok = false
 		}
 	}()
-	c.s.handler.ServeHTTP(w, req)
+	h.ServeHTTP(w, req)
 	return true
 }
+
+// optionsStar answers "OPTIONS *", a question to the server itself: 200, no body.
+var optionsStar = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Length", "0")
+	if r.ContentLength != 0 {
+		io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 4<<10))
+	}
+})
 
 // abort ends a connection whose handler panicked: what was written goes (a cut answer),
 // never the end of a chunked body.
