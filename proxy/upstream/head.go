@@ -42,22 +42,24 @@ func headError(what, line string) error {
 // backend that answers garbage is refused at once rather than when it stops.
 func readHead(br *bufio.Reader, first func(string) error) (string, error) {
 	checked := first == nil
+	scanned := 0 // searched already: a head that trickles in is not searched over and over
 	for want := 1; ; {
 		_, err := br.Peek(want)
 		b, _ := br.Peek(br.Buffered())
-		if end := headEnd(b); end > 0 {
+		if end := headEnd(b, scanned); end > 0 {
 			s := string(b[:end])
 			br.Discard(end)
 			return s, nil
 		}
 		if !checked {
-			if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			if i := bytes.IndexByte(b[scanned:], '\n'); i >= 0 {
 				checked = true
-				if err := first(trimCR(string(b[:i]))); err != nil {
+				if err := first(trimCR(string(b[:scanned+i]))); err != nil {
 					return "", err
 				}
 			}
 		}
+		scanned = len(b)
 		if err != nil {
 			return "", unexpectedEOF(err, len(b))
 		}
@@ -96,20 +98,22 @@ func unexpectedEOF(err error, read int) error {
 }
 
 // headEnd is the length of the head at the start of b (through its first empty line), or
-// 0 if that has not come.
-func headEnd(b []byte) int {
+// 0 if that has not come. The first from bytes of b are known to hold no end but the one
+// that a byte after them may complete.
+func headEnd(b []byte, from int) int {
 	switch {
 	case len(b) > 0 && b[0] == '\n':
 		return 1
 	case len(b) > 1 && b[0] == '\r' && b[1] == '\n':
 		return 2
 	}
+	from = max(from-2, 0)
 	end := 0
-	if i := bytes.Index(b, []byte("\n\r\n")); i >= 0 {
-		end = i + 3
+	if i := bytes.Index(b[from:], []byte("\n\r\n")); i >= 0 {
+		end = from + i + 3
 	}
-	if i := bytes.Index(b, []byte("\n\n")); i >= 0 && (end == 0 || i+2 < end) {
-		end = i + 2
+	if i := bytes.Index(b[from:], []byte("\n\n")); i >= 0 && (end == 0 || from+i+2 < end) {
+		end = from + i + 2
 	}
 	return end
 }
