@@ -36,9 +36,8 @@ func headError(what, line string) error {
 }
 
 // readHead reads from br a head: its lines up to and including the first empty one (a
-// line ends with LF or CRLF, as net/http reads them), as one string, the only copy made.
-// A head that fits br's buffer is copied from it once; a larger one is gathered line by
-// line. first, if not nil, checks the first line as soon as it has come, so that a
+// line ends with LF or CRLF, as net/http reads them), as one string. A head that fits br's
+// buffer is copied from it once, into that string; a larger one is gathered line by line. first, if not nil, checks the first line as soon as it has come, so that a
 // backend that answers garbage is refused at once rather than when it stops.
 func readHead(br *bufio.Reader, first func(string) error) (string, error) {
 	checked := first == nil
@@ -205,7 +204,7 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 // name that is not a token (net/http lets "Name :" through) and a value with a control
 // character are refused.
 func parseFields(s string) (http.Header, error) {
-	n := strings.Count(s, "\n")
+	n := max(strings.Count(s, "\n")-1, 0) // lines but the empty one that ends them
 	h := make(http.Header, n)
 	var vals []string
 	if n > 0 {

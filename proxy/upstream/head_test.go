@@ -2,6 +2,10 @@ package upstream
 
 import (
 	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -116,6 +120,29 @@ func TestHeadValues(t *testing.T) {
 	res.Header["Content-Type"] = append(res.Header["Content-Type"], "z")
 	if res.Header.Get("X-Custom-Key") != "b" {
 		t.Fatalf("appending to a value overwrote another: %v", res.Header)
+	}
+}
+
+// TestGarbageRefusedAtOnce: a backend whose first line is no status line (another protocol)
+// is refused as soon as that line has come, not when the header timeout ends the wait for
+// an empty line that may never come.
+func TestGarbageRefusedAtOnce(t *testing.T) {
+	b := newRawBackend(t, func(b *rawBackend, c net.Conn, br *bufio.Reader) {
+		if _, _, err := b.readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\n")
+		io.Copy(io.Discard, br) // the connection stays open until the transport closes it
+	})
+	tr := newTransport(t)
+	var tc traced
+	res, err := tr.RoundTrip(tc.request(t, context.Background(), "GET", b.url(), nil))
+	if err == nil {
+		res.Body.Close()
+		t.Fatalf("answer %d to a garbage status line", res.StatusCode)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("refused only by the header timeout: %v", err)
 	}
 }
 
