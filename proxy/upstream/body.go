@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"sync/atomic"
 )
 
@@ -12,11 +13,14 @@ import (
 // connection back (to the pool if keep); closed before, it closes the connection rather
 // than read the rest.
 type body struct {
-	c     *conn
-	rc    io.ReadCloser // the framed body from http.ReadResponse (length, chunks, trailers)
-	ctx   context.Context
-	keep  bool
-	state atomic.Int32 // bodyOpen, then bodyEnded or bodyClosed
+	c      *conn
+	kind   frameKind      // frameLength, frameChunked or frameClose
+	left   int64          // frameLength: what is still to come
+	chunks io.Reader      // frameChunked: httputil's chunked reader on c.br
+	res    *http.Response // frameChunked: its Trailer is filled at the end
+	ctx    context.Context
+	keep   bool
+	state  atomic.Int32 // bodyOpen, then bodyEnded or bodyClosed
 }
 
 const (
@@ -32,7 +36,7 @@ func (b *body) Read(p []byte) (int, error) {
 	case bodyClosed:
 		return 0, errClosedBody
 	}
-	n, err := b.rc.Read(p)
+	n, err := b.read(p)
 	switch {
 	case err == io.EOF:
 		if b.state.CompareAndSwap(bodyOpen, bodyEnded) {

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/http/httputil"
 	"net/textproto"
 	"os"
 	"time"
@@ -129,6 +129,7 @@ type exchange struct {
 	// closeAfter: the connection closes after this response whatever its headers say
 	// (the request could not be written whole).
 	closeAfter bool
+	resp       *response // the response head read last (parseHead)
 }
 
 // roundTrip sends x's request on c and reads the response head. On error the caller closes
@@ -230,14 +231,14 @@ func (c *conn) readResponse(x *exchange, by time.Time) (*http.Response, error) {
 		}
 	}
 	for n1xx := 0; ; {
-		err := c.refuseFolding()
-		var res *http.Response
+		s, err := readHead(c.br, checkStatusLine)
 		if err == nil {
-			res, err = http.ReadResponse(c.br, x.req)
+			x.resp, err = parseHead(s, x.req)
 		}
 		if err != nil {
 			return nil, c.readError(x, err)
 		}
+		res := &x.resp.Response
 		code := res.StatusCode
 		if code == http.StatusContinue && x.pending {
 			if trace != nil && trace.Got100Continue != nil {
@@ -248,9 +249,6 @@ func (c *conn) readResponse(x *exchange, by time.Time) (*http.Response, error) {
 				return nil, err
 			}
 			c.nc.SetReadDeadline(c.headerDeadline())
-		}
-		if code < 100 {
-			return nil, fmt.Errorf("upstream: response status %d", code)
 		}
 		if code >= 200 || code == http.StatusSwitchingProtocols {
 			c.limit = math.MaxInt64
@@ -268,47 +266,7 @@ func (c *conn) readResponse(x *exchange, by time.Time) (*http.Response, error) {
 	}
 }
 
-// refuseFolding fails a response head in which a header line continues on the next (obs-fold,
-// RFC 9112 section 5.2), which net/http's parser would join: a head that two parsers may
-// read differently is refused. It checks as much of the head as the read buffer holds (the
-// proxy's backendConn checks all of it); errors reading are left to http.ReadResponse.
-func (c *conn) refuseFolding() error {
-	for want := 1; ; {
-		if _, err := c.br.Peek(want); err != nil {
-			return nil
-		}
-		b, _ := c.br.Peek(c.br.Buffered())
-		end := headEnd(b)
-		if bytes.Contains(b[:end], foldSpace) || bytes.Contains(b[:end], foldTab) {
-			return errFolded
-		}
-		if end < len(b) || len(b) == c.br.Size() {
-			return nil
-		}
-		want = len(b) + 1
-	}
-}
-
 var errUnaskedUpgrade = errors.New("upstream: 101 Switching Protocols to a request that asked for no upgrade")
-
-var (
-	foldSpace = []byte("\n ")
-	foldTab   = []byte("\n\t")
-	errFolded = errors.New("upstream: response header folded over lines (obs-fold)")
-)
-
-// headEnd is the length of the head at the start of b: up to its empty line, or all of b
-// if that has not come.
-func headEnd(b []byte) int {
-	end := len(b)
-	if i := bytes.Index(b, []byte("\n\r\n")); i >= 0 {
-		end = i + 1
-	}
-	if i := bytes.Index(b, []byte("\n\n")); i >= 0 && i+1 < end {
-		end = i + 1
-	}
-	return end
-}
 
 // readError is the error of a failed read of a response head.
 func (c *conn) readError(x *exchange, err error) error {
@@ -346,11 +304,17 @@ func (c *conn) respond(x *exchange, res *http.Response) (*http.Response, error) 
 		c.t.pool.releaseWriter(c)
 		return res, nil
 	}
-	if res.Body == http.NoBody {
+	f := x.resp.framing
+	if f.kind == frameNone {
 		c.finish(keep)
 		return res, nil
 	}
-	res.Body = &body{c: c, rc: res.Body, ctx: x.ctx, keep: keep}
+	b := &x.resp.body // allocated with the response
+	*b = body{c: c, kind: f.kind, left: f.length, res: res, ctx: x.ctx, keep: keep}
+	if f.kind == frameChunked {
+		b.chunks = httputil.NewChunkedReader(c.br)
+	}
+	res.Body = b
 	return res, nil
 }
 
