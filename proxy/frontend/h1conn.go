@@ -30,7 +30,7 @@ type h1conn struct {
 	remote string
 	h2     *handoff // where an h2c connection goes; nil: h2c is off
 	state  atomic.Int32
-	ready  readiness // waits for the socket to become readable (see wait_unix.go)
+	ready  readiness // reads an idle socket with no buffer held (see ready_unix.go)
 	first  bool      // no request yet
 	// buf[r:w] is what was read and not yet used; buf is nil while the connection is
 	// idle with nothing read.
@@ -46,7 +46,7 @@ type h1conn struct {
 func newH1Conn(s *h1Server, nc net.Conn, h2 *handoff) *h1conn {
 	c := &h1conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), h2: h2, first: true,
 		f: framing.Framer{MaxHead: s.maxHead}}
-	c.ready.init(nc)
+	c.ready.init(c)
 	c.watch.c = c
 	if s.header > 0 {
 		c.headBy = time.Now().Add(s.header)
@@ -91,34 +91,36 @@ func (c *h1conn) serve() {
 	}
 }
 
-// waitIdle waits until the next request's first byte arrives, holding no buffer, and
-// reports whether it did (false: the connection is to close). A connection that waits for
-// its first request waits no longer than read_header; a kept-alive one, idle.
+// waitIdle waits for the next request's first bytes and reads them, holding no buffer
+// while it waits, and reports whether they came (false: the connection is to close). A
+// connection that waits for its first request waits no longer than read_header; a
+// kept-alive one, idle.
 func (c *h1conn) waitIdle() bool {
 	c.release()
-	if !c.first {
-		c.headBy = time.Time{}
-		var by time.Time
-		if c.s.idle > 0 {
-			by = time.Now().Add(c.s.idle)
-		}
-		c.nc.SetReadDeadline(by)
-	} else {
-		c.nc.SetReadDeadline(c.headBy)
+	by := c.headBy // (the first request's: read_header from the accept)
+	if !c.first && c.s.idle > 0 {
+		by = time.Now().Add(c.s.idle)
 	}
+	c.nc.SetReadDeadline(by)
 	c.state.Store(connIdle)
 	if c.s.shutting.Load() {
 		return false
 	}
-	if err := c.ready.wait(); err != nil {
+	if err := c.ready.readIdle(c); err != nil {
 		return false
 	}
-	if !c.first && c.s.header > 0 {
+	return c.state.Load() == connIdle
+}
+
+// headDeadline starts read_header for a head that did not come whole in one read (the
+// first request's runs from the accept), and reports false if Shutdown came first: it
+// marks the connection closing, then sets the deadline that stops the read, so this
+// one's must come first.
+func (c *h1conn) headDeadline() bool {
+	if c.headBy.IsZero() && c.s.header > 0 {
 		c.headBy = time.Now().Add(c.s.header)
 		c.nc.SetReadDeadline(c.headBy)
 	}
-	// (Shutdown closes a connection that reads a head too: it marks it closing, then
-	// sets the deadline that stops the read; this one's deadline must come first.)
 	return c.state.Load() == connIdle
 }
 
@@ -234,6 +236,7 @@ func (c *h1conn) readRequest() (*http.Request, *h1exchange, bool) {
 		return nil, nil, false
 	}
 	c.first = false
+	c.headBy = time.Time{}
 	return req, x, true
 }
 
@@ -249,7 +252,7 @@ func (c *h1conn) readHead() (int, error) {
 		if c.first && c.h2 != nil && len(b) > 0 {
 			if n := min(len(b), len(http2Preface)); string(b[:n]) == http2Preface[:n] {
 				if n < len(http2Preface) {
-					if err := c.fill(c.s.maxHead); err != nil {
+					if err := c.fill(readBufLen); err != nil {
 						return 0, err
 					}
 					continue
@@ -274,6 +277,9 @@ func (c *h1conn) readHead() (int, error) {
 				return end, nil
 			}
 			scan = next
+		}
+		if !c.headDeadline() {
+			return 0, net.ErrClosed
 		}
 		if err := c.fill(c.s.maxHead + 4); err != nil {
 			if err == errHeadTooLarge || c.w-c.r > c.s.maxHead {

@@ -2,13 +2,12 @@
 
 package frontend
 
-import "net"
-
-// readiness cannot peek at a socket here: an idle connection waits in a read (holding a
-// buffer), and a client that leaves is found when its answer's write fails.
+// readiness cannot read a socket without a buffer here: an idle connection waits in a
+// plain read (holding one), and a client that leaves is found when its answer's write
+// fails.
 type readiness struct{}
 
-func (r *readiness) init(net.Conn) {}
-func (r *readiness) canPeek() bool { return false }
-func (r *readiness) wait() error   { return nil }
-func (r *readiness) gone() bool    { return false }
+func (r *readiness) init(*h1conn)             {}
+func (r *readiness) canPeek() bool            { return false }
+func (r *readiness) readIdle(c *h1conn) error { return c.fill(readBufLen) }
+func (r *readiness) gone() bool               { return false }
