@@ -641,7 +641,7 @@ func TestParseDuplicateBackends(t *testing.T) {
 func TestDefaultsForOmittedKeys(t *testing.T) {
 	t.Parallel()
 	cfg := mustParse(t, okSites)
-	if want := (configs.Listen{HTTP: configs.DefaultHTTPListen, H2C: true}); cfg.Listen != want {
+	if want := (configs.Listen{HTTP: configs.DefaultHTTPListen, H2C: true, Engine: configs.EngineSpillway}); cfg.Listen != want {
 		t.Errorf("Listen = %+v, want %+v", cfg.Listen, want)
 	}
 	// No admin section, no admin address: it must not collide with a listener the config
@@ -763,7 +763,7 @@ timeouts: {connect: 1s, response_header: 2s, idle: 3s, read_header: 4s, shutdown
 limits: {max_header_bytes: 2048}
 headers: {via: "", underscores: reject}
 `)
-	if want := (configs.Listen{HTTP: ":9000", H2C: true}); cfg.Listen != want {
+	if want := (configs.Listen{HTTP: ":9000", H2C: true, Engine: configs.EngineSpillway}); cfg.Listen != want {
 		t.Errorf("Listen = %+v, want %+v", cfg.Listen, want)
 	}
 	if want := (configs.Admin{Listen: "127.0.0.1:9999", TokenFile: abs(t, "admin.token"), ExplainRequests: 100}); cfg.Admin != want {
@@ -875,7 +875,7 @@ admin:
 func TestDefaultsHTTPSOnly(t *testing.T) {
 	t.Parallel()
 	cfg := mustParse(t, okSites+"listen:\n  https: \":8443\"\ntls: {cert_file: c.pem, key_file: k.pem}\n")
-	if want := (configs.Listen{HTTPS: ":8443", H2C: true}); cfg.Listen != want {
+	if want := (configs.Listen{HTTPS: ":8443", H2C: true, Engine: configs.EngineSpillway}); cfg.Listen != want {
 		t.Errorf("Listen = %+v, want %+v (no plain http listener when only https is set)", cfg.Listen, want)
 	}
 	if want := (configs.TLS{CertFile: abs(t, "c.pem"), KeyFile: abs(t, "k.pem")}); cfg.TLS == nil || *cfg.TLS != want {

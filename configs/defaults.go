@@ -14,6 +14,9 @@ const (
 	DefaultExplainRequests   = 32768 // about 80 s at 400 requests/s; some 10 MiB
 	DefaultBodyIdle          = 60 * time.Second
 	DefaultVia               = "spillway"
+	// The HTTP/1.1 engines of listen.http (listen.engine).
+	EngineSpillway           = "spillway"
+	EngineNetHTTP            = "net/http"
 	DefaultUnderscores       = "drop"
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultResume            = 0.8
@@ -81,6 +84,7 @@ func (c *Config) SetDefaults() {
 	setDefault(c, "limits.max_header_bytes", &c.Limits.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setDefault(c, "limits.max_concurrent_streams", &c.Limits.MaxConcurrentStreams, DefaultMaxStreams)
 	setDefault(c, "listen.h2c", &c.Listen.H2C, true)
+	setDefault(c, "listen.engine", &c.Listen.Engine, EngineSpillway)
 	setDefault(c, "websocket.idle", &c.WebSocket.Idle, DefaultWebSocketIdle)
 	setDefault(c, "websocket.max_lifetime", &c.WebSocket.MaxLifetime, DefaultWebSocketLifetime)
 	c.setClusterDefaults()

@@ -48,6 +48,9 @@ type Listen struct {
 	// H2C serves HTTP/2 with prior knowledge on the plain listener besides HTTP/1.1
 	// (default true). An "Upgrade: h2c" request is never honoured nor tunnelled.
 	H2C bool `yaml:"h2c"`
+	// Engine serves HTTP/1.1 on the plain listener: "spillway" (default), Spillway's own,
+	// or "net/http", Go's server, as before it. listen.https is always net/http's.
+	Engine string `yaml:"engine"`
 }
 
 // Admin is the admin listener (admin API, /metrics, dashboard).

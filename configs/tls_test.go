@@ -132,6 +132,9 @@ func TestTLSValidation(t *testing.T) {
 		{"unknown protocol", okSites + "    protocol: h3\n",
 			[]wantErr{{5, 15, "sites[0].protocol", `want http1 or h2, got "h3"`}}},
 		{"h2 protocol", okSites + "    protocol: h2\n", nil},
+		{"unknown engine", okSites + "listen: {http: \":80\", engine: nginx}\n",
+			[]wantErr{{5, 31, "listen.engine", `want spillway or net/http, got "nginx"`}}},
+		{"net/http engine", okSites + "listen: {http: \":80\", engine: net/http}\n", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.want == nil {

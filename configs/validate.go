@@ -129,6 +129,9 @@ func (v *validator) listen() {
 	}
 	v.address("listen.http", c.Listen.HTTP)
 	v.address("listen.https", c.Listen.HTTPS)
+	if e := c.Listen.Engine; e != EngineSpillway && e != EngineNetHTTP {
+		v.add("listen.engine", "want %s or %s, got %s", EngineSpillway, EngineNetHTTP, Quote(e))
+	}
 	v.address("admin.listen", c.Admin.Listen)
 	if c.Has("admin.explain_requests") || c.Admin.ExplainRequests != 0 {
 		v.between("admin.explain_requests", c.Admin.ExplainRequests, 1, MaxExplainRequests)

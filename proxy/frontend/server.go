@@ -24,8 +24,9 @@ type Server struct {
 	h1   *h1Server // nil: HTTP serves every connection
 }
 
-// NewServer returns the client-facing server for h on the plain listener: HTTP/1.1, and
-// HTTP/2 with prior knowledge (h2c) unless listen.h2c is false, with the config's limits.
+// NewServer returns the client-facing server for h on the plain listener: HTTP/1.1 (on
+// the engine listen.engine names), and HTTP/2 with prior knowledge (h2c) unless listen.h2c
+// is false, with the config's limits.
 // Malformed requests get 400 and oversized heads 431 before they reach h, so never a
 // backend. An "Upgrade: h2c" request is not upgraded (h2c is served by prior knowledge
 // only) and proxy's Handler drops the header, so it is never tunnelled.
@@ -37,7 +38,9 @@ func NewServer(cfg *configs.Config, h http.Handler, log *zap.Logger) *Server {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(cfg.Listen.H2C)
 	srv := &Server{HTTP: newServer(cfg, h, &protocols, log)}
-	srv.h1 = newH1Server(srv.HTTP, cfg.Listen.H2C)
+	if cfg.Listen.Engine != configs.EngineNetHTTP { // (net/http: the way back, should the engine fail someone)
+		srv.h1 = newH1Server(srv.HTTP, cfg.Listen.H2C)
+	}
 	return srv
 }
 
