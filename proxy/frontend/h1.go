@@ -17,9 +17,9 @@ import (
 //   - An idle keep-alive connection holds no buffer: it waits for its socket to become
 //     readable (a non-blocking peek, then the poller), and only then takes a read buffer
 //     and a write buffer from a pool; both go back when the connection is idle again.
-//   - It waits on a fresh goroutine: the one that served a request, and grew its stack
-//     doing so, ends; an idle connection costs a small stack, not the deepest its
-//     handler reached.
+//   - It waits on a goroutine with a small stack, and serves on a worker whose stack has
+//     grown to what serving takes (workers.go): an idle connection costs a small stack,
+//     not the deepest its handler reached, and a request does not pay for growing one.
 //   - The edge's framing rules (package framing) are its parser: a head is checked whole
 //     before anything of it is used, and a body is decoded from the same checks.
 //   - One allocation holds a request's strings (its head), one its exchange state.
@@ -44,6 +44,8 @@ type h1Server struct {
 	// client sees it cut, not ended) only for requests served by a server.
 	ctx context.Context
 
+	workers workers
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*h1conn]struct{}
@@ -53,7 +55,8 @@ type h1Server struct {
 func newH1Server(srv *http.Server, h2c bool) *h1Server {
 	return &h1Server{http: srv, ctx: context.WithValue(context.Background(), http.ServerContextKey, srv), handler: srv.Handler, h2c: h2c, maxHead: maxHeadBytes(srv),
 		header: srv.ReadHeaderTimeout, idle: srv.IdleTimeout, log: srv.ErrorLog,
-		listeners: map[net.Listener]struct{}{}, conns: map[*h1conn]struct{}{}}
+		listeners: map[net.Listener]struct{}{}, conns: map[*h1conn]struct{}{},
+		workers: workers{ready: make(chan *h1conn), quit: make(chan struct{})}}
 }
 
 // serve accepts connections on ln and serves each on its own goroutine, until ln fails or
@@ -95,7 +98,7 @@ func (s *h1Server) serve(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
-		go c.serve()
+		go c.wait()
 	}
 }
 
@@ -144,6 +147,7 @@ func (s *h1Server) beginShutdown() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.shutting.Swap(true) {
+		close(s.workers.quit)
 		s.gone = make(chan struct{})
 		if len(s.conns) == 0 {
 			close(s.gone)

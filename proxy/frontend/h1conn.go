@@ -66,26 +66,29 @@ var (
 	writeBufs sync.Pool // *bufio.Writer
 )
 
-// serve serves the connection's requests, until it closes or is handed over. When the
-// connection goes idle it starts a fresh goroutine to wait for the next request, and ends
-// (see the top of h1.go).
+// wait waits, on a goroutine of its own with a small stack, for the connection's next
+// request, and hands the connection to a worker once it has come (see workers.go).
+func (c *h1conn) wait() {
+	if !c.waitIdle() {
+		c.close()
+		return
+	}
+	c.s.dispatch(c)
+}
+
+// serve serves the connection's requests for as long as they come without a wait (one,
+// or pipelined ones), then leaves it to a fresh waiting goroutine. It reports false once
+// the connection is closed or handed over.
 func (c *h1conn) serve() {
 	for {
-		if c.r == c.w && !c.waitIdle() {
-			c.close()
-			return
-		}
 		req, x, ok := c.readRequest()
-		if !ok {
-			return
-		}
-		if !c.exchange(req, x) {
+		if !ok || !c.exchange(req, x) {
 			return
 		}
 		c.state.Store(connIdle) // (the next head may be read already: a pipelined request)
 		if c.r == c.w {
 			c.release()
-			go c.serve()
+			go c.wait()
 			return
 		}
 	}
