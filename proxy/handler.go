@@ -23,6 +23,7 @@ type Handler struct {
 	ids       *requestIDs
 	retries   retryCounts
 	recorders []Recorder
+	watch     watchdog // times every exchange's clock (watchdog.go)
 }
 
 // NewHandler returns a Handler serving t. log receives one line per failed request; nil
@@ -142,7 +143,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.table = t
 	ex.clock.idle = t.bodyIdle
-	ex.clock.start(&ex.rw)
+	ex.clock.start(&h.watch, &ex.rw)
 	defer h.finish(ex, r)
 	h.forward(ex, r)
 }
