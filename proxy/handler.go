@@ -295,6 +295,9 @@ type responseWriter struct {
 	bytes         int64
 	err           error     // the current try's forwarding error, when there was one
 	headerAt      time.Time // when the final status was sent
+	// flushEach has every write of the body flushed at once: set for a backend's answer
+	// of known length (Table.modifyResponse).
+	flushEach bool
 }
 
 func (w *responseWriter) WriteHeader(code int) {
@@ -321,6 +324,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	}
 	begin(&w.ex.clock.clientWrite)
 	n, err := w.ResponseWriter.Write(p)
+	if err == nil && w.flushEach {
+		err = w.flush()
+	}
 	done(&w.ex.clock.clientWrite)
 	w.bytes += int64(n)
 	return n, err
@@ -340,12 +346,12 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, brw, err
 }
 
-// FlushError sends what has been written to the client. ReverseProxy flushes after every
-// write (FlushInterval -1) so that streamed bodies flow at once, and also flushes the
-// headers alone before the first body byte. For a body of known length that first flush is
-// skipped: the headers then leave with the first part of the body, in one write instead of
-// two, and a client cannot use the headers of such a response without its body anyway.
-// Streams (no Content-Length, or server-sent events) get their headers at once.
+// FlushError sends what has been written to the client. Every write of a body is flushed,
+// so that it flows at once: a stream's (no Content-Length, or server-sent events) by
+// ReverseProxy, which also flushes its headers alone before the first body byte, and any
+// other by Write (flushEach). A flush of the headers alone is skipped for a body of known
+// length: they then leave with the first part of the body, in one write instead of two, and
+// a client cannot use the headers of such a response without its body anyway.
 func (w *responseWriter) FlushError() error {
 	if w.bytes == 0 && w.Header().Get("Content-Length") != "" {
 		return nil
@@ -353,9 +359,18 @@ func (w *responseWriter) FlushError() error {
 	// A flush is where a small write blocks on a client that does not read: timed as a
 	// write (timeouts.body_idle).
 	begin(&w.ex.clock.clientWrite)
-	err := http.NewResponseController(w.ResponseWriter).Flush()
+	err := w.flush()
 	done(&w.ex.clock.clientWrite)
 	return err
+}
+
+// flush flushes the server's writer, without allocating a ResponseController for it when
+// that writer can flush itself.
+func (w *responseWriter) flush() error {
+	if f, ok := w.ResponseWriter.(interface{ FlushError() error }); ok {
+		return f.FlushError()
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 // Flush is FlushError for callers that want an http.Flusher.
