@@ -353,7 +353,7 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // length: they then leave with the first part of the body, in one write instead of two, and
 // a client cannot use the headers of such a response without its body anyway.
 func (w *responseWriter) FlushError() error {
-	if w.bytes == 0 && w.Header().Get("Content-Length") != "" {
+	if cl := w.Header()["Content-Length"]; w.bytes == 0 && len(cl) > 0 && cl[0] != "" {
 		return nil
 	}
 	// A flush is where a small write blocks on a client that does not read: timed as a

@@ -136,8 +136,10 @@ func validRequestID(s string) bool {
 // whatever the backend said; and a 101 Switching Protocols, which ReverseProxy passes on
 // with its headers untouched, loses its hop-by-hop headers like any other response.
 func modifyResponse(res *http.Response) {
-	if id := res.Request.Header.Get(headerRequestID); id != "" {
-		res.Header[headerRequestID] = []string{id}
+	// (The request's own one-value slice, capacity 1, as Rewrite shares it with the request
+	// to the backend: nothing writes into a header's slice, and an append copies it.)
+	if id := res.Request.Header[headerRequestID]; len(id) > 0 && id[0] != "" {
+		res.Header[headerRequestID] = id[:1:1]
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		h := res.Header
