@@ -52,9 +52,12 @@ type exchange struct {
 	lease balancer.Lease // the current try's
 	rw    responseWriter
 	id    string
-	site  string       // the current try's site
-	body  *requestBody // nil for a request without a body
-	tries int
+	// idSlot holds a request ID the Handler made (requestIDs.ensure), as the request's
+	// X-Request-Id header.
+	idSlot [1]string
+	site   string       // the current try's site
+	body   *requestBody // nil for a request without a body
+	tries  int
 	// reason is why the last try failed; reasonNone while none has.
 	reason failure
 	start  time.Time
@@ -119,7 +122,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex := &exchange{rw: responseWriter{ResponseWriter: w}, start: time.Now()}
 	ex.rw.ex = ex
-	ex.id = h.ids.ensure(r.Header)
+	ex.id = h.ids.ensure(r.Header, &ex.idSlot)
 	ex.lease.Preferred = -1
 	if r.Method == http.MethodConnect {
 		writeError(&ex.rw, r, ex.id, http.StatusMethodNotAllowed, "CONNECT is not supported", 0)

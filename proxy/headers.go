@@ -108,14 +108,16 @@ func newRequestIDs() *requestIDs {
 }
 
 // ensure returns the request's X-Request-Id, first setting a new one when the request has
-// none or one that is not a plausible ID (at most 128 of [A-Za-z0-9._:-]).
-func (ids *requestIDs) ensure(h http.Header) string {
+// none or one that is not a plausible ID (at most 128 of [A-Za-z0-9._:-]). A new one is
+// held in slot, which the header's value then is (the exchange's: no slice of its own).
+func (ids *requestIDs) ensure(h http.Header, slot *[1]string) string {
 	if v := h[headerRequestID]; len(v) == 1 && validRequestID(v[0]) {
 		return v[0]
 	}
-	id := ids.prefix + strconv.FormatUint(ids.n.Add(1), 36)
-	h[headerRequestID] = []string{id}
-	return id
+	var b [64]byte
+	slot[0] = string(strconv.AppendUint(append(b[:0], ids.prefix...), ids.n.Add(1), 36))
+	h[headerRequestID] = slot[:]
+	return slot[0]
 }
 
 func validRequestID(s string) bool {
