@@ -78,10 +78,11 @@ type exchange struct {
 	// is when the client's wait for response headers ends, set at the first retry.
 	clock    exchangeClock
 	headerBy time.Time
-	tryCtx   tryContext // the first try's context
-	noRetry  string     // why the last failed try was not retried, for explain
-	affinity bool       // the session key chose the preferred site
-	waitErr  error      // why a retry's wait in the queue failed (retryQueued)
+	tryCtx   tryContext            // the first try's context
+	trace    httptrace.ClientTrace // the tries' GotConn (exchange.gotConn), when it is traced
+	noRetry  string                // why the last failed try was not retried, for explain
+	affinity bool                  // the session key chose the preferred site
+	waitErr  error                 // why a retry's wait in the queue failed (retryQueued)
 	// table is the Table whose Balancer granted the lease, whose site indexes the lease's
 	// are: the one the request started with, unless its wait in the queue (a first try's
 	// or a retry's) crossed a reload (see admit and retryQueued).
@@ -163,7 +164,8 @@ func (h *Handler) forward(ex *exchange, r *http.Request) {
 	base := r.Context()
 	ex.head = r.Method == http.MethodHead
 	if t.retry.attempts > 1 || ex.head {
-		base = httptrace.WithClientTrace(base, &httptrace.ClientTrace{GotConn: ex.gotConn})
+		ex.trace.GotConn = ex.gotConn
+		base = httptrace.WithClientTrace(base, &ex.trace)
 	}
 	ex.tryCtx = tryContext{Context: ex.clock.try(base), ex: ex}
 	out := r.WithContext(&ex.tryCtx)
