@@ -83,6 +83,15 @@ func appendJSONFloat(b []byte, f float64) []byte {
 	return strconv.AppendFloat(b, f, 'f', -1, 64)
 }
 
+// jsonPlain marks the bytes appendJSONString copies as they are: ASCII from 0x20 up, but
+// for '"' and '\\'.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendJSONString appends s escaped as zap escapes it (without quotes): '\\' and '"'
 // backslashed, \n \r \t, other bytes below 0x20 as \u00XX, invalid UTF-8 as \ufffd, and
 // everything else as it is.
@@ -91,6 +100,10 @@ func appendJSONString(b []byte, s string) []byte {
 	last := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if jsonPlain[c] {
+			i++
+			continue
+		}
 		if c >= utf8.RuneSelf {
 			r, size := utf8.DecodeRuneInString(s[i:])
 			if r != utf8.RuneError || size != 1 {
@@ -101,10 +114,6 @@ func appendJSONString(b []byte, s string) []byte {
 			b = append(b, `\ufffd`...)
 			i++
 			last = i
-			continue
-		}
-		if c >= 0x20 && c != '\\' && c != '"' {
-			i++
 			continue
 		}
 		b = append(b, s[last:i]...)
