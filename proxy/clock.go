@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// The exchange clock: one timer per request that enforces the timeouts no single read or
-// write can (net/http's Transport times one try's wait for response headers, not a
-// request's; and nothing in net/http bounds a body that stops flowing midway):
+// The exchange clock: a request's timer (kept by the Handler's one watchdog, watchdog.go)
+// that enforces the timeouts no single read or write can (net/http's Transport times one
+// try's wait for response headers, not a request's; and nothing in net/http bounds a body
+// that stops flowing midway):
 //
 //   - timeouts.response_header bounds the client's whole wait for response headers, retries
 //     included: a retry gets only what the first try left (headerBy), and is cut when that
@@ -33,34 +34,51 @@ var (
 	errClientStalled  = errors.New("client not reading the response for timeouts.body_idle")
 )
 
-// exchangeClock is an exchange's timer; see above. Its zero value is off (no limits).
+// exchangeClock is an exchange's timer; see above. Its zero value is off (no limits). The
+// Handler's watchdog (watchdog.go) does its timing: the clock says when it could next run
+// out (due), and the watchdog wakes then.
 type exchangeClock struct {
 	idle time.Duration // body_idle; 0: no idle limit
 
-	// Unix nanoseconds since which a read or write is under way, 0 when none is.
+	// monoNow times since which a read or write is under way, 0 when none is.
 	clientRead, backendRead, clientWrite atomic.Int64
-	// headerBy is the deadline of the current try's response headers, 0 for none (the
-	// Transport's own per-try limit then applies); gotHeaders is set once they came.
+	// headerBy is the deadline of the current try's response headers (a monoNow time), 0
+	// for none (the Transport's own per-try limit then applies); gotHeaders is set once
+	// they came.
 	headerBy   atomic.Int64
 	gotHeaders atomic.Bool
 
+	// w watches the clock; linked, left, prev and next are w's, under w.mu: whether it is
+	// on w's list, whether it has stopped for good, and its neighbours there.
+	w            *watchdog
+	linked, left bool
+	prev, next   *exchangeClock
+
 	mu      sync.Mutex
-	timer   *time.Timer
 	stopped bool
 	cancel  context.CancelCauseFunc // the current try's
 	rw      http.ResponseWriter     // the client's, for its read and write deadlines
 	expired error                   // why the exchange was cut, or nil
 }
 
-// start arms the clock for an exchange answering on rw.
-func (c *exchangeClock) start(rw http.ResponseWriter) {
+// never is a due time that never comes.
+const never = 1<<63 - 1
+
+// clockEpoch is the origin of monoNow.
+var clockEpoch = time.Now()
+
+// monoNow is the clock's time: nanoseconds on the monotonic clock (one read of it, where
+// time.Now reads the wall clock too), never 0.
+func monoNow() int64 { return int64(time.Since(clockEpoch)) + 1 }
+
+// start arms the clock for an exchange answering on rw, watched by w.
+func (c *exchangeClock) start(w *watchdog, rw http.ResponseWriter) {
+	c.w = w
 	if c.idle <= 0 {
 		return
 	}
-	c.mu.Lock() // a timer that fires at once must find c.timer set
-	defer c.mu.Unlock()
-	c.rw = rw
-	c.timer = time.AfterFunc(c.idle, c.check)
+	c.rw = rw // (before join: the watchdog may cut at once)
+	w.join(c, monoNow()+int64(c.idle))
 }
 
 // try makes the context of a new try, which the clock cancels if it cuts the exchange.
@@ -89,28 +107,23 @@ func (c *exchangeClock) endTry() {
 
 // limitHeaders makes the current try's response headers due by deadline (a retry's).
 func (c *exchangeClock) limitHeaders(deadline time.Time) {
-	c.headerBy.Store(deadline.UnixNano())
+	by := int64(deadline.Sub(clockEpoch)) + 1
+	c.headerBy.Store(by)
 	c.gotHeaders.Store(false)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stopped {
-		return
+	if c.w == nil {
+		c.w = &orphanWatchdog
 	}
-	if c.timer == nil {
-		c.timer = time.AfterFunc(time.Until(deadline), c.check)
-		return
-	}
-	c.timer.Reset(time.Until(deadline))
+	c.w.join(c, by)
 }
 
 // stop turns the clock off for good: after it returns, the clock touches nothing of the
 // exchange's. It is called before the Handler returns, and when a tunnel takes over.
 func (c *exchangeClock) stop() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.stopped = true
-	if c.timer != nil {
-		c.timer.Stop()
+	c.mu.Unlock()
+	if c.w != nil {
+		c.w.leave(c, true) // (not under c.mu: the watchdog takes w.mu before c.mu)
 	}
 }
 
@@ -121,16 +134,11 @@ func (c *exchangeClock) cut() error {
 	return c.expired
 }
 
-// check runs on the timer: it cuts the exchange if something has been silent too long, or
-// sets the timer for when something next could be.
-func (c *exchangeClock) check() {
-	now := time.Now().UnixNano()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stopped || c.expired != nil {
-		return
-	}
-	next := int64(1<<63 - 1)
+// due reports why the clock would cut the exchange at now, or else the earliest time it
+// next could (never: nothing to watch). It reads only atomics: the watchdog calls it for
+// every clock it watches, under its own lock.
+func (c *exchangeClock) due(now int64) (int64, error) {
+	next := int64(never)
 	if c.idle > 0 {
 		next = now + int64(c.idle)
 		for _, op := range []struct {
@@ -142,21 +150,26 @@ func (c *exchangeClock) check() {
 				continue
 			}
 			if now-s >= int64(c.idle) {
-				c.expire(op.err)
-				return
+				return 0, op.err
 			}
 			next = min(next, s+int64(c.idle))
 		}
 	}
 	if by := c.headerBy.Load(); by != 0 && !c.gotHeaders.Load() {
 		if now >= by {
-			c.expire(errHeaderDeadline)
-			return
+			return 0, errHeaderDeadline
 		}
 		next = min(next, by)
 	}
-	if next != 1<<63-1 {
-		c.timer.Reset(time.Duration(next - now))
+	return next, nil
+}
+
+// expireAt cuts the exchange for err, unless it has stopped or been cut already.
+func (c *exchangeClock) expireAt(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.stopped && c.expired == nil {
+		c.expire(err)
 	}
 }
 
@@ -177,7 +190,7 @@ func (c *exchangeClock) expire(err error) {
 }
 
 // begin marks an operation as under way; done marks it over.
-func begin(since *atomic.Int64) { since.Store(time.Now().UnixNano()) }
+func begin(since *atomic.Int64) { since.Store(monoNow()) }
 func done(since *atomic.Int64)  { since.Store(0) }
 
 // timedBody is a backend's response body whose reads the clock watches.

@@ -23,6 +23,7 @@ type Handler struct {
 	ids       *requestIDs
 	retries   retryCounts
 	recorders []Recorder
+	watch     watchdog // times every exchange's clock (watchdog.go)
 }
 
 // NewHandler returns a Handler serving t. log receives one line per failed request; nil
@@ -51,9 +52,12 @@ type exchange struct {
 	lease balancer.Lease // the current try's
 	rw    responseWriter
 	id    string
-	site  string       // the current try's site
-	body  *requestBody // nil for a request without a body
-	tries int
+	// idSlot holds a request ID the Handler made (requestIDs.ensure), as the request's
+	// X-Request-Id header.
+	idSlot [1]string
+	site   string       // the current try's site
+	body   *requestBody // nil for a request without a body
+	tries  int
 	// reason is why the last try failed; reasonNone while none has.
 	reason failure
 	start  time.Time
@@ -74,10 +78,11 @@ type exchange struct {
 	// is when the client's wait for response headers ends, set at the first retry.
 	clock    exchangeClock
 	headerBy time.Time
-	tryCtx   tryContext // the first try's context
-	noRetry  string     // why the last failed try was not retried, for explain
-	affinity bool       // the session key chose the preferred site
-	waitErr  error      // why a retry's wait in the queue failed (retryQueued)
+	tryCtx   tryContext            // the first try's context
+	trace    httptrace.ClientTrace // the tries' GotConn (exchange.gotConn), when it is traced
+	noRetry  string                // why the last failed try was not retried, for explain
+	affinity bool                  // the session key chose the preferred site
+	waitErr  error                 // why a retry's wait in the queue failed (retryQueued)
 	// table is the Table whose Balancer granted the lease, whose site indexes the lease's
 	// are: the one the request started with, unless its wait in the queue (a first try's
 	// or a retry's) crossed a reload (see admit and retryQueued).
@@ -118,7 +123,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex := &exchange{rw: responseWriter{ResponseWriter: w}, start: time.Now()}
 	ex.rw.ex = ex
-	ex.id = h.ids.ensure(r.Header)
+	ex.id = h.ids.ensure(r.Header, &ex.idSlot)
 	ex.lease.Preferred = -1
 	if r.Method == http.MethodConnect {
 		writeError(&ex.rw, r, ex.id, http.StatusMethodNotAllowed, "CONNECT is not supported", 0)
@@ -142,7 +147,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.table = t
 	ex.clock.idle = t.bodyIdle
-	ex.clock.start(&ex.rw)
+	ex.clock.start(&h.watch, &ex.rw)
 	defer h.finish(ex, r)
 	h.forward(ex, r)
 }
@@ -159,7 +164,8 @@ func (h *Handler) forward(ex *exchange, r *http.Request) {
 	base := r.Context()
 	ex.head = r.Method == http.MethodHead
 	if t.retry.attempts > 1 || ex.head {
-		base = httptrace.WithClientTrace(base, &httptrace.ClientTrace{GotConn: ex.gotConn})
+		ex.trace.GotConn = ex.gotConn
+		base = httptrace.WithClientTrace(base, &ex.trace)
 	}
 	ex.tryCtx = tryContext{Context: ex.clock.try(base), ex: ex}
 	out := r.WithContext(&ex.tryCtx)
@@ -294,6 +300,9 @@ type responseWriter struct {
 	bytes         int64
 	err           error     // the current try's forwarding error, when there was one
 	headerAt      time.Time // when the final status was sent
+	// flushEach has every write of the body flushed at once: set for a backend's answer
+	// of known length (Table.modifyResponse).
+	flushEach bool
 }
 
 func (w *responseWriter) WriteHeader(code int) {
@@ -320,6 +329,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	}
 	begin(&w.ex.clock.clientWrite)
 	n, err := w.ResponseWriter.Write(p)
+	if err == nil && w.flushEach {
+		err = w.flush()
+	}
 	done(&w.ex.clock.clientWrite)
 	w.bytes += int64(n)
 	return n, err
@@ -339,22 +351,31 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, brw, err
 }
 
-// FlushError sends what has been written to the client. ReverseProxy flushes after every
-// write (FlushInterval -1) so that streamed bodies flow at once, and also flushes the
-// headers alone before the first body byte. For a body of known length that first flush is
-// skipped: the headers then leave with the first part of the body, in one write instead of
-// two, and a client cannot use the headers of such a response without its body anyway.
-// Streams (no Content-Length, or server-sent events) get their headers at once.
+// FlushError sends what has been written to the client. Every write of a body is flushed,
+// so that it flows at once: a stream's (no Content-Length, or server-sent events) by
+// ReverseProxy, which also flushes its headers alone before the first body byte, and any
+// other by Write (flushEach). A flush of the headers alone is skipped for a body of known
+// length: they then leave with the first part of the body, in one write instead of two, and
+// a client cannot use the headers of such a response without its body anyway.
 func (w *responseWriter) FlushError() error {
-	if w.bytes == 0 && w.Header().Get("Content-Length") != "" {
+	if cl := w.Header()["Content-Length"]; w.bytes == 0 && len(cl) > 0 && cl[0] != "" {
 		return nil
 	}
 	// A flush is where a small write blocks on a client that does not read: timed as a
 	// write (timeouts.body_idle).
 	begin(&w.ex.clock.clientWrite)
-	err := http.NewResponseController(w.ResponseWriter).Flush()
+	err := w.flush()
 	done(&w.ex.clock.clientWrite)
 	return err
+}
+
+// flush flushes the server's writer, without allocating a ResponseController for it when
+// that writer can flush itself.
+func (w *responseWriter) flush() error {
+	if f, ok := w.ResponseWriter.(interface{ FlushError() error }); ok {
+		return f.FlushError()
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 // Flush is FlushError for callers that want an http.Flusher.

@@ -108,14 +108,16 @@ func newRequestIDs() *requestIDs {
 }
 
 // ensure returns the request's X-Request-Id, first setting a new one when the request has
-// none or one that is not a plausible ID (at most 128 of [A-Za-z0-9._:-]).
-func (ids *requestIDs) ensure(h http.Header) string {
+// none or one that is not a plausible ID (at most 128 of [A-Za-z0-9._:-]). A new one is
+// held in slot, which the header's value then is (the exchange's: no slice of its own).
+func (ids *requestIDs) ensure(h http.Header, slot *[1]string) string {
 	if v := h[headerRequestID]; len(v) == 1 && validRequestID(v[0]) {
 		return v[0]
 	}
-	id := ids.prefix + strconv.FormatUint(ids.n.Add(1), 36)
-	h[headerRequestID] = []string{id}
-	return id
+	var b [64]byte
+	slot[0] = string(strconv.AppendUint(append(b[:0], ids.prefix...), ids.n.Add(1), 36))
+	h[headerRequestID] = slot[:]
+	return slot[0]
 }
 
 func validRequestID(s string) bool {
@@ -136,8 +138,10 @@ func validRequestID(s string) bool {
 // whatever the backend said; and a 101 Switching Protocols, which ReverseProxy passes on
 // with its headers untouched, loses its hop-by-hop headers like any other response.
 func modifyResponse(res *http.Response) {
-	if id := res.Request.Header.Get(headerRequestID); id != "" {
-		res.Header[headerRequestID] = []string{id}
+	// (The request's own one-value slice, capacity 1, as Rewrite shares it with the request
+	// to the backend: nothing writes into a header's slice, and an append copies it.)
+	if id := res.Request.Header[headerRequestID]; len(id) > 0 && id[0] != "" {
+		res.Header[headerRequestID] = id[:1:1]
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		h := res.Header

@@ -357,6 +357,9 @@ func (t *Table) modifyResponse(res *http.Response) error {
 	t.headers.addVia(res.Header, res.ProtoMajor, res.ProtoMinor)
 	if ex := exchangeOf(res.Request); ex != nil {
 		ex.clock.gotHeaders.Store(true)
+		// ReverseProxy (FlushInterval 0) flushes a stream after every write itself: a body
+		// of known length is the responseWriter's to flush.
+		ex.rw.flushEach = res.ContentLength >= 0
 		if ex.clock.idle > 0 && res.StatusCode != http.StatusSwitchingProtocols {
 			// A tunnel's body is the connection itself, with limits of its own.
 			ex.respBody = timedBody{ReadCloser: res.Body, c: &ex.clock}

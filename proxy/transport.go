@@ -236,9 +236,10 @@ func newForwarder(tr http.RoundTripper, t *Table, d Deps) forwarder {
 			}
 		},
 		Transport: tr,
-		// Flush every write: streamed responses and server-sent events reach the client as
-		// the backend sends them.
-		FlushInterval:  -1,
+		// Streams (no Content-Length, server-sent events) are flushed after every write by
+		// ReverseProxy itself; any other body by the Handler (responseWriter.flushEach),
+		// without ReverseProxy's timer and writer per response.
+		FlushInterval:  0,
 		BufferPool:     d.Buffers,
 		ModifyResponse: t.modifyResponse,
 		ErrorHandler:   recordError,

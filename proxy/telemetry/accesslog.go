@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -88,12 +89,19 @@ func (a *AccessLog) prepare(cfg *configs.Config) (*accessState, error) {
 	// Lines are written in batches (up to 256 KiB, or every second), not one write per
 	// request: the log must not cost the request path a system call each.
 	buffered := &zapcore.BufferedWriteSyncer{WS: sink, FlushInterval: time.Second}
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(accessEncoderConfig()), buffered, zapcore.InfoLevel))
+	return &accessState{log: log, output: al.Output, sample: al.Sample2xx,
+		close: func() { buffered.Stop(); closeSink() }, file: file, buffered: buffered}, nil
+}
+
+// accessEncoderConfig is the format of the access log's lines: zap's JSON, with the time
+// in RFC 3339 (nanoseconds), the message under "msg", and no level. Record encodes the
+// same bytes itself (appendAccessLine).
+func accessEncoderConfig() zapcore.EncoderConfig {
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey, enc.MessageKey, enc.LevelKey = "time", "msg", ""
 	enc.EncodeTime = zapcore.RFC3339NanoTimeEncoder
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), buffered, zapcore.InfoLevel))
-	return &accessState{log: log, output: al.Output, sample: al.Sample2xx,
-		close: func() { buffered.Stop(); closeSink() }, file: file, buffered: buffered}, nil
+	return enc
 }
 
 // commit makes next, from prepare, what is written, and closes the output it replaces
@@ -181,20 +189,16 @@ func (a *AccessLog) Record(i *proxy.RequestInfo) {
 	if i.Status < 400 && i.Reason == "" && s.sample < 1 && a.rand() >= s.sample {
 		return
 	}
-	ce := s.log.Check(zap.InfoLevel, "request")
-	if ce == nil {
-		return
+	// The line zap's logger (s.log) would write, encoded here and written to its output.
+	bp := accessLines.Get().(*[]byte)
+	line := appendAccessLine((*bp)[:0], i)
+	if _, err := s.buffered.Write(line); err != nil {
+		fmt.Fprintf(os.Stderr, "%v write error: %v\n", i.Start, err) // (as zap reports one)
 	}
-	ce.Time = i.Start
-	ce.Write(zap.String("request_id", i.ID), zap.String("method", i.Method), zap.String("host", i.Host),
-		zap.String("path", i.Path), zap.Int("status", i.Status), zap.Int64("bytes", i.Bytes),
-		zap.Int64("bytes_in", i.BytesIn), zap.String("client", i.Client), zap.String("xff", i.XFF),
-		zap.String("user_agent", i.UserAgent), zap.String("proto", i.Proto), zap.String("tls", i.TLS),
-		zap.Float64("duration_ms", float64(i.Duration.Microseconds())/1000),
-		zap.String("site", i.Site), zap.String("backend", i.Backend),
-		zap.String("preferred", i.Preferred), zap.String("spill", i.Spill),
-		zap.Float64("queued_ms", float64(i.Queued.Microseconds())/1000),
-		zap.Int("retries", i.Retries), zap.String("reason", i.Reason))
+	if cap(line) <= 64<<10 { // (a line with a huge path is not kept for every other)
+		*bp = line
+		accessLines.Put(bp)
+	}
 }
 
 // openOutput opens an access_log.output: "stdout", "stderr", a URL zap knows, or a file

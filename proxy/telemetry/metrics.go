@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ type Metrics struct {
 	source   atomic.Pointer[Source]
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	sites    sync.Map // site label → *siteMetrics: the vectors' children, looked up once
 
 	inflight, limit, weight, share, backendUp, queue *prometheus.Desc
 	spills, sheds, retries, reloads, discovery       *prometheus.Desc
@@ -62,18 +64,42 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // SetSource makes m read src at scrape time.
 func (m *Metrics) SetSource(src Source) { m.source.Store(&src) }
 
+// siteMetrics are one site's children of the per-request vectors. Record keeps them rather
+// than ask the vectors for them by label values each time, which hashes and compares the
+// labels under the vector's lock.
+type siteMetrics struct {
+	duration prometheus.Observer
+	requests [len(codes)]atomic.Pointer[prometheus.Counter] // by status; made at its first request
+}
+
 // Record counts one finished request.
 func (m *Metrics) Record(info *proxy.RequestInfo) {
 	site := info.Site
 	if site == "" {
 		site = "none"
 	}
-	code := "0"
+	code := 0
 	if info.Status > 0 && info.Status < len(codes) {
-		code = codes[info.Status]
+		code = info.Status
 	}
-	m.requests.WithLabelValues(site, code).Inc()
-	m.duration.WithLabelValues(site).Observe(info.Duration.Seconds())
+	s := m.site(site)
+	c := s.requests[code].Load()
+	if c == nil {
+		counter := m.requests.WithLabelValues(site, codes[code])
+		c = &counter
+		s.requests[code].Store(c) // (a racing Record stores the same child)
+	}
+	(*c).Inc()
+	s.duration.Observe(info.Duration.Seconds())
+}
+
+// site returns the children of site's label.
+func (m *Metrics) site(site string) *siteMetrics {
+	if s, ok := m.sites.Load(site); ok {
+		return s.(*siteMetrics)
+	}
+	s, _ := m.sites.LoadOrStore(site, &siteMetrics{duration: m.duration.WithLabelValues(site)})
+	return s.(*siteMetrics)
 }
 
 // Describe implements prometheus.Collector for the metrics read at scrape time.
