@@ -24,7 +24,8 @@ import (
 //     before anything of it is used, and a body is decoded from the same checks.
 //   - One allocation holds a request's strings (its head), one its exchange state.
 //   - Whether the client is still there is watched only for requests that last (see
-//     watch.go), not with a read and a goroutine per request.
+//     watch.go), not with a read and a goroutine per request, and with no timer per
+//     request.
 //
 // HTTP/2 with prior knowledge is recognised by its preface and handed to net/http; TLS
 // connections are net/http's from the start (see Server).
@@ -45,6 +46,7 @@ type h1Server struct {
 	ctx context.Context
 
 	workers workers
+	sweeper sweeper // starts the client watches of requests that last (watch.go)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}

@@ -48,6 +48,9 @@ func newH1Conn(s *h1Server, nc net.Conn, h2 *handoff) *h1conn {
 		f: framing.Framer{MaxHead: s.maxHead}}
 	c.ready.init(c)
 	c.watch.c = c
+	if c.ready.canPeek() {
+		c.watch.ended = make(chan struct{}, 1)
+	}
 	if s.header > 0 {
 		c.headBy = time.Now().Add(s.header)
 	}
@@ -69,16 +72,16 @@ var (
 // wait waits, on a goroutine of its own with a small stack, for the connection's next
 // request, and hands the connection to a worker once it has come (see workers.go).
 func (c *h1conn) wait() {
-	if !c.waitIdle() {
+	if c.waitIdle(false) != waitCame {
 		c.close()
 		return
 	}
 	c.s.dispatch(c)
 }
 
-// serve serves the connection's requests for as long as they come without a wait (one,
-// or pipelined ones), then leaves it to a fresh waiting goroutine. It reports false once
-// the connection is closed or handed over.
+// serve serves the connection's requests for as long as they come: one, pipelined ones,
+// and those that come while the worker holds the connection (a sweep or two, see
+// waitIdle). Then it leaves the connection to a fresh waiting goroutine.
 func (c *h1conn) serve() {
 	for {
 		req, x, ok := c.readRequest()
@@ -87,18 +90,34 @@ func (c *h1conn) serve() {
 		}
 		c.state.Store(connIdle) // (the next head may be read already: a pipelined request)
 		if c.r == c.w {
-			c.release()
-			go c.wait()
-			return
+			switch c.waitIdle(true) {
+			case waitClosed:
+				c.close()
+				return
+			case waitHandOff:
+				go c.wait()
+				return
+			}
 		}
 	}
 }
 
+// What became of a wait for the next request (waitIdle).
+const (
+	waitCame    = iota // its first bytes came, and are in buf
+	waitHandOff        // the worker's hold is over: a small goroutine is to wait
+	waitClosed         // the connection is to close: idle too long, gone, or shut down
+)
+
 // waitIdle waits for the next request's first bytes and reads them, holding no buffer
-// while it waits, and reports whether they came (false: the connection is to close). A
-// connection that waits for its first request waits no longer than read_header; a
-// kept-alive one, idle.
-func (c *h1conn) waitIdle() bool {
+// while it waits. A connection that waits for its first request waits no longer than
+// read_header; a kept-alive one, idle.
+//
+// hold: the worker that served the last request waits itself, for as long as the server's
+// sweeper lets it (one or two sweeps, see watch.go), so that a client sending its requests
+// one after the other keeps its worker: no goroutine is started and no other one woken
+// for each. When the sweeper ends the hold (waitHandOff), a small goroutine waits instead.
+func (c *h1conn) waitIdle(hold bool) int {
 	c.release()
 	by := c.headBy // (the first request's: read_header from the accept)
 	if !c.first && c.s.idle > 0 {
@@ -107,12 +126,23 @@ func (c *h1conn) waitIdle() bool {
 	c.nc.SetReadDeadline(by)
 	c.state.Store(connIdle)
 	if c.s.shutting.Load() {
-		return false
+		return waitClosed
 	}
-	if err := c.ready.readIdle(c); err != nil {
-		return false
+	if hold {
+		c.s.sweeper.hold(c)
 	}
-	return c.state.Load() == connIdle
+	err := c.ready.readIdle(c)
+	if hold && !c.s.sweeper.unhold(c) { // the sweeper ended the hold (a deadline in the past)
+		if err == nil {
+			c.nc.SetReadDeadline(by) // (the bytes came first: serve them)
+		} else if c.state.Load() == connIdle && (by.IsZero() || time.Now().Before(by)) {
+			return waitHandOff
+		}
+	}
+	if err != nil || c.state.Load() != connIdle {
+		return waitClosed
+	}
+	return waitCame
 }
 
 // headDeadline starts read_header for a head that did not come whole in one read (the
