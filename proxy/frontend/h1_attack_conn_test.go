@@ -142,10 +142,19 @@ func newServer(t *testing.T, h http.Handler) (*frontend.Server, string, chan err
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv, served := serveOn(t, ln, h)
+	return srv, ln.Addr().String(), served
+}
+
+// serveOn serves h on ln, and returns the server and a channel with Serve's result; the
+// test closes the server (and ln is closed when the test ends, whatever happens).
+func serveOn(t *testing.T, ln net.Listener, h http.Handler) (*frontend.Server, chan error) {
+	t.Helper()
+	t.Cleanup(func() { ln.Close() })
 	srv := frontend.NewServer(frontConfig(t, ""), h, nil)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	return srv, ln.Addr().String(), served
+	return srv, served
 }
 
 // A client that never reads a large answer blocks its handler's writes (no write timeout
