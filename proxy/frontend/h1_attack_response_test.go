@@ -193,3 +193,38 @@ func TestAttackPanicMidAnswerPipelined(t *testing.T) {
 	recv(t, served, "the handler")
 	noCall(t, served)
 }
+
+// A 1xx answer ends with its head; a Content-Length or Transfer-Encoding in it (the
+// handler's header as it is when it sends the 103) would make a lenient client or proxy
+// read the final answer as the 103's body. net/http leaves both out of 1xx heads.
+func TestAttackInformationalFramingFields(t *testing.T) {
+	skipBug(t, "a 1xx head carries the handler's Content-Length and Transfer-Encoding (h1response.go informational writes the whole header)")
+	f := start(t, nextOr(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		w.Header().Set("Transfer-Encoding", "chunked")
+		w.Header().Set("Link", "</a>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Transfer-Encoding")
+		io.WriteString(w, "final")
+	}))
+	c := dial(t, f.addr)
+	c.send(get("/") + get("/next"))
+	var head []string
+	for l := c.line(); l != "\r\n"; l = c.line() {
+		head = append(head, l)
+	}
+	if len(head) == 0 || !strings.HasPrefix(head[0], "HTTP/1.1 103 ") {
+		t.Fatalf("first head %q", head)
+	}
+	for _, l := range head[1:] {
+		if k, _, _ := strings.Cut(l, ":"); http.CanonicalHeaderKey(k) == "Content-Length" || http.CanonicalHeaderKey(k) == "Transfer-Encoding" {
+			t.Errorf("the 103 has %q", l)
+		}
+	}
+	if resp, body := c.response("GET"); resp.StatusCode != 200 || body != "final" {
+		t.Fatalf("final %d %q", resp.StatusCode, body)
+	}
+	if _, body := c.response("GET"); body != "next" {
+		t.Fatalf("next %q", body)
+	}
+}
