@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -270,4 +271,28 @@ func TestAttackHeadGrowsToLimit(t *testing.T) {
 			noCall(t, ch)
 		})
 	}
+}
+
+// A client that pipelines requests without ever reading an answer: the engine stops
+// reading once its answers back up (the client's writes then stall), instead of serving
+// and buffering without bound; the connection ends when the client goes.
+func TestAttackPipelineNeverRead(t *testing.T) {
+	var calls atomic.Int64
+	f := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		io.WriteString(w, strings.Repeat("a", 1024))
+	}))
+	c := dial(t, f.addr)
+	const n = 200000
+	reqs := strings.Repeat(get("/x"), n)
+	c.c.SetWriteDeadline(time.Now().Add(time.Second))
+	written, err := io.WriteString(c.c, reqs)
+	if err == nil {
+		t.Fatalf("all %d pipelined requests (%d bytes) were taken in with no answer read", n, written)
+	}
+	if got := calls.Load(); got >= n {
+		t.Fatalf("served %d requests", got)
+	}
+	t.Logf("the client's writes stalled after %d KB; %d requests served", written>>10, calls.Load())
+	c.c.Close()
 }
