@@ -3,6 +3,8 @@ package frontend_test
 // Expect: 100-continue from clients that do not wait for the 100, with pipelining.
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -104,5 +106,49 @@ func TestAttackHijackUnreadBody(t *testing.T) {
 	c.send("lo world!")
 	if g := recv(t, got, "the hijacker"); g != "hello world!" {
 		t.Fatalf("the hijacker read %q", g)
+	}
+}
+
+// Shutdown while a body is still arriving: the request is let finish (its body whole),
+// its answer says Connection: close, and Shutdown returns once it is answered.
+func TestAttackShutdownMidBody(t *testing.T) {
+	entered := make(chan string, 2)
+	h, ch := recorder(nil)
+	srv, addr, served := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- r.URL.Path
+		h.ServeHTTP(w, r)
+	}))
+	other := dial(t, addr)
+	other.send(get("/other"))
+	other.response("GET")
+	recv(t, entered, "the other request")
+	if s := recv(t, ch, "the other request"); s.Path != "/other" {
+		t.Fatalf("served %q first", s.Path)
+	}
+	c := dial(t, addr)
+	c.send("POST /up HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	recv(t, entered, "the upload's handler") // it now waits for the rest of the body
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	other.closed() // idle: closed by Shutdown, which has begun
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a body still arriving", err)
+	default:
+	}
+	c.send("6\r\n world\r\n0\r\n\r\n")
+	resp, body := c.response("POST")
+	if resp.StatusCode != 200 || body != "ok" || !resp.Close {
+		t.Fatalf("%d %q close=%v", resp.StatusCode, body, resp.Close)
+	}
+	if s := recv(t, ch, "the upload"); string(s.Body) != "hello world" || s.BodyErr != nil {
+		t.Fatalf("body %q %v", s.Body, s.BodyErr)
+	}
+	c.closed()
+	if err := recv(t, shut, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := recv(t, served, "Serve"); !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
 	}
 }
