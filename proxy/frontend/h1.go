@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -52,12 +53,14 @@ type h1Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*h1conn]struct{}
 	gone      chan struct{} // closed once shutting down with no connection left
+	closing   chan struct{} // closed by close: a lingering connection stops waiting
+	closeOnce sync.Once
 }
 
 func newH1Server(srv *http.Server, h2c bool) *h1Server {
 	return &h1Server{http: srv, ctx: context.WithValue(context.Background(), http.ServerContextKey, srv), handler: srv.Handler, h2c: h2c, maxHead: maxHeadBytes(srv),
 		header: srv.ReadHeaderTimeout, idle: srv.IdleTimeout, log: srv.ErrorLog,
-		listeners: map[net.Listener]struct{}{}, conns: map[*h1conn]struct{}{},
+		listeners: map[net.Listener]struct{}{}, conns: map[*h1conn]struct{}{}, closing: make(chan struct{}),
 		workers: workers{ready: make(chan *h1conn), quit: make(chan struct{})}}
 }
 
@@ -87,7 +90,8 @@ func (s *h1Server) serve(ln net.Listener) error {
 				return http.ErrServerClosed
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() { // (out of descriptors and the like: wait, as net/http does)
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors, and the like: wait and accept again, as net/http does.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				time.Sleep(backoff)
 				continue
@@ -182,6 +186,7 @@ func (s *h1Server) wait(ctx context.Context) error {
 
 // close stops the accepting and closes every connection.
 func (s *h1Server) close() {
+	s.closeOnce.Do(func() { close(s.closing) })
 	s.beginShutdown()
 	s.mu.Lock()
 	defer s.mu.Unlock()

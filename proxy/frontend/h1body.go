@@ -34,8 +34,9 @@ func (x *h1exchange) setBody() *framing.Error {
 		req.ContentLength = f.Data()
 	}
 	x.body = h1body{x: x}
-	if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
-		x.body.expect = true
+	// (Not to an HTTP/1.0 client, which knows no 1xx answer: RFC 9110 section 15.2.)
+	if req.ProtoMinor >= 1 && httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
+		x.body.expect, x.body.asked = true, true
 	}
 	req.Body = &x.body
 	return nil
@@ -76,6 +77,8 @@ type h1body struct {
 	x      *h1exchange
 	mu     sync.Mutex
 	expect bool  // "Expect: 100-continue": the 100 goes out with the first read
+	asked  bool  // the request asked for a 100 (set before the handler runs, then read only)
+	excess int64 // chunk framing beyond net/http's allowance (see framing)
 	err    error // what every read returns from now on (io.EOF at the end)
 	closed bool  // the handler is done: reads fail, the connection decides what is left
 }
@@ -171,10 +174,20 @@ func (b *h1body) framing() error {
 	}
 	seg := c.buf[c.r : c.r+k]
 	trailer := f.InTrailer()
+	sizeLine := f.InLine() && !trailer
 	if _, err := f.Advance(seg); err != nil {
 		return b.broken(err)
 	}
 	c.r += k
+	if sizeLine {
+		// net/http's bound (CVE-2023-39326): a chunk may carry 16 bytes of framing, plus
+		// twice its data; past 16 KiB more, the body is refused, so that chunks of a byte
+		// behind long extensions cannot make the server read megabytes for a few bytes.
+		b.excess = max(0, b.excess+int64(k)+2-16-2*f.Data())
+		if b.excess > maxChunkExcess {
+			return b.broken(errChunkExcess)
+		}
+	}
 	if trailer && k > 2 {
 		b.x.trailerField(string(seg[:k-2]))
 	}
@@ -190,6 +203,11 @@ func (b *h1body) broken(err error) error {
 	b.x.badBody.Store(true)
 	return err
 }
+
+// maxChunkExcess is how much more chunk framing than data a body may carry.
+const maxChunkExcess = 16 << 10
+
+var errChunkExcess = &framing.Error{Status: http.StatusBadRequest, Msg: "chunked encoding contains too much non-data"}
 
 func unexpected(err error) error {
 	if err == io.EOF || err == errHeadTooLarge {

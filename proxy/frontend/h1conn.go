@@ -366,7 +366,12 @@ func (c *h1conn) linger() {
 		}
 		read += n
 	}
-	time.Sleep(time.Until(end))
+	t := time.NewTimer(time.Until(end))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.s.closing: // (Close ends every connection at once)
+	}
 }
 
 // How long, and how much of what the client still sends, a closing connection reads and

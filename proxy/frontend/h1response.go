@@ -50,7 +50,14 @@ type h1writer struct {
 	done      bool // the handler returned
 	deadlines bool // the handler set a connection deadline: the connection is spent
 	overrun   bool // the handler wrote past its Content-Length
+	// useMu orders the handler's calls with the end of the exchange: once over, the
+	// connection (and its buffers) may serve another request, and a call from a goroutine
+	// the handler left behind fails instead of writing into another answer.
+	useMu sync.Mutex
+	over  bool
 }
+
+var errAfterReturn = errors.New("http: ResponseWriter used after the handler returned")
 
 // pendingMax is how much body a handler may write before the head must go; a handler
 // that writes no more, with no Content-Length and no Flush, gets one computed for it.
@@ -64,6 +71,14 @@ func (w *h1writer) Header() http.Header {
 }
 
 func (w *h1writer) WriteHeader(code int) {
+	w.useMu.Lock()
+	defer w.useMu.Unlock()
+	if !w.over {
+		w.writeHeader(code)
+	}
+}
+
+func (w *h1writer) writeHeader(code int) {
 	if w.hijacked || w.status != 0 {
 		return
 	}
@@ -83,7 +98,14 @@ func (w *h1writer) informational(code int) {
 	defer w.headMu.Unlock()
 	bw := w.x.c.writer()
 	writeStatusLine(bw, w.x.req.ProtoMinor, code)
-	writeFields(bw, w.header, false)
+	h := w.header
+	if h["Content-Length"] != nil || h["Transfer-Encoding"] != nil {
+		// (A 1xx has no body: a lenient reader must not take the final answer for one.)
+		h = h.Clone()
+		delete(h, "Content-Length")
+		delete(h, "Transfer-Encoding")
+	}
+	writeFields(bw, h, false)
 	bw.WriteString("\r\n")
 	bw.Flush()
 }
@@ -103,11 +125,16 @@ func (w *h1writer) sendContinue() {
 }
 
 func (w *h1writer) Write(p []byte) (int, error) {
+	w.useMu.Lock()
+	defer w.useMu.Unlock()
+	if w.over {
+		return 0, errAfterReturn
+	}
 	if w.hijacked {
 		return 0, http.ErrHijacked
 	}
 	if w.status == 0 {
-		w.WriteHeader(http.StatusOK)
+		w.writeHeader(http.StatusOK)
 	}
 	if !w.committed.Load() {
 		if !w.lengthKnown() && len(w.pending)+len(p) <= pendingMax {
@@ -197,7 +224,7 @@ func (w *h1writer) commit(finishing bool, first []byte) {
 		httpguts.HeaderValuesContainsToken(h["Connection"], "close") ||
 		!w.noBody && w.length < 0 && !w.chunked || // (HTTP/1.0: the body ends with the connection)
 		x.bodyTooLong()
-	if x.body.expect && !w.sentCont || x.badBody.Load() {
+	if x.body.asked && !w.sentCont || x.badBody.Load() {
 		// The client may or may not send the body it offered: do not guess. A body that
 		// broke the framing leaves nothing to trust on the connection.
 		w.close = true
@@ -304,11 +331,16 @@ func cleanValue(v string) string {
 
 // FlushError sends what was written so far: the head, if not yet sent, and the body.
 func (w *h1writer) FlushError() error {
+	w.useMu.Lock()
+	defer w.useMu.Unlock()
+	if w.over {
+		return errAfterReturn
+	}
 	if w.hijacked {
 		return http.ErrHijacked
 	}
 	if w.status == 0 {
-		w.WriteHeader(http.StatusOK)
+		w.writeHeader(http.StatusOK)
 	}
 	if !w.committed.Load() {
 		w.commit(false, nil)
@@ -332,18 +364,23 @@ func (w *h1writer) SetWriteDeadline(t time.Time) error {
 // already read, come first from the returned connection (and the Reader, which reads
 // it). The server no longer touches the connection.
 func (w *h1writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.useMu.Lock()
+	defer w.useMu.Unlock()
 	if w.hijacked {
 		return nil, nil, http.ErrHijacked
 	}
-	if w.done {
-		return nil, nil, errors.New("http: Hijack after the handler returned")
+	if w.over {
+		return nil, nil, errAfterReturn
 	}
 	c := w.x.c
+	w.x.closeBody() // (no read of the body from now on: what is left of it is the hijacker's)
 	c.watch.disarm()
+	w.headMu.Lock() // (no 100 Continue from now on either)
 	if w.committed.Load() {
 		c.bw.Flush()
 	}
 	w.hijacked = true
+	w.headMu.Unlock()
 	c.nc.SetDeadline(time.Time{})
 	var nc net.Conn = c.nc
 	if c.r < c.w {
@@ -359,9 +396,11 @@ func (w *h1writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // last chunk and the trailers, and the flush. It reports whether the answer is whole and
 // the connection may serve another request.
 func (w *h1writer) finish() bool {
-	w.done = true
+	w.useMu.Lock()
+	defer w.useMu.Unlock()
+	w.over, w.done = true, true
 	if w.status == 0 {
-		w.WriteHeader(http.StatusOK)
+		w.writeHeader(http.StatusOK)
 	}
 	if !w.committed.Load() {
 		w.commit(true, nil)
@@ -379,19 +418,20 @@ func (w *h1writer) finish() bool {
 }
 
 // writeTrailers writes the trailers the handler set: the fields declared in "Trailer",
-// and those under http.TrailerPrefix.
+// and those under http.TrailerPrefix; never a framing field (Content-Length,
+// Transfer-Encoding, Host...), which the edge itself refuses in a backend's trailers.
 func (w *h1writer) writeTrailers(bw *bufio.Writer) {
 	h := w.header
 	for _, v := range h["Trailer"] {
 		for k := range strings.SplitSeq(v, ",") {
 			k = http.CanonicalHeaderKey(strings.Trim(k, " \t"))
-			if vv, ok := h[k]; ok && k != "" {
+			if vv, ok := h[k]; ok && k != "" && httpguts.ValidTrailerHeader(k) {
 				writeFields(bw, http.Header{k: vv}, false)
 			}
 		}
 	}
 	for k, vv := range h {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpguts.ValidTrailerHeader(http.CanonicalHeaderKey(name)) {
 			writeFields(bw, http.Header{http.CanonicalHeaderKey(name): vv}, false)
 		}
 	}

@@ -84,7 +84,9 @@ func (c *h1conn) abort(x *h1exchange) {
 		x.cancel()
 		return
 	}
-	x.w.done = true
+	x.w.useMu.Lock()
+	x.w.over, x.w.done = true, true
+	x.w.useMu.Unlock()
 	if c.bw != nil {
 		c.bw.Flush()
 	}
