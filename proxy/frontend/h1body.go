@@ -223,7 +223,7 @@ func (x *h1exchange) trailerField(line string) {
 	if x.req.Trailer == nil {
 		x.req.Trailer = http.Header{}
 	}
-	key := canonicalKey(name)
+	key := framing.CanonicalKey(name)
 	x.req.Trailer[key] = append(x.req.Trailer[key], strings.Trim(value, " \t"))
 }
 

@@ -3,7 +3,6 @@ package frontend
 import (
 	"context"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"strings"
 
@@ -157,7 +156,7 @@ func parseFields(fields string) http.Header {
 		var line string
 		line, fields, _ = strings.Cut(fields, "\r\n")
 		name, value, _ := strings.Cut(line, ":")
-		key := canonicalKey(name)
+		key := framing.CanonicalKey(name)
 		value = strings.Trim(value, " \t")
 		if vv, ok := h[key]; ok {
 			h[key] = append(vv, value)
@@ -168,52 +167,3 @@ func parseFields(fields string) http.Header {
 	}
 	return h
 }
-
-// canonicalKey is textproto.CanonicalMIMEHeaderKey(name) without an allocation when name
-// is canonical already or a common header's.
-func canonicalKey(name string) string {
-	upper := true
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			return canonicalSlow(name)
-		}
-		upper = c == '-'
-	}
-	return name
-}
-
-func canonicalSlow(name string) string {
-	var buf [64]byte
-	if len(name) > len(buf) {
-		return textproto.CanonicalMIMEHeaderKey(name)
-	}
-	b := buf[:len(name)]
-	upper := true
-	for i := range len(name) {
-		c := name[i]
-		if upper && 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		} else if !upper && 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		b[i] = c
-		upper = c == '-'
-	}
-	if k, ok := commonKeys[string(b)]; ok {
-		return k
-	}
-	return string(b)
-}
-
-var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization",
-		"Cache-Control", "Connection", "Content-Length", "Content-Type", "Cookie", "Expect",
-		"Host", "If-Modified-Since", "If-None-Match", "Origin", "Pragma", "Referer",
-		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "User-Agent", "X-Forwarded-For",
-		"X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id", "X-Real-Ip"} {
-		m[k] = k
-	}
-	return m
-}()

@@ -13,8 +13,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// framing is how a response's body is delimited on the wire.
-type framing struct {
+// bodyFrame is how a response's body is delimited on the wire.
+type bodyFrame struct {
 	kind   frameKind
 	length int64 // frameLength: the body's length
 }
@@ -35,7 +35,7 @@ const (
 // chunked), with one difference: an HTTP/1.0 response with a Transfer-Encoding, which
 // net/http reads as if the header were not there, is refused (RFC 9112 section 6.1 calls
 // its framing faulty).
-func frame(res *http.Response, method string) (framing, error) {
+func frame(res *http.Response, method string) (bodyFrame, error) {
 	h, code := res.Header, res.StatusCode
 	if pragma, ok := h["Pragma"]; ok && len(pragma) > 0 && pragma[0] == "no-cache" {
 		if _, ok := h["Cache-Control"]; !ok {
@@ -45,11 +45,11 @@ func frame(res *http.Response, method string) (framing, error) {
 	res.Close = shouldClose(res.ProtoMinor, h)
 	chunked, err := transferEncoding(res)
 	if err != nil {
-		return framing{}, err
+		return bodyFrame{}, err
 	}
 	declared, err := contentLength(h)
 	if err != nil {
-		return framing{}, err
+		return bodyFrame{}, err
 	}
 	head := method == http.MethodHead
 	bodyless := head || !bodyAllowedForStatus(code)
@@ -67,7 +67,7 @@ func frame(res *http.Response, method string) (framing, error) {
 	}
 	if chunked {
 		if res.Trailer, err = declaredTrailer(h); err != nil {
-			return framing{}, err
+			return bodyFrame{}, err
 		}
 	}
 	if length == -1 && !chunked && bodyAllowedForStatus(code) {
@@ -75,15 +75,15 @@ func frame(res *http.Response, method string) (framing, error) {
 	}
 	switch {
 	case chunked && bodyless, !chunked && length == 0:
-		return framing{kind: frameNone}, nil
+		return bodyFrame{kind: frameNone}, nil
 	case chunked:
-		return framing{kind: frameChunked}, nil
+		return bodyFrame{kind: frameChunked}, nil
 	case length > 0:
-		return framing{kind: frameLength, length: length}, nil
+		return bodyFrame{kind: frameLength, length: length}, nil
 	case res.Close:
-		return framing{kind: frameClose}, nil
+		return bodyFrame{kind: frameClose}, nil
 	}
-	return framing{kind: frameNone}, nil
+	return bodyFrame{kind: frameNone}, nil
 }
 
 func bodyAllowedForStatus(code int) bool {

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/textproto"
 	"strings"
 
+	"github.com/spillway/spillway/proxy/framing"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -131,7 +131,7 @@ func trimCR(line string) string {
 // one allocation for all three.
 type response struct {
 	http.Response
-	framing framing
+	framing bodyFrame
 	body    body
 }
 
@@ -227,7 +227,7 @@ func parseFields(s string) (http.Header, error) {
 		if !httpguts.ValidHeaderFieldValue(v) {
 			return nil, headError("header field value", line)
 		}
-		k = canonicalKey(k)
+		k = framing.CanonicalKey(k)
 		if vv, ok := h[k]; ok || len(vals) == 0 {
 			h[k] = append(vv, v)
 			continue
@@ -238,63 +238,3 @@ func parseFields(s string) (http.Header, error) {
 	}
 	return h, nil
 }
-
-// canonicalKey is textproto.CanonicalMIMEHeaderKey(k) for a valid field name, without
-// allocating when k is canonical already (it is then returned as it is) or a common
-// name.
-func canonicalKey(k string) string {
-	upper := true
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			return recase(k)
-		}
-		upper = c == '-'
-	}
-	return k
-}
-
-// recase is canonicalKey for a k not in canonical form.
-func recase(k string) string {
-	var buf [48]byte
-	if len(k) > len(buf) {
-		return textproto.CanonicalMIMEHeaderKey(k)
-	}
-	b := buf[:len(k)]
-	upper := true
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		switch {
-		case upper && 'a' <= c && c <= 'z':
-			c -= 'a' - 'A'
-		case !upper && 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		b[i] = c
-		upper = c == '-'
-	}
-	if common, ok := commonKeys[string(b)]; ok {
-		return common
-	}
-	return string(b)
-}
-
-// commonKeys interns header names backends send, often in lower case (HTTP/2 habits).
-var commonKeys = func() map[string]string {
-	m := make(map[string]string)
-	for _, k := range []string{
-		"Accept-Ranges", "Access-Control-Allow-Credentials", "Access-Control-Allow-Headers",
-		"Access-Control-Allow-Methods", "Access-Control-Allow-Origin", "Access-Control-Expose-Headers",
-		"Access-Control-Max-Age", "Age", "Alt-Svc", "Cache-Control", "Connection",
-		"Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
-		"Content-Location", "Content-Range", "Content-Security-Policy", "Content-Type", "Date",
-		"Etag", "Expires", "Keep-Alive", "Last-Modified", "Link", "Location", "Pragma",
-		"Proxy-Authenticate", "Referrer-Policy", "Retry-After", "Server", "Set-Cookie",
-		"Strict-Transport-Security", "Trailer", "Transfer-Encoding", "Upgrade", "Vary", "Via",
-		"Www-Authenticate", "X-Content-Type-Options", "X-Frame-Options", "X-Powered-By",
-		"X-Request-Id", "X-Xss-Protection",
-	} {
-		m[k] = k
-	}
-	return m
-}()
