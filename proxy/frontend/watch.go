@@ -54,12 +54,12 @@ func (w *watch) disarm() {
 		return
 	}
 	w.c.s.sweeper.remove(w)
-	if w.state.CompareAndSwap(watchArmed, watchOff) {
-		return
+	if !w.state.CompareAndSwap(watchArmed, watchOff) {
+		w.c.nc.SetReadDeadline(aLongTimeAgo) // wakes the watch
+		<-w.ended
+		w.state.Store(watchOff)
 	}
-	w.c.nc.SetReadDeadline(aLongTimeAgo) // wakes the watch
-	<-w.ended
-	w.state.Store(watchOff)
+	w.x.Store(nil) // (an idle connection keeps nothing of its last request)
 }
 
 // run watches until the client leaves, sends more, or disarm wakes it.
