@@ -25,7 +25,7 @@ func (c *h1conn) exchange(req *http.Request, x *h1exchange) bool {
 		if req.RequestURI == "*" && req.Method == http.MethodOptions {
 			h = optionsStar // (as net/http's server answers it)
 		}
-		if !c.runHandler(h, x.w.handlerWriter(), req) {
+		if !c.runHandler(h, &x.w, req) {
 			c.abort(x)
 			return false
 		}
@@ -47,9 +47,6 @@ func (c *h1conn) exchange(req *http.Request, x *h1exchange) bool {
 	}
 	return true
 }
-
-// handlerWriter is the writer the handler gets.
-func (w *h1writer) handlerWriter() http.ResponseWriter { return w }
 
 // runHandler runs the handler, and reports false if it panicked. http.ErrAbortHandler is
 // how a handler says its answer is broken (a proxied body cut short): the connection is
