@@ -244,7 +244,15 @@ func (c *Conn) failBody(err error) {
 // clients) for what they are. It costs the sender a connection each.
 func (c *Conn) logRefusal(err error) {
 	if c.log != nil {
-		c.log.Printf("edge: refused a request from %s: %v", c.RemoteAddr(), err)
+		logRefusal(c.log, c.RemoteAddr(), err)
+	}
+}
+
+// logRefusal logs one refused request (a head, or a body that broke the framing) from
+// remote to log, if any: the edge's line, whichever engine refused it.
+func logRefusal(log *log.Logger, remote any, err error) {
+	if log != nil {
+		log.Printf("edge: refused a request from %s: %v", remote, err)
 	}
 }
 

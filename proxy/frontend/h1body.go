@@ -197,9 +197,7 @@ func (b *h1body) framing() error {
 // broken fails the body for a framing error: the edge's rule (see edge.go), the request
 // is cut and the client gets 400 from the handler.
 func (b *h1body) broken(err error) error {
-	if s := b.x.c.s; s.log != nil {
-		s.log.Printf("edge: refused a request from %s: %v", b.x.c.remote, err)
-	}
+	logRefusal(b.x.c.s.log, b.x.c.remote, err)
 	b.x.badBody.Store(true)
 	return err
 }

@@ -337,9 +337,7 @@ func (c *h1conn) handOff() error {
 // refuse answers a refused head with the edge's 400 (or 431) and closes the connection:
 // nothing after it is read, so a request hidden behind it never reaches a backend.
 func (c *h1conn) refuse(e *framing.Error) {
-	if c.s.log != nil {
-		c.s.log.Printf("edge: refused a request from %s: %v", c.remote, e)
-	}
+	logRefusal(c.s.log, c.remote, e)
 	c.nc.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
 	c.nc.Write(refusal(e))
 	c.linger()

@@ -47,7 +47,6 @@ type h1writer struct {
 	pending   []byte
 	close     bool // the connection closes after this answer
 	hijacked  bool
-	done      bool // the handler returned
 	deadlines bool // the handler set a connection deadline: the connection is spent
 	overrun   bool // the handler wrote past its Content-Length
 	// useMu orders the handler's calls with the end of the exchange: once over, the
@@ -301,22 +300,13 @@ func writeFields(bw *bufio.Writer, h http.Header, final bool) {
 		for _, v := range vv {
 			bw.WriteString(k)
 			bw.WriteString(": ")
-			if hasCTL(v) {
+			if !httpguts.ValidHeaderFieldValue(v) { // (a control character other than a tab)
 				v = cleanValue(v)
 			}
 			bw.WriteString(strings.Trim(v, " \t"))
 			bw.WriteString("\r\n")
 		}
 	}
-}
-
-func hasCTL(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return true
-		}
-	}
-	return false
 }
 
 func cleanValue(v string) string {
@@ -398,7 +388,7 @@ func (w *h1writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (w *h1writer) finish() bool {
 	w.useMu.Lock()
 	defer w.useMu.Unlock()
-	w.over, w.done = true, true
+	w.over = true
 	if w.status == 0 {
 		w.writeHeader(http.StatusOK)
 	}

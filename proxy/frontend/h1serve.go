@@ -82,7 +82,7 @@ func (c *h1conn) abort(x *h1exchange) {
 		return
 	}
 	x.w.useMu.Lock()
-	x.w.over, x.w.done = true, true
+	x.w.over = true
 	x.w.useMu.Unlock()
 	if c.bw != nil {
 		c.bw.Flush()
