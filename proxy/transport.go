@@ -280,6 +280,11 @@ type backendConn struct {
 	// refused. final is set (reader side) while a final answer's body is being read.
 	awaiting atomic.Bool
 	final    bool
+	// justAnswered is set (reader side) when a final answer has just been read whole;
+	// last, once the connection was found to hold bytes after it (see Read): the answer's
+	// last bytes then come with io.EOF, so that the Transport does not keep the connection.
+	justAnswered bool
+	last         bool
 }
 
 func newBackendConn(c net.Conn, limit time.Duration, check bool) *backendConn {
@@ -303,7 +308,7 @@ func (c *backendConn) NetConn() net.Conn { return c.Conn }
 // c: after a whole response, any of them is a response nobody asked for, which the next
 // request would read as its answer. Call it only from the reader's goroutine.
 func (c *backendConn) Pending() bool {
-	return c.ready.Len() > 0 || len(c.head) > 0 || c.refused != nil || upstream.Pending(c.Conn)
+	return c.ready.Len() > 0 || len(c.head) > 0 || c.refused != nil || c.last || upstream.Pending(c.Conn)
 }
 
 func (c *backendConn) Write(p []byte) (int, error) {
@@ -318,10 +323,23 @@ func (c *backendConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Read hands over what the backend sent once it is checked. A final answer read whole is
+// followed by a look at what the connection already holds after it (a stray response, in
+// the same read or in crypto/tls's buffer): with anything there, the answer's last bytes
+// come with io.EOF, which net/http's Transport takes for a connection that ended, and does
+// not put back in its pool. Its own reader would find the stray bytes on its next read,
+// but a request handed the pooled connection before that read (under load) would take
+// them for its answer.
 func (c *backendConn) Read(p []byte) (int, error) {
 	for {
 		if n, err, ok := c.ready.Pop(p); ok {
+			if err == nil && c.last && c.ready.Len() == 0 {
+				err = io.EOF
+			}
 			return n, err
+		}
+		if c.last {
+			return 0, io.EOF
 		}
 		if c.refused != nil {
 			return 0, c.refused
@@ -330,7 +348,15 @@ func (c *backendConn) Read(p []byte) (int, error) {
 			return c.Conn.Read(p)
 		}
 		n, err := c.Conn.Read(p)
-		if n, err, ok := c.ready.After(c.take(p[:n]), err); ok {
+		k := c.take(p[:n])
+		if c.justAnswered {
+			c.justAnswered = false
+			c.last = err == nil && (c.refused != nil || upstream.Pending(c.Conn))
+			if c.last && c.ready.Len() == 0 {
+				return k, io.EOF
+			}
+		}
+		if n, err, ok := c.ready.After(k, err); ok {
 			return n, err
 		}
 	}
@@ -397,6 +423,7 @@ func (c *backendConn) take(b []byte) (handed int) {
 func (c *backendConn) answered() {
 	if c.final && c.f.AtHead() {
 		c.final = false
+		c.justAnswered = true
 		c.awaiting.Store(false)
 	}
 }
