@@ -15,6 +15,7 @@ import (
 
 	"github.com/spillway/spillway/configs"
 	"github.com/spillway/spillway/proxy/framing"
+	"github.com/spillway/spillway/proxy/sockio"
 	"github.com/spillway/spillway/proxy/upstream"
 )
 
@@ -141,7 +142,7 @@ func (d backendDialer) dial(ctx context.Context, network, addr string) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	return newBackendConn(c, d.timeouts.ResponseHeader, d.http1), nil
+	return newBackendConn(sockio.Wrap(c), d.timeouts.ResponseHeader, d.http1), nil
 }
 
 // dialTLS dials an https backend of an HTTP/1.1 site: TLS with ALPN http/1.1, the
@@ -159,7 +160,7 @@ func (d backendDialer) dialTLS(ctx context.Context, network, addr string) (net.C
 		tc.ServerName, _, _ = net.SplitHostPort(addr)
 	}
 	tc.NextProtos = []string{"http/1.1"}
-	conn := tls.Client(raw, tc)
+	conn := tls.Client(sockio.Wrap(raw), tc)
 	hctx, cancel := context.WithTimeout(ctx, d.timeouts.Connect)
 	defer cancel()
 	if err := conn.HandshakeContext(hctx); err != nil {
@@ -315,10 +316,13 @@ func (c *backendConn) Write(p []byte) (int, error) {
 	if !c.awaiting.Load() {
 		c.awaiting.Store(true)
 	}
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.limit)); err != nil {
-		return 0, err
+	var n int
+	var err error
+	if w, ok := c.Conn.(*sockio.Conn); ok {
+		n, err = w.WriteWithin(p, c.limit) // (no timer touched when the socket takes it at once)
+	} else if err = c.Conn.SetWriteDeadline(time.Now().Add(c.limit)); err == nil {
+		n, err = c.Conn.Write(p)
 	}
-	n, err := c.Conn.Write(p)
 	c.written.Add(int64(n))
 	return n, err
 }

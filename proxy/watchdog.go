@@ -20,8 +20,11 @@ import (
 // watchdog's timer fires for it, not on a tick.
 //
 // The Handler owns it (NewHandler). It holds no goroutine: its timer (time.AfterFunc) runs
-// only when something is due, and is stopped when the last clock leaves, so an idle
-// Handler has nothing set and never wakes.
+// only when something could be due. It is not stopped when the last clock leaves: at a
+// low rate every request would then stop it and set it again, and setting a runtime timer
+// wakes a second thread to look at the timers (runtime.wakeNetPoller), once per request.
+// It lapses instead: the wake that finds nothing watched sets nothing, so an idle Handler
+// wakes once after its last request, and then never.
 type watchdog struct {
 	mu     sync.Mutex
 	head   *exchangeClock // the clocks watched, linked through prev and next
@@ -54,17 +57,13 @@ func (w *watchdog) join(c *exchangeClock, at int64) {
 	w.arm(at)
 }
 
-// leave stops watching c, for good when final (the clock stopped). The timer is stopped
-// with the last clock.
+// leave stops watching c, for good when final (the clock stopped). The timer lapses when
+// the last clock has left (see watchdog).
 func (w *watchdog) leave(c *exchangeClock, final bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	c.left = c.left || final
 	w.unlink(c)
-	if w.n == 0 && w.armed {
-		w.timer.Stop()
-		w.armed = false
-	}
 }
 
 // unlink takes c off the list; w.mu is held.

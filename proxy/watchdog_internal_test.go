@@ -6,14 +6,16 @@ import (
 	"time"
 )
 
-// TestWatchdogIdleWhenNothingWatched: once the last clock stops, the watchdog's timer is
-// stopped: an idle Handler never wakes.
+// TestWatchdogIdleWhenNothingWatched: once the last clock stops, the watchdog's timer
+// lapses: the wake that finds nothing watched sets nothing, so an idle Handler wakes once
+// and never again. A clock that joins meanwhile costs no timer operation.
 func TestWatchdogIdleWhenNothingWatched(t *testing.T) {
 	var w watchdog
 	var a, b exchangeClock
 	a.idle, b.idle = time.Minute, time.Minute
 	a.start(&w, nil)
 	b.start(&w, nil)
+	defer func() { w.timer.Stop() }()
 	a.stop()
 	w.mu.Lock()
 	armed, n := w.armed, w.n
@@ -24,10 +26,26 @@ func TestWatchdogIdleWhenNothingWatched(t *testing.T) {
 	b.stop()
 	b.stop() // (the Handler stops a tunnel's clock, then again as it returns)
 	w.mu.Lock()
+	armed, n, at := w.armed, w.n, w.wakeAt
+	w.mu.Unlock()
+	if !armed || n != 0 {
+		t.Fatalf("after the last clock stopped: armed %v, %d watched; want true (it lapses), 0", armed, n)
+	}
+	var c exchangeClock
+	c.idle = 2 * time.Minute
+	c.start(&w, nil) // due after the wake already set: the timer is left as it is
+	w.mu.Lock()
+	if w.wakeAt != at {
+		t.Errorf("a later clock moved the wake from %d to %d", at, w.wakeAt)
+	}
+	w.mu.Unlock()
+	c.stop()
+	w.check() // the timer's wake, with nothing watched
+	w.mu.Lock()
 	armed, n = w.armed, w.n
 	w.mu.Unlock()
 	if armed || n != 0 {
-		t.Errorf("after the last clock stopped: armed %v, %d watched; want false, 0", armed, n)
+		t.Errorf("after a wake with nothing watched: armed %v, %d watched; want false, 0", armed, n)
 	}
 	b.limitHeaders(time.Now().Add(time.Millisecond)) // a stopped clock does not come back
 	w.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/proxy/framing"
+	"github.com/spillway/spillway/proxy/sockio"
 )
 
 // An h1conn's state, for Shutdown: an idle connection may be closed, a busy one finishes
@@ -44,6 +45,7 @@ type h1conn struct {
 }
 
 func newH1Conn(s *h1Server, nc net.Conn, h2 *handoff) *h1conn {
+	nc = sockio.Wrap(nc) // reads and writes without waking the runtime's monitor (package sockio)
 	c := &h1conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), h2: h2, first: true,
 		f: framing.Framer{MaxHead: s.maxHead}}
 	c.ready.init(c)

@@ -5,6 +5,8 @@ package frontend
 import (
 	"io"
 	"syscall"
+
+	"github.com/spillway/spillway/proxy/sockio"
 )
 
 // readiness reads an idle client socket without holding a buffer while it waits, and
@@ -47,10 +49,16 @@ func (r *readiness) readNow(fd uintptr) bool {
 		c.buf = readBufs.Get().(*[readBufLen]byte)[:]
 	}
 	for {
-		r.n, r.err = syscall.Read(int(fd), c.buf[c.w:])
-		if r.err != syscall.EINTR {
-			break
+		var errno syscall.Errno
+		r.n, errno = sockio.Read(fd, c.buf[c.w:])
+		if errno == syscall.EINTR {
+			continue
 		}
+		r.err = nil
+		if errno != 0 {
+			r.err = errno
+		}
+		break
 	}
 	if r.err == syscall.EAGAIN {
 		c.release()

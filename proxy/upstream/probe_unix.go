@@ -5,6 +5,8 @@ package upstream
 import (
 	"net"
 	"syscall"
+
+	"github.com/spillway/spillway/proxy/sockio"
 )
 
 // probe finds a pooled connection that the backend closed (or wrote to) while it was
@@ -16,7 +18,7 @@ type probe struct {
 	raw  syscall.RawConn
 	read func(fd uintptr) bool // raw's callback, made once
 	buf  [1]byte
-	err  error
+	err  syscall.Errno
 }
 
 func (p *probe) init(nc net.Conn) {
@@ -37,7 +39,7 @@ func (p *probe) init(nc net.Conn) {
 }
 
 func (p *probe) once(fd uintptr) bool {
-	_, p.err = syscall.Read(int(fd), p.buf[:])
+	_, p.err = sockio.Read(fd, p.buf[:])
 	return true // never wait for the socket to be readable
 }
 
