@@ -191,6 +191,42 @@ func TestAttackClientNeverReads(t *testing.T) {
 	}
 }
 
+// A client that stops reading a large answer is gone after timeouts.idle: the engine's
+// writes to it wait no longer (a handler that writes on gets the error; the buffered tail
+// and the last chunk, written after the handler returns, have the same bound), and the
+// connection ends. The client finds the answer cut: fewer bytes than were written, then
+// the end of the stream or a reset.
+func TestAttackClientStopsReadingIsGoneAfterIdle(t *testing.T) {
+	wrote := make(chan error, 1)
+	var tried atomic.Int64
+	f := startFront(t, frontConfig(t, "timeouts: {idle: 200ms}\n"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for range 4096 { // 256 MiB at most: far more than the socket buffers hold
+			n, err := w.Write(chunk)
+			tried.Add(int64(n))
+			if err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}))
+	c := dial(t, f.addr)
+	c.send(get("/flood"))
+	err := recv(t, wrote, "the handler's blocked write to end")
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("the handler's write to a client that stopped reading: %v; want a timeout", err)
+	}
+	c.c.SetReadDeadline(time.Now().Add(proxytest.Liveness))
+	res := c.head("GET")
+	wantStatus(t, res, http.StatusOK)
+	got, err := io.Copy(io.Discard, res.Body) // (chunked: the answer's end is its last chunk)
+	if err != io.ErrUnexpectedEOF && !isReset(err) {
+		t.Fatalf("reading the answer after %d of %d bytes: %v; want it cut (the connection ended)", got, tried.Load(), err)
+	}
+}
+
 // Shutdown leaves a hijacked connection to its handler (it neither waits for it nor
 // closes it), and closes many connections that never sent a byte at once.
 func TestAttackShutdownHijackedAndSilent(t *testing.T) {

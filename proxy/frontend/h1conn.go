@@ -187,13 +187,29 @@ func (c *h1conn) release() {
 func (c *h1conn) writer() *bufio.Writer {
 	if c.bw == nil {
 		if bw, _ := writeBufs.Get().(*bufio.Writer); bw != nil {
-			bw.Reset(c.nc)
+			bw.Reset((*clientSink)(c))
 			c.bw = bw
 		} else {
-			c.bw = bufio.NewWriterSize(c.nc, writeBufLen)
+			c.bw = bufio.NewWriterSize((*clientSink)(c), writeBufLen)
 		}
 	}
 	return c.bw
+}
+
+// clientSink is the write buffer's sink: the connection, each write bounded by
+// timeouts.idle where no write deadline is set (sockio.Conn.WriteWithin). A client that
+// takes nothing for that long is gone, whether the handler is writing or the answer's
+// last bytes go after it returned (the buffered tail, the last chunk, a 100 Continue),
+// which nothing else bounds. A deadline the handler sets (http.ResponseController)
+// applies instead.
+type clientSink h1conn
+
+func (s *clientSink) Write(p []byte) (int, error) {
+	c := (*h1conn)(s)
+	if sc, ok := c.nc.(*sockio.Conn); ok && c.s.idle > 0 {
+		return sc.WriteWithin(p, c.s.idle)
+	}
+	return c.nc.Write(p)
 }
 
 // close closes the connection and stops tracking it.

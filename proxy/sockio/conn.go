@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -28,6 +29,7 @@ type Conn struct {
 	werr   syscall.Errno
 	writeF func(fd uintptr) bool
 	tryF   func(fd uintptr)
+	wdl    atomic.Int64 // the write deadline set (Unix nanoseconds), 0 for none: see WriteWithin
 }
 
 // Wrap returns c reading and writing through its socket's RawConn, or c itself where
@@ -124,40 +126,62 @@ func (c *Conn) writeNow(fd uintptr) bool {
 	return true
 }
 
-// WriteWithin writes p as Write does, under a bound of its own in place of the write
-// deadline: it fails with os.ErrDeadlineExceeded once it has waited limit for the socket
-// to take more. A write the socket takes at once (the usual case) sets no deadline:
-// setting one modifies a runtime timer, and a modified timer wakes a thread to look at
-// the timers (runtime.wakeNetPoller), once per write. It leaves the write deadline at
-// the last bound it set, which Write would then apply.
+// WriteWithin writes p as Write does, bounded by limit where no write deadline is set
+// (SetWriteDeadline, SetDeadline): it then fails with os.ErrDeadlineExceeded once it has
+// waited limit for the socket to take more. A write deadline that is set applies as it
+// does to Write, and a write after it has passed fails at once.
+//
+// A write the socket takes at once (the usual case) sets no deadline: setting one
+// modifies a runtime timer, and a modified timer wakes a thread to look at the timers
+// (runtime.wakeNetPoller), once per write.
 func (c *Conn) WriteWithin(p []byte, limit time.Duration) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if set := c.wdl.Load(); set != 0 && time.Now().UnixNano() >= set {
+		return 0, c.opError("write", os.ErrDeadlineExceeded)
+	}
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	c.wbuf, c.wn, c.werr = p, 0, 0
-	defer func() { c.wbuf = nil }()
 	err := c.raw.Control(c.tryF) // (Control does not look at the deadline, Write would)
 	if err == nil && c.werr == 0 && c.wn < len(p) {
-		if err = c.Conn.SetWriteDeadline(time.Now().Add(limit)); err == nil {
+		if err = c.bound(limit); err == nil {
 			err = c.raw.Write(c.writeF)
 		}
 	}
+	n, errno := c.wn, c.werr
+	c.wbuf = nil
+	c.wmu.Unlock()
 	switch {
 	case err != nil:
-		return c.wn, c.opError("write", err)
-	case c.werr != 0:
-		return c.wn, c.opError("write", os.NewSyscallError("write", c.werr))
+		return n, c.opError("write", err)
+	case errno != 0:
+		return n, c.opError("write", os.NewSyscallError("write", errno))
 	}
-	return c.wn, nil
+	return n, nil
+}
+
+// bound sets the socket's write deadline limit from now, unless one is set
+// (SetWriteDeadline): that one stays, even if it is set while bound runs.
+func (c *Conn) bound(limit time.Duration) error {
+	if c.wdl.Load() != 0 {
+		return nil
+	}
+	err := c.Conn.SetWriteDeadline(time.Now().Add(limit))
+	if set := c.wdl.Load(); set != 0 { // set meanwhile: it may have come before ours
+		err = c.Conn.SetWriteDeadline(time.Unix(0, set))
+	}
+	return err
 }
 
 // tryWrite writes what the socket takes without waiting.
 func (c *Conn) tryWrite(fd uintptr) { c.writeNow(fd) }
 
 // SetDeadline sets both deadlines, as SetReadDeadline does.
-func (c *Conn) SetDeadline(t time.Time) error { return c.Conn.SetDeadline(orFar(t)) }
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.wdl.Store(unixNano(t))
+	return c.Conn.SetDeadline(orFar(t))
+}
 
 // SetReadDeadline sets the read deadline; none (the zero time) is a deadline far off,
 // which is the same for a read but not for the runtime: taking a deadline away deletes
@@ -168,7 +192,10 @@ func (c *Conn) SetDeadline(t time.Time) error { return c.Conn.SetDeadline(orFar(
 func (c *Conn) SetReadDeadline(t time.Time) error { return c.Conn.SetReadDeadline(orFar(t)) }
 
 // SetWriteDeadline sets the write deadline, as SetReadDeadline does.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(orFar(t)) }
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.wdl.Store(unixNano(t))
+	return c.Conn.SetWriteDeadline(orFar(t))
+}
 
 // farOff is how far off "no deadline" is: longer than any connection lives.
 const farOff = 100 * 365 * 24 * time.Hour
@@ -178,6 +205,14 @@ func orFar(t time.Time) time.Time {
 		return time.Now().Add(farOff)
 	}
 	return t
+}
+
+// unixNano is t for wdl: 0 for none, and at least 1 for a time at or before 1970.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(t.UnixNano(), 1)
 }
 
 // SyscallConn is the wrapped socket's, for those who make calls of their own on it.

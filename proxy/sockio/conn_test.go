@@ -178,14 +178,12 @@ func TestResetIsTheSyscallError(t *testing.T) {
 	}
 }
 
-// TestWriteWithinBoundsAStalledPeer: a peer that stops reading fails the write once it
-// has waited the bound, with what it wrote so far; a write the socket takes at once
-// succeeds even under a write deadline already past (WriteWithin sets its own).
+// TestWriteWithinBoundsAStalledPeer: with no write deadline set, a peer that stops
+// reading fails the write once it has waited the bound, with what it wrote so far.
 func TestWriteWithinBoundsAStalledPeer(t *testing.T) {
 	c, peer := pair(t)
-	c.SetWriteDeadline(time.Now().Add(-time.Second))
 	if n, err := c.WriteWithin([]byte("hello"), time.Second); n != 5 || err != nil {
-		t.Fatalf("a small write under a past deadline = %d, %v; want 5, nil", n, err)
+		t.Fatalf("a small write = %d, %v; want 5, nil", n, err)
 	}
 	got := make([]byte, 5)
 	if _, err := io.ReadFull(peer, got); err != nil || string(got) != "hello" {
@@ -205,6 +203,42 @@ func TestWriteWithinBoundsAStalledPeer(t *testing.T) {
 	read, err := io.CopyN(io.Discard, peer, int64(n))
 	if err != nil || read != int64(n) {
 		t.Fatalf("peer read %d of the %d written: %v", read, n, err)
+	}
+}
+
+// TestWriteWithinKeepsTheDeadlineSet: a write deadline set with SetWriteDeadline applies
+// in place of the bound: one already past fails the write at once, a later one than the
+// bound lets the write wait for it, and one set while the write waits (a cut) ends it.
+func TestWriteWithinKeepsTheDeadlineSet(t *testing.T) {
+	c, _ := pair(t)
+	c.SetWriteDeadline(time.Now().Add(-time.Second))
+	if n, err := c.WriteWithin([]byte("x"), time.Minute); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a write past the deadline = %d, %v; want 0 and the deadline", n, err)
+	}
+	big := make([]byte, 64<<20)
+	start := time.Now()
+	c.SetWriteDeadline(start.Add(300 * time.Millisecond))
+	if _, err := c.WriteWithin(big, 10*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a write under a deadline: %v; want the deadline", err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("the write ended after %v, before the deadline set (300ms): the bound replaced it", took)
+	}
+	c.SetWriteDeadline(time.Time{})
+	ended := make(chan error, 1)
+	go func() {
+		_, err := c.WriteWithin(big, time.Hour)
+		ended <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // (the write is usually waiting by then; either way the cut must end it)
+	c.SetWriteDeadline(time.Unix(1, 0))
+	select {
+	case err := <-ended:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a cut write: %v; want the deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a deadline in the past did not end a write waiting under an hour's bound")
 	}
 }
 
