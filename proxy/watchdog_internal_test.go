@@ -47,6 +47,19 @@ func TestWatchdogIdleWhenNothingWatched(t *testing.T) {
 	if armed || n != 0 {
 		t.Errorf("after a wake with nothing watched: armed %v, %d watched; want false, 0", armed, n)
 	}
+	// After the lapse, a clock that joins sets the timer again, and is cut on time.
+	var d exchangeClock
+	d.idle = 50 * time.Millisecond
+	d.start(&w, nil)
+	defer d.stop()
+	ctx := d.try(context.Background())
+	defer d.endTry()
+	begin(&d.backendRead)
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second): // (liveness only)
+		t.Fatal("a clock that joined after the timer lapsed was never cut")
+	}
 	b.limitHeaders(time.Now().Add(time.Millisecond)) // a stopped clock does not come back
 	w.mu.Lock()
 	defer w.mu.Unlock()

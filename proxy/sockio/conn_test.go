@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -301,5 +303,84 @@ func TestPassThrough(t *testing.T) {
 	defer b.Close()
 	if sockio.Wrap(a) != a {
 		t.Fatal("Wrap wrapped a connection with no socket")
+	}
+}
+
+// TestWriteAfterABoundRanOut: a bound WriteWithin set, run out, is not a deadline for a
+// later Write, which has none.
+func TestWriteAfterABoundRanOut(t *testing.T) {
+	c, peer := pair(t)
+	big := make([]byte, 64<<20)
+	n, err := c.WriteWithin(big, 50*time.Millisecond)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a write to a peer that does not read: %v; want the bound", err)
+	}
+	time.Sleep(100 * time.Millisecond) // (the bound's timer has fired)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write([]byte("after"))
+		wrote <- err
+	}()
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.CopyN(io.Discard, peer, int64(n)+5); err != nil {
+		t.Fatalf("peer: %v", err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatalf("a Write after WriteWithin's bound ran out: %v; want none (no deadline is set)", err)
+	}
+}
+
+// TestWriteWithinBoundsSilenceNotTheWhole: a peer that reads slowly but keeps reading gets
+// a write that takes far longer than the bound: the bound is for the socket taking
+// nothing.
+func TestWriteWithinBoundsSilenceNotTheWhole(t *testing.T) {
+	c, peer := pair(t)
+	const size = 16 << 20
+	read := make(chan error, 1)
+	go func() {
+		b := make([]byte, 256<<10)
+		total := 0
+		for total < size {
+			n, err := io.ReadFull(peer, b[:min(len(b), size-total)])
+			total += n
+			if err != nil {
+				read <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		read <- nil
+	}()
+	start := time.Now()
+	if n, err := c.WriteWithin(make([]byte, size), 200*time.Millisecond); err != nil || n != size {
+		t.Fatalf("a write to a slow reader = %d, %v; want %d, nil", n, err, size)
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("16 MiB to a peer reading 256 KiB every 20ms took %v under a bound of 200ms", time.Since(start))
+}
+
+// TestDeadlines: a deadline beyond 2262 (where UnixNano overflows) is no deadline passed;
+// errors have net's shape, one *net.OpError with the poller's error or the system call's
+// inside.
+func TestDeadlines(t *testing.T) {
+	c, _ := pair(t)
+	c.SetWriteDeadline(time.Now().Add(math.MaxInt64))
+	if _, err := c.WriteWithin([]byte("x"), time.Second); err != nil {
+		t.Fatalf("a write under a deadline in 2262: %v", err)
+	}
+	c.SetReadDeadline(time.Unix(1, 0))
+	_, err := c.Read(make([]byte, 1))
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Net != "tcp" || op.Source == nil || op.Addr == nil {
+		t.Fatalf("a read past its deadline: %#v", err)
+	}
+	if _, nested := op.Err.(*net.OpError); nested || strings.Contains(err.Error(), "raw-") {
+		t.Fatalf("the error wraps RawConn's: %v", err)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("%v is not a timeout", err)
 	}
 }
