@@ -14,10 +14,10 @@ import (
 	"github.com/spillway/spillway/bench/sim"
 )
 
-// The overhead scenario sends the same constant rate straight to one backend, then through
-// each proxy, one after the other in one run. Each proxy runs as its own process, so that
-// its CPU time, read from /proc/PID/stat (its threads and its child processes: nginx's
-// workers), is its own and not the load generator's or the backend's.
+// The overhead scenario sends the same constant rate straight to one backend and through
+// each proxy, in turns within one run. Each proxy runs as its own process, so that its CPU
+// time, read from /proc/PID/stat (its threads and its child processes: nginx's workers), is
+// its own and not the load generator's or the backend's.
 
 // overheadRun is what one path measured.
 type overheadRun struct {
@@ -32,6 +32,8 @@ type overheadRun struct {
 	satCPU           time.Duration // the proxy process's, over the closed loop
 	idleKiB          float64       // resident KiB per idle keep-alive client connection
 	hasIdle          bool
+
+	hist Histogram // the fixed rate's latencies, over every round
 }
 
 // cpuPer is CPU µs per answered request; NaN without a measure.
@@ -55,8 +57,9 @@ var overheadScenario = Scenario{
 	Name:  "overhead",
 	Title: "what the proxy costs",
 	Description: "The same constant rate (3000 req/s; 300 with -short) straight to one simulated backend (no service " +
-		"time), then through Spillway, then through nginx and HAProxy when they are installed, each proxy a child " +
-		"process with a config the bench writes, one after the other in one run. Then, for each proxy, a closed loop " +
+		"time), through Spillway, and through nginx and HAProxy when they are installed, each proxy a child " +
+		"process with a config the bench writes, in turns: four rounds, every path once in each, so that the " +
+		"machine's drift falls on all alike. Then, for each proxy, four rounds of a closed loop " +
 		"(32 clients, as fast as it answers) and 1000 idle keep-alive client connections that made " +
 		"one request each. Reported: CPU time per request of each proxy process at the fixed rate and at saturation " +
 		"(from /proc/PID/stat, children included), p50 and p99 latency and what each proxy adds to the direct path, " +
@@ -99,23 +102,17 @@ func runOverhead(ctx context.Context, c *runContext) (*Result, error) {
 			notes = append(notes, p.bin+": not installed, skipped")
 		}
 	}
-	var runs []overheadRun
-	for _, p := range paths {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		run, err := measurePath(ctx, c, p, dir, backend.Addr(), rate, per)
-		if err != nil {
-			notes = append(notes, fmt.Sprintf("%s: %v", p.name, err))
-			continue
-		}
-		runs = append(runs, run)
+	runs, failed := measurePaths(ctx, c, paths, dir, backend.Addr(), rate, per)
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
+	notes = append(notes, failed...)
 	r := &Result{Params: map[string]any{"rate_rps": rate, "arrivals": Uniform.String(),
 		"per_path_s": per.Seconds(), "backend": "one simulated backend in the bench process, no service time",
 		"cpu_source": "/proc/PID/stat utime+stime of the proxy and its children, 10 ms ticks"},
 		Figures: map[string]float64{}}
 	r.Params["saturation_clients"], r.Params["idle_connections"] = satWorkers, idleConnsN
+	r.Params["rounds"] = overheadRounds
 	direct, spill := overheadTable(r, runs)
 	r.Note = strings.Join(notes, "; ")
 	if spill == nil || direct == nil {
@@ -191,79 +188,150 @@ func overheadTable(r *Result, runs []overheadRun) (direct, spill *overheadRun) {
 	return direct, spill
 }
 
-// measurePath starts p's proxy (none for direct), warms it up, then drives rate for per and
-// reads the proxy's CPU time before and after.
-func measurePath(ctx context.Context, c *runContext, p overheadPath, dir, backend string, rate float64, per time.Duration) (overheadRun, error) {
-	run := overheadRun{name: p.name}
-	url := "http://" + backend + "/"
-	var ch *child
-	if p.start != nil {
-		var err error
-		if url, ch, err = p.start(ctx, dir, backend); err != nil {
-			return run, err
+// overheadRounds: each path's fixed-rate and closed-loop measures are taken in this many
+// rounds, every path in turn within a round, so that the machine's drift (other tenants of
+// a shared VM, its own background work) falls on all of them alike, not on whichever ran
+// while it was busy.
+const overheadRounds = 4
+
+// overheadPathRun is a path under measure: its process (nil for direct) and what it
+// measured so far.
+type overheadPathRun struct {
+	url string
+	ch  *child
+	run overheadRun
+}
+
+// measurePaths starts every path's proxy, then measures them in turns (overheadRounds of
+// per/overheadRounds each) at the fixed rate and closed-loop, then their idle connections.
+// A path that fails is left out, with a note.
+func measurePaths(ctx context.Context, c *runContext, paths []overheadPath, dir, backend string, rate float64, per time.Duration) (runs []overheadRun, notes []string) {
+	var started []*overheadPathRun
+	defer func() {
+		for _, l := range started {
+			if l.ch != nil {
+				l.ch.stop()
+			}
 		}
-		defer ch.stop()
-		if err := ch.waitReady(ctx, url); err != nil {
-			return run, err
+	}()
+	for _, p := range paths {
+		l := &overheadPathRun{url: "http://" + backend + "/", run: overheadRun{name: p.name}}
+		if p.start != nil {
+			var err error
+			if l.url, l.ch, err = p.start(ctx, dir, backend); err == nil {
+				if err = l.ch.waitReady(ctx, l.url); err != nil {
+					l.ch.stop()
+				}
+			}
+			if err != nil {
+				notes = append(notes, fmt.Sprintf("%s: %v", p.name, err))
+				continue
+			}
+			l.run.hasCPU = true
 		}
-		run.hasCPU = true
+		started = append(started, l)
 	}
-	// Warm up connections and caches at the same rate, unmeasured.
-	warm := Schedule(Constant(rate), Uniform, per/5, 0, nil)
-	if _, err := Generate(ctx, LoadOptions{Target: url, Schedule: warm, Sites: []string{"origin"}}); err != nil {
-		return run, err
-	}
-	var cpu0 time.Duration
-	if ch != nil {
-		var err error
-		if cpu0, err = procCPU(ch.cmd.Process.Pid); err != nil {
-			return run, err
+	step := max(per/overheadRounds, 200*time.Millisecond)
+	failed := map[*overheadPathRun]error{}
+	each := func(f func(*overheadPathRun) error) {
+		for _, l := range started {
+			if failed[l] == nil && ctx.Err() == nil {
+				failed[l] = f(l)
+			}
 		}
+	}
+	each(func(l *overheadPathRun) error { return warm(ctx, l.url, rate, per/5) })
+	for range overheadRounds {
+		each(func(l *overheadPathRun) error { return atRate(ctx, c, l, rate, step) })
+	}
+	for range overheadRounds {
+		each(func(l *overheadPathRun) error { return closedLoop(ctx, l, step) })
+	}
+	each(func(l *overheadPathRun) error {
+		if l.ch == nil {
+			return nil
+		}
+		kib, err := idleKiB(ctx, l.ch.cmd.Process.Pid, strings.TrimSuffix(strings.TrimPrefix(l.url, "http://"), "/"), idleConnsN)
+		if err != nil {
+			return fmt.Errorf("idle connections: %w", err)
+		}
+		l.run.idleKiB, l.run.hasIdle = kib, true
+		return nil
+	})
+	for _, l := range started {
+		if err := failed[l]; err != nil {
+			notes = append(notes, fmt.Sprintf("%s: %v", l.run.name, err))
+			continue
+		}
+		l.run.p50, l.run.p99 = l.run.hist.Quantile(0.5), l.run.hist.Quantile(0.99)
+		runs = append(runs, l.run)
+	}
+	return runs, notes
+}
+
+// warm warms a path's connections and caches at the rate, unmeasured.
+func warm(ctx context.Context, url string, rate float64, d time.Duration) error {
+	_, err := Generate(ctx, LoadOptions{Target: url, Schedule: Schedule(Constant(rate), Uniform, d, 0, nil), Sites: []string{"origin"}})
+	return err
+}
+
+// atRate sends one round of the fixed rate to l, and adds what it measured.
+func atRate(ctx context.Context, c *runContext, l *overheadPathRun, rate float64, d time.Duration) error {
+	cpu0, err := l.cpu()
+	if err != nil {
+		return err
 	}
 	lv := &live{bySite: make([]int, 1)}
-	stopProgress := startProgress(ctx, c.Progress, "overhead", p.name, lv, rate)
-	records, err := Generate(ctx, LoadOptions{Target: url, Schedule: Schedule(Constant(rate), Uniform, per, 0, nil),
+	stopProgress := startProgress(ctx, c.Progress, "overhead", l.run.name, lv, rate)
+	records, err := Generate(ctx, LoadOptions{Target: l.url, Schedule: Schedule(Constant(rate), Uniform, d, 0, nil),
 		Sites: []string{"origin"}, OnRecord: lv.add})
 	stopProgress()
 	if err != nil {
-		return run, err
+		return err
 	}
-	if ch != nil {
-		cpu1, err := procCPU(ch.cmd.Process.Pid)
-		if err != nil {
-			return run, err
-		}
-		run.cpu = cpu1 - cpu0
+	cpu1, err := l.cpu()
+	if err != nil {
+		return err
 	}
-	var h Histogram
+	l.run.cpu += cpu1 - cpu0
 	for _, r := range records {
 		if r.Outcome == OK {
-			run.ok++
-			h.Record(r.Latency)
+			l.run.ok++
+			l.run.hist.Record(r.Latency)
 		} else {
-			run.errors++
+			l.run.errors++
 		}
 	}
-	run.p50, run.p99 = h.Quantile(0.5), h.Quantile(0.99)
-	if ch == nil {
-		return run, nil // the direct path has no process of its own to measure
+	return nil
+}
+
+// closedLoop drives one round of the closed loop through l's proxy (none for direct), and
+// adds what it measured.
+func closedLoop(ctx context.Context, l *overheadPathRun, d time.Duration) error {
+	if l.ch == nil {
+		return nil
 	}
-	pid := ch.cmd.Process.Pid
-	cpu0, err = procCPU(pid)
+	cpu0, err := l.cpu()
 	if err != nil {
-		return run, err
+		return err
 	}
-	run.satOK, run.satFailed = saturate(ctx, url, satWorkers, per, satMaxRequests)
-	cpu1, err := procCPU(pid)
+	ok, failed := saturate(ctx, l.url, satWorkers, d, satMaxRequests/overheadRounds)
+	cpu1, err := l.cpu()
 	if err != nil {
-		return run, err
+		return err
 	}
-	run.satCPU = cpu1 - cpu0
-	if run.idleKiB, err = idleKiB(ctx, pid, strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/"), idleConnsN); err != nil {
-		return run, fmt.Errorf("idle connections: %w", err)
+	l.run.satOK += ok
+	l.run.satFailed += failed
+	l.run.satCPU += cpu1 - cpu0
+	return nil
+}
+
+// cpu is the CPU time of l's proxy so far; 0 for direct.
+func (l *overheadPathRun) cpu() (time.Duration, error) {
+	if l.ch == nil {
+		return 0, nil
 	}
-	run.hasIdle = true
-	return run, nil
+	return procCPU(l.ch.cmd.Process.Pid)
 }
 
 // startProgress prints a progress line a second for a run without an Env; the returned
