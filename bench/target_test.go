@@ -433,8 +433,10 @@ func TestTargetFleetAddsUpReplicas(t *testing.T) {
 	defer front.Close()
 
 	rep, err := RunTarget(context.Background(), TargetOptions{Scenarios: []string{"soak"}, Target: front.URL,
-		Admin: a.AdminURL + ", " + b.AdminURL, Rate: 60, Duration: 2 * time.Second, Sessions: 4,
-		SiteHeader: "X-Not-Sent", SampleEvery: 100 * time.Millisecond})
+		Admin: a.AdminURL + ", " + b.AdminURL, Rate: 60, Duration: 3 * time.Second, Sessions: 4,
+		// (The growth check wants samples from 10% to 20% of the run: at 3 s and a sample
+		// every 50 ms that window has six, enough when the whole suite loads the machine.)
+		SiteHeader: "X-Not-Sent", SampleEvery: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
