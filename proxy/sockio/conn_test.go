@@ -384,3 +384,29 @@ func TestDeadlines(t *testing.T) {
 		t.Fatalf("%v is not a timeout", err)
 	}
 }
+
+// TestCloseEndsAWaitingWrite: Close wakes a write waiting under its bound, with
+// net.ErrClosed and what it wrote before.
+func TestCloseEndsAWaitingWrite(t *testing.T) {
+	c, _ := pair(t)
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	big := make([]byte, 64<<20) // the peer never reads: the write waits
+	go func() {
+		n, err := c.WriteWithin(big, time.Hour)
+		done <- result{n, err}
+	}()
+	time.Sleep(20 * time.Millisecond) // (the write is usually waiting by then; either way Close must end it)
+	c.Close()
+	select {
+	case r := <-done:
+		if !errors.Is(r.err, net.ErrClosed) || r.n >= len(big) {
+			t.Fatalf("a write waiting when the conn closed = %d, %v; want part of it and net.ErrClosed", r.n, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end a write waiting under an hour's bound")
+	}
+}
