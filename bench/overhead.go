@@ -277,23 +277,18 @@ func warm(ctx context.Context, url string, rate float64, d time.Duration) error 
 
 // atRate sends one round of the fixed rate to l, and adds what it measured.
 func atRate(ctx context.Context, c *runContext, l *overheadPathRun, rate float64, d time.Duration) error {
-	cpu0, err := l.cpu()
+	var records []Record
+	err := l.timed(&l.run.cpu, func() (err error) {
+		lv := &live{bySite: make([]int, 1)}
+		stopProgress := startProgress(ctx, c.Progress, "overhead", l.run.name, lv, rate)
+		records, err = Generate(ctx, LoadOptions{Target: l.url, Schedule: Schedule(Constant(rate), Uniform, d, 0, nil),
+			Sites: []string{"origin"}, OnRecord: lv.add})
+		stopProgress()
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	lv := &live{bySite: make([]int, 1)}
-	stopProgress := startProgress(ctx, c.Progress, "overhead", l.run.name, lv, rate)
-	records, err := Generate(ctx, LoadOptions{Target: l.url, Schedule: Schedule(Constant(rate), Uniform, d, 0, nil),
-		Sites: []string{"origin"}, OnRecord: lv.add})
-	stopProgress()
-	if err != nil {
-		return err
-	}
-	cpu1, err := l.cpu()
-	if err != nil {
-		return err
-	}
-	l.run.cpu += cpu1 - cpu0
 	for _, r := range records {
 		if r.Outcome == OK {
 			l.run.ok++
@@ -311,27 +306,29 @@ func closedLoop(ctx context.Context, l *overheadPathRun, d time.Duration) error 
 	if l.ch == nil {
 		return nil
 	}
-	cpu0, err := l.cpu()
-	if err != nil {
-		return err
-	}
-	ok, failed := saturate(ctx, l.url, satWorkers, d, satMaxRequests/overheadRounds)
-	cpu1, err := l.cpu()
-	if err != nil {
-		return err
-	}
-	l.run.satOK += ok
-	l.run.satFailed += failed
-	l.run.satCPU += cpu1 - cpu0
-	return nil
+	return l.timed(&l.run.satCPU, func() error {
+		ok, failed := saturate(ctx, l.url, satWorkers, d, satMaxRequests/overheadRounds)
+		l.run.satOK += ok
+		l.run.satFailed += failed
+		return nil
+	})
 }
 
-// cpu is the CPU time of l's proxy so far; 0 for direct.
-func (l *overheadPathRun) cpu() (time.Duration, error) {
+// timed runs f and adds the CPU time l's proxy spent meanwhile to sum (nothing for direct).
+func (l *overheadPathRun) timed(sum *time.Duration, f func() error) error {
 	if l.ch == nil {
-		return 0, nil
+		return f()
 	}
-	return procCPU(l.ch.cmd.Process.Pid)
+	cpu0, err := procCPU(l.ch.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	if err := f(); err != nil {
+		return err
+	}
+	cpu1, err := procCPU(l.ch.cmd.Process.Pid)
+	*sum += cpu1 - cpu0
+	return err
 }
 
 // startProgress prints a progress line a second for a run without an Env; the returned

@@ -48,19 +48,12 @@ func (r *readiness) readNow(fd uintptr) bool {
 	if c.buf == nil {
 		c.buf = readBufs.Get().(*[readBufLen]byte)[:]
 	}
-	for {
-		var errno syscall.Errno
-		r.n, errno = sockio.Read(fd, c.buf[c.w:])
-		if errno == syscall.EINTR {
-			continue
-		}
-		r.err = nil
-		if errno != 0 {
-			r.err = errno
-		}
-		break
+	n, errno := sockio.Read(fd, c.buf[c.w:])
+	r.n, r.err = n, nil
+	if errno != 0 {
+		r.err = errno
 	}
-	if r.err == syscall.EAGAIN {
+	if errno == syscall.EAGAIN {
 		c.release()
 		return false
 	}

@@ -81,17 +81,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 }
 
 func (c *Conn) readNow(fd uintptr) bool {
-	for {
-		n, errno := Read(fd, c.rbuf)
-		switch errno {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false // the poller waits for the socket, then calls again
-		}
-		c.rn, c.rerr = n, errno
-		return true
+	n, errno := Read(fd, c.rbuf)
+	if errno == syscall.EAGAIN {
+		return false // the poller waits for the socket, then calls again
 	}
+	c.rn, c.rerr = n, errno
+	return true
 }
 
 // Write writes all of p unless an error stops it, as net.Conn's Write does: under the
@@ -135,7 +130,6 @@ func (c *Conn) writeNow(fd uintptr) bool {
 	for c.wn < len(c.wbuf) {
 		n, errno := Write(fd, c.wbuf[c.wn:])
 		switch {
-		case errno == syscall.EINTR:
 		case errno == syscall.EAGAIN:
 			return false
 		case errno != 0:

@@ -9,19 +9,26 @@ import "syscall"
 // that the tests run Conn's code.
 const enabled = true
 
-// Read is read(2) on fd, a non-blocking descriptor.
-func Read(fd uintptr, p []byte) (int, syscall.Errno) { return errnoOf(syscall.Read(int(fd), p)) }
+// Read is read(2) on fd, a non-blocking descriptor. It never fails with EINTR (it tries
+// again).
+func Read(fd uintptr, p []byte) (int, syscall.Errno) { return call(syscall.Read, fd, p) }
 
-// Write is write(2) on fd, a non-blocking descriptor.
-func Write(fd uintptr, p []byte) (int, syscall.Errno) { return errnoOf(syscall.Write(int(fd), p)) }
+// Write is write(2) on fd, a non-blocking descriptor, as Read.
+func Write(fd uintptr, p []byte) (int, syscall.Errno) { return call(syscall.Write, fd, p) }
 
-func errnoOf(n int, err error) (int, syscall.Errno) {
-	if err != nil {
-		errno, _ := err.(syscall.Errno)
-		if errno == 0 {
-			errno = syscall.EIO
+func call(f func(int, []byte) (int, error), fd uintptr, p []byte) (int, syscall.Errno) {
+	for {
+		n, err := f(int(fd), p)
+		if err == nil {
+			return n, 0
 		}
-		return 0, errno
+		errno, _ := err.(syscall.Errno)
+		switch errno {
+		case syscall.EINTR:
+		case 0:
+			return 0, syscall.EIO
+		default:
+			return 0, errno
+		}
 	}
-	return n, 0
 }
